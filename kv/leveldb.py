@@ -1,0 +1,156 @@
+"""LevelDBEngine: the durable `StorageEngine`. The only module that imports plyvel.
+
+plyvel's exceptions (`plyvel.Error` and its IOError/CorruptionError subclasses, and the
+RuntimeError it raises on a closed database, snapshot or iterator) stop here and
+become `StorageError` naming the database path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any, Self
+
+import plyvel
+
+from kv.storage import StorageError, WriteBatch, prefix_end
+
+_PLYVEL_ERRORS = (plyvel.Error, RuntimeError)
+
+
+def _describe(exc: BaseException) -> str:
+    # plyvel carries LevelDB's Status message as bytes.
+    arg = exc.args[0] if exc.args else exc
+    return arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
+
+
+@contextmanager
+def _mapped(path: str, doing: str) -> Iterator[None]:
+    try:
+        yield
+    except _PLYVEL_ERRORS as exc:
+        raise StorageError(
+            f"LevelDB at {path}: {doing} failed: {_describe(exc)}", path=path
+        ) from exc
+
+
+def _iterate(
+    reader: Any, path: str, start: bytes, stop: bytes | None, reverse: bool
+) -> Iterator[tuple[bytes, bytes]]:
+    """Iterate [start, stop) of a plyvel DB or Snapshot; the plyvel iterator is made now.
+
+    plyvel 1.5.1 yields nothing for a reverse scan with `start` whose highest key in range
+    equals `start` (`Iterator.real_prev` tests `start >= key`), so a reverse scan passes
+    plyvel only `stop` and ends at `start` here.
+    """
+    with _mapped(path, "iterate"):
+        if reverse:
+            raw = reader.iterator(stop=stop, reverse=True)
+        else:
+            raw = reader.iterator(start=start, stop=stop)
+    return _drain(raw, path, start if reverse else None)
+
+
+def _drain(raw: Any, path: str, floor: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+    # Closing the generator (exhaustion, .close() or GC) closes the LevelDB iterator.
+    with raw, _mapped(path, "iterate"):
+        for key, value in raw:
+            if floor is not None and key < floor:
+                return
+            yield key, value
+
+
+class LevelDBEngine:
+    """A LevelDB database directory at `path`, exclusively locked while open."""
+
+    def __init__(self, path: str | os.PathLike[str], *, create_if_missing: bool = True) -> None:
+        self._path = os.fspath(path)
+        with _mapped(self._path, "open"):
+            self._db: Any = plyvel.DB(self._path, create_if_missing=create_if_missing)
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._db.closed)
+
+    def get(self, key: bytes) -> bytes | None:
+        with _mapped(self._path, "get"):
+            value: bytes | None = self._db.get(key)
+        return value
+
+    def write(self, batch: WriteBatch, *, sync: bool = False) -> None:
+        # transaction=True: an exception while filling the batch writes nothing.
+        with (
+            _mapped(self._path, "write"),
+            self._db.write_batch(transaction=True, sync=sync) as wb,
+        ):
+            for key, value in batch.ops:
+                if value is None:
+                    wb.delete(key)
+                else:
+                    wb.put(key, value)
+
+    def iterate(
+        self, start: bytes = b"", stop: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        return _iterate(self._db, self._path, start, stop, reverse)
+
+    def iterate_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        return self.iterate(prefix, prefix_end(prefix))
+
+    def snapshot(self) -> LevelDBSnapshot:
+        with _mapped(self._path, "snapshot"):
+            return LevelDBSnapshot(self._db.snapshot(), self._path)
+
+    def sync(self) -> None:
+        # An empty synced batch fsyncs LevelDB's current log file (docs/storage.md: caveat).
+        with _mapped(self._path, "sync"):
+            self._db.write_batch(sync=True).write()
+
+    def close(self) -> None:
+        # plyvel's close is idempotent and also closes this DB's iterators and snapshots.
+        self._db.close()
+
+    def __repr__(self) -> str:
+        return f"LevelDBEngine({self._path!r})"
+
+
+class LevelDBSnapshot:
+    """A LevelDB snapshot; unusable once closed or once its engine is closed."""
+
+    def __init__(self, snap: Any, path: str) -> None:
+        self._snap = snap
+        self._path = path
+
+    def get(self, key: bytes) -> bytes | None:
+        with _mapped(self._path, "snapshot get"):
+            value: bytes | None = self._snap.get(key)
+        return value
+
+    def iterate(
+        self, start: bytes = b"", stop: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        return _iterate(self._snap, self._path, start, stop, reverse)
+
+    def iterate_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        return self.iterate(prefix, prefix_end(prefix))
+
+    def close(self) -> None:
+        # Idempotent, and harmless after the engine closed (plyvel checks both).
+        self._snap.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
