@@ -1,0 +1,93 @@
+"""Quorum accounting for GET/PUT (Dynamo §4.5, read repair §5; Riak riak_kv_get_core)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dynamo_mode.quorum import ReadQuorum, WriteQuorum
+from dynamo_mode.siblings import join_context, make_version
+
+NODES = ("a", "b", "c")
+OLD = make_version(("a", 1), {}, "old")
+NEW = make_version(("b", 1), join_context([OLD]), "new")
+OTHER = make_version(("c", 1), {}, "concurrent")
+
+
+def test_read_is_ok_after_r_replies_and_reconciles_them() -> None:
+    q = ReadQuorum(NODES, 2)
+    q.add_reply("a", [OLD])
+    assert q.status() == "pending"
+    q.add_reply("b", [NEW])
+    assert q.status() == "ok"
+    assert q.result() == (NEW,)
+
+
+def test_read_repair_sends_the_result_to_stale_and_empty_replicas() -> None:
+    # Dynamo §4.5: replicas that answered with dominated or missing versions are repaired.
+    q = ReadQuorum(NODES, 2)
+    q.add_reply("a", [OLD])
+    q.add_reply("b", [NEW, OTHER])
+    q.add_reply("c", [])
+    assert q.result() == (NEW, OTHER)
+    assert q.repairs() == {"a": (NEW, OTHER), "c": (NEW, OTHER)}
+
+
+def test_no_repair_when_replicas_agree() -> None:
+    q = ReadQuorum(NODES, 2)
+    q.add_reply("a", [NEW])
+    q.add_reply("b", [NEW])
+    assert q.repairs() == {}
+
+
+def test_read_fails_once_r_is_unreachable() -> None:
+    q = ReadQuorum(NODES, 2)
+    q.add_error("a", "timeout")
+    assert q.status() == "pending"
+    q.add_error("b", "refused")
+    assert q.status() == "failed"
+    assert q.errors == {"a": "timeout", "b": "refused"}
+    assert q.waiting == frozenset({"c"})
+
+
+def test_each_replica_answers_once_and_strays_are_ignored() -> None:
+    q = ReadQuorum(NODES, 2)
+    q.add_reply("a", [OLD])
+    q.add_reply("a", [NEW])
+    q.add_error("a", "late error")
+    q.add_reply("zz", [NEW])
+    assert q.status() == "pending"
+    assert q.replied == {"a": (OLD,)}
+    assert q.errors == {}
+    assert q.strays == 1
+
+
+def test_write_is_ok_after_w_acks() -> None:
+    q = WriteQuorum(NODES, 2)
+    q.add_ack("a")
+    q.add_ack("a")
+    assert q.status() == "pending"
+    q.add_error("b", "disk full")
+    q.add_ack("c")
+    assert q.status() == "ok"
+    assert q.acked == frozenset({"a", "c"})
+
+
+def test_write_fails_when_too_many_errors() -> None:
+    q = WriteQuorum(NODES, 3)
+    q.add_error("c", "down")
+    assert q.status() == "failed"
+    q.add_ack("x")
+    assert q.strays == 1
+
+
+@pytest.mark.parametrize("n", [0, 4])
+def test_quorum_sizes_are_validated(n: int) -> None:
+    with pytest.raises(ValueError, match=f"r={n}"):
+        ReadQuorum(NODES, n)
+    with pytest.raises(ValueError, match=f"w={n}"):
+        WriteQuorum(NODES, n)
+
+
+def test_replicas_must_be_distinct() -> None:
+    with pytest.raises(ValueError, match="distinct"):
+        ReadQuorum(("a", "a"), 1)
