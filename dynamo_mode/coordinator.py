@@ -1,0 +1,251 @@
+"""The Dynamo coordinator: the I/O shell around the pure quorum accumulators (Riak get/put FSM).
+
+GET  (Dynamo §4.5): fetch from all N replicas of the preference list, answer after R
+     replies with the reconciled siblings and their joined context; then wait (bounded) for
+     the rest and send each stale or empty replica the merged result (read repair).
+PUT  (Dynamo §4.4, DVV): one replica mints the new version's dot and stores it (the first
+     reachable replica, this node when it is one); the coordinator then sends that replica's
+     whole reconciled set to the other replicas and answers after W acknowledgements.
+     The context returned to the client is the one it sent plus the new dot — never the
+     join of siblings it has not seen, so its next write cannot silently supersede them.
+DELETE: a PUT of a tombstone. Without a context, the coordinator first reads (R) and
+     deletes what it saw.
+
+Outcomes, as the error table promises: fewer than R (W) replicas answering, with nothing
+written anywhere → 503 `quorum_unavailable` (retry); a write stored on some replicas but
+not acknowledged by W in time → 504 `timeout` (may have been applied; it will spread by
+read repair).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dynamo_mode import siblings, vclock
+from dynamo_mode.quorum import ReadQuorum, WriteQuorum
+from dynamo_mode.replica import KeyRef, decode_versions
+from dynamo_mode.siblings import Version
+from dynamo_mode.transport import PeerTimeout, PeerUnreachable, Transport
+from kv.errors import KvError, QuorumUnavailable, SiblingLimit, UnknownOutcome
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one key lives: its reference and its preference list (primaries first)."""
+
+    ref: KeyRef
+    replicas: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    versions: tuple[Version, ...]  # reconciled, tombstones included
+    context: dict[str, int]
+
+    @property
+    def live(self) -> tuple[Version, ...]:
+        return siblings.live(self.versions)
+
+
+class DynamoCoordinator:
+    def __init__(self, self_id: str, transport: Transport, is_alive: Callable[[str], bool]) -> None:
+        self.self_id = self_id
+        self._transport = transport
+        self._is_alive = is_alive
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ GET
+    async def get(self, where: Placement, r: int, timeout: float) -> ReadResult:
+        acc = ReadQuorum(where.replicas, r)
+        calls = {n: self._spawn(self._fetch(n, where.ref, timeout)) for n in where.replicas}
+        await self._until_decided(acc, calls, timeout, self._feed_read)
+        if acc.status() != "ok":
+            raise QuorumUnavailable(
+                f"only {len(acc.replied)} of r={r} replicas answered ({_errors(acc.errors)})",
+                retry_after=0.5,
+            )
+        result = acc.result()
+        self._track(asyncio.ensure_future(self._read_repair(where, acc, calls, timeout)))
+        return ReadResult(result, siblings.join_context(result))
+
+    async def _fetch(self, node: str, ref: KeyRef, timeout: float) -> tuple[Version, ...]:
+        reply = await self._transport.call(node, "fetch", {"ref": ref.to_wire()}, timeout)
+        return decode_versions(reply["versions"])
+
+    @staticmethod
+    def _feed_read(acc: Any, node: str, outcome: Any) -> None:
+        if isinstance(outcome, BaseException):
+            acc.add_error(node, _reason(outcome))
+        else:
+            acc.add_reply(node, outcome)
+
+    async def _read_repair(
+        self, where: Placement, acc: ReadQuorum, calls: dict[str, asyncio.Task[Any]], timeout: float
+    ) -> None:
+        await self._until_decided(acc, calls, timeout, self._feed_read, settle_all=True)
+        merged = acc.result()
+        for node, _ in acc.repairs().items():
+            try:
+                await self._store(node, where.ref, merged, timeout)
+            except (PeerUnreachable, PeerTimeout, KvError) as exc:
+                log.debug("read repair of %s on %s failed: %s", where.ref, node, exc)
+
+    # ------------------------------------------------------------------ PUT / DELETE
+    async def put(
+        self,
+        where: Placement,
+        context: dict[str, int],
+        value: Any,
+        deleted: bool,
+        w: int,
+        max_siblings: int,
+        timeout: float,
+    ) -> dict[str, int]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        minted_by, new, merged = await self._mint(
+            where, context, value, deleted, max_siblings, timeout
+        )
+        acc = WriteQuorum(where.replicas, w)
+        acc.add_ack(minted_by)
+        others = [n for n in where.replicas if n != minted_by]
+        left = max(deadline - loop.time(), 0.001)
+        calls = {n: self._spawn(self._store(n, where.ref, merged, left)) for n in others}
+        await self._until_decided(acc, calls, left, self._feed_write)
+        if acc.status() != "ok":
+            raise UnknownOutcome(
+                f"stored on {len(acc.acked)} of w={w} replicas before the deadline "
+                f"({_errors(acc.errors)}); the write may become visible",
+                acked=len(acc.acked),
+                required=w,
+            )
+        return vclock.add_dot(context, new.dot)
+
+    async def _mint(
+        self,
+        where: Placement,
+        context: dict[str, int],
+        value: Any,
+        deleted: bool,
+        max_siblings: int,
+        timeout: float,
+    ) -> tuple[str, Version, tuple[Version, ...]]:
+        """Ask replicas in turn to mint the dot; only `PeerUnreachable` lets us try the next."""
+        payload = {
+            "context": context,
+            "value": value,
+            "deleted": deleted,
+            "max_siblings": max_siblings,
+        }
+        tried: list[str] = []
+        for node in self._mint_order(where.replicas):
+            try:
+                reply = await self._transport.call(
+                    node, "coordinate", {"ref": where.ref.to_wire(), **payload}, timeout
+                )
+            except PeerUnreachable as exc:
+                tried.append(f"{node}: {exc}")
+                continue
+            except PeerTimeout as exc:
+                raise UnknownOutcome(f"{node} did not confirm the write: {exc}") from None
+            new = Version.from_wire(reply["version"])
+            return node, new, decode_versions(reply["versions"])
+        raise QuorumUnavailable(f"no replica reachable ({'; '.join(tried)})", retry_after=0.5)
+
+    def _mint_order(self, replicas: Sequence[str]) -> list[str]:
+        """This node first when it is a replica (saves a hop), then alive ones, then the rest."""
+        ordered = sorted(replicas, key=lambda n: (n != self.self_id, not self._is_alive(n)))
+        return list(ordered)
+
+    async def _store(
+        self, node: str, ref: KeyRef, versions: Sequence[Version], timeout: float
+    ) -> None:
+        payload = {"ref": ref.to_wire(), "versions": [v.to_wire() for v in versions]}
+        await self._transport.call(node, "store", payload, timeout)
+
+    @staticmethod
+    def _feed_write(acc: Any, node: str, outcome: Any) -> None:
+        if isinstance(outcome, BaseException):
+            acc.add_error(node, _reason(outcome))
+        else:
+            acc.add_ack(node)
+
+    # ------------------------------------------------------------------ plumbing
+    async def _until_decided(
+        self,
+        acc: Any,
+        calls: dict[str, asyncio.Task[Any]],
+        timeout: float,
+        feed: Callable[[Any, str, Any], None],
+        settle_all: bool = False,
+    ) -> None:
+        """Feed finished calls into `acc` until it decides (or, with settle_all, all finish)."""
+        pending = {t: n for n, t in calls.items() if n in acc.waiting}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while pending and (settle_all or acc.status() == "pending"):
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            done, _ = await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                node = pending.pop(task)
+                feed(acc, node, task.exception() if task.exception() else task.result())
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._track(task)
+        return task
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_consume)
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _consume(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: a failed replica call is data, not an unhandled error
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{exc.__class__.__name__}: {exc}"
+
+
+def _errors(errors: Any) -> str:
+    return "; ".join(f"{n}: {r}" for n, r in sorted(errors.items())) or "no errors"
+
+
+async def handle_internal(replica: Any, op: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Server side of the transport: one local replica operation (validated input)."""
+    ref = KeyRef.from_wire(payload.get("ref"))
+    if op == "fetch":
+        return {"versions": [v.to_wire() for v in replica.fetch(ref)]}
+    if op == "store":
+        merged = replica.store(ref, decode_versions(payload.get("versions")))
+        return {"versions": [v.to_wire() for v in merged]}
+    if op == "coordinate":
+        context = vclock.validated(payload.get("context", {}))
+        try:
+            new, merged = replica.coordinate(
+                ref,
+                context,
+                payload.get("value"),
+                bool(payload.get("deleted", False)),
+                int(payload.get("max_siblings", 32)),
+            )
+        except siblings.SiblingLimitExceeded as exc:
+            raise SiblingLimit(str(exc), count=exc.count, limit=exc.limit) from None
+        return {"version": new.to_wire(), "versions": [v.to_wire() for v in merged]}
+    raise ValueError(f"unknown internal op {op!r}")

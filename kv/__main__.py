@@ -1,0 +1,66 @@
+"""`python -m kv node --config node.toml [flags]` — run one node until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from kv import config as config_mod
+from kv.node import Node
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m kv")
+    sub = p.add_subparsers(dest="command", required=True)
+    node = sub.add_parser("node", help="run one node (see kv/config.py for the TOML keys)")
+    node.add_argument("--config", help="TOML file; flags override its values")
+    node.add_argument("--node-id", dest="node_id")
+    node.add_argument("--data-dir", dest="data_dir")
+    node.add_argument("--listen", help="HTTP bind host:port")
+    node.add_argument("--advertise", help="HTTP address peers and clients dial (default: --listen)")
+    node.add_argument("--raft-listen", dest="raft_listen", help="meta Raft bind host:port")
+    node.add_argument("--raft-advertise", dest="raft_advertise")
+    node.add_argument(
+        "--initial-cluster",
+        dest="initial_cluster",
+        help="founding members: ID=HOST:HTTP_PORT/HOST:RAFT_PORT,...",
+    )
+    node.add_argument("--cluster-secret-file", dest="cluster_secret_file")
+    node.add_argument("--partitions", type=int)
+    node.add_argument("--vnodes", type=int)
+    node.add_argument("--log-level", dest="log_level")
+    return p
+
+
+async def _serve(node: Node) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await node.start()
+    await stop.wait()
+    await node.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(_parser().parse_args(argv))
+    args.pop("command")
+    path = args.pop("config")
+    try:
+        cfg = config_mod.load(path, args)
+    except (config_mod.ConfigError, OSError) as exc:
+        print(f"kv: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=cfg.log_level,
+        format=f"%(asctime)s {cfg.node_id} %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(_serve(Node(cfg)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""Node configuration: a frozen dataclass built from a TOML file and/or flags, validated once.
+
+Unknown keys are errors; every message names the field and the value (STYLE.md rule 6).
+Binding and advertising are separate settings so nodes can live on different hosts: peers
+reach a node at its *advertised* addresses, which must never be 0.0.0.0.
+
+Example `node.toml`:
+
+    node_id = "n1"
+    data_dir = "/var/lib/kv/n1"
+    listen = "0.0.0.0:7001"          # HTTP bind (client API and /v1/internal)
+    advertise = "10.0.0.1:7001"      # what other nodes and clients dial
+    raft_listen = "0.0.0.0:7101"     # meta Raft group bind
+    raft_advertise = "10.0.0.1:7101" # the meta group's node id: must match peers' lists exactly
+    cluster_secret_file = "/etc/kv/secret"
+    partitions = 64                   # Q, fixed at cluster creation (power of two)
+    vnodes = 64
+
+    [[initial_cluster]]
+    id = "n1"
+    http = "10.0.0.1:7001"
+    raft = "10.0.0.1:7101"
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, fields
+from typing import Any
+
+from kv.meta import Member
+
+ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MAX_META_VOTERS = 5
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _fail(field: str, message: str) -> None:
+    raise ConfigError(f"{field}: {message}")
+
+
+def _check_address(field: str, value: str, *, advertised: bool) -> None:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        _fail(field, f"must be host:port, got {value!r}")
+    if advertised and host in ("0.0.0.0", "::", "[::]"):
+        _fail(field, f"{value!r} is a wildcard; advertise an address peers can dial")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    node_id: str
+    data_dir: str
+    listen: str
+    advertise: str
+    raft_listen: str
+    raft_advertise: str
+    cluster_secret: str
+    initial_cluster: tuple[Member, ...]
+    partitions: int = 64
+    vnodes: int = 64
+    request_timeout_s: float = 2.0  # default per-request deadline (query `timeout_ms` overrides)
+    internode_timeout_s: float = 1.5
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if not ID_RE.match(self.node_id):
+            _fail("node_id", f"must match {ID_RE.pattern}, got {self.node_id!r}")
+        if not self.data_dir:
+            _fail("data_dir", "is required")
+        _check_address("listen", self.listen, advertised=False)
+        _check_address("advertise", self.advertise, advertised=True)
+        _check_address("raft_listen", self.raft_listen, advertised=False)
+        _check_address("raft_advertise", self.raft_advertise, advertised=True)
+        if len(self.cluster_secret) < 16:
+            _fail("cluster_secret", "must be at least 16 characters (it guards the Raft port)")
+        self._check_cluster()
+        if (
+            self.partitions < 1
+            or self.partitions & (self.partitions - 1)
+            or self.partitions > 65536
+        ):
+            _fail("partitions", f"must be a power of two ≤ 65536, got {self.partitions}")
+        if not 1 <= self.vnodes <= 4096:
+            _fail("vnodes", f"must be between 1 and 4096, got {self.vnodes}")
+        if self.request_timeout_s <= 0 or self.internode_timeout_s <= 0:
+            _fail("request_timeout_s", "timeouts must be positive")
+
+    def _check_cluster(self) -> None:
+        ids = [m.id for m in self.initial_cluster]
+        if not ids:
+            _fail("initial_cluster", "must list the founding members (including this node)")
+        if len(set(ids)) != len(ids):
+            _fail("initial_cluster", f"duplicate member id in {ids}")
+        if len(ids) > MAX_META_VOTERS:
+            _fail(
+                "initial_cluster", f"at most {MAX_META_VOTERS} founding members (meta-group voters)"
+            )
+        me = next((m for m in self.initial_cluster if m.id == self.node_id), None)
+        if me is None:
+            _fail("initial_cluster", f"does not list this node {self.node_id!r}")
+        elif (me.http, me.raft) != (self.advertise, self.raft_advertise):
+            _fail(
+                "initial_cluster",
+                f"lists {self.node_id} at http={me.http} raft={me.raft}, but this node advertises "
+                f"http={self.advertise} raft={self.raft_advertise} (Raft ids must match exactly)",
+            )
+        for m in self.initial_cluster:
+            _check_address(f"initial_cluster.{m.id}.http", m.http, advertised=True)
+            _check_address(f"initial_cluster.{m.id}.raft", m.raft, advertised=True)
+
+    @property
+    def meta_dir(self) -> str:
+        return os.path.join(self.data_dir, "meta")
+
+    @property
+    def db_dir(self) -> str:
+        return os.path.join(self.data_dir, "db")
+
+
+_KNOWN = {f.name for f in fields(NodeConfig)} | {"cluster_secret_file"}
+
+
+def parse_initial_cluster(spec: str) -> tuple[Member, ...]:
+    """`n1=HOST:HTTP_PORT/HOST:RAFT_PORT,n2=...` → members."""
+    members = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        node_id, sep, addrs = item.partition("=")
+        http, slash, raft = addrs.partition("/")
+        if not sep or not slash:
+            _fail("initial_cluster", f"entry {item!r} must be ID=HOST:PORT/HOST:RAFT_PORT")
+        members.append(Member(id=node_id, http=http, raft=raft))
+    return tuple(members)
+
+
+def load(path: str | None, overrides: dict[str, Any]) -> NodeConfig:
+    """Merge a TOML file (if any) with flag overrides (non-None values win)."""
+    raw: dict[str, Any] = {}
+    if path:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(raw) - _KNOWN)
+    if unknown:
+        _fail(unknown[0], f"unknown setting (known: {', '.join(sorted(_KNOWN))})")
+    return _build(raw)
+
+
+def _build(raw: dict[str, Any]) -> NodeConfig:
+    raw = dict(raw)
+    secret_file = raw.pop("cluster_secret_file", None)
+    if "cluster_secret" not in raw:
+        if secret_file:
+            with open(secret_file) as f:
+                raw["cluster_secret"] = f.read().strip()
+        elif os.environ.get("KV_CLUSTER_SECRET"):
+            raw["cluster_secret"] = os.environ["KV_CLUSTER_SECRET"]
+        else:
+            _fail(
+                "cluster_secret",
+                "set cluster_secret_file, --cluster-secret-file or KV_CLUSTER_SECRET",
+            )
+    cluster = raw.get("initial_cluster")
+    if isinstance(cluster, str):
+        raw["initial_cluster"] = parse_initial_cluster(cluster)
+    elif isinstance(cluster, list):
+        raw["initial_cluster"] = tuple(Member.from_dict(m) for m in cluster)
+    raw.setdefault("advertise", raw.get("listen"))
+    raw.setdefault("raft_advertise", raw.get("raft_listen"))
+    for required in ("node_id", "data_dir", "listen", "raft_listen", "initial_cluster"):
+        if required not in raw or raw[required] is None:
+            _fail(required, "is required")
+    try:
+        return NodeConfig(**raw)
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from None

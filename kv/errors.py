@@ -1,0 +1,146 @@
+"""Typed errors, named by what the caller should do next (tikv `errors.rs` style).
+
+    KvError                      code                 caller's next move
+    ├── InvalidRequest           invalid_request      fix the named field
+    │   └── MalformedJson        malformed_json       send valid JSON
+    ├── KeyspaceNotFound         keyspace_not_found   create it / fix the name
+    ├── KeyNotFound              not_found            (absent; eventual reads carry a context)
+    ├── KeyspaceConflict         keyspace_conflict    delete and re-create, or keep the old config
+    ├── SiblingLimit             sibling_limit        read, resolve, write back with the context
+    ├── ConditionFailed          condition_failed     re-read `current_version`, retry the CAS
+    ├── TooLarge                 too_large            shrink the key or value
+    ├── NotImplementedYet        not_implemented      use a supported feature
+    ├── Unauthorized             unauthorized         internode call without the cluster secret
+    ├── Retryable                                     retry after `retry_after` seconds
+    │   ├── QuorumUnavailable    quorum_unavailable   (certainly not applied)
+    │   ├── NoLeader             no_leader            (certainly not applied; leader_hint)
+    │   └── NotReady             not_ready            (node still booting)
+    └── UnknownOutcome           timeout              may have been applied: read before retrying
+
+The one mapping to HTTP status codes is `kv.http.errors.STATUS`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class KvError(Exception):
+    code = "internal"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, **self.details}}
+
+
+class InvalidRequest(KvError):
+    code = "invalid_request"
+
+    def __init__(self, field: str, message: str, **details: Any) -> None:
+        super().__init__(f"{field}: {message}", field=field, **details)
+
+
+class MalformedJson(KvError):
+    code = "malformed_json"
+
+
+class KeyspaceNotFound(KvError):
+    code = "keyspace_not_found"
+
+    def __init__(self, keyspace: str) -> None:
+        super().__init__(f"keyspace {keyspace!r} does not exist", keyspace=keyspace)
+
+
+class KeyNotFound(KvError):
+    code = "not_found"
+
+
+class KeyspaceConflict(KvError):
+    code = "keyspace_conflict"
+
+
+class SiblingLimit(KvError):
+    code = "sibling_limit"
+
+
+class ConditionFailed(KvError):
+    code = "condition_failed"
+
+    def __init__(self, current_version: int) -> None:
+        super().__init__(
+            f"if_version did not match; current version is {current_version}",
+            current_version=current_version,
+        )
+
+
+class TooLarge(KvError):
+    code = "too_large"
+
+    def __init__(self, field: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"{field} is {size} bytes; the limit is {limit}", field=field, size=size, limit=limit
+        )
+
+
+class NotImplementedYet(KvError):
+    code = "not_implemented"
+
+
+class Unauthorized(KvError):
+    code = "unauthorized"
+
+
+class Retryable(KvError):
+    """Certainly not applied; safe to retry after `retry_after` seconds."""
+
+    code = "unavailable"
+
+    def __init__(self, message: str, retry_after: float = 1.0, **details: Any) -> None:
+        super().__init__(message, retry_after=retry_after, **details)
+        self.retry_after = retry_after
+
+
+class QuorumUnavailable(Retryable):
+    code = "quorum_unavailable"
+
+
+class NoLeader(Retryable):
+    code = "no_leader"
+
+
+class NotReady(Retryable):
+    code = "not_ready"
+
+
+class UnknownOutcome(KvError):
+    """The request may or may not have been applied (HTTP 504)."""
+
+    code = "timeout"
+
+
+def from_wire(status: int, body: Any) -> KvError:
+    """Rebuild a typed error from an HTTP error reply (used by kv.client and internode calls)."""
+    err = body.get("error", {}) if isinstance(body, dict) else {}
+    code = err.get("code", "internal") if isinstance(err, dict) else "internal"
+    message = err.get("message", f"HTTP {status}") if isinstance(err, dict) else f"HTTP {status}"
+    details = {k: v for k, v in err.items() if k not in ("code", "message")} if err else {}
+    cls = _BY_CODE.get(code, KvError)
+    exc = KvError.__new__(cls)
+    KvError.__init__(exc, message, **details)
+    if isinstance(exc, Retryable):
+        exc.retry_after = float(details.get("retry_after", 1.0))
+    return exc
+
+
+def _subclasses(cls: type[KvError]) -> list[type[KvError]]:
+    out = [cls]
+    for sub in cls.__subclasses__():
+        out.extend(_subclasses(sub))
+    return out
+
+
+_BY_CODE: dict[str, type[KvError]] = {c.code: c for c in _subclasses(KvError)}

@@ -1,0 +1,211 @@
+"""The aiohttp server: parse → call kv.service → render (DESIGN.md §5).
+
+Handlers hold no decisions and no error mapping: they parse the request into plain values,
+call the service and render its dict; every `KvError` is rendered by the middleware through
+the one table in kv/http/errors.py. Internode routes (/v1/internal/...) require the
+cluster secret.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from kv.errors import InvalidRequest, KvError, MalformedJson, TooLarge, Unauthorized
+from kv.http.errors import response_for
+from kv.service import MAX_TIMEOUT_S, Options, Service
+
+log = logging.getLogger(__name__)
+
+# Bodies up to this size are parsed so the client gets our 413 naming the field; beyond it
+# aiohttp stops reading.
+MAX_BODY_BYTES = 8 << 20
+SECRET_HEADER = "X-Kv-Cluster-Secret"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+InternalHandler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+SERVICE: web.AppKey[Service] = web.AppKey("service", Service)
+INTERNAL: web.AppKey[InternalHandler] = web.AppKey("internal", object)  # type: ignore[arg-type]
+SECRET: web.AppKey[str] = web.AppKey("secret", str)
+DEFAULT_TIMEOUT: web.AppKey[float] = web.AppKey("default_timeout", float)
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status, body=json.dumps(body).encode(), content_type="application/json"
+    )
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def read_json(request: web.Request) -> Any:
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise TooLarge(
+            "body", request.content_length or MAX_BODY_BYTES + 1, MAX_BODY_BYTES
+        ) from None
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedJson(f"request body is not valid JSON: {exc}") from None
+
+
+def _int_param(request: web.Request, name: str, low: int, high: int) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidRequest(name, f"must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise InvalidRequest(name, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def options(request: web.Request) -> Options:
+    timeout_ms = _int_param(request, "timeout_ms", 1, int(MAX_TIMEOUT_S * 1000))
+    consistency = request.query.get("consistency")
+    if consistency not in (None, "stale", "linearizable"):
+        raise InvalidRequest(
+            "consistency", f"must be 'stale' or 'linearizable', got {consistency!r}"
+        )
+    return Options(
+        timeout_s=timeout_ms / 1000 if timeout_ms else request.app[DEFAULT_TIMEOUT],
+        r=_int_param(request, "r", 1, 64),
+        w=_int_param(request, "w", 1, 64),
+        stale=consistency == "stale",
+    )
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except KvError as exc:
+        return response_for(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "no_route", 405: "method_not_allowed", 413: "too_large"}.get(
+            exc.status, "http_error"
+        )
+        return _json({"error": {"code": code, "message": exc.reason}}, exc.status)
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return _json({"error": {"code": "internal", "message": "internal error (logged)"}}, 500)
+
+
+# ---------------------------------------------------------------------- public routes
+async def list_keyspaces(request: web.Request) -> web.Response:
+    return _json({"keyspaces": request.app[SERVICE].list_keyspaces()})
+
+
+async def get_keyspace(request: web.Request) -> web.Response:
+    return _json(request.app[SERVICE].keyspace(request.match_info["ks"]).to_wire())
+
+
+async def put_keyspace(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    status, config = await request.app[SERVICE].put_keyspace(
+        request.match_info["ks"], body, options(request).timeout_s
+    )
+    return _json(config, 201 if status == "created" else 200)
+
+
+async def delete_keyspace(request: web.Request) -> web.Response:
+    await request.app[SERVICE].delete_keyspace(request.match_info["ks"], options(request).timeout_s)
+    return web.Response(status=204)
+
+
+async def get_key(request: web.Request) -> web.Response:
+    service, m = request.app[SERVICE], request.match_info
+    return _json(await service.get_key(m["ks"], m["key"], options(request)))
+
+
+async def put_key(request: web.Request) -> web.Response:
+    service, m = request.app[SERVICE], request.match_info
+    body = await read_json(request)
+    return _json(await service.put_key(m["ks"], m["key"], body, options(request)))
+
+
+async def delete_key(request: web.Request) -> web.Response:
+    service, m = request.app[SERVICE], request.match_info
+    body = await read_json(request)
+    if body is None and "context" in request.query:
+        body = {"context": request.query["context"]}
+    return _json(await service.delete_key(m["ks"], m["key"], body, options(request)))
+
+
+async def replica_state(request: web.Request) -> web.Response:
+    service, m = request.app[SERVICE], request.match_info
+    return _json(service.replica_state(m["ks"], m["key"]))
+
+
+async def health(request: web.Request) -> web.Response:
+    md = request.app[SERVICE].metadata()  # NotReady (503) until bootstrapped
+    return _json({"status": "ok", "epoch": md.epoch})
+
+
+async def cluster(request: web.Request) -> web.Response:
+    return _json(request.app[SERVICE].cluster_info())
+
+
+# ---------------------------------------------------------------------- internode routes
+def _check_secret(request: web.Request) -> None:
+    given = request.headers.get(SECRET_HEADER, "")
+    if not hmac.compare_digest(given.encode(), request.app[SECRET].encode()):
+        raise Unauthorized("internode route requires the cluster secret")
+
+
+async def internal_dynamo(request: web.Request) -> web.Response:
+    _check_secret(request)
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise InvalidRequest("body", "must be a JSON object")
+    try:
+        return _json(await request.app[INTERNAL](request.match_info["op"], body))
+    except ValueError as exc:
+        raise InvalidRequest("body", str(exc)) from None
+
+
+async def internal_ping(request: web.Request) -> web.Response:
+    _check_secret(request)
+    return _json({"status": "ok"})
+
+
+KEY = "/v1/keyspaces/{ks}/keys/{key:.+}"
+
+
+def make_app(
+    service: Service, internal: InternalHandler, secret: str, default_timeout_s: float
+) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY_BYTES)
+    app[SERVICE] = service
+    app[INTERNAL] = internal
+    app[SECRET] = secret
+    app[DEFAULT_TIMEOUT] = default_timeout_s
+    app.router.add_get("/v1/health", health)
+    app.router.add_get("/v1/cluster", cluster)
+    app.router.add_get("/v1/keyspaces", list_keyspaces)
+    app.router.add_get("/v1/keyspaces/{ks}", get_keyspace)
+    app.router.add_put("/v1/keyspaces/{ks}", put_keyspace)
+    app.router.add_delete("/v1/keyspaces/{ks}", delete_keyspace)
+    app.router.add_get(KEY, get_key)
+    app.router.add_put(KEY, put_key)
+    app.router.add_delete(KEY, delete_key)
+    app.router.add_get("/v1/admin/replica/{ks}/{key:.+}", replica_state)
+    app.router.add_post("/v1/internal/dynamo/{op}", internal_dynamo)
+    app.router.add_get("/v1/internal/ping", internal_ping)
+    return app

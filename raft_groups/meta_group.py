@@ -1,0 +1,125 @@
+"""The meta Raft group: cluster metadata replicated on the founding voters (DESIGN.md §2).
+
+The state machine is `kv.meta.apply` over JSON-encoded changes; this module only frames
+commands, keeps the current `Metadata` value and tells asyncio when it changes. The state
+is small (members, keyspaces), so a snapshot is the whole metadata as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from kv import meta
+from kv.errors import KvError, NotReady, UnknownOutcome
+from kv.meta import Metadata
+from raft_groups.syncobj_adapter import RaftDriver, RaftGroup, RaftSettings, RaftStatus
+
+log = logging.getLogger(__name__)
+
+COMMAND_VERSION = 1
+
+
+class MetaStateMachine:
+    """Runs on the Raft driver thread; publishes each new Metadata through `on_change`."""
+
+    def __init__(self, on_change: Callable[[Metadata], None]) -> None:
+        self.metadata = Metadata()
+        self.applied_index = 0
+        self._on_change = on_change
+
+    def apply(self, index: int, command: bytes) -> dict[str, Any]:
+        if index <= self.applied_index:  # journal replay below the snapshot: already in state
+            return {"status": "unchanged"}
+        envelope = json.loads(command)
+        if envelope.get("v") != COMMAND_VERSION:
+            return {
+                "status": "refused",
+                "code": "invalid_request",
+                "message": "unknown command version",
+            }
+        self.metadata, outcome = meta.apply(self.metadata, envelope["change"])
+        self.applied_index = index
+        self._on_change(self.metadata)
+        return outcome
+
+    def dump(self) -> bytes:
+        return json.dumps(
+            {"applied_index": self.applied_index, "metadata": self.metadata.to_dict()}
+        ).encode()
+
+    def load(self, data: bytes) -> None:
+        state = json.loads(data)
+        self.metadata = Metadata.from_dict(state["metadata"])
+        self.applied_index = int(state["applied_index"])
+        self._on_change(self.metadata)
+
+
+class MetaGroup:
+    def __init__(
+        self, settings: RaftSettings, driver: RaftDriver, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._loop = loop
+        self._changed = asyncio.Event()
+        self._listeners: list[Callable[[Metadata], None]] = []
+        self.machine = MetaStateMachine(self._from_driver_thread)
+        self.group = RaftGroup(settings, self.machine)
+        driver.add(self.group)
+
+    @property
+    def metadata(self) -> Metadata:
+        return self.machine.metadata
+
+    def status(self) -> RaftStatus:
+        return self.group.status()
+
+    def subscribe(self, listener: Callable[[Metadata], None]) -> None:
+        self._listeners.append(listener)
+
+    def _from_driver_thread(self, md: Metadata) -> None:
+        self._loop.call_soon_threadsafe(self._publish, md)
+
+    def _publish(self, md: Metadata) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+        for listener in self._listeners:
+            listener(md)
+
+    async def change(self, change: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Propose one change; returns the outcome once it is applied on this node."""
+        command = json.dumps({"v": COMMAND_VERSION, "change": change}).encode()
+        fut = self.group.propose(command, self._loop)
+        try:
+            outcome: dict[str, Any] = await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise UnknownOutcome(
+                f"metadata change not applied within {timeout:.1f}s; it may still be applied"
+            ) from None
+        return outcome
+
+    async def bootstrap(self, change: dict[str, Any], deadline_s: float) -> None:
+        """Propose the founding metadata until some bootstrap has been committed."""
+        end = self._loop.time() + deadline_s
+        while not self.metadata.bootstrapped:
+            if self._loop.time() > end:
+                raise NotReady("cluster metadata not bootstrapped: no meta-group quorum yet")
+            try:
+                await self.change(change, timeout=2.0)
+            except KvError as exc:
+                log.info("bootstrap not committed yet: %s", exc.message)
+                await asyncio.sleep(0.2)
+
+    async def wait_for_epoch(self, epoch: int, timeout: float) -> bool:
+        end = self._loop.time() + timeout
+        while self.metadata.epoch < epoch:
+            left = end - self._loop.time()
+            if left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except TimeoutError:
+                return False
+        return True
