@@ -1,0 +1,226 @@
+"""kv's client: async (`KvClient`) with a blocking wrapper (`SyncClient`).
+
+Retry policy — the outcome is never guessed:
+- typed retryable errors (503: `quorum_unavailable`, `no_leader`, `not_ready`) and
+  connection failures before the request was sent are retried with exponential backoff,
+  on the next node of the list;
+- a 504 or a connection lost after sending is an *unknown outcome*: reads (idempotent) are
+  retried; writes raise `UnknownOutcome` and are never retried silently;
+- every other error is raised as its typed `kv.errors` class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.parse
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import aiohttp
+
+from kv.errors import KvError, Retryable, UnknownOutcome, from_wire
+
+T = TypeVar("T")
+
+
+class KvClient:
+    def __init__(
+        self,
+        nodes: Sequence[str],
+        *,
+        timeout: float = 5.0,
+        retries: int = 4,
+        backoff: float = 0.05,
+    ) -> None:
+        if not nodes:
+            raise ValueError("nodes: at least one host:port is required")
+        self.nodes = [_url(n) for n in nodes]
+        self._timeout = timeout
+        self._retries = retries
+        self._backoff = backoff
+        self._session: aiohttp.ClientSession | None = None
+        self._next = 0
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=128),
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def __aenter__(self) -> KvClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ transport
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        query: dict[str, Any] | None = None,
+        idempotent: bool,
+        node: str | None = None,
+    ) -> tuple[int, Any]:
+        """One API call with the retry policy above; returns (status, JSON body)."""
+        q = {k: str(v) for k, v in (query or {}).items() if v is not None}
+        suffix = path + ("?" + urllib.parse.urlencode(q) if q else "")
+        delay = self._backoff
+        for attempt in range(self._retries + 1):
+            base = _url(node) if node else self._pick()
+            try:
+                return await self._once(method, base + suffix, body)
+            except (Retryable, _NotSent) as exc:
+                if attempt == self._retries:
+                    raise exc.error if isinstance(exc, _NotSent) else exc from None
+                pause = exc.retry_after if isinstance(exc, Retryable) else delay
+                await asyncio.sleep(min(pause, delay * 4))
+            except UnknownOutcome:
+                if not idempotent or attempt == self._retries:
+                    raise
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    def _pick(self) -> str:
+        self._next = (self._next + 1) % len(self.nodes)
+        return self.nodes[self._next]
+
+    async def _once(self, method: str, url: str, body: Any) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"}
+        try:
+            async with self._client().request(method, url, data=data, headers=headers) as resp:
+                raw = await resp.read()
+                parsed = json.loads(raw) if raw else None
+                if resp.status >= 400:
+                    raise from_wire(resp.status, parsed)
+                return resp.status, parsed
+        except aiohttp.ClientConnectorError as exc:
+            raise _NotSent(Retryable(f"cannot connect to {url}: {exc}")) from None
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            raise UnknownOutcome(f"{method} {url}: {exc.__class__.__name__}: {exc}") from None
+
+    # ------------------------------------------------------------------ keyspaces
+    async def create_keyspace(self, name: str, **config: Any) -> dict[str, Any]:
+        return (await self.request("PUT", f"/v1/keyspaces/{_q(name)}", config, idempotent=True))[1]
+
+    async def get_keyspace(self, name: str) -> dict[str, Any]:
+        return (await self.request("GET", f"/v1/keyspaces/{_q(name)}", idempotent=True))[1]
+
+    async def list_keyspaces(self) -> list[dict[str, Any]]:
+        return (await self.request("GET", "/v1/keyspaces", idempotent=True))[1]["keyspaces"]
+
+    async def delete_keyspace(self, name: str) -> None:
+        await self.request("DELETE", f"/v1/keyspaces/{_q(name)}", idempotent=False)
+
+    # ------------------------------------------------------------------ keys
+    async def get(self, ks: str, key: str, *, node: str | None = None, **query: Any) -> dict[str, Any]:
+        """Query: r, consistency ("stale"), timeout_ms. Raises KeyNotFound when absent."""
+        path = _key_path(ks, key)
+        return (await self.request("GET", path, query=query, idempotent=True, node=node))[1]
+
+    async def put(
+        self,
+        ks: str,
+        key: str,
+        value: Any,
+        *,
+        context: str | None = None,
+        if_version: int | None = None,
+        node: str | None = None,
+        **query: Any,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"value": value}
+        if context is not None:
+            body["context"] = context
+        if if_version is not None:
+            body["if_version"] = if_version
+        path = _key_path(ks, key)
+        return (await self.request("PUT", path, body, query=query, idempotent=False, node=node))[1]
+
+    async def delete(
+        self,
+        ks: str,
+        key: str,
+        *,
+        context: str | None = None,
+        if_version: int | None = None,
+        node: str | None = None,
+        **query: Any,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        if context is not None:
+            body["context"] = context
+        if if_version is not None:
+            body["if_version"] = if_version
+        path = _key_path(ks, key)
+        return (await self.request("DELETE", path, body or None, query=query, idempotent=False, node=node))[1]
+
+    # ------------------------------------------------------------------ cluster
+    async def cluster(self, node: str | None = None) -> dict[str, Any]:
+        return (await self.request("GET", "/v1/cluster", idempotent=True, node=node))[1]
+
+    async def health(self, node: str) -> bool:
+        try:
+            await self.request("GET", "/v1/health", idempotent=True, node=_url(node))
+        except KvError:
+            return False
+        return True
+
+    async def replica(self, ks: str, key: str, node: str) -> dict[str, Any]:
+        """This node's locally stored versions of a key (`/v1/admin/replica`), no retries."""
+        url = f"/v1/admin/replica/{_q(ks)}/{_q(key)}"
+        return (await self._once("GET", _url(node) + url, None))[1]
+
+
+class _NotSent(Exception):
+    def __init__(self, error: Retryable) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = error.retry_after
+
+
+def _q(segment: str) -> str:
+    return urllib.parse.quote(segment, safe="")
+
+
+def _key_path(ks: str, key: str) -> str:
+    return f"/v1/keyspaces/{_q(ks)}/keys/{_q(key)}"
+
+
+def _url(node: str) -> str:
+    return node if node.startswith("http") else f"http://{node}"
+
+
+class SyncClient:
+    """Blocking wrapper for scripts and tests: the same methods, run on a private loop."""
+
+    def __init__(self, nodes: Sequence[str], **options: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._client = KvClient(nodes, **options)
+
+    def _run(self, make: Callable[[], Awaitable[T]]) -> T:
+        return self._loop.run_until_complete(make())  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._client, name)
+        return lambda *a, **kw: self._run(lambda: method(*a, **kw))
+
+    def close(self) -> None:
+        self._run(self._client.close)
+        self._loop.close()
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
