@@ -29,8 +29,8 @@ from dynamo_mode import siblings, vclock
 from dynamo_mode.quorum import ReadQuorum, WriteQuorum
 from dynamo_mode.replica import KeyRef, decode_versions
 from dynamo_mode.siblings import Version
-from dynamo_mode.transport import PeerTimeout, PeerUnreachable, Transport
 from kv.errors import KvError, QuorumUnavailable, SiblingLimit, UnknownOutcome
+from kv.transport import PeerTimeout, PeerUnreachable, Transport
 
 log = logging.getLogger(__name__)
 

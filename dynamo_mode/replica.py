@@ -44,9 +44,13 @@ class KeyRef:
         if not isinstance(d, dict):
             raise ValueError("ref must be an object")
         partition, uid, key = d.get("partition"), d.get("uid"), d.get("key")
-        if not isinstance(partition, int) or not 0 <= partition < 1 << 16:
+        if (
+            isinstance(partition, bool)
+            or not isinstance(partition, int)
+            or not 0 <= partition < 1 << 16
+        ):
             raise ValueError(f"ref.partition invalid: {partition!r}")
-        if not isinstance(uid, int) or not 0 <= uid < 1 << 32:
+        if isinstance(uid, bool) or not isinstance(uid, int) or not 0 <= uid < 1 << 32:
             raise ValueError(f"ref.uid invalid: {uid!r}")
         if not isinstance(key, str):
             raise ValueError("ref.key must be a string")

@@ -123,7 +123,9 @@ class KvClient:
         await self.request("DELETE", f"/v1/keyspaces/{_q(name)}", idempotent=False)
 
     # ------------------------------------------------------------------ keys
-    async def get(self, ks: str, key: str, *, node: str | None = None, **query: Any) -> dict[str, Any]:
+    async def get(
+        self, ks: str, key: str, *, node: str | None = None, **query: Any
+    ) -> dict[str, Any]:
         """Query: r, consistency ("stale"), timeout_ms. Raises KeyNotFound when absent."""
         path = _key_path(ks, key)
         return (await self.request("GET", path, query=query, idempotent=True, node=node))[1]
@@ -163,7 +165,11 @@ class KvClient:
         if if_version is not None:
             body["if_version"] = if_version
         path = _key_path(ks, key)
-        return (await self.request("DELETE", path, body or None, query=query, idempotent=False, node=node))[1]
+        return (
+            await self.request(
+                "DELETE", path, body or None, query=query, idempotent=False, node=node
+            )
+        )[1]
 
     # ------------------------------------------------------------------ cluster
     async def cluster(self, node: str | None = None) -> dict[str, Any]:

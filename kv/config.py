@@ -69,7 +69,7 @@ class NodeConfig:
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
-        if not ID_RE.match(self.node_id):
+        if not ID_RE.fullmatch(self.node_id):
             _fail("node_id", f"must match {ID_RE.pattern}, got {self.node_id!r}")
         if not self.data_dir:
             _fail("data_dir", "is required")
@@ -88,8 +88,9 @@ class NodeConfig:
             _fail("partitions", f"must be a power of two ≤ 65536, got {self.partitions}")
         if not 1 <= self.vnodes <= 4096:
             _fail("vnodes", f"must be between 1 and 4096, got {self.vnodes}")
-        if self.request_timeout_s <= 0 or self.internode_timeout_s <= 0:
-            _fail("request_timeout_s", "timeouts must be positive")
+        for name in ("request_timeout_s", "internode_timeout_s"):
+            if getattr(self, name) <= 0:
+                _fail(name, f"must be positive, got {getattr(self, name)}")
 
     def _check_cluster(self) -> None:
         ids = [m.id for m in self.initial_cluster]
@@ -111,12 +112,18 @@ class NodeConfig:
                 f"http={self.advertise} raft={self.raft_advertise} (Raft ids must match exactly)",
             )
         for m in self.initial_cluster:
+            if not ID_RE.fullmatch(m.id):
+                _fail("initial_cluster", f"member id {m.id!r} must match {ID_RE.pattern}")
             _check_address(f"initial_cluster.{m.id}.http", m.http, advertised=True)
             _check_address(f"initial_cluster.{m.id}.raft", m.raft, advertised=True)
 
     @property
     def meta_dir(self) -> str:
         return os.path.join(self.data_dir, "meta")
+
+    @property
+    def raft_dir(self) -> str:
+        return os.path.join(self.data_dir, "raft")
 
     @property
     def db_dir(self) -> str:
@@ -169,13 +176,42 @@ def _build(raw: dict[str, Any]) -> NodeConfig:
     if isinstance(cluster, str):
         raw["initial_cluster"] = parse_initial_cluster(cluster)
     elif isinstance(cluster, list):
-        raw["initial_cluster"] = tuple(Member.from_dict(m) for m in cluster)
+        raw["initial_cluster"] = tuple(_member_table(i, m) for i, m in enumerate(cluster))
     raw.setdefault("advertise", raw.get("listen"))
     raw.setdefault("raft_advertise", raw.get("raft_listen"))
     for required in ("node_id", "data_dir", "listen", "raft_listen", "initial_cluster"):
         if required not in raw or raw[required] is None:
             _fail(required, "is required")
+    _check_types(raw)
     try:
         return NodeConfig(**raw)
     except TypeError as exc:
         raise ConfigError(str(exc)) from None
+
+
+_MEMBER_KEYS = {"id", "http", "raft"}
+
+
+def _member_table(i: int, table: Any) -> Member:
+    field = f"initial_cluster[{i}]"
+    if not isinstance(table, dict):
+        _fail(field, "must be a table with id, http and raft")
+    if set(table) != _MEMBER_KEYS:
+        _fail(field, f"must have exactly the keys id, http, raft; got {sorted(table)}")
+    for key in sorted(_MEMBER_KEYS):
+        if not isinstance(table[key], str):
+            _fail(f"{field}.{key}", f"must be a string, got {table[key]!r}")
+    return Member(id=table["id"], http=table["http"], raft=table["raft"])
+
+
+def _check_types(raw: dict[str, Any]) -> None:
+    """Type errors name the field, instead of surfacing as AttributeError deep inside."""
+    for f in fields(NodeConfig):
+        if f.name not in raw or f.name == "initial_cluster":
+            continue
+        value = raw[f.name]
+        want = {"int": int, "float": (int, float), "str": str}.get(str(f.type))
+        if want is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, want):
+            _fail(f.name, f"must be of type {f.type}, got {value!r}")

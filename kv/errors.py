@@ -127,7 +127,9 @@ def from_wire(status: int, body: Any) -> KvError:
     err = body.get("error", {}) if isinstance(body, dict) else {}
     code = err.get("code", "internal") if isinstance(err, dict) else "internal"
     message = err.get("message", f"HTTP {status}") if isinstance(err, dict) else f"HTTP {status}"
-    details = {k: v for k, v in err.items() if k not in ("code", "message")} if err else {}
+    if not isinstance(err, dict):
+        err = {}
+    details = {k: v for k, v in err.items() if k not in ("code", "message")}
     cls = _BY_CODE.get(code, KvError)
     exc = KvError.__new__(cls)
     KvError.__init__(exc, message, **details)

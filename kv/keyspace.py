@@ -73,7 +73,7 @@ class KeyspaceConfig:
 
 
 def validate_name(name: str) -> str:
-    if not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise InvalidRequest(
             "keyspace", f"{name!r} must match {NAME_RE.pattern} (letters, digits, _ . -; ≤ 64)"
         )

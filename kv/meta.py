@@ -83,10 +83,16 @@ Outcome = dict[str, Any]
 
 def apply(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]:
     """Apply one committed change. Unknown change types are refused, not raised."""
-    handler = _HANDLERS.get(str(change.get("type")))
+    kind = str(change.get("type")) if isinstance(change, dict) else None
+    handler = _HANDLERS.get(kind or "")
     if handler is None:
-        return md, _refused("invalid_request", f"unknown change type {change.get('type')!r}")
-    return handler(md, change)
+        return md, _refused("invalid_request", f"unknown change type {kind!r}")
+    if not md.bootstrapped and kind != "bootstrap":
+        return md, _refused("not_ready", "the cluster metadata is not bootstrapped yet")
+    try:
+        return handler(md, change)
+    except (KeyError, TypeError, ValueError) as exc:
+        return md, _refused("invalid_request", f"malformed {kind} change: {exc!r}")
 
 
 def _refused(code: str, message: str) -> Outcome:

@@ -17,16 +17,19 @@ from typing import Any
 from aiohttp import web
 
 from dynamo_mode.coordinator import DynamoCoordinator, handle_internal
+from dynamo_mode.frontend import EventualKeys
 from dynamo_mode.replica import DynamoReplica
-from dynamo_mode.transport import HttpTransport
 from kv.config import NodeConfig
 from kv.http.app import make_app
 from kv.leveldb import LevelDBEngine
 from kv.meta import Metadata
 from kv.peers import PeerMonitor
-from kv.service import Service
+from kv.service import KeyOps, Service
+from kv.transport import HttpTransport
+from raft_groups.frontend import LinearizableKeys
+from raft_groups.manager import RaftGroups
 from raft_groups.meta_group import MetaGroup
-from raft_groups.syncobj_adapter import RaftDriver, RaftSettings
+from raft_groups.syncobj_adapter import GroupSettings, RaftDriver, RaftMux, RaftNodeSettings
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +41,14 @@ class Node:
         self.config = config
         self._runner: web.AppRunner | None = None
         self._bootstrap_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         cfg, loop = self.config, asyncio.get_running_loop()
         os.makedirs(cfg.db_dir, exist_ok=True)
         self.engine = LevelDBEngine(cfg.db_dir)
-        self.driver = RaftDriver()
-        self.meta = MetaGroup(self._raft_settings(), self.driver, loop)
+        self.driver = RaftDriver(RaftMux(self._raft_node_settings()))
+        self.meta = MetaGroup(self._meta_settings(), self.driver, loop)
         self.driver.start()
         self.replica = DynamoReplica(self.engine, cfg.node_id)
         self.peers = PeerMonitor(cfg.node_id, self._addresses, cfg.cluster_secret, time.monotonic)
@@ -52,7 +56,16 @@ class Node:
             cfg.node_id, self._resolve, cfg.cluster_secret, self._internal
         )
         self.coordinator = DynamoCoordinator(cfg.node_id, self.transport, self.peers.is_alive)
-        self.service = Service(self.meta, self.coordinator, self.replica, self.cluster_info)
+        self.groups = RaftGroups(
+            self.driver, self.engine, cfg.node_id, self._raft_address, cfg.raft_dir, loop
+        )
+        self.linearizable = LinearizableKeys(self.groups, cfg.node_id, self._forward)
+        modes: dict[str, KeyOps] = {
+            "eventual": EventualKeys(self.coordinator, self.replica),
+            "linearizable": self.linearizable,
+        }
+        self.service = Service(self.meta, modes, self.cluster_info)
+        self.meta.subscribe(self._on_metadata)
         app = make_app(self.service, self._internal, cfg.cluster_secret, cfg.request_timeout_s)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -64,15 +77,22 @@ class Node:
             "node %s serving http://%s (advertised %s)", cfg.node_id, cfg.listen, cfg.advertise
         )
 
-    def _raft_settings(self) -> RaftSettings:
+    def _raft_node_settings(self) -> RaftNodeSettings:
         cfg = self.config
-        return RaftSettings(
+        return RaftNodeSettings(
             self_address=cfg.raft_advertise,
-            peers=tuple(m.raft for m in cfg.initial_cluster if m.id != cfg.node_id),
             bind_address=cfg.raft_listen,
             secret=cfg.cluster_secret,
+            peers=tuple(m.raft for m in cfg.initial_cluster if m.id != cfg.node_id),
+        )
+
+    def _meta_settings(self) -> GroupSettings:
+        cfg = self.config
+        return GroupSettings(
+            gid="meta",
+            self_address=cfg.raft_advertise,
+            peers=tuple(m.raft for m in cfg.initial_cluster if m.id != cfg.node_id),
             data_dir=cfg.meta_dir,
-            append_entries_period=0.02,
         )
 
     async def _bootstrap(self) -> None:
@@ -87,7 +107,27 @@ class Node:
         log.info("metadata bootstrapped at epoch %d", self.meta.metadata.epoch)
 
     async def _internal(self, op: str, payload: dict[str, Any]) -> dict[str, Any]:
+        if op.startswith("lin_"):
+            return await self.linearizable.handle_forwarded(self.service.metadata(), op, payload)
         return await handle_internal(self.replica, op, payload)
+
+    async def _forward(
+        self, node_id: str, op: str, payload: dict[str, Any], timeout: float
+    ) -> dict[str, Any]:
+        return await self.transport.call(node_id, op, payload, timeout)
+
+    def _on_metadata(self, md: Metadata) -> None:
+        if md.bootstrapped:
+            self._track(asyncio.ensure_future(self.groups.reconcile(md)))
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_failure)
+
+    def _raft_address(self, node_id: str) -> str | None:
+        member = self._metadata().member(node_id)
+        return member.raft if member is not None else None
 
     def _metadata(self) -> Metadata:
         return self.meta.metadata
@@ -116,6 +156,10 @@ class Node:
             "partitions": [
                 {"partition": p, "replicas": list(ring.walk(p)[:7])} for p in range(md.partitions)
             ],
+            "raft_groups": {
+                gid: {"leader": st.leader, "term": st.term, "commit_index": st.commit_index}
+                for gid, st in self.groups.statuses().items()
+            },
         }
 
     async def stop(self) -> None:
@@ -124,9 +168,17 @@ class Node:
             await asyncio.gather(self._bootstrap_task, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.peers.stop()
         await self.coordinator.close()
         await self.transport.close()
         await asyncio.to_thread(self.driver.stop)
         self.engine.close()
         log.info("node %s stopped", self.config.node_id)
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task failed", exc_info=task.exception())

@@ -12,12 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from dynamo_mode import vclock
-from dynamo_mode.coordinator import DynamoCoordinator, Placement, ReadResult
-from dynamo_mode.replica import DynamoReplica, KeyRef
 from kv.errors import (
     InvalidRequest,
-    KeyNotFound,
     KeyspaceConflict,
     KeyspaceNotFound,
     NotImplementedYet,
@@ -65,28 +61,37 @@ def check_value(value: Any) -> None:
         raise TooLarge("value", size, MAX_VALUE_BYTES)
 
 
-def decode_context(raw: Any) -> dict[str, int]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, str):
-        raise InvalidRequest("context", "must be the opaque string a GET returned")
-    try:
-        return vclock.decode_context(raw)
-    except ValueError as exc:
-        raise InvalidRequest("context", str(exc)) from None
+class KeyOps(Protocol):
+    """One consistency mode's key operations (dynamo_mode.frontend, raft_groups.frontend).
+
+    They receive the resolved keyspace and an already size-checked key; bodies are the
+    parsed JSON (or None) and are validated by the mode, which owns their fields.
+    """
+
+    async def get(
+        self, md: Metadata, ks: KeyspaceConfig, key: str, opts: Options
+    ) -> dict[str, Any]: ...
+
+    async def put(
+        self, md: Metadata, ks: KeyspaceConfig, key: str, body: Any, opts: Options
+    ) -> dict[str, Any]: ...
+
+    async def delete(
+        self, md: Metadata, ks: KeyspaceConfig, key: str, body: Any, opts: Options
+    ) -> dict[str, Any]: ...
+
+    def replica_state(self, md: Metadata, ks: KeyspaceConfig, key: str) -> dict[str, Any]: ...
 
 
 class Service:
     def __init__(
         self,
         meta: MetaStore,
-        coordinator: DynamoCoordinator,
-        replica: DynamoReplica,
+        modes: dict[str, KeyOps],
         cluster_info: Callable[[], dict[str, Any]],
     ) -> None:
         self._meta = meta
-        self._dynamo = coordinator
-        self._replica = replica
+        self._modes = modes
         self.cluster_info = cluster_info
 
     # ------------------------------------------------------------------ keyspaces
@@ -111,11 +116,12 @@ class Service:
     ) -> tuple[str, dict[str, Any]]:
         md = self.metadata()
         config = parse_keyspace(name, body, len(md.members))
-        if config.consistency == "linearizable":
-            raise NotImplementedYet("linearizable keyspaces are not available in this build yet")
-        outcome = await self._meta.change(
-            {"type": "put_keyspace", "keyspace": config.to_dict()}, timeout
-        )
+        if config.consistency not in self._modes:
+            raise NotImplementedYet(
+                f"{config.consistency} keyspaces are not available in this build"
+            )
+        change = {"type": "put_keyspace", "keyspace": config.to_dict()}
+        outcome = await self._meta.change(change, timeout)
         _raise_refused(outcome)
         return outcome["status"], self.keyspace(name).to_wire()
 
@@ -125,94 +131,45 @@ class Service:
         _raise_refused(outcome)
 
     # ------------------------------------------------------------------ keys
-    def _place(self, ks: KeyspaceConfig, key: str) -> Placement:
-        ring = self.metadata().ring()
-        partition = ring.key_partition(ks.name, key)
-        return Placement(
-            KeyRef(partition, ks.uid, key), ring.preference_list(partition, ks.replication)
-        )
-
-    def _eventual(self, name: str, key: str) -> tuple[KeyspaceConfig, Placement]:
-        ks = self.keyspace(name)
+    def _resolve(self, name: str, key: str) -> tuple[Metadata, KeyspaceConfig, KeyOps]:
+        md = self.metadata()
+        validate_name(name)
+        ks = md.keyspace(name)
+        if ks is None:
+            raise KeyspaceNotFound(name)
         check_key(key)
-        if ks.consistency != "eventual":
-            raise NotImplementedYet("linearizable keyspaces are not available in this build yet")
-        return ks, self._place(ks, key)
+        mode = self._modes.get(ks.consistency)
+        if mode is None:
+            raise NotImplementedYet(f"{ks.consistency} keyspaces are not available in this build")
+        return md, ks, mode
 
     async def get_key(self, name: str, key: str, opts: Options) -> dict[str, Any]:
-        ks, where = self._eventual(name, key)
-        r = _quorum("r", opts.r, ks.read_quorum, ks.replication)
-        result = await self._dynamo.get(where, r, opts.timeout_s)
-        return render_read(key, result)
+        md, ks, mode = self._resolve(name, key)
+        return await mode.get(md, ks, key, opts)
 
     async def put_key(self, name: str, key: str, body: Any, opts: Options) -> dict[str, Any]:
-        ks, where = self._eventual(name, key)
-        value, context = _write_body(body, need_value=True)
-        check_value(value)
-        w = _quorum("w", opts.w, ks.write_quorum, ks.replication)
-        ctx = await self._dynamo.put(
-            where, context, value, False, w, ks.max_siblings, opts.timeout_s
-        )
-        return {"context": vclock.encode_context(ctx)}
+        md, ks, mode = self._resolve(name, key)
+        return await mode.put(md, ks, key, body, opts)
 
     async def delete_key(self, name: str, key: str, body: Any, opts: Options) -> dict[str, Any]:
-        ks, where = self._eventual(name, key)
-        _, context = _write_body(body, need_value=False)
-        if not context:
-            # Delete what a quorum read sees now (a blind tombstone would only be a sibling).
-            r = _quorum("r", opts.r, ks.read_quorum, ks.replication)
-            seen = await self._dynamo.get(where, r, opts.timeout_s)
-            if not seen.live:
-                return {"deleted": False, "context": vclock.encode_context(seen.context)}
-            context = seen.context
-        w = _quorum("w", opts.w, ks.write_quorum, ks.replication)
-        ctx = await self._dynamo.put(where, context, None, True, w, ks.max_siblings, opts.timeout_s)
-        return {"deleted": True, "context": vclock.encode_context(ctx)}
+        md, ks, mode = self._resolve(name, key)
+        return await mode.delete(md, ks, key, body, opts)
 
     def replica_state(self, name: str, key: str) -> dict[str, Any]:
-        ks, where = self._eventual(name, key)
-        versions = self._replica.fetch(where.ref)
-        return {
-            "key": key,
-            "partition": where.ref.partition,
-            "replicas": list(where.replicas),
-            "versions": [v.to_wire() for v in versions],
-        }
+        md, ks, mode = self._resolve(name, key)
+        return mode.replica_state(md, ks, key)
 
 
-def render_read(key: str, result: ReadResult) -> dict[str, Any]:
-    context = vclock.encode_context(result.context)
-    live = result.live
-    if not live:
-        raise KeyNotFound(f"key {key!r} not found", key=key, context=context)
-    if len(live) == 1:
-        return {"key": key, "value": live[0].value, "context": context}
-    return {"key": key, "siblings": [v.value for v in live], "context": context}
-
-
-def _write_body(body: Any, *, need_value: bool) -> tuple[Any, dict[str, int]]:
+def check_body(body: Any, allowed: set[str]) -> dict[str, Any]:
+    """A key-route body: a JSON object with only `allowed` fields (None → {})."""
     if body is None:
-        body = {}
+        return {}
     if not isinstance(body, dict):
         raise InvalidRequest("body", "must be a JSON object")
-    allowed = {"value", "context", "if_version"}
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise InvalidRequest(unknown[0], f"unknown field (allowed: {', '.join(sorted(allowed))})")
-    if "if_version" in body:
-        raise InvalidRequest("if_version", "applies only to linearizable keyspaces; use context")
-    if need_value and "value" not in body:
-        raise InvalidRequest("value", "is required")
-    return body.get("value"), decode_context(body.get("context"))
-
-
-def _quorum(name: str, asked: int | None, default: int, n: int) -> int:
-    value = default if asked is None else asked
-    if not 1 <= value <= n:
-        raise InvalidRequest(
-            name, f"must be between 1 and the keyspace's replication ({n}), got {value}"
-        )
-    return value
+    return body
 
 
 def _raise_refused(outcome: dict[str, Any]) -> None:

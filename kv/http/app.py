@@ -169,7 +169,7 @@ def _check_secret(request: web.Request) -> None:
         raise Unauthorized("internode route requires the cluster secret")
 
 
-async def internal_dynamo(request: web.Request) -> web.Response:
+async def internal_rpc(request: web.Request) -> web.Response:
     _check_secret(request)
     body = await read_json(request)
     if not isinstance(body, dict):
@@ -206,6 +206,6 @@ def make_app(
     app.router.add_put(KEY, put_key)
     app.router.add_delete(KEY, delete_key)
     app.router.add_get("/v1/admin/replica/{ks}/{key:.+}", replica_state)
-    app.router.add_post("/v1/internal/dynamo/{op}", internal_dynamo)
+    app.router.add_post("/v1/internal/rpc/{op}", internal_rpc)
     app.router.add_get("/v1/internal/ping", internal_ping)
     return app

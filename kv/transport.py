@@ -7,7 +7,7 @@
 - a `KvError` the peer answered with (rebuilt by `kv.errors.from_wire`).
 
 Calls to this node itself skip HTTP and go straight to the local handler. The in-project
-twin for the simulation tier is `tests/sim/sim_transport.py`.
+twin for the simulation tier is `tests/sim/sim_transport.py` (used by both replication modes).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Transport(Protocol):
 
 
 class HttpTransport:
-    """Pooled keep-alive aiohttp sessions to `/v1/internal/dynamo/{op}` on peers."""
+    """Pooled keep-alive aiohttp sessions to `/v1/internal/rpc/{op}` on peers."""
 
     def __init__(
         self,
@@ -72,7 +72,7 @@ class HttpTransport:
         address = self._resolve(node)
         if address is None:
             raise PeerUnreachable(f"node {node!r} is not a member")
-        url = f"http://{address}/v1/internal/dynamo/{op}"
+        url = f"http://{address}/v1/internal/rpc/{op}"
         try:
             async with self._client().post(
                 url, json=payload, timeout=aiohttp.ClientTimeout(total=timeout)
