@@ -16,7 +16,7 @@ from typing import Any
 from kv import meta
 from kv.errors import KvError, NotReady, UnknownOutcome
 from kv.meta import Metadata
-from raft_groups.syncobj_adapter import RaftDriver, RaftGroup, RaftSettings, RaftStatus
+from raft_groups.syncobj_adapter import GroupSettings, RaftDriver, RaftGroup, RaftStatus
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +60,13 @@ class MetaStateMachine:
 
 class MetaGroup:
     def __init__(
-        self, settings: RaftSettings, driver: RaftDriver, loop: asyncio.AbstractEventLoop
+        self, settings: GroupSettings, driver: RaftDriver, loop: asyncio.AbstractEventLoop
     ) -> None:
         self._loop = loop
         self._changed = asyncio.Event()
         self._listeners: list[Callable[[Metadata], None]] = []
         self.machine = MetaStateMachine(self._from_driver_thread)
-        self.group = RaftGroup(settings, self.machine)
-        driver.add(self.group)
+        self.group = RaftGroup(driver, settings, self.machine)
 
     @property
     def metadata(self) -> Metadata:

@@ -3,20 +3,27 @@
 pysyncobj's camelCase API, its FAIL_REASON codes and its threads stop here. What crosses
 out of this module:
 
-- `RaftSettings`: our own frozen, validated config, turned into a `SyncObjConf` here
-  (pysyncobj silently ignores misspelled keys and validates with bare asserts);
-- `RaftGroup.propose(command: bytes) -> Awaitable`: one replicated method taking bytes;
-  results and typed errors are handed to asyncio with `call_soon_threadsafe`;
-- `RaftDriver`: one thread ticking every group of the node (`autoTick=False` + `doTick`).
-
-Safety settings that are not optional here: a cluster secret (`password`) and an explicit
-bind address. Without `password` pysyncobj unpickles whatever reaches its port and obeys
-its admin commands; without `bindAddress` it listens on 0.0.0.0.
+- `RaftNodeSettings` / `GroupSettings`: our own frozen, validated config, turned into
+  `SyncObjConf` here (pysyncobj ignores misspelled keys and validates with bare asserts);
+- `RaftMux`: ONE Raft port per node for every group (meta group and data groups alike).
+  It is pysyncobj's own `TCPTransport` (handshake, Fernet encryption with the cluster
+  secret, reconnects) driven through a facade; every message travels as (group id,
+  message) and the messages of one driver cycle to a peer are sent as one frame, so the
+  crypto cost is per cycle, not per group. Without the secret pysyncobj would unpickle
+  whatever reaches its port, so `RaftNodeSettings.secret` is mandatory;
+- `RaftGroup.propose(command: bytes)`: one replicated method taking bytes; results and typed
+  errors are handed to asyncio with `call_soon_threadsafe`;
+- `RaftDriver`: one thread ticking every group (`autoTick=False` + `doTick`): idle groups
+  every `idle_tick` (their heartbeats), groups with traffic at once (DESIGN.md §2: one tick
+  driver for all groups rather than a thread each).
 
 State machines plug in through `StateMachine`: `apply(index, command)` runs on the driver
-thread in log order, with `index` = the entry's Raft log index (`raftLastApplied + 1`
-during apply; pysyncobj does not pass it). Snapshots go through `dump()/load()`, written by
-our serializer hooks as JSON framing + the state's own bytes, never a pickle of our objects.
+thread in log order with `index` = the entry's Raft log index (`raftLastApplied + 1` during
+apply; pysyncobj does not pass it). Snapshots go through `dump()/load()`, framed by our
+serializer hooks, never a pickle of our objects.
+
+Lock order: `RaftDriver._lock` guards every pysyncobj object; nothing here calls out to
+asyncio except through `call_soon_threadsafe`.
 """
 
 from __future__ import annotations
@@ -29,10 +36,15 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated  # type: ignore[import-untyped]
+from pysyncobj.encryptor import getEncryptor  # type: ignore[import-untyped]
+from pysyncobj.node import TCPNode  # type: ignore[import-untyped]
+from pysyncobj.pipe_notifier import PipeNotifier  # type: ignore[import-untyped]
+from pysyncobj.poller import createPoller  # type: ignore[import-untyped]
+from pysyncobj.transport import TCPTransport, Transport  # type: ignore[import-untyped]
 
 from kv.errors import KvError, NoLeader, Retryable, UnknownOutcome
 
@@ -47,29 +59,54 @@ class StateMachine(Protocol):
     def load(self, data: bytes) -> None: ...
 
 
+def _require(ok: bool, field: str, message: str) -> None:
+    if not ok:
+        raise ValueError(f"raft.{field}: {message}")
+
+
+def _check_address(field: str, value: str) -> None:
+    host, _, port = value.rpartition(":")
+    _require(bool(host) and port.isdigit(), field, f"must be host:port, got {value!r}")
+
+
 @dataclass(frozen=True)
-class RaftSettings:
-    self_address: str  # advertised "host:port"; it IS the Raft node id — must match peers' lists
-    peers: tuple[str, ...]  # the other voters' advertised addresses
-    bind_address: str  # "host:port" to listen on
+class RaftNodeSettings:
+    self_address: str  # advertised "host:port": this node's Raft id in every group
+    bind_address: str
     secret: str
-    data_dir: str  # journal and snapshot files live here
-    # Batch mode sends only every appendEntriesPeriod (DESIGN.md §3: ~12 ms per request at
-    # 10 ms); immediate mode costs ~4x CPU and regresses nextIndex under pipelining.
-    append_entries_period: float = 0.01
-    election_timeout_min: float = 0.4
-    election_timeout_max: float = 1.4
-    # Default 5000 dumps the whole state every 5000 writes (DESIGN.md §3).
-    log_compaction_min_entries: int = 100_000
-    log_compaction_min_time: float = 600.0
+    peers: tuple[str, ...] = ()  # other nodes' advertised Raft addresses
 
     def __post_init__(self) -> None:
-        _require(bool(self.secret), "secret", "must be set: without it the Raft port runs pickles")
-        addresses = [("self_address", self.self_address), ("bind_address", self.bind_address)]
-        addresses += [(f"peers[{i}]", peer) for i, peer in enumerate(self.peers)]
-        for name, value in addresses:
-            host, _, port = value.rpartition(":")
-            _require(bool(host) and port.isdigit(), name, f"must be host:port, got {value!r}")
+        _require(
+            len(self.secret) >= 16, "secret", "must be set: without it the Raft port runs pickles"
+        )
+        _check_address("self_address", self.self_address)
+        _check_address("bind_address", self.bind_address)
+        for i, peer in enumerate(self.peers):
+            _check_address(f"peers[{i}]", peer)
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    gid: str  # unique per node; the same on every member of the group
+    self_address: str
+    peers: tuple[str, ...]  # the other members' Raft addresses (exactly as they advertise)
+    data_dir: str  # journal and snapshot files
+    # Batch mode sends on the first tick after this period (DESIGN.md §3: immediate mode
+    # costs ~4x CPU and regresses nextIndex under pipelining, so we stay in batch mode and
+    # tick groups with traffic often instead).
+    append_entries_period: float = 0.002
+    election_timeout_min: float = 0.6
+    election_timeout_max: float = 1.5
+    # pysyncobj's default 5000 dumps the whole state every 5000 writes (DESIGN.md §3).
+    log_compaction_min_entries: int = 200_000
+    log_compaction_min_time: float = 3600.0
+
+    def __post_init__(self) -> None:
+        _require(bool(self.gid) and "/" not in self.gid, "gid", f"invalid group id {self.gid!r}")
+        _check_address("self_address", self.self_address)
+        for i, peer in enumerate(self.peers):
+            _check_address(f"peers[{i}]", peer)
         _require(self.self_address not in self.peers, "peers", "must not contain self_address")
         _require(self.append_entries_period > 0, "append_entries_period", "must be > 0")
         _require(
@@ -85,33 +122,180 @@ class RaftSettings:
         _require(self.log_compaction_min_entries >= 2, "log_compaction_min_entries", "must be ≥ 2")
 
 
-def _require(ok: bool, field: str, message: str) -> None:
-    if not ok:
-        raise ValueError(f"raft.{field}: {message}")
+# ---------------------------------------------------------------------- the multiplexer
+class _Facade:
+    """What pysyncobj's TCPTransport needs from a 'SyncObj': conf, encryptor, poller, ticks."""
+
+    def __init__(self, conf: Any, encryptor: Any, poller: Any) -> None:
+        self.conf = conf
+        self.encryptor = encryptor
+        self._poller = poller
+        self.tick_callbacks: list[Callable[[], None]] = []
+
+    def addOnTickCallback(self, callback: Callable[[], None]) -> None:  # noqa: N802 - pysyncobj API
+        self.tick_callbacks.append(callback)
 
 
-def _conf(settings: RaftSettings, machine: StateMachine) -> Any:
-    dump_file = os.path.join(settings.data_dir, "raft.snapshot")
+class RaftMux:
+    def __init__(self, settings: RaftNodeSettings) -> None:
+        self.settings = settings
+        self.poller = createPoller("auto")
+        conf = SyncObjConf(
+            bindAddress=settings.bind_address,
+            connectionTimeout=5.0,
+            connectionRetryTime=0.5,
+            bindRetryTime=0.5,
+        )
+        conf.validate()
+        self._facade = _Facade(conf, getEncryptor(settings.secret), self.poller)
+        self._self = TCPNode(settings.self_address)
+        self._transport = TCPTransport(self._facade, self._self, [])
+        self._transport.setOnMessageReceivedCallback(self._on_message)
+        self._transport.setOnNodeConnectedCallback(self._on_connected)
+        self._transport.setOnNodeDisconnectedCallback(self._on_disconnected)
+        self._notifier = PipeNotifier(self.poller)
+        self._nodes: dict[str, Any] = {}
+        self._groups: dict[str, _GroupTransport] = {}
+        self._connected: set[str] = set()
+        self._outbox: dict[str, list[tuple[str, Any]]] = {}
+        self.dirty: set[str] = set()
+        for peer in settings.peers:
+            self.add_peer(peer)
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._transport.ready)
+
+    def add_peer(self, address: str) -> Any:
+        if address not in self._nodes and address != self.settings.self_address:
+            node = TCPNode(address)
+            self._nodes[address] = node
+            self._transport.addNode(node)
+        return self._nodes.get(address)
+
+    def register(self, group: _GroupTransport) -> None:
+        self._groups[group.gid] = group
+        for address in group.peer_addresses:
+            self.add_peer(address)
+            if address in self._connected:
+                group._onNodeConnected(self._nodes[address])
+
+    def unregister(self, gid: str) -> None:
+        self._groups.pop(gid, None)
+
+    def is_connected(self, address: str) -> bool:
+        return address in self._connected
+
+    def send(self, node: Any, gid: str, message: Any) -> bool:
+        if node.id not in self._connected:
+            return False
+        self._outbox.setdefault(node.id, []).append((gid, message))
+        return True
+
+    def flush(self) -> None:
+        outbox, self._outbox = self._outbox, {}
+        for address, messages in outbox.items():
+            node = self._nodes.get(address)
+            if node is not None and not self._transport.send(node, messages):
+                self._connected.discard(address)
+
+    def tick(self) -> None:
+        """Bind the port and (re)connect to peers as needed (pysyncobj's transport tick)."""
+        try:
+            self._transport.tryGetReady()
+        except Exception:  # noqa: BLE001 - bind retried on the next tick, as pysyncobj does
+            log.debug("raft port not bound yet", exc_info=True)
+        for callback in self._facade.tick_callbacks:
+            callback()
+
+    def poll(self, timeout: float) -> None:
+        self.poller.poll(timeout)
+
+    def wake(self) -> None:
+        self._notifier.notify()
+
+    def _on_message(self, node: Any, message: Any) -> None:
+        if not isinstance(message, list):
+            return
+        for gid, payload in message:
+            group = self._groups.get(gid)
+            if group is not None:
+                self.dirty.add(gid)
+                group._onMessageReceived(node, payload)
+
+    def _on_connected(self, node: Any) -> None:
+        self._connected.add(node.id)
+        for group in list(self._groups.values()):
+            if node.id in group.peer_addresses:
+                self.dirty.add(group.gid)
+                group._onNodeConnected(node)
+
+    def _on_disconnected(self, node: Any) -> None:
+        self._connected.discard(node.id)
+        for group in list(self._groups.values()):
+            if node.id in group.peer_addresses:
+                group._onNodeDisconnected(node)
+
+    def close(self) -> None:
+        self._transport.destroy()
+
+
+class _GroupTransport(Transport):  # type: ignore[misc]
+    """One group's view of the mux: pysyncobj's Transport interface, addressed by gid."""
+
+    def __init__(self, mux: RaftMux, gid: str, peers: tuple[str, ...]) -> None:
+        super().__init__(None, None, [])
+        self.mux = mux
+        self.gid = gid
+        self.peer_addresses = set(peers)
+
+    @property
+    def ready(self) -> bool:
+        return True  # the mux binds on its own; a group can queue before that
+
+    def tryGetReady(self) -> None:  # noqa: N802 - pysyncobj API
+        pass
+
+    def waitReady(self) -> None:  # noqa: N802 - pysyncobj API
+        pass
+
+    def addNode(self, node: Any) -> None:  # noqa: N802 - pysyncobj API
+        self.peer_addresses.add(node.id)
+        self.mux.add_peer(node.id)
+
+    def dropNode(self, node: Any) -> None:  # noqa: N802 - pysyncobj API
+        self.peer_addresses.discard(node.id)
+
+    def send(self, node: Any, message: Any) -> bool:
+        return self.mux.send(node, self.gid, message)
+
+    def destroy(self) -> None:
+        self.mux.unregister(self.gid)
+        self.setOnMessageReceivedCallback(None)
+        self.setOnNodeConnectedCallback(None)
+        self.setOnNodeDisconnectedCallback(None)
+
+
+# ---------------------------------------------------------------------- one group
+def _conf(settings: GroupSettings, machine: StateMachine) -> Any:
     return SyncObjConf(
-        password=settings.secret,
-        bindAddress=settings.bind_address,
         autoTick=False,
         appendEntriesUseBatch=True,
         appendEntriesPeriod=settings.append_entries_period,
         raftMinTimeout=settings.election_timeout_min,
         raftMaxTimeout=settings.election_timeout_max,
-        connectionTimeout=max(3.5, settings.election_timeout_max),
-        connectionRetryTime=1.0,
+        connectionTimeout=max(5.0, settings.election_timeout_max),
         # Fail fast with MISSING_LEADER instead of queueing silently while there is none:
         # the client gets a retryable 503 rather than a request of unknown fate.
         commandsWaitLeader=False,
         journalFile=os.path.join(settings.data_dir, "raft.journal"),
-        fullDumpFile=dump_file,
+        fullDumpFile=os.path.join(settings.data_dir, "raft.snapshot"),
         serializer=lambda path, data: _write_snapshot(path, data, machine),
         deserializer=lambda path: _read_snapshot(path, machine),
         logCompactionMinEntries=settings.log_compaction_min_entries,
         logCompactionMinTime=settings.log_compaction_min_time,
         dynamicMembershipChange=False,
+        pollerType="poll",
     )
 
 
@@ -146,9 +330,16 @@ def _read_snapshot(path: str, machine: StateMachine) -> tuple[Any, ...]:
 
 
 class _SyncObj(SyncObj):  # type: ignore[misc]
-    def __init__(self, settings: RaftSettings, machine: StateMachine) -> None:
+    def __init__(
+        self, settings: GroupSettings, machine: StateMachine, transport: _GroupTransport
+    ) -> None:
         self._machine = machine
-        super().__init__(settings.self_address, list(settings.peers), _conf(settings, machine))
+        super().__init__(
+            settings.self_address,
+            list(settings.peers),
+            _conf(settings, machine),
+            transport=transport,
+        )
 
     @replicated  # type: ignore[misc]
     def _apply_command(self, command: bytes) -> Any:
@@ -160,14 +351,16 @@ def _error_for(reason: int) -> KvError:
     if reason in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME):
         # measured: 59 of 178 LEADER_CHANGED commands were applied (DESIGN.md §3)
         return UnknownOutcome(
-            "the leader changed before the command committed; it may have been applied"
+            "the Raft leader changed before the command committed; it may have been applied"
         )
     if reason in (FAIL_REASON.MISSING_LEADER, FAIL_REASON.NOT_LEADER):
         return NoLeader(
             "no Raft leader is available; the command was not proposed", retry_after=0.5
         )
     if reason == FAIL_REASON.DISCARDED:
-        return NoLeader("a new leader discarded the command; it was not applied", retry_after=0.2)
+        return NoLeader(
+            "a new Raft leader discarded the command; it was not applied", retry_after=0.2
+        )
     return Retryable(
         f"Raft refused the command (reason {reason}); it was not applied", retry_after=0.5
     )
@@ -183,11 +376,26 @@ class RaftStatus:
     ready: bool
 
 
+@dataclass(eq=False)
+class _Schedule:
+    next_tick: float = 0.0
+    hot_until: float = 0.0
+
+
 class RaftGroup:
-    def __init__(self, settings: RaftSettings, machine: StateMachine) -> None:
+    """One Raft replica group; every method that touches pysyncobj takes the driver lock."""
+
+    def __init__(self, driver: RaftDriver, settings: GroupSettings, machine: StateMachine) -> None:
         os.makedirs(settings.data_dir, exist_ok=True)
         self.settings = settings
-        self._obj = _SyncObj(settings, machine)
+        self.gid = settings.gid
+        self._driver = driver
+        self.schedule = _Schedule()
+        with driver.lock:
+            self.transport = _GroupTransport(driver.mux, settings.gid, settings.peers)
+            self._obj = _SyncObj(settings, machine, self.transport)
+            driver.mux.register(self.transport)
+        driver.add(self)
 
     def propose(self, command: bytes, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
         """Replicate `command`; the future resolves after it is applied on this node."""
@@ -196,7 +404,8 @@ class RaftGroup:
         def done(result: Any, reason: int) -> None:  # runs on the driver thread
             loop.call_soon_threadsafe(_settle, fut, result, reason)
 
-        self._obj._apply_command(command, callback=done)
+        self._obj._apply_command(command, callback=done)  # thread-safe queue put
+        self._driver.wake(self)
         return fut
 
     def status(self) -> RaftStatus:
@@ -210,16 +419,13 @@ class RaftGroup:
             ready=bool(self._obj.isReady()),
         )
 
-    def tick(self, wait: float) -> None:
-        self._obj.doTick(wait)
+    def tick(self) -> None:
+        self._obj.doTick(0.0)
 
     def close(self) -> None:
-        self._obj.destroy()
-        # with autoTick=False, destroy() only marks; one more tick performs it
-        try:
-            self._obj._doDestroy()
-        except Exception:  # noqa: BLE001 - best effort on shutdown
-            log.debug("raft group destroy", exc_info=True)
+        self._driver.remove(self)
+        with self._driver.lock:
+            self._obj.destroy()  # autoTick=False: destroys at once (transport, journal)
 
 
 def _settle(fut: asyncio.Future[Any], result: Any, reason: int) -> None:
@@ -231,45 +437,71 @@ def _settle(fut: asyncio.Future[Any], result: Any, reason: int) -> None:
         fut.set_exception(_error_for(reason))
 
 
+@dataclass
 class RaftDriver:
-    """One thread ticking every Raft group of this node (DESIGN.md §2: not a thread each)."""
+    """One thread ticking every Raft group of this node, over one `RaftMux`."""
 
-    def __init__(self, period: float = 0.005) -> None:
-        self._groups: list[RaftGroup] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._period = period
-        self._thread = threading.Thread(target=self._run, name="raft-driver", daemon=True)
+    mux: RaftMux
+    idle_tick: float = 0.05  # heartbeat cadence of idle groups; ≪ election_timeout_min
+    hot_tick: float = 0.001  # poll timeout while some group has traffic
+    hot_for: float = 0.1  # a proposal keeps its group ticking at hot_tick this long
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    _groups: dict[str, RaftGroup] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _last_mux_tick: float = 0.0
 
     def add(self, group: RaftGroup) -> None:
-        with self._lock:
-            self._groups.append(group)
+        with self.lock:
+            self._groups[group.gid] = group
+
+    def remove(self, group: RaftGroup) -> None:
+        with self.lock:
+            self._groups.pop(group.gid, None)
+
+    def wake(self, group: RaftGroup) -> None:
+        group.schedule.hot_until = time.monotonic() + self.hot_for
+        self.mux.wake()
 
     def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="raft-driver", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            with self._lock:
-                groups = list(self._groups)
-            if not groups:
-                time.sleep(self._period)
-                continue
-            wait = self._period / len(groups)
-            for group in groups:
-                try:
-                    group.tick(wait)
-                except Exception:  # pysyncobj's own loop logs and carries on the same way
-                    log.exception("raft tick failed")
-                    time.sleep(self._period)
+            try:
+                with self.lock:
+                    timeout = self._cycle(time.monotonic())
+                    self.mux.poll(timeout)
+                    self.mux.flush()
+            except Exception:  # pysyncobj's own tick loop logs and carries on the same way
+                log.exception("raft driver cycle failed")
+                time.sleep(self.idle_tick)
 
-    def stop(self, on_stopped: Callable[[], None] | None = None) -> None:
+    def _cycle(self, now: float) -> float:
+        """Tick the groups that are due; return how long the poll may wait."""
+        if now - self._last_mux_tick > 0.1:
+            self.mux.tick()
+            self._last_mux_tick = now
+        dirty, self.mux.dirty = self.mux.dirty, set()
+        wait = self.idle_tick
+        for gid, group in list(self._groups.items()):
+            s = group.schedule
+            hot = s.hot_until > now
+            if hot or gid in dirty or s.next_tick <= now:
+                group.tick()
+                s.next_tick = now + self.idle_tick
+            wait = min(wait, self.hot_tick if hot else max(s.next_tick - now, 0.0))
+        self.mux.flush()
+        return wait
+
+    def stop(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
+        self.mux.wake()
+        if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout=5)
-        with self._lock:
-            for group in self._groups:
-                group.close()
+        with self.lock:
+            for group in list(self._groups.values()):
+                group._obj.destroy()
             self._groups.clear()
-        if on_stopped is not None:
-            on_stopped()
+            self.mux.close()

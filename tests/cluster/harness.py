@@ -67,11 +67,15 @@ class Cluster:
         self.nodes: dict[str, dict[str, Any]] = {}
         self.pids: set[int] = set()
 
-    def ops(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def ops(
+        self, *args: str, timeout: float = 120, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         cmd = [sys.executable, os.path.join(ROOT, "ops", "cluster.py"), *args, "--dir", self.dir]
         r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
         if check and r.returncode != 0:
-            raise RuntimeError(f"{' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}\n{self.logs()}")
+            raise RuntimeError(
+                f"{' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}\n{self.logs()}"
+            )
         return r
 
     def up(self) -> Cluster:

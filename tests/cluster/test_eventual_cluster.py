@@ -31,9 +31,12 @@ async def _bounded(n: int, coros: list[Any]) -> list[Any]:
 
 
 async def _create(client: KvClient, cluster: Cluster) -> None:
-    await client.create_keyspace(KS, consistency="eventual", replication=3, read_quorum=2, write_quorum=2)
+    await client.create_keyspace(
+        KS, consistency="eventual", replication=3, read_quorum=2, write_quorum=2
+    )
     for node in cluster.nodes:  # DESIGN.md §2: usable through every node within 1 s
-        wait_until(lambda a=cluster.http(node): _has_keyspace(a, KS), 1.0, f"{KS} on {node}")
+        address = cluster.http(node)
+        wait_until(lambda a=address: _has_keyspace(a, KS), 1.0, f"{KS} on {node}")
 
 
 def _versions(reply: dict[str, Any]) -> list[tuple[Any, ...]]:
