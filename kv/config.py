@@ -190,6 +190,7 @@ def _build(raw: dict[str, Any]) -> NodeConfig:
 
 
 _MEMBER_KEYS = {"id", "http", "raft"}
+_TYPES: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "str": str}
 
 
 def _member_table(i: int, table: Any) -> Member:
@@ -210,7 +211,7 @@ def _check_types(raw: dict[str, Any]) -> None:
         if f.name not in raw or f.name == "initial_cluster":
             continue
         value = raw[f.name]
-        want = {"int": int, "float": (int, float), "str": str}.get(str(f.type))
+        want: type | tuple[type, ...] | None = _TYPES.get(str(f.type))
         if want is None:
             continue
         if isinstance(value, bool) or not isinstance(value, want):

@@ -220,7 +220,8 @@ class RaftMux:
         for gid, payload in message:
             group = self._groups.get(gid)
             if group is not None:
-                self.dirty.add(gid)
+                if group.needs_tick(payload):
+                    self.dirty.add(gid)
                 group._onMessageReceived(node, payload)
 
     def _on_connected(self, node: Any) -> None:
@@ -248,6 +249,22 @@ class _GroupTransport(Transport):  # type: ignore[misc]
         self.mux = mux
         self.gid = gid
         self.peer_addresses = set(peers)
+        self.hot_until = 0.0
+        self._last_commit: Any = None
+
+    def needs_tick(self, message: Any) -> bool:
+        """Whether a message may leave work that only a tick does (apply committed entries,
+        advance the commit index). Pure heartbeats of an idle group do not: skipping their
+        tick is most of an idle node's CPU (measured: 64 groups, 21 % → see docs/raft.md)."""
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "append_entries":
+            commit, self._last_commit = self._last_commit, message.get("commit_index")
+            return bool(message.get("entries")) or commit != self._last_commit
+        if kind == "next_node_idx":
+            return self.hot_until > time.monotonic()
+        if kind == "apply_command":
+            self.hot_until = time.monotonic() + 0.1
+        return True
 
     @property
     def ready(self) -> bool:
@@ -442,7 +459,7 @@ class RaftDriver:
     """One thread ticking every Raft group of this node, over one `RaftMux`."""
 
     mux: RaftMux
-    idle_tick: float = 0.05  # heartbeat cadence of idle groups; ≪ election_timeout_min
+    idle_tick: float = 0.1  # heartbeat cadence of idle groups; ≪ election_timeout_min (0.6 s)
     hot_tick: float = 0.001  # poll timeout while some group has traffic
     hot_for: float = 0.1  # a proposal keeps its group ticking at hot_tick this long
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -450,6 +467,7 @@ class RaftDriver:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _last_mux_tick: float = 0.0
+    _next_round: float = 0.0
 
     def add(self, group: RaftGroup) -> None:
         with self.lock:
@@ -479,21 +497,26 @@ class RaftDriver:
                 time.sleep(self.idle_tick)
 
     def _cycle(self, now: float) -> float:
-        """Tick the groups that are due; return how long the poll may wait."""
+        """Tick the groups that are due; return how long the poll may wait.
+
+        Idle groups are ticked together in one round every `idle_tick`, so one round's
+        heartbeats to a peer leave as one frame (one encryption) rather than one per group.
+        """
         if now - self._last_mux_tick > 0.1:
             self.mux.tick()
             self._last_mux_tick = now
         dirty, self.mux.dirty = self.mux.dirty, set()
-        wait = self.idle_tick
+        idle_round = now >= self._next_round
+        if idle_round:
+            self._next_round = now + self.idle_tick
+        any_hot = False
         for gid, group in list(self._groups.items()):
-            s = group.schedule
-            hot = s.hot_until > now
-            if hot or gid in dirty or s.next_tick <= now:
+            hot = group.schedule.hot_until > now or group.transport.hot_until > now
+            any_hot = any_hot or hot
+            if hot or idle_round or gid in dirty:
                 group.tick()
-                s.next_tick = now + self.idle_tick
-            wait = min(wait, self.hot_tick if hot else max(s.next_tick - now, 0.0))
         self.mux.flush()
-        return wait
+        return self.hot_tick if any_hot else max(self._next_round - now, 0.0)
 
     def stop(self) -> None:
         self._stop.set()

@@ -59,6 +59,8 @@ async def read_json(request: web.Request) -> Any:
         return json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedJson(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest("body", "JSON nested too deeply") from None
 
 
 def _int_param(request: web.Request, name: str, low: int, high: int) -> int | None:

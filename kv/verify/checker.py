@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple
 
 from kv.verify.history import Op, check_unique_ids, describe
@@ -80,9 +80,11 @@ def check(
     """
     check_unique_ids(history)
     start = clock()
-    budget = _Budget(deadline=start + time_limit_s, max_states=max_states, clock=clock)
     by_key = _partition(history)
-    outcomes = {key: _check_key(key, by_key[key], budget) for key in sorted(by_key)}
+    outcomes: dict[str, _KeyOutcome] = {}
+    retry = sorted(by_key)
+    for _ in range(2):
+        retry = _check_keys(retry, by_key, outcomes, start + time_limit_s, max_states, clock)
     stats = CheckStats(
         states=sum(o.states for o in outcomes.values()),
         elapsed_s=clock() - start,
@@ -90,6 +92,35 @@ def check(
         ops=len(history),
     )
     return _summarize(outcomes, stats)
+
+
+def _check_keys(
+    keys: list[str],
+    by_key: dict[str, list[Op]],
+    outcomes: dict[str, _KeyOutcome],
+    deadline: float,
+    max_states: int,
+    clock: Callable[[], float],
+) -> list[str]:
+    """Check `keys` into `outcomes`, each with a fair share of the time left, so one hard
+    key cannot starve the others; return the keys that ran out of time (retried once
+    with what the others left over)."""
+    timed_out = []
+    for i, key in enumerate(keys):
+        now = clock()
+        share = (deadline - now) / (len(keys) - i)
+        earlier = outcomes.get(key)
+        if share <= 0:
+            skipped = _KeyOutcome(
+                "unknown", f"key {key!r}: time limit reached before it was checked"
+            )
+            outcomes[key] = earlier or skipped
+            continue
+        outcome = _check_key(key, by_key[key], _Budget(now + share, max_states, clock))
+        outcomes[key] = replace(outcome, states=outcome.states + (earlier.states if earlier else 0))
+        if outcome.timed_out:
+            timed_out.append(key)
+    return timed_out
 
 
 @dataclass(frozen=True)
@@ -105,10 +136,13 @@ class _KeyOutcome:
     message: str
     ops_around: list[Op] = field(default_factory=list)
     states: int = 0
+    timed_out: bool = False
 
 
 class _Exhausted(Exception):
-    pass
+    def __init__(self, message: str, *, timed_out: bool) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 def _partition(history: Sequence[Op]) -> dict[str, list[Op]]:
@@ -119,13 +153,12 @@ def _partition(history: Sequence[Op]) -> dict[str, list[Op]]:
 
 
 def _check_key(key: str, ops: list[Op], budget: _Budget) -> _KeyOutcome:
-    if budget.clock() > budget.deadline:
-        return _KeyOutcome("unknown", f"key {key!r}: time limit reached before it was checked")
     search = _Search(*_compile(ops), budget)
     try:
         found = search.run()
     except _Exhausted as exc:
-        return _KeyOutcome("unknown", f"key {key!r}: {exc}", states=search.states)
+        message = f"key {key!r}: {exc}"
+        return _KeyOutcome("unknown", message, states=search.states, timed_out=exc.timed_out)
     if found:
         return _KeyOutcome("ok", "", states=search.states)
     return _KeyOutcome("violation", search.explain(key), _ops_around(ops, search), search.states)
@@ -286,6 +319,7 @@ class _Search:
         self.ok_bits = self.unknown_bits = 0
         self.ok_left = sum(step.known for step in steps)
         self.top: _Frame | None = None
+        self.second_pass = False  # the node's unknown ops are being tried (run)
         self.depth = 0
         self.memo: dict[tuple[int, int, int, int], list[int]] = {}
         self.states = 0
@@ -307,14 +341,27 @@ class _Search:
         self.prv = [(e - 1) % n for e in range(n)]
 
     def run(self) -> bool:
-        """True iff every ok op can be linearized; raises _Exhausted when over budget."""
+        """True iff every ok op can be linearized; raises _Exhausted when over budget.
+
+        Each node tries its ok ops first, then (second pass) its unknown ops: unknown ops
+        called long ago stay at the head of the list, and trying them first at every node
+        would explore their applications before the ok ops that pin the versions.
+        """
         entry = self._first_move()
         while self.ok_left and entry != _NONE:
             if self.is_return[entry]:
-                entry = self._backtrack(entry)
+                entry = self._end_of_pass(entry)
+            elif self.steps[self.entry_step[entry]].known == self.second_pass:
+                entry = self.nxt[entry]
             else:
                 entry = self._try(entry)
         return self.ok_left == 0
+
+    def _end_of_pass(self, return_entry: int) -> int:
+        if self.second_pass:
+            return self._backtrack(return_entry)
+        self.second_pass = True
+        return self.nxt[_SENTINEL]
 
     def _first_move(self) -> int:
         blocker, forced = self._scan_window(self.value, self.version)
@@ -340,6 +387,7 @@ class _Search:
             self._unlift(entry)
             return self._after_failed_move(entry, forced)
         self._push(entry, step, new, unknown_bits, forced)
+        self.second_pass = False
         return next_forced if next_forced != _SENTINEL else self.nxt[_SENTINEL]
 
     def _after_failed_move(self, entry: int, forced: bool) -> int:
@@ -380,6 +428,7 @@ class _Search:
         while self.top is not None:
             frame = self._pop()
             if not frame.forced:
+                self.second_pass = not self.steps[self.entry_step[frame.entry]].known
                 return self.nxt[frame.entry]
         return _NONE
 
@@ -419,9 +468,10 @@ class _Search:
 
     def _charge(self) -> None:
         if self.states > self.budget.max_states:
-            raise _Exhausted(f"state budget of {self.budget.max_states} states exhausted")
+            budget = self.budget.max_states
+            raise _Exhausted(f"state budget of {budget} states exhausted", timed_out=False)
         if self.states % _CLOCK_EVERY == 0 and self.budget.clock() > self.budget.deadline:
-            raise _Exhausted(f"time limit reached after {self.states} states")
+            raise _Exhausted(f"time limit reached after {self.states} states", timed_out=True)
 
     def _scan_window(self, value: int, version: int) -> tuple[int, int]:
         """Over the ops that may go next from state (value, version): the first pending

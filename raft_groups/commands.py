@@ -1,0 +1,196 @@
+"""Commands of a linearizable partition's Raft log, and their wire encoding (DESIGN.md §3).
+
+The log carries bytes, never pickles: `encode` writes one format-version byte, then compact
+JSON (ASCII, so any string a JSON parser can return is encodable). `decode` accepts a JSON
+object describing a valid `Command` and raises `ValueError` naming the fault otherwise; the
+state machine applies an undecodable entry as a no-op (`raft_groups/state_machine.py`).
+`Command` validates itself when built, so an invalid command never reaches the log.
+
+Format version 1: `b"\\x01"` + a JSON object with `op` and, when set, `uid`, `key`,
+`value` (present iff op is put, may be null), `if_version`, `request_id`. Unknown fields
+are errors. A new format gets a new version byte; old entries stay decodable while any
+journal or snapshot may still hold them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+FORMAT_VERSION = 1
+OPS = ("put", "delete", "barrier")
+MAX_UID = 2**32 - 1  # the uid is 4 bytes of the storage key (state_machine.py)
+MAX_REQUEST_ID_CHARS = 128
+# Deep enough for any document; far below the recursion limit, so encoding a decoded value
+# succeeds identically on every replica.
+MAX_VALUE_DEPTH = 100
+
+Op = Literal["put", "delete", "barrier"]
+
+_FIELDS = frozenset({"op", "uid", "key", "value", "if_version", "request_id"})
+
+
+@dataclass(frozen=True)
+class Command:
+    """One replicated operation on one key of one keyspace incarnation (`uid`).
+
+    barrier: uid 0, key "", nothing else; a replicated no-op that linearizable reads wait for.
+    if_version: the write applies only if the key's current version equals it (absent = 0,
+    so 0 means create-only). request_id: unique per logical request; a retry with the same
+    id returns the first result instead of applying again (Raft §8).
+    """
+
+    op: Op
+    uid: int
+    key: str
+    value: Any = None
+    if_version: int | None = None
+    request_id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.op not in OPS:
+            raise ValueError(f"op must be one of {OPS}, got {self.op!r}")
+        _check_int("uid", self.uid)
+        _check_str("key", self.key)
+        _check_request_id(self.request_id)
+        _check_if_version(self.if_version)
+        if self.op == "barrier":
+            _check_barrier(self)
+        else:
+            _check_key_op(self)
+
+
+def encode(cmd: Command) -> bytes:
+    fields: dict[str, Any] = {"op": cmd.op}
+    if cmd.op != "barrier":
+        fields["uid"] = cmd.uid
+        fields["key"] = cmd.key
+    if cmd.op == "put":
+        fields["value"] = cmd.value
+    if cmd.if_version is not None:
+        fields["if_version"] = cmd.if_version
+    if cmd.request_id:
+        fields["request_id"] = cmd.request_id
+    text = json.dumps(fields, separators=(",", ":"), allow_nan=False)
+    return bytes([FORMAT_VERSION]) + text.encode("ascii")
+
+
+def decode(raw: bytes) -> Command:
+    """The command `raw` encodes; ValueError naming the fault for anything else."""
+    if type(raw) is not bytes:
+        raise ValueError(f"command must be bytes, got {type(raw).__name__}")
+    if not raw:
+        raise ValueError("empty command")
+    if raw[0] != FORMAT_VERSION:
+        raise ValueError(f"unknown command format version {raw[0]}")
+    fields = _parse_object(raw[1:])
+    unknown = fields.keys() - _FIELDS
+    if unknown:
+        raise ValueError(f"unknown command fields {sorted(unknown)}")
+    if "op" not in fields:
+        raise ValueError("command has no op")
+    if ("value" in fields) != (fields["op"] == "put"):
+        raise ValueError("value must be present for put and only for put")
+    if fields["op"] == "barrier":
+        fields = {"uid": 0, "key": "", **fields}
+    try:
+        return Command(**fields)
+    except TypeError as exc:  # a required field (uid, key) is missing
+        raise ValueError(f"incomplete command: {exc}") from None
+
+
+def _parse_object(body: bytes) -> dict[str, Any]:
+    try:
+        fields = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("command JSON is nested too deeply") from None
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included
+        raise ValueError(f"command is not UTF-8 JSON: {exc}") from None
+    if not isinstance(fields, dict):
+        raise ValueError(f"command must be a JSON object, got {type(fields).__name__}")
+    return fields
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _check_barrier(cmd: Command) -> None:
+    if cmd.uid != 0 or cmd.key != "":
+        raise ValueError("barrier takes no uid or key")
+    if cmd.value is not None or cmd.if_version is not None:
+        raise ValueError("barrier takes no value or if_version")
+    if cmd.request_id:
+        # A barrier changes nothing, so a retry is always safe and needs no dedupe entry.
+        raise ValueError("barrier takes no request_id")
+
+
+def _check_key_op(cmd: Command) -> None:
+    if not 1 <= cmd.uid <= MAX_UID:
+        raise ValueError(f"uid must be in 1..{MAX_UID}, got {cmd.uid}")
+    if not cmd.key:
+        raise ValueError(f"{cmd.op} needs a non-empty key")
+    if cmd.op == "delete" and cmd.value is not None:
+        raise ValueError("delete takes no value")
+    if cmd.op == "put":
+        _check_json_value(cmd.value)
+
+
+def _check_request_id(request_id: str) -> None:
+    _check_str("request_id", request_id)
+    if len(request_id) > MAX_REQUEST_ID_CHARS:
+        raise ValueError(f"request_id has {len(request_id)} chars, max is {MAX_REQUEST_ID_CHARS}")
+
+
+def _check_if_version(if_version: int | None) -> None:
+    if if_version is None:
+        return
+    _check_int("if_version", if_version)
+    if if_version < 0:
+        raise ValueError(f"if_version must be >= 0, got {if_version}")
+
+
+def _check_int(name: str, value: object) -> None:
+    if type(value) is not int:
+        raise ValueError(f"{name} must be an integer, got {type(value).__name__}")
+
+
+def _check_str(name: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")  # keys and request ids become storage key bytes
+    except UnicodeEncodeError:
+        raise ValueError(f"{name} is not valid Unicode (lone surrogate)") from None
+
+
+def _check_json_value(value: Any) -> None:
+    """Raise ValueError unless `value` is a JSON document that survives encode/decode unchanged.
+
+    Iterative, so a deep value fails with ValueError rather than RecursionError.
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if item is None or isinstance(item, bool | int | str):
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValueError(f"value holds {item}, which JSON cannot represent")
+            continue
+        if depth >= MAX_VALUE_DEPTH:
+            raise ValueError(f"value nests deeper than {MAX_VALUE_DEPTH}")
+        if isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, dict):
+            if not all(isinstance(k, str) for k in item):
+                raise ValueError("value holds an object with a non-string key")
+            stack.extend((child, depth + 1) for child in item.values())
+        else:
+            raise ValueError(f"value holds a {type(item).__name__}, which is not JSON")
+
+
+# Every barrier is the same command (built here, after the validators it needs).
+BARRIER = Command("barrier", 0, "")

@@ -1,0 +1,225 @@
+"""The state machine of one linearizable partition's Raft group: pure apply (DESIGN.md §3).
+
+`apply(view, partition, index, raw)` reads through `view` only and returns the WriteBatch
+to write and the result to hand back to the proposer; the driver writes the batch, then
+delivers the result (decide, then do: STYLE.md rules 1 and 2). No I/O, threads or clocks.
+
+Storage layout: one Raft group per (partition, replication factor), all of its state under
+one prefix, so a snapshot is the range `group_range(p)`. `p` is the group number
+`replication << 16 | partition` (raft_groups.placement.GroupSpec.number), so the groups of
+one partition for two replication factors never share bookkeeping:
+
+    G = group_prefix(p) = b"l" + p (3 bytes BE)
+    G + uid (4 bytes BE, >= 1) + key (UTF-8)  -> JSON {"value": ..., "version": n}
+    G + b"\\0\\0\\0\\0" + b"applied"             -> applied index (8 bytes BE)
+    G + b"\\0\\0\\0\\0" + b"rid/" + request_id   -> JSON {"index": i, "result": {...}}
+    G + b"\\0\\0\\0\\0" + b"rix/" + i (8 bytes BE) -> request_id (the same entry, by index)
+
+uid 0 is never a keyspace (commands.Command refuses it), so the bookkeeping area cannot
+collide with data. Invariant of the dedupe table: every "rid/" entry has exactly one "rix/"
+entry, at the index stored in it, and vice versa.
+
+Versions: 1 on creation, +1 per put; an absent key is version 0, so a delete resets it and
+the next put creates version 1 again. See docs/raft_state_machine.md.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from kv.storage import ReadView, StorageError, WriteBatch, prefix_end
+from raft_groups.commands import MAX_UID, Command, decode
+
+Result = dict[str, Any]
+
+MAX_PARTITION = 2**24 - 1  # group numbers: replication (8 bits) | partition (16 bits)
+# Request ids are remembered for this many log indexes after their first application; a
+# retry arriving later is applied again. The Raft thesis (§6.3) expires per client session; we
+# have no sessions, so the window is in log positions (deterministic on every replica).
+RETAIN_REQUESTS = 100_000
+# Expired entries deleted per apply: bounded so apply stays O(1). Each apply adds at most
+# one entry and removes up to this many expired ones, so the backlog drains.
+EXPIRE_PER_APPLY = 4
+
+_BOOKKEEPING = b"\0\0\0\0"
+_INDEX_BYTES = 8
+
+
+def group_prefix(partition: int) -> bytes:
+    _check_partition(partition)
+    return b"l" + partition.to_bytes(3, "big")
+
+
+def group_range(partition: int) -> tuple[bytes, bytes]:
+    """[start, stop) of every key the group owns: data and bookkeeping (a snapshot's range)."""
+    start = group_prefix(partition)
+    stop = prefix_end(start)
+    assert stop is not None  # b"l" is not 0xff, so the range is always bounded
+    return start, stop
+
+
+def applied_index(view: ReadView, partition: int) -> int:
+    """The index of the last applied log entry; 0 when nothing was ever applied."""
+    raw = view.get(_applied_key(partition))
+    if raw is None:
+        return 0
+    if len(raw) != _INDEX_BYTES:
+        raise StorageError(f"partition {partition}: applied index has {len(raw)} bytes")
+    return int.from_bytes(raw, "big")
+
+
+def read(view: ReadView, partition: int, uid: int, key: str) -> tuple[Any, int] | None:
+    """(value, version) of `key` in keyspace incarnation `uid`; None when absent."""
+    _check_uid(uid)
+    return _load_record(view, _data_key(partition, uid, key))
+
+
+def apply(
+    view: ReadView, partition: int, index: int, raw: bytes
+) -> tuple[WriteBatch, Result | None]:
+    """The batch and result of log entry `index`; never raises on a malformed `raw`.
+
+    Invariant (DESIGN.md §3, idempotent crash-safe apply): every returned non-empty batch
+    writes APPLIED = index with the entry's effects, so they are durable together. An entry
+    at or below the applied index is already in state: journal replay after a restart gets
+    (empty batch, None) and never applies a CAS or delete twice.
+    """
+    if type(index) is not int or index < 1:
+        raise ValueError(f"index must be a positive integer, got {index!r}")
+    if index <= applied_index(view, partition):
+        return WriteBatch(), None
+    batch = WriteBatch()
+    # Expiry goes first: a re-used expired request id below must overwrite what it deletes.
+    _expire_requests(view, partition, index, batch)
+    result = _apply_entry(view, partition, index, raw, batch)
+    batch.put(_applied_key(partition), index.to_bytes(_INDEX_BYTES, "big"))
+    return batch, result
+
+
+def _apply_entry(
+    view: ReadView, partition: int, index: int, raw: bytes, batch: WriteBatch
+) -> Result:
+    # Apply runs in log order on every replica: bad input must be a deterministic no-op.
+    try:
+        cmd = decode(raw)
+    except ValueError as exc:
+        return {"ok": False, "code": "invalid_command", "message": str(exc)}
+    if not cmd.request_id:
+        return _execute(view, partition, cmd, batch)
+    seen = _load_request(view, partition, cmd.request_id)
+    if seen is not None and index - seen.index < RETAIN_REQUESTS:
+        # Raft §8 (client interaction): a retry returns the first result even if the state has
+        # changed since; applying it again would repeat a write whose reply was lost.
+        return seen.result
+    if seen is not None:  # expired but not yet swept: drop its index entry before re-use
+        batch.delete(_rix_key(partition, seen.index))
+    result = _execute(view, partition, cmd, batch)
+    _remember_request(partition, cmd.request_id, index, result, batch)
+    return result
+
+
+def _execute(view: ReadView, partition: int, cmd: Command, batch: WriteBatch) -> Result:
+    if cmd.op == "barrier":
+        return {"ok": True}
+    key = _data_key(partition, cmd.uid, cmd.key)
+    current = _load_record(view, key)
+    version = 0 if current is None else current[1]
+    if cmd.if_version is not None and cmd.if_version != version:
+        return {"ok": False, "code": "condition_failed", "current_version": version}
+    if cmd.op == "put":
+        batch.put(key, _dump({"value": cmd.value, "version": version + 1}))
+        return {"ok": True, "version": version + 1}
+    if current is not None:
+        batch.delete(key)
+    return {"ok": True, "version": 0, "existed": current is not None}
+
+
+# --- request dedupe table ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Seen:
+    index: int
+    result: Result
+
+
+def _load_request(view: ReadView, partition: int, request_id: str) -> _Seen | None:
+    raw = view.get(_rid_key(partition, request_id.encode()))
+    if raw is None:
+        return None
+    entry = _load_json(raw, f"request {request_id!r}")
+    return _Seen(entry["index"], entry["result"])
+
+
+def _remember_request(
+    partition: int, request_id: str, index: int, result: Result, batch: WriteBatch
+) -> None:
+    rid = request_id.encode()
+    batch.put(_rid_key(partition, rid), _dump({"index": index, "result": result}))
+    batch.put(_rix_key(partition, index), rid)
+
+
+def _expire_requests(view: ReadView, partition: int, index: int, batch: WriteBatch) -> None:
+    """Delete up to EXPIRE_PER_APPLY entries first applied at or before index - RETAIN."""
+    horizon = index - RETAIN_REQUESTS
+    if horizon < 1:
+        return
+    start = _rix_key(partition, 0)
+    stop = _rix_key(partition, horizon + 1)
+    for n, (rix, rid) in enumerate(view.iterate(start, stop)):
+        if n == EXPIRE_PER_APPLY:
+            break
+        batch.delete(rix)
+        batch.delete(_rid_key(partition, rid))
+
+
+# --- keys and records ----------------------------------------------------------------------
+
+
+def _data_key(partition: int, uid: int, key: str) -> bytes:
+    return group_prefix(partition) + uid.to_bytes(4, "big") + key.encode()
+
+
+def _applied_key(partition: int) -> bytes:
+    return group_prefix(partition) + _BOOKKEEPING + b"applied"
+
+
+def _rid_key(partition: int, request_id: bytes) -> bytes:
+    return group_prefix(partition) + _BOOKKEEPING + b"rid/" + request_id
+
+
+def _rix_key(partition: int, index: int) -> bytes:
+    return group_prefix(partition) + _BOOKKEEPING + b"rix/" + index.to_bytes(_INDEX_BYTES, "big")
+
+
+def _load_record(view: ReadView, key: bytes) -> tuple[Any, int] | None:
+    raw = view.get(key)
+    if raw is None:
+        return None
+    record = _load_json(raw, f"record {key!r}")
+    return record["value"], record["version"]
+
+
+def _load_json(raw: bytes, what: str) -> Any:
+    # Stored bytes were written by this module; unreadable ones mean a corrupt store.
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise StorageError(f"corrupt {what}: {exc}") from None
+
+
+def _dump(obj: Any) -> bytes:
+    # ASCII JSON: never fails on a decoded command's strings (see commands.py).
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("ascii")
+
+
+def _check_partition(partition: int) -> None:
+    if type(partition) is not int or not 0 <= partition <= MAX_PARTITION:
+        raise ValueError(f"partition must be in 0..{MAX_PARTITION}, got {partition!r}")
+
+
+def _check_uid(uid: int) -> None:
+    if type(uid) is not int or not 1 <= uid <= MAX_UID:
+        raise ValueError(f"uid must be in 1..{MAX_UID}, got {uid!r}")
