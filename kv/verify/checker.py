@@ -21,6 +21,13 @@ Differences from Porcupine, each sound:
   X's return must follow X, so X's required pre-state version has to be reachable with
   the pending ops called before X's return (versions only grow, by one per write/cas,
   except through a delete, which resets them to 0).
+- Forced reads: if a read (or condition_failed op) that may go next accepts the current
+  state, some completion, if any exists, places it next - moving a read earlier keeps
+  the state and, as it may go next, crosses no real-time edge. So it is the node's only
+  move: when it fails, so does the node. This removes the orders of concurrent reads.
+- Ok first: a node tries its ok ops before its unknown ops. Unknown ops called long ago
+  stay at the head of the list; trying them first everywhere would explore their
+  applications before the ok ops that pin the versions. (Order only; still complete.)
 
 The verdict "unknown" (budget or time exhausted) is never a pass: it means the search
 was cut short, not that an order exists.
@@ -32,6 +39,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import accumulate
 from typing import Any, Literal, NamedTuple
 
 from kv.verify.history import Op, check_unique_ids, describe
@@ -75,8 +83,10 @@ def check(
 ) -> CheckResult:
     """Decide whether `history` is linearizable, one key at a time (sorted order).
 
-    `time_limit_s` bounds the whole check; `max_states` bounds each key's memo table.
-    A key that exceeds either gets "unknown", and so does every key left unchecked.
+    `time_limit_s` bounds the whole check, shared fairly between keys (`_check_keys`);
+    `max_states` bounds each key's memo table. A key that exceeds either gets "unknown",
+    and so does every key left unchecked. The verdict is "violation" if any key has one,
+    else "unknown" if any key has that, else "ok".
     """
     check_unique_ids(history)
     start = clock()
@@ -284,7 +294,7 @@ class _Frame(NamedTuple):
     entry: int  # call entry of the linearized op
     value: int  # state before it
     version: int
-    forced: bool  # a read-only op placed as the node's only move (_Search docstring)
+    forced: bool  # a read-only op placed as the node's only move ("forced reads" above)
     parent: _Frame | None
 
 
@@ -301,19 +311,15 @@ class _Search:
     Invariants: the list holds exactly the entries of ops not on the stack, in time order
     (calls before returns at equal times: touching intervals count as concurrent); the call
     entries before its first return entry are the ops that may be linearized next;
-    `(ok_bits, unknown_bits, value, version)` describe the stack's top.
-
-    Forced reads: if a read (or condition_failed op) that may go next accepts the current
-    state, some completion, if any exists, places it next - moving a read earlier keeps
-    the state and, as it may go next, no real-time edge. So it is the node's only move:
-    when it fails, so does the node. This removes the interleavings of concurrent reads.
+    `(ok_bits, unknown_bits, value, version)` describe the stack's top; a node whose
+    forced move failed is dead, so backtracking pops through forced frames.
     """
 
     def __init__(self, steps: list[_Step], class_sizes: list[int], budget: _Budget) -> None:
         self.steps = steps
         self.budget = budget
         self._build_entries()
-        self.class_base = [sum(class_sizes[:c]) for c in range(len(class_sizes))]
+        self.class_base = list(accumulate(class_sizes, initial=0))  # bit range of each class
         self.consumed = [0] * len(class_sizes)
         self.value, self.version = _ABSENT, 0
         self.ok_bits = self.unknown_bits = 0
@@ -343,9 +349,7 @@ class _Search:
     def run(self) -> bool:
         """True iff every ok op can be linearized; raises _Exhausted when over budget.
 
-        Each node tries its ok ops first, then (second pass) its unknown ops: unknown ops
-        called long ago stay at the head of the list, and trying them first at every node
-        would explore their applications before the ok ops that pin the versions.
+        A node scans its candidates twice: ok ops, then (second pass) unknown ops.
         """
         entry = self._first_move()
         while self.ok_left and entry != _NONE:
