@@ -106,6 +106,9 @@ class EventualKeys:
         ctx = await self._dynamo.put(where, context, None, True, w, ks.max_siblings, opts.timeout_s)
         return {"deleted": True, "context": vclock.encode_context(ctx)}
 
+    async def prepare(self, md: Metadata, ks: KeyspaceConfig, timeout: float) -> None:
+        return None  # leaderless: usable as soon as the metadata is
+
     def replica_state(self, md: Metadata, ks: KeyspaceConfig, key: str) -> dict[str, Any]:
         where = place(md, ks, key)
         return {

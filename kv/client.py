@@ -30,7 +30,7 @@ class KvClient:
         nodes: Sequence[str],
         *,
         timeout: float = 5.0,
-        retries: int = 4,
+        retries: int = 6,
         backoff: float = 0.05,
     ) -> None:
         if not nodes:

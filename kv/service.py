@@ -56,7 +56,12 @@ def check_key(key: str) -> None:
 
 
 def check_value(value: Any) -> None:
-    size = len(json.dumps(value, separators=(",", ":")).encode())
+    try:
+        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    except UnicodeEncodeError:
+        raise InvalidRequest(
+            "value", "contains a lone UTF-16 surrogate (not valid Unicode)"
+        ) from None
     if size > MAX_VALUE_BYTES:
         raise TooLarge("value", size, MAX_VALUE_BYTES)
 
@@ -81,6 +86,9 @@ class KeyOps(Protocol):
     ) -> dict[str, Any]: ...
 
     def replica_state(self, md: Metadata, ks: KeyspaceConfig, key: str) -> dict[str, Any]: ...
+
+    async def prepare(self, md: Metadata, ks: KeyspaceConfig, timeout: float) -> None:
+        """Wait (bounded) until a just-created keyspace can serve through this node."""
 
 
 class Service:
@@ -123,7 +131,9 @@ class Service:
         change = {"type": "put_keyspace", "keyspace": config.to_dict()}
         outcome = await self._meta.change(change, timeout)
         _raise_refused(outcome)
-        return outcome["status"], self.keyspace(name).to_wire()
+        ks = self.keyspace(name)
+        await self._modes[ks.consistency].prepare(self.metadata(), ks, timeout)
+        return outcome["status"], ks.to_wire()
 
     async def delete_keyspace(self, name: str, timeout: float) -> None:
         self.keyspace(name)

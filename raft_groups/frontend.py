@@ -134,6 +134,10 @@ class LinearizableKeys:
         )
         return await self._write(md, ks, key, command, body, opts, "lin_delete")
 
+    async def prepare(self, md: Metadata, ks: KeyspaceConfig, timeout: float) -> None:
+        """Wait until this node runs the keyspace's groups and each has a leader (bounded)."""
+        await self._groups.wait_for_leaders(md, ks.replication, timeout)
+
     def replica_state(self, md: Metadata, ks: KeyspaceConfig, key: str) -> dict[str, Any]:
         spec = group_of(md, ks, key)
         found = state_machine.read(self._groups.engine, spec.number, ks.uid, key)

@@ -163,12 +163,13 @@ class RaftGroups:
         """Start the groups the metadata gives this node; stop the others (data stays)."""
         async with self._reconciling:
             want = hosted_groups(md, self._node_id)
-            for gid, spec in want.items():
-                if gid not in self._running:
-                    self._running[gid] = await asyncio.to_thread(self._start, spec)
-            for gid in set(self._running) - set(want):
-                hosted = self._running.pop(gid)
-                await asyncio.to_thread(hosted.group.close)
+            new = [spec for gid, spec in want.items() if gid not in self._running]
+            started = await asyncio.to_thread(
+                self._driver.call, lambda: [self._start(s) for s in new]
+            )
+            self._running.update((h.spec.gid, h) for h in started)
+            gone = [self._running.pop(gid) for gid in set(self._running) - set(want)]
+            await asyncio.to_thread(self._driver.call, lambda: [h.group.close() for h in gone])
 
     def _start(self, spec: GroupSpec) -> Hosted:
         settings = GroupSettings(
@@ -194,6 +195,22 @@ class RaftGroups:
                 f"Raft group {spec.gid} is not running on this node yet", retry_after=0.5
             )
         return hosted
+
+    async def wait_for_leaders(self, md: Metadata, replication: int, timeout: float) -> bool:
+        """Poll (deadline `timeout`) until every group of `replication` hosted here has a
+        leader; reconciles first so the groups exist. Returns whether that happened."""
+        await self.reconcile(md)
+        want = [
+            g for g in hosted_groups(md, self._node_id).values() if g.replication == replication
+        ]
+        end = self._loop.time() + timeout
+        while self._loop.time() < end:
+            if all(
+                self._running[g.gid].group.status().leader for g in want if g.gid in self._running
+            ):
+                return True
+            await asyncio.sleep(0.05)
+        return False
 
     def statuses(self) -> dict[str, RaftStatus]:
         return {gid: h.group.status() for gid, h in sorted(self._running.items())}
@@ -227,5 +244,5 @@ class RaftGroups:
         return state_machine.read(self._engine, spec.number, uid, key)
 
     async def close(self) -> None:
-        for gid in list(self._running):
-            await asyncio.to_thread(self._running.pop(gid).group.close)
+        gone, self._running = list(self._running.values()), {}
+        await asyncio.to_thread(self._driver.call, lambda: [h.group.close() for h in gone])

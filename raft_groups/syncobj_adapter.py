@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
+import concurrent.futures
 import json
 import logging
 import os
@@ -467,6 +469,9 @@ class RaftDriver:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _last_mux_tick: float = 0.0
+    _calls: collections.deque[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = field(
+        default_factory=collections.deque
+    )
     _next_round: float = 0.0
 
     def add(self, group: RaftGroup) -> None:
@@ -485,10 +490,32 @@ class RaftDriver:
         self._thread = threading.Thread(target=self._run, name="raft-driver", daemon=True)
         self._thread.start()
 
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on the driver thread between two cycles and return its result.
+
+        Group creation and destruction go through here: the driver holds its lock while it
+        polls, so a caller on another thread would otherwise wait for idle polls to end."""
+        if threading.current_thread() is self._thread or self._thread is None:
+            with self.lock:
+                return fn()
+        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._calls.append((fn, done))
+        self.mux.wake()
+        return done.result()
+
+    def _run_calls(self) -> None:
+        while self._calls:
+            fn, done = self._calls.popleft()
+            try:
+                done.set_result(fn())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                done.set_exception(exc)
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 with self.lock:
+                    self._run_calls()
                     timeout = self._cycle(time.monotonic())
                     self.mux.poll(timeout)
                     self.mux.flush()
@@ -520,6 +547,7 @@ class RaftDriver:
 
     def stop(self) -> None:
         self._stop.set()
+        self._run_calls()
         self.mux.wake()
         if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout=5)

@@ -11,6 +11,9 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
+import re
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,6 +29,8 @@ log = logging.getLogger(__name__)
 # aiohttp stops reading.
 MAX_BODY_BYTES = 8 << 20
 SECRET_HEADER = "X-Kv-Cluster-Secret"
+
+_INT_RE = re.compile(r"-?[0-9]{1,18}")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 InternalHandler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -46,6 +51,13 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
 async def read_json(request: web.Request) -> Any:
     try:
         raw = await request.read()
@@ -56,7 +68,7 @@ async def read_json(request: web.Request) -> Any:
     if not raw.strip():
         return None
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedJson(f"request body is not valid JSON: {exc}") from None
     except RecursionError:
@@ -67,10 +79,9 @@ def _int_param(request: web.Request, name: str, low: int, high: int) -> int | No
     raw = request.query.get(name)
     if raw is None:
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequest(name, f"must be an integer, got {raw!r}") from None
+    if not _INT_RE.fullmatch(raw):
+        raise InvalidRequest(name, f"must be an integer, got {raw!r}")
+    value = int(raw)
     if not low <= value <= high:
         raise InvalidRequest(name, f"must be between {low} and {high}, got {value}")
     return value
@@ -109,6 +120,18 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return _json({"error": {"code": "internal", "message": "internal error (logged)"}}, 500)
 
 
+def key_of(request: web.Request) -> str:
+    """The key path segment, decoded strictly as UTF-8 from the raw path (yarl keeps an
+    invalid escape such as %FF as literal text, which would alias the key "%FF")."""
+    raw = request.raw_path.split("?", 1)[0]
+    marker = "/keys/" if "/keys/" in raw else f"/{request.match_info['ks']}/"
+    segment = raw.split(marker, 1)[1]
+    try:
+        return urllib.parse.unquote_to_bytes(segment).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequest("key", "must be valid UTF-8 once percent-decoded") from None
+
+
 # ---------------------------------------------------------------------- public routes
 async def list_keyspaces(request: web.Request) -> web.Response:
     return _json({"keyspaces": request.app[SERVICE].list_keyspaces()})
@@ -133,26 +156,36 @@ async def delete_keyspace(request: web.Request) -> web.Response:
 
 async def get_key(request: web.Request) -> web.Response:
     service, m = request.app[SERVICE], request.match_info
-    return _json(await service.get_key(m["ks"], m["key"], options(request)))
+    return _json(await service.get_key(m["ks"], key_of(request), options(request)))
 
 
 async def put_key(request: web.Request) -> web.Response:
     service, m = request.app[SERVICE], request.match_info
     body = await read_json(request)
-    return _json(await service.put_key(m["ks"], m["key"], body, options(request)))
+    return _json(await service.put_key(m["ks"], key_of(request), body, options(request)))
 
 
 async def delete_key(request: web.Request) -> web.Response:
     service, m = request.app[SERVICE], request.match_info
     body = await read_json(request)
-    if body is None and "context" in request.query:
-        body = {"context": request.query["context"]}
-    return _json(await service.delete_key(m["ks"], m["key"], body, options(request)))
+    if body is None:  # DESIGN.md §5: the condition may come in the query instead
+        body = _delete_query(request)
+    return _json(await service.delete_key(m["ks"], key_of(request), body, options(request)))
+
+
+def _delete_query(request: web.Request) -> dict[str, Any] | None:
+    body: dict[str, Any] = {}
+    if "context" in request.query:
+        body["context"] = request.query["context"]
+    version = _int_param(request, "if_version", 0, 1 << 62)
+    if version is not None:
+        body["if_version"] = version
+    return body or None
 
 
 async def replica_state(request: web.Request) -> web.Response:
     service, m = request.app[SERVICE], request.match_info
-    return _json(service.replica_state(m["ks"], m["key"]))
+    return _json(service.replica_state(m["ks"], key_of(request)))
 
 
 async def health(request: web.Request) -> web.Response:
@@ -167,7 +200,8 @@ async def cluster(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------------- internode routes
 def _check_secret(request: web.Request) -> None:
     given = request.headers.get(SECRET_HEADER, "")
-    if not hmac.compare_digest(given.encode(), request.app[SECRET].encode()):
+    given_bytes = given.encode("utf-8", "surrogateescape")
+    if not hmac.compare_digest(given_bytes, request.app[SECRET].encode()):
         raise Unauthorized("internode route requires the cluster secret")
 
 
@@ -193,7 +227,13 @@ KEY = "/v1/keyspaces/{ks}/keys/{key:.+}"
 def make_app(
     service: Service, internal: InternalHandler, secret: str, default_timeout_s: float
 ) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(
+        middlewares=[errors_middleware],
+        client_max_size=MAX_BODY_BYTES,
+        # a 1024-byte key percent-encodes to 3 KiB; leave room so over-long keys reach our
+        # 413 instead of the parser's plain-text 400
+        handler_args={"max_line_size": 32768, "max_field_size": 32768},
+    )
     app[SERVICE] = service
     app[INTERNAL] = internal
     app[SECRET] = secret

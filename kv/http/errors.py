@@ -36,7 +36,7 @@ STATUS: dict[type[e.KvError], int] = {
 def status_for(exc: e.KvError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
+            return STATUS[cls]
     return 500
 
 

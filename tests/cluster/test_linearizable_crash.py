@@ -1,0 +1,92 @@
+"""Crash and size boundaries of linearizable keyspaces on real node processes
+(issue: linearizable keyspaces, acceptance 2 and build item 9; DESIGN.md §3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from kv.client import KvClient
+from kv.errors import KvError
+from tests.cluster.harness import Cluster
+
+KS = "lin"
+
+
+async def _replicas_agree(client: KvClient, cluster: Cluster, keys: list[str]) -> list[str]:
+    differ = []
+    for key in keys:
+        states = await asyncio.gather(
+            *(client.replica(KS, key, cluster.http(n)) for n in sorted(cluster.nodes))
+        )
+        if len({(repr(s["value"]), s["version"]) for s in states}) != 1:
+            differ.append(key)
+    return differ
+
+
+async def _poll_agree(
+    client: KvClient, cluster: Cluster, keys: list[str], deadline_s: float
+) -> None:
+    end = time.monotonic() + deadline_s
+    differ = await _replicas_agree(client, cluster, keys)
+    while differ and time.monotonic() < end:
+        await asyncio.sleep(0.2)
+        differ = await _replicas_agree(client, cluster, keys)
+    assert differ == [], f"{len(differ)} keys differ between replicas, e.g. {differ[:5]}"
+
+
+@pytest.mark.cluster
+def test_member_killed_during_writes_catches_up_with_every_acknowledged_write(
+    cluster: Cluster,
+) -> None:
+    asyncio.run(_crash(cluster))
+
+
+async def _crash(cluster: Cluster) -> None:
+    async with KvClient([cluster.http("n1"), cluster.http("n2")], timeout=4.0) as client:
+        await client.create_keyspace(KS, consistency="linearizable", replication=3)
+        keys = [f"c{i}" for i in range(200)]
+        acked: dict[str, int] = {}
+
+        async def writer(worker: int) -> None:
+            for round_ in range(6):
+                for key in keys[worker::8]:
+                    try:
+                        reply = await client.put(KS, key, {"round": round_})
+                    except KvError:
+                        continue  # not acknowledged: may or may not be there
+                    acked[key] = max(acked.get(key, 0), reply["version"])
+
+        async def crash() -> None:
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(cluster.kill, "n3")
+            await asyncio.sleep(2.0)
+            await asyncio.to_thread(cluster.start, "n3")
+
+        await asyncio.gather(*(writer(w) for w in range(8)), crash())
+        assert len(acked) == len(keys)
+        await _poll_agree(client, cluster, keys, deadline_s=30)
+        for key, version in acked.items():  # nothing acknowledged is lost
+            state = await client.replica(KS, key, cluster.http("n3"))
+            assert state["version"] >= version, (key, state, version)
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("size", [64 * 1024 - 64, 64 * 1024, 128 * 1024 + 7, 1024 * 1024 - 16])
+def test_large_values_replicate_to_every_member(cluster: Cluster, size: int) -> None:
+    asyncio.run(_large(cluster, size))
+
+
+async def _large(cluster: Cluster, size: int) -> None:
+    async with KvClient(cluster.addresses(), timeout=10.0) as client:
+        await client.create_keyspace(KS, consistency="linearizable", replication=3)
+        value: Any = "v" * (size - 2)  # JSON-encoded size = size (the quotes)
+        reply = await client.put(KS, f"big-{size}", value)
+        assert reply["version"] == 1
+        got = await client.get(KS, f"big-{size}")
+        assert got["value"] == value
+        await _poll_agree(client, cluster, [f"big-{size}"], deadline_s=15)
