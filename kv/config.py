@@ -67,6 +67,9 @@ class NodeConfig:
     request_timeout_s: float = 2.0  # default per-request deadline (query `timeout_ms` overrides)
     internode_timeout_s: float = 1.5
     log_level: str = "INFO"
+    # msync Raft journals before acknowledging (durable on a majority); false = survive a
+    # process crash only (DESIGN.md §3, docs/raft.md)
+    raft_sync_journal: bool = True
 
     def __post_init__(self) -> None:
         if not ID_RE.fullmatch(self.node_id):
@@ -190,7 +193,12 @@ def _build(raw: dict[str, Any]) -> NodeConfig:
 
 
 _MEMBER_KEYS = {"id", "http", "raft"}
-_TYPES: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "str": str}
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "int": int,
+    "float": (int, float),
+    "str": str,
+    "bool": bool,
+}
 
 
 def _member_table(i: int, table: Any) -> Member:
@@ -214,5 +222,5 @@ def _check_types(raw: dict[str, Any]) -> None:
         want: type | tuple[type, ...] | None = _TYPES.get(str(f.type))
         if want is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, want):
+        if (isinstance(value, bool) and want is not bool) or not isinstance(value, want):
             _fail(f.name, f"must be of type {f.type}, got {value!r}")

@@ -57,7 +57,13 @@ class Node:
         )
         self.coordinator = DynamoCoordinator(cfg.node_id, self.transport, self.peers.is_alive)
         self.groups = RaftGroups(
-            self.driver, self.engine, cfg.node_id, self._raft_address, cfg.raft_dir, loop
+            self.driver,
+            self.engine,
+            cfg.node_id,
+            self._raft_address,
+            cfg.raft_dir,
+            loop,
+            sync_journal=cfg.raft_sync_journal,
         )
         self.linearizable = LinearizableKeys(self.groups, cfg.node_id, self._forward)
         modes: dict[str, KeyOps] = {
@@ -93,6 +99,7 @@ class Node:
             self_address=cfg.raft_advertise,
             peers=tuple(m.raft for m in cfg.initial_cluster if m.id != cfg.node_id),
             data_dir=cfg.meta_dir,
+            sync_journal=cfg.raft_sync_journal,
         )
 
     async def _bootstrap(self) -> None:

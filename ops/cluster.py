@@ -262,7 +262,8 @@ def cmd_start(a: argparse.Namespace) -> None:
         sys.exit(f"ops/cluster: no node {a.id!r}")
     if _pid(a.dir, a.id) is None:
         _start(a.dir, layout, node)
-    _wait(lambda: _healthy(node), 60, f"{a.id} to be healthy")
+    if not a.no_wait:  # a lone restarted node may need its peers before it is healthy
+        _wait(lambda: _healthy(node), 60, f"{a.id} to be healthy")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -278,6 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     st.add_argument("--json", action="store_true")
     for name in ("kill", "pause", "resume", "start"):
         sub.add_parser(name).add_argument("id")
+    sub.choices["start"].add_argument("--no-wait", dest="no_wait", action="store_true")
     for parser in sub.choices.values():
         parser.add_argument("--dir", default=DEFAULT_DIR)
     a = p.parse_args(argv)

@@ -148,7 +148,9 @@ class RaftGroups:
         raft_address: Callable[[str], str | None],
         data_dir: str,
         loop: asyncio.AbstractEventLoop,
+        sync_journal: bool = True,
     ) -> None:
+        self._sync_journal = sync_journal
         self._driver = driver
         self._engine = engine
         self.engine = engine
@@ -177,6 +179,7 @@ class RaftGroups:
             self_address=self._address(self._node_id),
             peers=tuple(self._address(m) for m in spec.members if m != self._node_id),
             data_dir=os.path.join(self._data_dir, spec.gid),
+            sync_journal=self._sync_journal,
         )
         machine = LinearizableMachine(self._engine, spec.number)
         group = RaftGroup(self._driver, settings, machine)

@@ -90,3 +90,35 @@ async def _large(cluster: Cluster, size: int) -> None:
         got = await client.get(KS, f"big-{size}")
         assert got["value"] == value
         await _poll_agree(client, cluster, [f"big-{size}"], deadline_s=15)
+
+
+@pytest.mark.cluster
+def test_whole_cluster_sigkilled_and_restarted_keeps_every_acknowledged_write(
+    cluster: Cluster,
+) -> None:
+    """Journal replay after a restart re-applies entries at or below applied_index: the
+    state machine must skip them (a CAS or delete applied twice would show here)."""
+    asyncio.run(_whole_cluster(cluster))
+
+
+async def _whole_cluster(cluster: Cluster) -> None:
+    async with KvClient(cluster.addresses(), timeout=4.0) as client:
+        await client.create_keyspace(KS, consistency="linearizable", replication=3)
+        keys = [f"w{i}" for i in range(60)]
+        for key in keys:
+            await client.put(KS, key, "first")
+            await client.put(KS, key, "second", if_version=1)  # CAS: replay would fail it
+        await client.delete(KS, keys[0])
+    for node in sorted(cluster.nodes):
+        await asyncio.to_thread(cluster.kill, node)
+    for node in sorted(cluster.nodes):
+        await asyncio.to_thread(cluster.ops, "start", node, "--no-wait")
+    for node in sorted(cluster.nodes):
+        await asyncio.to_thread(cluster.start, node)
+    async with KvClient(cluster.addresses(), timeout=4.0, retries=10) as client:
+        for key in keys[1:]:
+            got = await client.get(KS, key)
+            assert (got["value"], got["version"]) == ("second", 2), (key, got)
+        with pytest.raises(KvError):
+            await client.get(KS, keys[0])
+        await _poll_agree(client, cluster, keys, deadline_s=30)
