@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dynamo_mode import siblings, vclock
+from dynamo_mode import anti_entropy, siblings, vclock
 from dynamo_mode.quorum import ReadQuorum, WriteQuorum
 from dynamo_mode.replica import KeyRef, decode_versions
 from dynamo_mode.siblings import Version
@@ -229,6 +229,8 @@ def _errors(errors: Any) -> str:
 
 async def handle_internal(replica: Any, op: str, payload: dict[str, Any]) -> dict[str, Any]:
     """Server side of the transport: one local replica operation (validated input)."""
+    if op == "ae_query":
+        return anti_entropy.handle_query(replica, payload)
     ref = KeyRef.from_wire(payload.get("ref"))
     if op == "fetch":
         return {"versions": [v.to_wire() for v in replica.fetch(ref)]}

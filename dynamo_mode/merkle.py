@@ -40,7 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -380,7 +380,6 @@ class DiffResult:
 @dataclass
 class _Walk:
     local: MerkleTree
-    ask: Callable[[Query], Answer]
     budget: int
     start: int
     queries: int = 0
@@ -406,8 +405,8 @@ class _Walk:
         self.truncated |= len(found) > self.budget
         return found[: self.budget + pivot]
 
-    def differing(self, level: int, candidates: list[int]) -> list[int]:
-        theirs = _hashes_answer(self.ask(HashesQuery(level, tuple(candidates))), len(candidates))
+    def differing(self, level: int, candidates: list[int], raw: Answer) -> list[int]:
+        theirs = _hashes_answer(raw, len(candidates))
         self.queries += 1
         self.hashes += len(theirs)
         self.bytes_transferred += HASH_SIZE * len(theirs)
@@ -417,8 +416,8 @@ class _Walk:
             if h != self.local.node_hash(level, i)
         ]
 
-    def remote_buckets(self, buckets: list[int]) -> list[dict[bytes, bytes]]:
-        answers = _buckets_answer(self.ask(BucketsQuery(tuple(buckets))), buckets, self.local)
+    def remote_buckets(self, buckets: list[int], raw: Answer) -> list[dict[bytes, bytes]]:
+        answers = _buckets_answer(raw, buckets, self.local)
         self.queries += 1
         for entries in answers:
             self.hashes += len(entries)
@@ -439,26 +438,46 @@ def diff(
     not with the number of keys. Both trees must have the same shape (segments, fanout): the
     shell checks it when the exchange starts.
     """
+    steps = diff_steps(local, budget, start_bucket)
+    try:
+        query = next(steps)
+        while True:
+            query = steps.send(ask_remote(query))
+    except StopIteration as stop:
+        result: DiffResult = stop.value
+        return result
+
+
+def diff_steps(
+    local: MerkleTree, budget: int, start_bucket: int = 0
+) -> Generator[Query, Answer, DiffResult]:
+    """`diff` as a sans-I/O generator: it yields each query and is sent the peer's answer, so
+    an asyncio shell can await the network between steps (the same walk as `diff`)."""
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ValueError(f"budget must be an int >= 1, got {budget!r}")
     local.ancestor(start_bucket, 0)  # raises ValueError unless 0 <= start_bucket < segments
-    walk = _Walk(local, ask_remote, budget, start_bucket)
-    frontier = walk.differing(0, [0])
+    walk = _Walk(local, budget, start_bucket)
+    frontier = walk.differing(0, [0], (yield HashesQuery(0, (0,))))
     for level in range(1, local.depth + 1):
         if not frontier:
             break
         candidates = walk.rotated(
             level, (c for p in frontier for c in local.children(level - 1, p))
         )
-        frontier = walk.cut_nodes(level, walk.differing(level, candidates))
-    return _compare_buckets(walk, frontier)
+        answer_ = yield HashesQuery(level, tuple(candidates))
+        frontier = walk.cut_nodes(level, walk.differing(level, candidates, answer_))
+    theirs = (
+        walk.remote_buckets(frontier, (yield BucketsQuery(tuple(frontier)))) if frontier else []
+    )
+    return _compare_buckets(walk, frontier, theirs)
 
 
-def _compare_buckets(walk: _Walk, buckets: list[int]) -> DiffResult:
+def _compare_buckets(
+    walk: _Walk, buckets: list[int], theirs_all: list[dict[bytes, bytes]]
+) -> DiffResult:
     keys: list[tuple[int, bytes]] = []
     local_only: set[bytes] = set()
     remote_only: set[bytes] = set()
-    theirs_all = walk.remote_buckets(buckets) if buckets else []
     for bucket, theirs in zip(buckets, theirs_all, strict=True):
         ours = walk.local.bucket_items(bucket)
         for key in sorted(ours.keys() | theirs.keys()):

@@ -19,7 +19,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from dynamo_mode import siblings
+from dynamo_mode import merkle, siblings
 from dynamo_mode.siblings import Version
 from dynamo_mode.vclock import VClock
 from kv.storage import StorageEngine, WriteBatch
@@ -38,6 +38,13 @@ class KeyRef:
 
     def to_wire(self) -> dict[str, Any]:
         return {"partition": self.partition, "uid": self.uid, "key": self.key}
+
+    @staticmethod
+    def from_storage_key(raw: bytes) -> KeyRef:
+        if not raw.startswith(PREFIX) or len(raw) < 7:
+            raise ValueError(f"not an eventual-mode storage key: {raw[:16]!r}")
+        partition, uid = struct.unpack_from(">HI", raw, 1)
+        return KeyRef(partition, uid, raw[7:].decode())
 
     @staticmethod
     def from_wire(d: Any) -> KeyRef:
@@ -67,10 +74,31 @@ def decode_versions(raw: Any) -> tuple[Version, ...]:
     return tuple(Version.from_wire(v) for v in raw)
 
 
+def partition_prefix(partition: int) -> bytes:
+    return PREFIX + struct.pack(">H", partition)
+
+
 class DynamoReplica:
-    def __init__(self, engine: StorageEngine, node_id: str) -> None:
+    """Local versions plus one Merkle tree per partition, kept in step with every write
+    (Dynamo §4.7): a tree is built from a scan the first time it is needed after start-up,
+    then updated incrementally, so an exchange never rebuilds it."""
+
+    def __init__(self, engine: StorageEngine, node_id: str, tree_segments: int = 1 << 12) -> None:
         self._engine = engine
         self.node_id = node_id
+        self._trees: dict[int, merkle.MerkleTree] = {}
+        self._segments = tree_segments
+
+    def tree(self, partition: int) -> merkle.MerkleTree:
+        tree = self._trees.get(partition)
+        if tree is None:
+            items = (
+                (key, merkle.version_hash(decode_versions(json.loads(raw))))
+                for key, raw in self._engine.iterate_prefix(partition_prefix(partition))
+            )
+            tree = merkle.rebuild(items, segments=self._segments)
+            self._trees[partition] = tree
+        return tree
 
     def fetch(self, ref: KeyRef) -> tuple[Version, ...]:
         raw = self._engine.get(ref.storage_key())
@@ -100,5 +128,9 @@ class DynamoReplica:
 
     def _write(self, ref: KeyRef, versions: tuple[Version, ...]) -> None:
         batch = WriteBatch()
-        batch.put(ref.storage_key(), encode_versions(versions))
+        key = ref.storage_key()
+        batch.put(key, encode_versions(versions))
         self._engine.write(batch)
+        tree = self._trees.get(ref.partition)
+        if tree is not None:  # not built yet: the scan at build time will see this write
+            tree.update(key, merkle.version_hash(versions))

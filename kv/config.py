@@ -70,6 +70,9 @@ class NodeConfig:
     # msync Raft journals before acknowledging (durable on a majority); false = survive a
     # process crash only (DESIGN.md §3, docs/raft.md)
     raft_sync_journal: bool = True
+    # one Merkle exchange per interval, round robin over this node's partitions (Dynamo §4.7):
+    # an in-sync exchange is one root-hash call, so a 64-partition sweep every 16 s is cheap
+    anti_entropy_interval_s: float = 0.25
 
     def __post_init__(self) -> None:
         if not ID_RE.fullmatch(self.node_id):

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from dynamo_mode.anti_entropy import AntiEntropy
 from dynamo_mode.coordinator import DynamoCoordinator, handle_internal
 from dynamo_mode.frontend import EventualKeys
 from dynamo_mode.replica import DynamoReplica
@@ -71,6 +72,13 @@ class Node:
             "linearizable": self.linearizable,
         }
         self.service = Service(self.meta, modes, self.cluster_info)
+        self.anti_entropy = AntiEntropy(
+            self.replica,
+            self.transport,
+            cfg.node_id,
+            self._metadata,
+            interval=cfg.anti_entropy_interval_s,
+        )
         self.meta.subscribe(self._on_metadata)
         app = make_app(self.service, self._internal, cfg.cluster_secret, cfg.request_timeout_s)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -78,6 +86,7 @@ class Node:
         host, _, port = cfg.listen.rpartition(":")
         await web.TCPSite(self._runner, host, int(port), reuse_address=True).start()
         self.peers.start()
+        self.anti_entropy.start()
         self._bootstrap_task = asyncio.ensure_future(self._bootstrap())
         log.info(
             "node %s serving http://%s (advertised %s)", cfg.node_id, cfg.listen, cfg.advertise
@@ -163,6 +172,10 @@ class Node:
             "partitions": [
                 {"partition": p, "replicas": list(ring.walk(p)[:7])} for p in range(md.partitions)
             ],
+            "anti_entropy": {
+                "exchanges": len(self.anti_entropy.reports),
+                "keys_repaired": sum(r.repaired for r in self.anti_entropy.reports),
+            },
             "raft_groups": {
                 gid: {"leader": st.leader, "term": st.term, "commit_index": st.commit_index}
                 for gid, st in self.groups.statuses().items()
@@ -179,6 +192,7 @@ class Node:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.peers.stop()
+        await self.anti_entropy.stop()
         await self.coordinator.close()
         await self.transport.close()
         await asyncio.to_thread(self.driver.stop)

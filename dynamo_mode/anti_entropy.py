@@ -1,0 +1,189 @@
+"""Active anti-entropy: periodic Merkle exchanges between replicas (Dynamo §4.7).
+
+Every `interval` this node takes the next partition it replicates (round robin), picks
+one other replica of it (seeded rng), walks the two trees with `merkle.diff_steps` — each
+query is one internode call, awaited between steps — and then repairs the differing keys
+in both directions by sending whole reconciled version sets (`store`, a CRDT merge, so a
+repair is idempotent and order-free). At most `budget` keys are repaired per exchange; a
+truncated exchange resumes from `resume_bucket` next time, so unrepairable keys cannot
+hide the rest of a partition.
+
+Wire form of the queries: {"t": "h", "level": L, "indexes": [...]} → ["<b64 hash>", ...];
+{"t": "b", "buckets": [...]} → [{"<b64 key>": "<b64 hash>"}, ...].
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dynamo_mode import merkle
+from dynamo_mode.replica import DynamoReplica, KeyRef, decode_versions
+from kv.meta import Metadata
+from kv.transport import Transport
+
+log = logging.getLogger(__name__)
+
+
+def encode_query(q: merkle.Query) -> dict[str, Any]:
+    if isinstance(q, merkle.HashesQuery):
+        return {"t": "h", "level": q.level, "indexes": list(q.indexes)}
+    return {"t": "b", "buckets": list(q.buckets)}
+
+
+def decode_query(d: Any) -> merkle.Query:
+    if not isinstance(d, dict) or d.get("t") not in ("h", "b"):
+        raise ValueError("query must be an object with t = 'h' or 'b'")
+    if d["t"] == "h":
+        return merkle.HashesQuery(int(d["level"]), tuple(int(i) for i in d["indexes"]))
+    return merkle.BucketsQuery(tuple(int(b) for b in d["buckets"]))
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def encode_answer(a: merkle.Answer) -> list[Any]:
+    return [
+        {_b64(k): _b64(v) for k, v in item.items()} if isinstance(item, dict) else _b64(item)
+        for item in a
+    ]
+
+
+def decode_answer(raw: Any) -> merkle.Answer:
+    if not isinstance(raw, list):
+        raise ValueError("answer must be a list")
+    if raw and isinstance(raw[0], dict):
+        return tuple(
+            {base64.b64decode(k): base64.b64decode(v) for k, v in item.items()} for item in raw
+        )
+    return tuple(base64.b64decode(item) for item in raw)
+
+
+def replicated_partitions(md: Metadata, node_id: str) -> dict[int, tuple[str, ...]]:
+    """Partitions this node replicates for some eventual keyspace → their replicas (pure)."""
+    widest = max((k.replication for k in md.keyspaces if k.consistency == "eventual"), default=0)
+    ring = md.ring()
+    out = {}
+    for p in range(md.partitions):
+        replicas = ring.preference_list(p, widest) if widest else ()
+        if node_id in replicas:
+            out[p] = replicas
+    return out
+
+
+@dataclass
+class ExchangeReport:
+    partition: int
+    peer: str
+    differing: int
+    repaired: int
+    truncated: bool
+    stats: merkle.DiffStats
+    bytes_repaired: int = 0
+
+
+@dataclass
+class AntiEntropy:
+    replica: DynamoReplica
+    transport: Transport
+    self_id: str
+    metadata: Callable[[], Metadata]
+    interval: float = 0.25  # seconds between exchanges (NodeConfig.anti_entropy_interval_s)
+    budget: int = 1000  # keys repaired per exchange (bounds bandwidth and CPU)
+    timeout: float = 2.0
+    rng: random.Random = field(default_factory=random.Random)
+    reports: list[ExchangeReport] = field(default_factory=list)
+    _next: int = 0
+    _resume: dict[tuple[int, str], int] = field(default_factory=dict)
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.exchange_once()
+            except Exception as exc:  # noqa: BLE001 - a failed exchange is retried next round
+                log.info("anti-entropy exchange failed: %s", exc)
+
+    async def exchange_once(self, partition: int | None = None) -> ExchangeReport | None:
+        md = self.metadata()
+        if not md.bootstrapped:
+            return None
+        partitions = replicated_partitions(md, self.self_id)
+        if not partitions:
+            return None
+        if partition is None:
+            ordered = sorted(partitions)
+            partition = ordered[self._next % len(ordered)]
+            self._next += 1
+        peers = [n for n in partitions.get(partition, ()) if n != self.self_id]
+        if not peers:
+            return None
+        return await self.exchange(partition, self.rng.choice(peers))
+
+    async def exchange(self, partition: int, peer: str) -> ExchangeReport:
+        tree = self.replica.tree(partition)
+        start = self._resume.pop((partition, peer), 0)
+        steps = merkle.diff_steps(tree, self.budget, start)
+        query = next(steps)
+        try:
+            while True:
+                reply = await self.transport.call(
+                    peer,
+                    "ae_query",
+                    {"partition": partition, "query": encode_query(query)},
+                    self.timeout,
+                )
+                query = steps.send(decode_answer(reply["answer"]))
+        except StopIteration as stop:
+            result: merkle.DiffResult = stop.value
+        if result.resume_bucket is not None:
+            self._resume[(partition, peer)] = result.resume_bucket
+        repaired, sent = await self._repair(peer, result.keys)
+        report = ExchangeReport(
+            partition, peer, len(result.keys), repaired, result.truncated, result.stats, sent
+        )
+        self.reports = [*self.reports[-99:], report]
+        return report
+
+    async def _repair(self, peer: str, keys: tuple[bytes, ...]) -> tuple[int, int]:
+        repaired, sent = 0, 0
+        for raw in keys:
+            ref = KeyRef.from_storage_key(raw)
+            payload = {"ref": ref.to_wire()}
+            theirs = decode_versions(
+                (await self.transport.call(peer, "fetch", payload, self.timeout))["versions"]
+            )
+            merged = self.replica.store(ref, theirs)
+            wire = [v.to_wire() for v in merged]
+            await self.transport.call(peer, "store", {**payload, "versions": wire}, self.timeout)
+            repaired += 1
+            sent += len(str(wire))
+        return repaired, sent
+
+
+def handle_query(replica: DynamoReplica, payload: dict[str, Any]) -> dict[str, Any]:
+    """Server side of an exchange: answer one query from this node's tree."""
+    partition = payload.get("partition")
+    if (
+        isinstance(partition, bool)
+        or not isinstance(partition, int)
+        or not 0 <= partition < 1 << 16
+    ):
+        raise ValueError(f"partition invalid: {partition!r}")
+    query = decode_query(payload.get("query"))
+    return {"answer": encode_answer(merkle.answer(replica.tree(partition), query))}
