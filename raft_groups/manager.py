@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,22 +41,36 @@ class LinearizableMachine:
             self._engine.write(batch)
         return result
 
-    def dump(self) -> bytes:
+    def snapshot(self) -> Iterator[bytes]:
+        """A LevelDB snapshot of the group's range taken now, streamed as length-prefixed
+        records in ~1 MiB chunks (consumed by the adapter's background thread)."""
+        snap = self._engine.snapshot()
         start, stop = state_machine.group_range(self._group)
-        parts = []
-        with self._engine.snapshot() as snap:
-            for key, value in snap.iterate(start, stop):
-                parts.append(struct.pack(">II", len(key), len(value)) + key + value)
-        return b"".join(parts)
 
-    def load(self, data: bytes) -> None:
-        """Install a snapshot — unless this replica is already ahead of it (a follower was
-        once sent a snapshot older than its own state, DESIGN.md §3)."""
-        records = list(_records(data))
+        def chunks() -> Iterator[bytes]:
+            try:
+                buf: list[bytes] = []
+                size = 0
+                for key, value in snap.iterate(start, stop):
+                    buf.append(struct.pack(">II", len(key), len(value)) + key + value)
+                    size += len(key) + len(value) + 8
+                    if size >= 1 << 20:
+                        yield b"".join(buf)
+                        buf, size = [], 0
+                yield b"".join(buf)
+            finally:
+                snap.close()
+
+        return chunks()
+
+    def restore(self, chunks: Iterator[bytes]) -> None:
+        """Install a snapshot — unless this replica is already at or past it (a follower was
+        once sent a snapshot older than its own state, DESIGN.md §3). One atomic batch."""
+        records = list(_records(b"".join(chunks)))
         incoming = _snapshot_applied(records, self._group)
         if incoming <= state_machine.applied_index(self._engine, self._group):
             log.warning(
-                "group %d: ignoring snapshot at index %d older than local state",
+                "group %d: ignoring snapshot at index %d, not newer than local state",
                 self._group,
                 incoming,
             )
@@ -70,7 +84,7 @@ class LinearizableMachine:
         self._engine.write(batch, sync=True)
 
 
-def _records(data: bytes) -> Any:
+def _records(data: bytes) -> Iterator[tuple[bytes, bytes]]:
     offset = 0
     while offset < len(data):
         klen, vlen = struct.unpack_from(">II", data, offset)
@@ -84,7 +98,7 @@ def _records(data: bytes) -> Any:
 def _snapshot_applied(records: list[tuple[bytes, bytes]], group: int) -> int:
     view = MemoryEngine()
     batch = WriteBatch()
-    for key, value in records:
+    for key, value in records[:1]:  # APPLIED sorts first: bookkeeping uid 0, "applied" < "rid/"
         batch.put(key, value)
     view.write(batch)
     return state_machine.applied_index(view, group)

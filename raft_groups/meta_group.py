@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from kv import meta
@@ -46,13 +46,14 @@ class MetaStateMachine:
         self._on_change(self.metadata)
         return outcome
 
-    def dump(self) -> bytes:
-        return json.dumps(
-            {"applied_index": self.applied_index, "metadata": self.metadata.to_dict()}
-        ).encode()
+    def snapshot(self) -> Iterator[bytes]:
+        state = {"applied_index": self.applied_index, "metadata": self.metadata.to_dict()}
+        return iter([json.dumps(state).encode()])
 
-    def load(self, data: bytes) -> None:
-        state = json.loads(data)
+    def restore(self, chunks: Iterator[bytes]) -> None:
+        state = json.loads(b"".join(chunks))
+        if int(state["applied_index"]) <= self.applied_index:
+            return  # never move the metadata backwards
         self.metadata = Metadata.from_dict(state["metadata"])
         self.applied_index = int(state["applied_index"])
         self._on_change(self.metadata)

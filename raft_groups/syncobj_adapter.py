@@ -37,11 +37,12 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated  # type: ignore[import-untyped]
+from pysyncobj.config import SERIALIZER_STATE  # type: ignore[import-untyped]
 from pysyncobj.encryptor import getEncryptor  # type: ignore[import-untyped]
 from pysyncobj.node import TCPNode  # type: ignore[import-untyped]
 from pysyncobj.pipe_notifier import PipeNotifier  # type: ignore[import-untyped]
@@ -56,9 +57,14 @@ log = logging.getLogger(__name__)
 class StateMachine(Protocol):
     def apply(self, index: int, command: bytes) -> Any: ...
 
-    def dump(self) -> bytes: ...
+    def snapshot(self) -> Iterator[bytes]:
+        """Called on the driver thread: capture a consistent view NOW (state == applied
+        log); the returned chunks may then be consumed on another thread."""
+        ...
 
-    def load(self, data: bytes) -> None: ...
+    def restore(self, chunks: Iterator[bytes]) -> None:
+        """Replace the state with a snapshot's — unless it would move the state backwards."""
+        ...
 
 
 def _require(ok: bool, field: str, message: str) -> None:
@@ -301,7 +307,85 @@ class _GroupTransport(Transport):  # type: ignore[misc]
 
 
 # ---------------------------------------------------------------------- one group
-def _conf(settings: GroupSettings, machine: StateMachine) -> Any:
+class _BackgroundSnapshot:
+    """Log compaction without stalling the driver (DESIGN.md §3: a 2.5 s dump in the tick
+    thread caused an election).
+
+    pysyncobj calls the serializer hook on the driver thread and then atomically replaces
+    the snapshot file with whatever the hook left at `<file>.tmp`. Our hook captures a
+    consistent view (`machine.snapshot()`), leaves at `.tmp` either a hard link to the
+    current snapshot or an "incomplete" marker (which our deserializer refuses, so a crash
+    in between falls back to the untruncated journal), and streams the real file from a
+    background thread. The journal is truncated only after `serializeChecker` reports
+    SUCCESS — once, then NOT_SERIALIZING so the next compaction can start.
+    """
+
+    def __init__(self, machine: StateMachine) -> None:
+        self._machine = machine
+        self._thread: threading.Thread | None = None
+        self._result: int | None = None
+
+    def write(self, tmp_path: str, data: Any) -> None:
+        final = tmp_path[: -len(".tmp")]
+        header = _header(data)
+        chunks = self._machine.snapshot()
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        if os.path.exists(final):
+            os.link(final, tmp_path)
+        else:
+            with open(tmp_path, "wb") as f:
+                f.write(json.dumps({"incomplete": True}).encode() + b"\n")
+        self._result = None
+        self._thread = threading.Thread(
+            target=self._stream, args=(final, header, chunks), name="raft-snapshot", daemon=True
+        )
+        self._thread.start()
+
+    def _stream(self, final: str, header: bytes, chunks: Iterator[bytes]) -> None:
+        partial = final + ".bg"
+        try:
+            with open(partial, "wb") as f:
+                f.write(header)
+                for chunk in chunks:
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(partial, final)
+            self._result = SERIALIZER_STATE.SUCCESS
+        except Exception:  # reported to pysyncobj, which keeps the journal and retries later
+            log.exception("background snapshot to %s failed", final)
+            self._result = SERIALIZER_STATE.FAILED
+
+    def check(self) -> int:
+        if self._thread is None:
+            return int(SERIALIZER_STATE.NOT_SERIALIZING)
+        if self._thread.is_alive():
+            return int(SERIALIZER_STATE.SERIALIZING)
+        result, self._thread = self._result, None
+        return int(result if result is not None else SERIALIZER_STATE.FAILED)
+
+
+def _header(data: Any) -> bytes:
+    last, prev, cluster = data
+    header = {
+        "last": _entry_to_json(last),
+        "prev": _entry_to_json(prev),
+        "cluster": sorted(node.id for node in cluster),
+    }
+    return json.dumps(header).encode() + b"\n"
+
+
+def _read_snapshot(path: str, machine: StateMachine) -> tuple[Any, ...]:
+    with open(path, "rb") as f:
+        header = json.loads(f.readline())
+        if header.get("incomplete"):
+            raise ValueError(f"{path} is an incomplete snapshot marker; the journal is intact")
+        machine.restore(iter(lambda: f.read(1 << 20), b""))
+    return _entry_from_json(header["last"]), _entry_from_json(header["prev"]), header["cluster"]
+
+
+def _conf(settings: GroupSettings, machine: StateMachine, bg: _BackgroundSnapshot) -> Any:
     return SyncObjConf(
         autoTick=False,
         appendEntriesUseBatch=True,
@@ -314,7 +398,8 @@ def _conf(settings: GroupSettings, machine: StateMachine) -> Any:
         commandsWaitLeader=False,
         journalFile=os.path.join(settings.data_dir, "raft.journal"),
         fullDumpFile=os.path.join(settings.data_dir, "raft.snapshot"),
-        serializer=lambda path, data: _write_snapshot(path, data, machine),
+        serializer=bg.write,
+        serializeChecker=bg.check,
         deserializer=lambda path: _read_snapshot(path, machine),
         logCompactionMinEntries=settings.log_compaction_min_entries,
         logCompactionMinTime=settings.log_compaction_min_time,
@@ -332,38 +417,14 @@ def _entry_from_json(raw: list[Any]) -> tuple[bytes, int, int]:
     return base64.b64decode(raw[0]), int(raw[1]), int(raw[2])
 
 
-def _write_snapshot(path: str, data: Any, machine: StateMachine) -> None:
-    last, prev, cluster = data
-    header = {
-        "last": _entry_to_json(last),
-        "prev": _entry_to_json(prev),
-        "cluster": sorted(node.id for node in cluster),
-    }
-    with open(path, "wb") as f:
-        f.write(json.dumps(header).encode() + b"\n")
-        f.write(machine.dump())
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _read_snapshot(path: str, machine: StateMachine) -> tuple[Any, ...]:
-    with open(path, "rb") as f:
-        header = json.loads(f.readline())
-        machine.load(f.read())
-    return _entry_from_json(header["last"]), _entry_from_json(header["prev"]), header["cluster"]
-
-
 class _SyncObj(SyncObj):  # type: ignore[misc]
     def __init__(
         self, settings: GroupSettings, machine: StateMachine, transport: _GroupTransport
     ) -> None:
         self._machine = machine
-        super().__init__(
-            settings.self_address,
-            list(settings.peers),
-            _conf(settings, machine),
-            transport=transport,
-        )
+        self._snapshots = _BackgroundSnapshot(machine)
+        conf = _conf(settings, machine, self._snapshots)
+        super().__init__(settings.self_address, list(settings.peers), conf, transport=transport)
 
     @replicated  # type: ignore[misc]
     def _apply_command(self, command: bytes) -> Any:
@@ -446,6 +507,14 @@ class RaftGroup:
 
     def tick(self) -> None:
         self._obj.doTick(0.0)
+
+    def force_compaction(self) -> None:
+        """Snapshot and truncate the log at the next tick (ops and tests)."""
+        self._obj.forceLogCompaction()
+        self._driver.wake(self)
+
+    def log_size(self) -> int:
+        return int(self._obj._getRaftLogSize())
 
     def sync_journal(self) -> bool:
         """msync the journal if it changed since the last sync; True if it did."""

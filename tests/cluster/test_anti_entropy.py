@@ -32,9 +32,11 @@ async def _converges(cluster: Cluster) -> None:
         await asyncio.gather(*(client.put(KS, k, k, w=2) for k in missed))
         await asyncio.to_thread(cluster.start, "n3")
         before = [k for k in missed if not (await client.replica(KS, k, n3))["versions"]]
-        assert before == missed, "n3 should have missed every write made while it was down"
+        # a few may already be repaired by exchanges that ran while `start` waited for health
+        assert len(before) >= 50, f"n3 should lack most of the writes it missed ({len(before)})"
+        print(f"{len(before)} of {len(missed)} missed keys absent on n3 after restart")
         started = time.monotonic()
-        remaining = missed
+        remaining = before
         while remaining and time.monotonic() - started < 60:
             await asyncio.sleep(0.5)
             remaining = [k for k in remaining if not (await client.replica(KS, k, n3))["versions"]]
