@@ -1,0 +1,773 @@
+"""Closed-loop load generator for kv (docs/benchmarks.md). Measures; never asserts.
+
+    ops/bench [--dir DIR | --start] [--mode eventual] [--op put,get] [--clients 16]
+              [--duration 10] [--value-size 64] [--keys 10000] [--seed N] [--json OUT]
+
+Pieces, so another mode or system can be added without touching the runner:
+- `Cluster`: the nodes' HTTP addresses and pids (`local_cluster` starts and always stops a
+  private one through ops/cluster; `running_cluster` reads `ops/cluster status --json`);
+- `TargetSpec` / `Target`: one system under test. A spec is a picklable description that
+  prepares the system (keyspace) and opens a `Target` inside a load process; a target turns
+  put/get/load of one key on one node into requests and returns None or an error code;
+- `Workload` / `OPS`: which operation, which keys, which value;
+- `run_phase`: forks the load processes, runs the closed loop for warm-up + duration and
+  samples server and client CPU (/proc/<pid>/stat) over the measured window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import asyncio
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any, Protocol
+
+import aiohttp
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLUSTER_CMD = os.path.join(ROOT, "ops", "cluster")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+NPROC = os.cpu_count() or 1
+TARGET_P99_MS = {"get": 10.0, "put": 20.0}  # DESIGN brief targets, printed as information
+CLIENT_TIMEOUT_S = 10.0
+START_ALLOWANCE_S = 0.5  # load processes fork, import and connect within this
+CLIENT_BUSY_WARN = 0.8  # cores per load process above which the client may be the limit
+
+
+# ---------------------------------------------------------------------- cluster
+@dataclass(frozen=True)
+class Cluster:
+    nodes: tuple[str, ...]  # "host:port" of each node's HTTP API
+    pids: tuple[int, ...]  # node processes, for CPU accounting (may be fewer than nodes)
+    dir: str
+
+
+def _port_bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_base_port(n: int) -> int:
+    """A base P with P..P+n-1 (HTTP) and P+100.. (Raft) bindable, all below 32768, so no
+    ephemeral client port can collide with a node's port."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        base = rng.randrange(10000, 32768 - 100 - n)
+        if all(_port_bindable(base + off + i) for off in (0, 100) for i in range(n)):
+            return base
+    raise RuntimeError("no bindable port range below 32768 found")
+
+
+def _cluster_cmd(*args: str) -> str:
+    """Run ops/cluster; its stdout is returned (shown only when it fails)."""
+    r = subprocess.run([CLUSTER_CMD, *args], text=True, stdout=subprocess.PIPE, timeout=180)
+    if r.returncode != 0:
+        raise RuntimeError(f"ops/cluster {' '.join(args)} exited {r.returncode}:\n{r.stdout}")
+    return r.stdout
+
+
+def _status(d: str) -> Cluster:
+    """The cluster of DIR: load goes to its healthy nodes; CPU is counted for every pid."""
+    nodes = json.loads(_cluster_cmd("status", "--json", "--dir", d))["nodes"]
+    if unhealthy := [n["id"] for n in nodes if not n["healthy"]]:
+        print(f"warning: {unhealthy} not healthy: no load is sent to them", file=sys.stderr)
+    if missing := [n["id"] for n in nodes if not n["pid"]]:
+        print(f"warning: no pid for {missing}: their CPU is not counted", file=sys.stderr)
+    healthy = tuple(n["http"] for n in nodes if n["healthy"])
+    if not healthy:
+        raise RuntimeError(f"no healthy node in {d}")
+    return Cluster(healthy, tuple(int(n["pid"]) for n in nodes if n["pid"]), d)
+
+
+@contextmanager
+def running_cluster(d: str) -> Iterator[Cluster]:
+    yield _status(os.path.abspath(d))
+
+
+@contextmanager
+def local_cluster(n: int, keep: bool) -> Iterator[Cluster]:
+    """Start a private n-node cluster in a temporary dir; always stop it (and remove the dir
+    unless `keep`), also on errors and Ctrl-C."""
+    d = tempfile.mkdtemp(prefix="kv-bench-")
+    try:
+        base = free_base_port(n)
+        print(f"starting a local {n}-node cluster in {d} (base port {base})", file=sys.stderr)
+        _cluster_cmd("up", "-n", str(n), "--dir", d, "--base-port", str(base), "--no-examples")
+        yield _status(d)
+    finally:
+        subprocess.run([CLUSTER_CMD, "down", "--dir", d], timeout=60, check=False)
+        if keep:
+            print(f"cluster data and logs kept in {d}", file=sys.stderr)
+        else:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------- targets
+class Target(Protocol):
+    """One load process's connection to the system under test. Each call returns None on
+    success or a short error code (the API's error code, or a client-side one)."""
+
+    async def put(self, node: int, key: str, value: str) -> str | None: ...
+
+    async def get(self, node: int, key: str) -> str | None: ...
+
+    async def load(self, node: int, key: str, value: str) -> str | None:
+        """Leave `key` holding exactly `value` (one version), for read benchmarks."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class TargetSpec(Protocol):
+    """A picklable description of a system under test; `prepare` runs once in the parent."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def nodes(self) -> tuple[str, ...]: ...
+
+    async def prepare(self) -> None: ...
+
+    def open(self) -> Target: ...
+
+
+def _session(connections: int) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=connections, keepalive_timeout=60),
+        timeout=aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S),
+        skip_auto_headers=("User-Agent",),
+    )
+
+
+def _error_code(status: int, raw: bytes) -> str:
+    try:
+        return str(json.loads(raw)["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return f"http_{status}"
+
+
+def _exception_code(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "client_connect_error"
+    if isinstance(exc, TimeoutError):
+        return "client_timeout"
+    if isinstance(exc, ValueError | KeyError):
+        return "client_bad_response"
+    return f"client_{type(exc).__name__}"
+
+
+class KvEventualTarget:
+    """kv's HTTP API over raw aiohttp with keep-alive (see docs/benchmarks.md for why not
+    KvClient). A put sends the context of this process's last write of the key, as a
+    well-behaved eventual client does: blind puts would pile up siblings until
+    `sibling_limit`."""
+
+    def __init__(self, nodes: Sequence[str], keyspace: str, connections: int) -> None:
+        self._bases = [f"http://{n}/v1/keyspaces/{keyspace}/keys/" for n in nodes]
+        self._session = _session(connections)
+        self._contexts: dict[str, str] = {}
+
+    async def _call(self, method: str, url: str, body: bytes | None) -> tuple[int, bytes]:
+        headers = {"Content-Type": "application/json"} if body is not None else None
+        async with self._session.request(method, url, data=body, headers=headers) as resp:
+            return resp.status, await resp.read()
+
+    async def put(self, node: int, key: str, value: str) -> str | None:
+        doc: dict[str, Any] = {"value": value}
+        context = self._contexts.get(key)
+        if context is not None:
+            doc["context"] = context
+        status, raw = await self._call("PUT", self._bases[node] + key, json.dumps(doc).encode())
+        if status != 200:
+            return _error_code(status, raw)
+        self._contexts[key] = json.loads(raw)["context"]
+        return None
+
+    async def get(self, node: int, key: str) -> str | None:
+        status, raw = await self._call("GET", self._bases[node] + key, None)
+        return None if status == 200 else _error_code(status, raw)
+
+    async def load(self, node: int, key: str, value: str) -> str | None:
+        status, raw = await self._call("GET", self._bases[node] + key, None)
+        if status not in (200, 404):
+            return _error_code(status, raw)
+        try:  # a 404 of an eventual keyspace also carries the context
+            body = json.loads(raw)
+            context = body.get("context") or body.get("error", {}).get("context")
+        except ValueError:
+            context = None
+        if context:
+            self._contexts[key] = context
+        return await self.put(node, key, value)
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+@dataclass(frozen=True)
+class KvEventualSpec:
+    nodes: tuple[str, ...]
+    keyspace: str = "bench_eventual"
+    connections: int = 64
+    config: dict[str, Any] = field(
+        default_factory=lambda: {
+            "consistency": "eventual",
+            "replication": 3,
+            "read_quorum": 2,
+            "write_quorum": 2,
+        }
+    )
+    name: str = "kv-eventual"
+
+    async def prepare(self) -> None:
+        """Create the keyspace if missing and wait until every node knows it."""
+        async with _session(4) as s:
+            url = f"http://{self.nodes[0]}/v1/keyspaces/{self.keyspace}"
+            if not await _has_config(s, url, self.config):
+                await _put_with_retries(s, url, self.config)
+            for node in self.nodes:
+                await _wait_for_keyspace(s, f"http://{node}/v1/keyspaces/{self.keyspace}")
+
+    def open(self) -> Target:
+        return KvEventualTarget(self.nodes, self.keyspace, self.connections)
+
+
+async def _has_config(s: aiohttp.ClientSession, url: str, config: dict[str, Any]) -> bool:
+    async with s.get(url) as resp:
+        if resp.status != 200:
+            return False
+        have = await resp.json()
+    return all(have.get(k) == v for k, v in config.items())
+
+
+async def _put_with_retries(
+    s: aiohttp.ClientSession, url: str, body: dict[str, Any], attempts: int = 5
+) -> None:
+    """PUT is idempotent here, so a 503/504 (e.g. during a meta leader change) is retried."""
+    for attempt in range(attempts):
+        async with s.put(url, json=body) as resp:
+            if resp.status in (200, 201):
+                return
+            text = await resp.text()
+            if resp.status not in (503, 504) or attempt == attempts - 1:
+                raise RuntimeError(f"PUT {url}: {resp.status} {text}")
+        await asyncio.sleep(0.5 * (attempt + 1))
+
+
+async def _wait_for_keyspace(s: aiohttp.ClientSession, url: str, deadline_s: float = 30) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            async with s.get(url) as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"{url} still unknown after {deadline_s:.0f}s")
+
+
+MODES: dict[str, Callable[[Cluster], TargetSpec]] = {
+    "eventual": lambda cluster: KvEventualSpec(cluster.nodes),
+}
+
+
+# ---------------------------------------------------------------------- workload
+OpCall = Callable[[Target, int, str, str], Awaitable[str | None]]
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    call: OpCall
+    needs_preload: bool
+
+
+OPS: dict[str, Op] = {
+    "put": Op("put", lambda t, node, key, value: t.put(node, key, value), False),
+    "get": Op("get", lambda t, node, key, _value: t.get(node, key), True),
+}
+
+
+@dataclass(frozen=True)
+class Workload:
+    op: str
+    keys: int
+    value_size: int
+    clients: int
+    seed: int
+
+    def key_names(self) -> list[str]:
+        return [f"k{i:07d}" for i in range(self.keys)]
+
+    def worker_rng(self, worker: int) -> random.Random:
+        return random.Random(f"{self.seed}/{self.op}/{worker}")
+
+    def value(self, rng: random.Random) -> str:
+        return "".join(rng.choices(string.ascii_letters + string.digits, k=self.value_size))
+
+
+@dataclass(frozen=True)
+class Window:
+    """The measured window, in CLOCK_MONOTONIC ns (shared by every process on Linux)."""
+
+    start_ns: int
+    end_ns: int
+
+
+@dataclass
+class Recorder:
+    latencies_ns: array.array[int] = field(default_factory=lambda: array.array("q"))
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def merge(self, other: Recorder) -> None:
+        self.latencies_ns.extend(other.latencies_ns)
+        self.errors.update(other.errors)
+
+
+async def _worker(
+    target: Target,
+    op: Op,
+    node: int,
+    keys: list[str],
+    value: str,
+    rng: random.Random,
+    window: Window,
+    rec: Recorder,
+) -> None:
+    """Back-to-back requests until the window ends; only completions inside it count."""
+    clock, pick = time.perf_counter_ns, rng.randrange
+    n = len(keys)
+    while (start := clock()) < window.end_ns:
+        try:
+            code = await op.call(target, node, keys[pick(n)], value)
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError, KeyError) as exc:
+            code = _exception_code(exc)
+        end = clock()
+        if window.start_ns <= end < window.end_ns:
+            if code is None:
+                rec.latencies_ns.append(end - start)
+            else:
+                rec.errors[code] += 1
+
+
+async def _drive(
+    spec: TargetSpec, wl: Workload, workers: Sequence[int], window: Window
+) -> Recorder:
+    target = spec.open()
+    rec = Recorder()
+    keys = wl.key_names()
+    op = OPS[wl.op]
+    try:
+        tasks = []
+        for w in workers:
+            rng = wl.worker_rng(w)
+            node = w % len(spec.nodes)
+            tasks.append(_worker(target, op, node, keys, wl.value(rng), rng, window, rec))
+        await asyncio.gather(*tasks)
+    finally:
+        await target.close()
+    return rec
+
+
+def _load_process(
+    spec: TargetSpec, wl: Workload, workers: list[int], window: Window, conn: Connection
+) -> None:
+    """Body of one forked load process: the parent handles Ctrl-C and SIGTERM."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        rec = asyncio.run(_drive(spec, wl, workers, window))
+        conn.send(("ok", rec.latencies_ns.tobytes(), dict(rec.errors)))
+    except BaseException:
+        conn.send(("error", traceback.format_exc(), {}))
+    finally:
+        conn.close()
+
+
+async def preload(spec: TargetSpec, wl: Workload, concurrency: int = 32) -> None:
+    """Give every key of the workload one value (read + write with the context)."""
+    target = spec.open()
+    keys = wl.key_names()
+    value = wl.value(wl.worker_rng(-1))
+    errors: Counter[str] = Counter()
+
+    async def loader(first: int) -> None:
+        for i in range(first, len(keys), concurrency):
+            code = await target.load(i % len(spec.nodes), keys[i], value)
+            if code is not None:
+                errors[code] += 1
+
+    try:
+        await asyncio.gather(*(loader(i) for i in range(concurrency)))
+    finally:
+        await target.close()
+    if errors:
+        raise RuntimeError(f"preload failed for some keys: {dict(errors)}")
+
+
+# ---------------------------------------------------------------------- CPU accounting
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(utime, stime) of every thread of `pid`: fields 14 and 15 of /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def total_cpu(pids: Sequence[int]) -> tuple[float, float]:
+    """Summed (user, system) CPU seconds of `pids`."""
+    times = [cpu_seconds(p) for p in pids]
+    return sum(u for u, _ in times), sum(s for _, s in times)
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent not idle (first line of /proc/stat)."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks[:8]) - idle) / CLK_TCK  # guest time is already in user
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    server: tuple[float, float]  # (user, system) seconds
+    client: tuple[float, float]
+    machine: float
+    at_ns: int
+
+    @staticmethod
+    def take(server_pids: Sequence[int], client_pids: Sequence[int]) -> CpuSample:
+        return CpuSample(
+            total_cpu(server_pids),
+            total_cpu(client_pids),
+            machine_busy_seconds(),
+            time.perf_counter_ns(),
+        )
+
+
+def idle_server_cores(pids: Sequence[int], seconds: float = 2.0) -> float:
+    before, t0 = sum(total_cpu(pids)), time.monotonic()
+    time.sleep(seconds)
+    return (sum(total_cpu(pids)) - before) / (time.monotonic() - t0)
+
+
+# ---------------------------------------------------------------------- results
+def percentile(sorted_ns: Sequence[int], q: float) -> float | None:
+    """Nearest-rank percentile of sorted nanosecond samples, in milliseconds."""
+    if not sorted_ns:
+        return None
+    rank = max(1, -(-len(sorted_ns) * q // 100))  # ceil(n*q/100)
+    return sorted_ns[int(rank) - 1] / 1e6
+
+
+@dataclass
+class PhaseResult:
+    op: str
+    ops_per_s: float
+    ok: int
+    seconds: float
+    errors: dict[str, int]
+    latency_ms: dict[str, float | None]  # None when nothing succeeded
+    target_p99_ms: float | None
+    server_cpu_us_per_op: float  # user + system, summed over the node processes
+    server_sys_us_per_op: float  # of which system (kernel: syscalls, loopback TCP)
+    client_cpu_us_per_op: float
+    client_sys_us_per_op: float
+    server_cores: float
+    client_cores: float
+    other_cores: float  # the rest of the machine (other processes, kernel), same window
+    cpu_ceiling_ops_per_s: float  # nproc / (server + client CPU per op): if nothing else ran
+    load_processes: int
+
+
+def _delta(before: tuple[float, float], after: tuple[float, float]) -> tuple[float, float]:
+    return after[0] - before[0], after[1] - before[1]
+
+
+def summarize(
+    op: str, rec: Recorder, before: CpuSample, after: CpuSample, procs: int
+) -> PhaseResult:
+    seconds = (after.at_ns - before.at_ns) / 1e9
+    server = _delta(before.server, after.server)
+    client = _delta(before.client, after.client)
+    lat = sorted(rec.latencies_ns)
+    done = max(len(lat) + sum(rec.errors.values()), 1)
+    return PhaseResult(
+        op=op,
+        ops_per_s=len(lat) / seconds,
+        ok=len(lat),
+        seconds=seconds,
+        errors=dict(sorted(rec.errors.items())),
+        latency_ms={
+            "p50": percentile(lat, 50),
+            "p99": percentile(lat, 99),
+            "p99.9": percentile(lat, 99.9),
+            "max": lat[-1] / 1e6 if lat else None,
+            "mean": sum(lat) / len(lat) / 1e6 if lat else None,
+        },
+        target_p99_ms=TARGET_P99_MS.get(op),
+        server_cpu_us_per_op=sum(server) / done * 1e6,
+        server_sys_us_per_op=server[1] / done * 1e6,
+        client_cpu_us_per_op=sum(client) / done * 1e6,
+        client_sys_us_per_op=client[1] / done * 1e6,
+        server_cores=sum(server) / seconds,
+        client_cores=sum(client) / seconds,
+        other_cores=(after.machine - before.machine - sum(server) - sum(client)) / seconds,
+        cpu_ceiling_ops_per_s=NPROC * done / max(sum(server) + sum(client), 1e-9),
+        load_processes=procs,
+    )
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _target_note(r: PhaseResult) -> str:
+    p99 = r.latency_ms["p99"]
+    if r.target_p99_ms is None or p99 is None:
+        return ""
+    verdict = "under" if p99 < r.target_p99_ms else "OVER"
+    return f"   [brief: p99 {r.op.upper()} < {r.target_p99_ms:g} ms; measured {verdict}]"
+
+
+def render(r: PhaseResult) -> str:
+    lat = r.latency_ms
+    errors = ", ".join(f"{c}={n}" for c, n in r.errors.items()) or "none"
+    procs = f"{r.load_processes} process{'es' if r.load_processes > 1 else ''}"
+    lines = [
+        f"{r.op:<4} {r.ops_per_s:9.1f} ops/s   ({r.ok} ok in {r.seconds:.1f} s; errors: {errors})",
+        f"     latency ms  p50 {_ms(lat['p50'])}  p99 {_ms(lat['p99'])}  "
+        f"p99.9 {_ms(lat['p99.9'])}  max {_ms(lat['max'])}{_target_note(r)}",
+        f"     CPU/op      server {r.server_cpu_us_per_op:.0f} µs "
+        f"(sys {r.server_sys_us_per_op:.0f}; {r.server_cores:.2f} cores, all nodes)   "
+        f"client {r.client_cpu_us_per_op:.0f} µs (sys {r.client_sys_us_per_op:.0f}; "
+        f"{r.client_cores:.2f} cores, {procs})",
+        f"     rest of machine {r.other_cores:.2f} cores (other processes, softirq); "
+        f"CPU-bound ceiling ~{r.cpu_ceiling_ops_per_s:.0f} ops/s if nothing else ran",
+    ]
+    if r.client_cores / r.load_processes > CLIENT_BUSY_WARN:
+        lines.append("     warning: the load generator is near a full core; try more --procs")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- runner
+def _sleep_until_ns(t: int) -> None:
+    while (left := t - time.perf_counter_ns()) > 0:
+        time.sleep(left / 1e9)
+
+
+def _collect(conns: list[Connection], deadline_ns: int) -> Recorder:
+    total = Recorder()
+    for conn in conns:
+        left = max(deadline_ns - time.perf_counter_ns(), 0) / 1e9
+        if not conn.poll(left):
+            raise RuntimeError("a load process did not report in time")
+        status, payload, errors = conn.recv()
+        if status != "ok":
+            raise RuntimeError(f"a load process failed:\n{payload}")
+        part = Recorder(errors=Counter(errors))
+        part.latencies_ns.frombytes(payload)
+        total.merge(part)
+    return total
+
+
+def _fork_loaders(
+    spec: TargetSpec, wl: Workload, window: Window, procs: int, children: list[BaseProcess]
+) -> list[Connection]:
+    """Start the load processes (appended to `children` as they start); their pipes."""
+    ctx = get_context("fork")  # no event loop is running here; children start their own
+    conns = []
+    for p in range(procs):
+        parent_end, child_end = ctx.Pipe(duplex=False)
+        workers = list(range(p, wl.clients, procs))
+        proc = ctx.Process(target=_load_process, args=(spec, wl, workers, window, child_end))
+        proc.start()
+        children.append(proc)
+        child_end.close()
+        conns.append(parent_end)
+    return conns
+
+
+def _reap(children: list[BaseProcess], interrupted: bool) -> None:
+    for proc in children:
+        if interrupted:
+            proc.terminate()
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+
+def run_phase(
+    spec: TargetSpec,
+    wl: Workload,
+    server_pids: Sequence[int],
+    procs: int,
+    warmup_s: float,
+    duration_s: float,
+) -> PhaseResult:
+    """Fork `procs` load processes, measure [warm-up end, + duration] and summarize."""
+    start = time.perf_counter_ns() + int((START_ALLOWANCE_S + warmup_s) * 1e9)
+    window = Window(start, start + int(duration_s * 1e9))
+    children: list[BaseProcess] = []
+    interrupted = True
+    try:
+        conns = _fork_loaders(spec, wl, window, procs, children)
+        pids = [c.pid for c in children if c.pid is not None]
+        _sleep_until_ns(window.start_ns)
+        before = CpuSample.take(server_pids, pids)
+        _sleep_until_ns(window.end_ns)
+        after = CpuSample.take(server_pids, pids)
+        rec = _collect(conns, window.end_ns + int((CLIENT_TIMEOUT_S + 10) * 1e9))
+        interrupted = False
+    finally:
+        _reap(children, interrupted)
+    return summarize(wl.op, rec, before, after, procs)
+
+
+# ---------------------------------------------------------------------- main
+def code_version() -> str:
+    """`git describe`-like id of the code under test: commit, plus "+dirty" if modified."""
+
+    def git(*args: str) -> str:
+        r = subprocess.run(["git", "-C", ROOT, *args], capture_output=True, text=True)
+        return r.stdout.strip() if r.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if "model name" in ln), "")
+    except OSError:
+        pass
+    return {
+        "code": code_version(),
+        "nproc": NPROC,
+        "cpu": model,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="ops/bench", description=__doc__.split("\n\n")[0])
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--dir", help="use the running cluster of ops/cluster --dir DIR")
+    where.add_argument("--start", action="store_true", help="start a private cluster (default)")
+    p.add_argument("--nodes", type=int, default=3, help="nodes of the private cluster")
+    p.add_argument("--keep", action="store_true", help="keep the private cluster's dir")
+    p.add_argument("--mode", choices=sorted(MODES), default="eventual")
+    p.add_argument("--op", default="put,get", help="comma-separated, run in order: put,get")
+    p.add_argument("--clients", type=int, default=16, help="concurrent closed-loop workers")
+    p.add_argument("--procs", type=int, default=1, help="load-generator processes")
+    p.add_argument("--duration", type=float, default=10.0, help="measured seconds per op")
+    p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
+    p.add_argument("--value-size", dest="value_size", type=int, default=64)
+    p.add_argument("--keys", type=int, default=10000)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--json", dest="json_out", metavar="OUT", help="also write results here")
+    a = p.parse_args(argv)
+    ops = a.op.split(",")
+    if unknown := [o for o in ops if o not in OPS]:
+        p.error(f"--op: unknown {unknown} (known: {', '.join(OPS)})")
+    if a.clients < 1 or a.procs < 1 or a.keys < 1 or a.value_size < 0 or a.duration <= 0:
+        p.error("--clients, --procs, --keys must be >= 1, --value-size >= 0, --duration > 0")
+    a.ops, a.procs = ops, min(a.procs, a.clients)
+    a.seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1 << 31)
+    return a
+
+
+def _cluster(a: argparse.Namespace) -> AbstractContextManager[Cluster]:
+    return running_cluster(a.dir) if a.dir else local_cluster(a.nodes, a.keep)
+
+
+def run(a: argparse.Namespace) -> dict[str, Any]:
+    facts = machine()
+    print(
+        f"kv bench: mode={a.mode} ops={','.join(a.ops)} clients={a.clients} procs={a.procs} "
+        f"duration={a.duration:g}s warmup={a.warmup:g}s value={a.value_size}B keys={a.keys} "
+        f"seed={a.seed}\nmachine: nproc={facts['nproc']} python={facts['python']} "
+        f"cpu={facts['cpu'] or '?'} code={facts['code']}",
+        flush=True,
+    )
+    results: list[PhaseResult] = []
+    with _cluster(a) as cluster:
+        spec = MODES[a.mode](cluster)
+        print(f"target: {spec.name} on {', '.join(spec.nodes)}", flush=True)
+        asyncio.run(spec.prepare())
+        idle = idle_server_cores(cluster.pids)
+        print(f"idle server CPU: {idle:.3f} cores over {len(cluster.pids)} node processes")
+        for op in a.ops:
+            wl = Workload(op, a.keys, a.value_size, a.clients, a.seed)
+            if OPS[op].needs_preload:
+                print(f"preloading {a.keys} keys ...", flush=True)
+                t = time.monotonic()
+                asyncio.run(preload(spec, wl))
+                print(f"preloaded {a.keys} keys in {time.monotonic() - t:.1f} s", flush=True)
+            res = run_phase(spec, wl, cluster.pids, a.procs, a.warmup, a.duration)
+            print(render(res), flush=True)
+            results.append(res)
+    config = {k: getattr(a, k) for k in ("mode", "clients", "procs", "duration", "warmup")}
+    config |= {"ops": a.ops, "value_size": a.value_size, "keys": a.keys, "seed": a.seed}
+    config |= {"target": spec.name, "nodes": list(spec.nodes)}
+    return {
+        "config": config,
+        "machine": facts,
+        "idle_server_cores": idle,
+        "results": [asdict(r) for r in results],
+    }
+
+
+def _terminate(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)  # so `finally` stops the private cluster
+    try:
+        report = run(a)
+    except KeyboardInterrupt:
+        print("ops/bench: interrupted", file=sys.stderr)
+        return 130
+    except RuntimeError as exc:
+        print(f"ops/bench: {exc}", file=sys.stderr)
+        return 1
+    if a.json_out:
+        with open(a.json_out, "w") as f:
+            json.dump(report, f, indent=2)
+            f.write("\n")
+        print(f"wrote {a.json_out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
