@@ -19,12 +19,12 @@ from aiohttp import web
 from dynamo_mode.anti_entropy import AntiEntropy
 from dynamo_mode.coordinator import DynamoCoordinator, handle_internal
 from dynamo_mode.frontend import EventualKeys
+from dynamo_mode.gossip import GossipDetector, next_generation
 from dynamo_mode.replica import DynamoReplica
 from kv.config import NodeConfig
 from kv.http.app import make_app
 from kv.leveldb import LevelDBEngine
 from kv.meta import Metadata
-from kv.peers import PeerMonitor
 from kv.service import KeyOps, Service
 from kv.transport import HttpTransport
 from raft_groups.frontend import LinearizableKeys
@@ -52,9 +52,15 @@ class Node:
         self.meta = MetaGroup(self._meta_settings(), self.driver, loop)
         self.driver.start()
         self.replica = DynamoReplica(self.engine, cfg.node_id)
-        self.peers = PeerMonitor(cfg.node_id, self._addresses, cfg.cluster_secret, time.monotonic)
         self.transport = HttpTransport(
             cfg.node_id, self._resolve, cfg.cluster_secret, self._internal
+        )
+        self.peers = GossipDetector(
+            cfg.node_id,
+            lambda: list(self._addresses()),
+            self.transport,
+            next_generation(os.path.join(cfg.data_dir, "generation")),
+            time.monotonic,
         )
         self.coordinator = DynamoCoordinator(cfg.node_id, self.transport, self.peers.is_alive)
         self.groups = RaftGroups(
@@ -123,6 +129,8 @@ class Node:
         log.info("metadata bootstrapped at epoch %d", self.meta.metadata.epoch)
 
     async def _internal(self, op: str, payload: dict[str, Any]) -> dict[str, Any]:
+        if op == "gossip":
+            return self.peers.handle(payload)
         if op.startswith("lin_"):
             return await self.linearizable.handle_forwarded(self.service.metadata(), op, payload)
         return await handle_internal(self.replica, op, payload)

@@ -1,0 +1,127 @@
+"""Gossip failure detection, the I/O shell around dynamo_mode.membership (Dynamo §4.8).
+
+Every `cfg.interval` this node bumps its heartbeat, pushes its digest to `cfg.fanout` random
+members over /v1/internal/rpc/gossip and merges the digests they answer with (push-pull).
+Each advance of a member's version is a heartbeat arrival for that member's phi-accrual
+window; `status(node)` is the pure `membership.node_status` of that window.
+
+The generation is a counter persisted in the data directory and bumped at every start, so a
+restarted node outranks everything it gossiped before and is alive again from its first
+new heartbeat (docs/gossip.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from collections.abc import Callable, Collection
+from typing import Any
+
+from dynamo_mode import membership
+from dynamo_mode.membership import GossipConfig, Status
+from dynamo_mode.phi import PhiWindow
+from kv.transport import Transport
+
+log = logging.getLogger(__name__)
+
+
+def next_generation(path: str) -> int:
+    """Read, bump and durably store the generation counter (grows across restarts)."""
+    try:
+        with open(path) as f:
+            previous = int(f.read().strip() or 0)
+    except FileNotFoundError:
+        previous = 0
+    generation = previous + 1
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(str(generation))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return generation
+
+
+class GossipDetector:
+    def __init__(
+        self,
+        self_id: str,
+        members: Callable[[], Collection[str]],
+        transport: Transport,
+        generation: int,
+        clock: Callable[[], float],
+        cfg: GossipConfig | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.self_id = self_id
+        self._members = members
+        self._transport = transport
+        self._generation = generation
+        self._clock = clock
+        self.cfg = cfg or GossipConfig()
+        self._rng = rng or random.Random()
+        self._state: dict[str, membership.Entry] = {}
+        self._windows: dict[str, PhiWindow] = {}
+        self._started = clock()
+        self._task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ decisions
+    def status(self, node: str) -> Status:
+        if node == self.self_id:
+            return "alive"
+        now = self._clock()
+        n = max(len(self._members()), 1)
+        return membership.node_status(self._windows.get(node), now, n, self.cfg, self._started)
+
+    def is_alive(self, node: str) -> bool:
+        return self.status(node) != "down"
+
+    def digest(self) -> dict[str, list[int]]:
+        return {node: list(version) for node, version in membership.digest(self._state).items()}
+
+    # ------------------------------------------------------------------ effects
+    def _absorb(self, raw: Any) -> None:
+        now = self._clock()
+        remote = membership.parse_digest(raw)
+        after, changed = membership.merge(self._state, remote, now)
+        changed = frozenset(changed - {self.self_id})
+        membership.record_arrivals(self._windows, self._state, after, changed, now, self.cfg)
+        self._state = after
+
+    def handle(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The peer side of a push-pull round: merge theirs, answer with ours."""
+        self._absorb(payload.get("digest"))
+        return {"digest": self.digest()}
+
+    async def round(self) -> None:
+        now = self._clock()
+        self._state = membership.beat(self._state, self.self_id, self._generation, now)
+        peers = membership.choose_peers(self._rng, self._members(), self.self_id, self.cfg.fanout)
+        replies = await asyncio.gather(
+            *(self._push(peer) for peer in peers), return_exceptions=True
+        )
+        for reply in replies:
+            if isinstance(reply, dict):
+                self._absorb(reply.get("digest"))
+
+    async def _push(self, peer: str) -> dict[str, Any]:
+        payload = {"digest": self.digest()}
+        return await self._transport.call(peer, "gossip", payload, self.cfg.interval * 2)
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.round()
+            except Exception as exc:  # noqa: BLE001 - one failed round is not fatal
+                log.debug("gossip round failed: %s", exc)
+            await asyncio.sleep(self.cfg.interval)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
