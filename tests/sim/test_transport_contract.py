@@ -1,0 +1,258 @@
+"""One contract suite for every Transport (STYLE rule 4; trio `testing/_check_streams.py`):
+SimTransport on a virtual-time loop, and HttpTransport against real in-process aiohttp
+servers (kv.http.app's own `/v1/internal/rpc/{op}` route and error table) on 127.0.0.1.
+
+The contract is the one kv/transport.py states: a reply, or `PeerUnreachable` (never
+delivered), `PeerTimeout` (maybe performed), or the peer's `KvError` rebuilt with its type
+and details; calls to this node itself skip the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Protocol, cast
+
+import pytest
+from aiohttp import web
+
+from dynamo_mode.coordinator import handle_internal
+from dynamo_mode.replica import DynamoReplica, KeyRef
+from kv.errors import InvalidRequest, SiblingLimit, Unauthorized
+from kv.http.app import make_app
+from kv.service import Service
+from kv.storage import MemoryEngine
+from kv.transport import HttpTransport, PeerTimeout, PeerUnreachable, Transport
+from tests.sim.sim_transport import SimNetwork, SimTransport, run_virtual
+
+NODES = ("a", "b", "c")
+SECRET = "contract-secret-0123456789abcdef"
+REF = KeyRef(partition=3, uid=1, key="k")
+TIMEOUT = 5.0
+HANG_TIMEOUT = 0.2  # real seconds for HttpTransport; virtual for SimTransport
+HANG = "test_hang"  # a test-only op whose handler never answers
+
+
+class Harness(Protocol):
+    """Three nodes a, b, c, each serving `handle_internal` over its own MemoryEngine replica."""
+
+    def transport(self, node: str) -> Transport: ...
+
+    def replica(self, node: str) -> DynamoReplica: ...
+
+    async def unplug(self, node: str) -> None:
+        """Make `node` refuse every connection from the network (itself included)."""
+
+
+class Node:
+    def __init__(self, node_id: str) -> None:
+        self.replica = DynamoReplica(MemoryEngine(), node_id)
+        self.release = asyncio.Event()  # lets hung handlers end at teardown
+
+    async def handle(self, op: str, payload: dict[str, Any]) -> dict[str, Any]:
+        if op == HANG:
+            await self.release.wait()
+            return {}
+        return await handle_internal(self.replica, op, payload)
+
+
+# ---------------------------------------------------------------------- SimTransport
+class SimHarness:
+    def __init__(self) -> None:
+        self.net = SimNetwork(seed=0)
+        self.nodes = {n: Node(n) for n in NODES}
+        for n, node in self.nodes.items():
+            self.net.add_node(n, node.handle)
+
+    def transport(self, node: str) -> Transport:
+        return SimTransport(self.net, node)
+
+    def replica(self, node: str) -> DynamoReplica:
+        return self.nodes[node].replica
+
+    async def unplug(self, node: str) -> None:
+        for other in NODES:
+            self.net.cut(other, node, lost_as="unreachable")
+
+
+@asynccontextmanager
+async def sim_harness() -> AsyncIterator[Harness]:
+    yield SimHarness()
+
+
+# ---------------------------------------------------------------------- HttpTransport
+class HttpHarness:
+    def __init__(self) -> None:
+        self.nodes = {n: Node(n) for n in NODES}
+        self.addresses: dict[str, str] = {}
+        self.runners: dict[str, web.AppRunner] = {}
+        self.transports: list[HttpTransport] = []
+
+    async def start(self) -> None:
+        for n, node in self.nodes.items():
+            # Only the internode routes are exercised; they never touch the Service.
+            app = make_app(cast(Service, None), node.handle, SECRET, TIMEOUT)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))  # DESIGN.md §7: the OS picks the port
+            await web.SockSite(runner, sock).start()
+            self.runners[n] = runner
+            self.addresses[n] = f"127.0.0.1:{sock.getsockname()[1]}"
+
+    def transport(self, node: str, secret: str = SECRET) -> Transport:
+        made = HttpTransport(node, self.addresses.get, secret, self.nodes[node].handle)
+        self.transports.append(made)
+        return made
+
+    def replica(self, node: str) -> DynamoReplica:
+        return self.nodes[node].replica
+
+    async def unplug(self, node: str) -> None:
+        await self.runners.pop(node).cleanup()  # the port now refuses connections
+
+    async def stop(self) -> None:
+        for node in self.nodes.values():
+            node.release.set()
+        for t in self.transports:
+            await t.close()
+        for runner in self.runners.values():
+            await runner.cleanup()
+
+
+@asynccontextmanager
+async def http_harness() -> AsyncIterator[HttpHarness]:
+    harness = HttpHarness()
+    try:
+        await harness.start()
+        yield harness
+    finally:
+        await harness.stop()
+
+
+# ---------------------------------------------------------------------- the suite
+Body = Callable[[Harness], Awaitable[None]]
+Factory = Callable[[], AbstractAsyncContextManager[Harness]]
+KINDS: dict[str, tuple[Factory, Callable[[Any], Any]]] = {
+    "sim": (sim_harness, run_virtual),
+    "http": (http_harness, asyncio.run),
+}
+
+
+@pytest.fixture(params=sorted(KINDS))
+def run(request: pytest.FixtureRequest) -> Callable[[Body], None]:
+    factory, runner = KINDS[request.param]
+
+    def go(body: Body) -> None:
+        async def main() -> None:
+            async with factory() as harness:
+                await body(harness)
+
+        runner(main())
+
+    return go
+
+
+def coordinate(value: Any, max_siblings: int = 8) -> dict[str, Any]:
+    """A blind write (empty context) minted at the called replica."""
+    return {
+        "ref": REF.to_wire(),
+        "context": {},
+        "value": value,
+        "deleted": False,
+        "max_siblings": max_siblings,
+    }
+
+
+def values(replica: DynamoReplica) -> list[Any]:
+    return [v.value for v in replica.fetch(REF)]
+
+
+def test_call_returns_the_reply_and_is_performed_at_the_peer(run: Callable[[Body], None]) -> None:
+    async def body(h: Harness) -> None:
+        reply = await h.transport("a").call("b", "coordinate", coordinate({"n": 1}), TIMEOUT)
+        assert reply["version"]["dot"] == ["b", 1]
+        assert reply["version"]["value"] == {"n": 1}
+        fetched = await h.transport("c").call("b", "fetch", {"ref": REF.to_wire()}, TIMEOUT)
+        assert [v["value"] for v in fetched["versions"]] == [{"n": 1}]
+        assert values(h.replica("b")) == [{"n": 1}]
+        assert values(h.replica("a")) == values(h.replica("c")) == []
+
+    run(body)
+
+
+def test_unknown_node_is_unreachable_and_nothing_is_performed(
+    run: Callable[[Body], None],
+) -> None:
+    async def body(h: Harness) -> None:
+        with pytest.raises(PeerUnreachable):
+            await h.transport("a").call("zz", "coordinate", coordinate(1), TIMEOUT)
+        assert all(values(h.replica(n)) == [] for n in NODES)
+
+    run(body)
+
+
+def test_a_refusing_node_is_unreachable_but_self_calls_skip_the_network(
+    run: Callable[[Body], None],
+) -> None:
+    async def body(h: Harness) -> None:
+        await h.unplug("a")
+        with pytest.raises(PeerUnreachable):
+            await h.transport("b").call("a", "coordinate", coordinate(1), TIMEOUT)
+        assert values(h.replica("a")) == []
+        reply = await h.transport("a").call("a", "coordinate", coordinate(2), TIMEOUT)
+        assert reply["version"]["dot"] == ["a", 1]
+        assert values(h.replica("a")) == [2]
+
+    run(body)
+
+
+def test_a_kv_error_comes_back_with_its_type_and_details(run: Callable[[Body], None]) -> None:
+    async def body(h: Harness) -> None:
+        t = h.transport("a")
+        await t.call("b", "coordinate", coordinate("first", max_siblings=1), TIMEOUT)
+        with pytest.raises(SiblingLimit) as info:
+            await t.call("b", "coordinate", coordinate("second", max_siblings=1), TIMEOUT)
+        assert info.value.code == "sibling_limit"
+        assert info.value.details == {"count": 2, "limit": 1}
+        assert values(h.replica("b")) == ["first"]  # refused without writing
+
+    run(body)
+
+
+@pytest.mark.parametrize(
+    ("op", "payload"),
+    [("fetch", {}), ("fetch", {"ref": {"partition": -1, "uid": 1, "key": "k"}}), ("nope", {})],
+)
+def test_a_handler_value_error_comes_back_as_invalid_request(
+    run: Callable[[Body], None], op: str, payload: dict[str, Any]
+) -> None:
+    async def body(h: Harness) -> None:
+        with pytest.raises(InvalidRequest) as info:
+            await h.transport("a").call("b", op, payload, TIMEOUT)
+        assert info.value.details["field"] == "body"
+
+    run(body)
+
+
+def test_no_reply_within_the_timeout_is_peer_timeout(run: Callable[[Body], None]) -> None:
+    async def body(h: Harness) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(PeerTimeout):
+            await h.transport("a").call("b", HANG, {}, HANG_TIMEOUT)
+        assert HANG_TIMEOUT <= loop.time() - started + 0.01 < HANG_TIMEOUT + 2.0
+
+    run(body)
+
+
+# ---------------------------------------------------------------------- HTTP only
+def test_http_wrong_secret_is_unauthorized() -> None:
+    async def main() -> None:
+        async with http_harness() as h:
+            with pytest.raises(Unauthorized):
+                await h.transport("a", secret="wrong").call("b", "fetch", {}, TIMEOUT)
+
+    asyncio.run(main())
