@@ -58,9 +58,17 @@ class Version:
     context: tuple[tuple[str, int], ...]
     value: Any
     deleted: bool = False
+    # extra dots of the causal past not covered by `context` (vclock module docstring)
+    context_dots: tuple[Dot, ...] = ()
 
     def __post_init__(self) -> None:
         _check_dot(self.dot)
+        for d in self.context_dots:
+            _check_dot(d)
+        if vclock.compact(dict(self.context), self.context_dots)[1] != self.context_dots:
+            raise ValueError(f"context dots must be compact and sorted: {self.context_dots!r}")
+        if self.dot in self.context_dots:
+            raise ValueError(f"context dots contain the version's dot {self.dot!r}")
         if not isinstance(self.context, tuple) or not isinstance(self.deleted, bool):
             raise ValueError("context must be a tuple of (node, counter) and deleted a bool")
         nodes = [node for node, _ in self.context]
@@ -79,19 +87,26 @@ class Version:
     def context_clock(self) -> dict[str, int]:
         return dict(self.context)
 
+    def covers(self, dot: Dot) -> bool:
+        """This version's writer had seen `dot`."""
+        return vclock.covers(dict(self.context), self.context_dots, dot)
+
     def to_wire(self) -> dict[str, Any]:
-        return {
+        out = {
             "dot": [self.dot[0], self.dot[1]],
             "context": self.context_clock(),
             "value": self.value,
             "deleted": self.deleted,
         }
+        if self.context_dots:
+            out["dots"] = [[n, c] for n, c in self.context_dots]
+        return out
 
     @classmethod
     def from_wire(cls, d: object) -> Version:
         if not isinstance(d, Mapping):
             raise ValueError(f"version must be an object, got {type(d).__name__}")
-        if set(d) != _WIRE_KEYS:
+        if set(d) - {"dots"} != _WIRE_KEYS:
             raise ValueError(
                 f"version keys must be {sorted(_WIRE_KEYS)}, got {sorted(map(str, d))}"
             )
@@ -101,16 +116,20 @@ class Version:
         if not isinstance(d["deleted"], bool):
             raise ValueError(f"version deleted must be a bool, got {d['deleted']!r}")
         context = vclock.validated(d["context"])
-        return make_version((dot[0], dot[1]), context, d["value"], d["deleted"])
+        dots = vclock.validated_dots(d.get("dots", []))
+        return make_version((dot[0], dot[1]), context, d["value"], d["deleted"], dots)
 
 
-def make_version(dot: Dot, context: VClock, value: Any, deleted: bool = False) -> Version:
-    return Version(dot, tuple(sorted(context.items())), value, deleted)
+def make_version(
+    dot: Dot, context: VClock, value: Any, deleted: bool = False, context_dots: Iterable[Dot] = ()
+) -> Version:
+    clock, extra = vclock.compact(context, context_dots)
+    return Version(dot, tuple(sorted(clock.items())), value, deleted, extra)
 
 
 def obsoletes(a: Version, b: Version) -> bool:
     """a supersedes b: a's writer had seen b's write (DVV paper: dot in causal past)."""
-    return a.dot != b.dot and vclock.contains(a.context_clock(), b.dot)
+    return a.dot != b.dot and a.covers(b.dot)
 
 
 def reconcile(versions: Iterable[Version]) -> tuple[Version, ...]:
@@ -122,31 +141,51 @@ def reconcile(versions: Iterable[Version]) -> tuple[Version, ...]:
     """
     unique = _dedupe(versions)
     past: dict[str, int] = {}
+    past_dots: set[Dot] = set()
     for v in unique:
         past = vclock.merge(past, v.context_clock())
-    return tuple(v for v in unique if not vclock.contains(past, v.dot))
+        past_dots.update(v.context_dots)
+    return tuple(v for v in unique if not vclock.covers(past, past_dots, v.dot))
 
 
 def join_context(versions: Iterable[Version]) -> dict[str, int]:
-    """The causal context handed to clients: every version's context and dot (Dynamo §4.4)."""
+    """The causal context handed to clients as a plain clock (every version's context and
+    dot, Dynamo §4.4). Prefer `join_full`, which never claims a gap below a dot."""
     out: dict[str, int] = {}
     for v in versions:
         out = vclock.add_dot(vclock.merge(out, v.context_clock()), v.dot)
+        for d in v.context_dots:
+            out = vclock.add_dot(out, d)
     return out
 
 
-def next_dot(local: Iterable[Version], node: str, context: VClock) -> Dot:
+def join_full(versions: Iterable[Version]) -> tuple[dict[str, int], tuple[Dot, ...]]:
+    """Exactly the dots the versions' writers had seen plus the versions' own dots, as a
+    compact causal context (clock + extra dots)."""
+    clock: dict[str, int] = {}
+    dots: set[Dot] = set()
+    for v in versions:
+        clock = vclock.merge(clock, v.context_clock())
+        dots.update(v.context_dots)
+        dots.add(v.dot)
+    return vclock.compact(clock, dots)
+
+
+def next_dot(
+    local: Iterable[Version], node: str, context: VClock, context_dots: Iterable[Dot] = ()
+) -> Dot:
     """A fresh dot for a write coordinated by ``node``.
 
     Invariant: a dot is never reused by a node as long as its local versions or
     the client context remember its last one, because the counter exceeds every
     counter of ``node`` either of them knows (DVV paper, the server-side update).
     """
-    highest = context.get(node, 0)
+    highest = max([context.get(node, 0), *(n for nd, n in context_dots if nd == node)])
     for v in local:
         highest = max(highest, v.context_clock().get(node, 0))
-        if v.dot[0] == node:
-            highest = max(highest, v.dot[1])
+        for d in (v.dot, *v.context_dots):
+            if d[0] == node:
+                highest = max(highest, d[1])
     return (node, highest + 1)
 
 
@@ -157,14 +196,19 @@ def coordinate(
     value: Any,
     deleted: bool,
     max_siblings: int,
+    context_dots: Iterable[Dot] = (),
 ) -> tuple[Version, tuple[Version, ...]]:
     """A write at coordinator ``node``: the new version and the reconciled set to store and
-    replicate (whole, see the module invariants). Raises SiblingLimitExceeded."""
+    replicate (whole, see the module invariants). Raises SiblingLimitExceeded when the
+    write would leave more than ``max_siblings`` versions AND more than there were (a write
+    that resolves some siblings is never refused)."""
     if max_siblings < 1:
         raise ValueError(f"max_siblings must be >= 1, got {max_siblings}")
-    new = make_version(next_dot(local, node, context), context, value, deleted)
+    dots = tuple(context_dots)
+    dot = next_dot(local, node, context, dots)
+    new = make_version(dot, context, value, deleted, dots)
     merged = reconcile([*local, new])
-    if len(merged) > max_siblings:
+    if len(merged) > max_siblings and len(merged) > len(reconcile(local)):
         raise SiblingLimitExceeded(len(merged), max_siblings)
     return new, merged
 

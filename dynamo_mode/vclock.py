@@ -10,9 +10,17 @@ single event n of ``node`` (Preguiça et al., "Dotted Version Vectors",
 of events closed downward per node, which is what the client context is
 (Dynamo §4.4).
 
+A *causal context* is a clock plus a set of extra dots it also contains
+(``Dots``): what a client has seen after its own write is "the context it sent
+plus the new dot", and a clock alone cannot say that without also claiming the
+gap below the dot — a concurrent sibling minted by the same node, which the
+client's next write would then silently supersede (found by ops/verify).
+``compact`` keeps a context canonical: extra dots never covered by the clock.
+
 The context handed to clients is opaque: URL-safe base64 (no padding) of the
-canonical JSON of the clock (sorted keys, no spaces). ``decode_context`` is the
-trust boundary for client-supplied contexts and rejects anything malformed.
+canonical JSON of the clock (sorted keys, no spaces), or of ``[clock, dots]``
+when there are extra dots. ``decode_context_full`` is the trust boundary for
+client-supplied contexts and rejects anything malformed.
 """
 
 from __future__ import annotations
@@ -21,11 +29,12 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Literal
 
 Dot = tuple[str, int]
 VClock = Mapping[str, int]
+Dots = tuple[Dot, ...]  # sorted, none covered by the clock it goes with
 Order = Literal["equal", "before", "after", "concurrent"]
 
 MAX_CONTEXT_ENTRIES = 1000
@@ -75,6 +84,75 @@ def add_dot(c: VClock, dot: Dot) -> dict[str, int]:
     """The least clock that descends ``c`` and contains ``dot``."""
     node, n = dot
     return merge(c, {node: n})
+
+
+def covers(c: VClock, dots: Iterable[Dot], dot: Dot) -> bool:
+    """The causal context (c, dots) contains ``dot``."""
+    return contains(c, dot) or dot in set(dots)
+
+
+def compact(c: VClock, dots: Iterable[Dot]) -> tuple[dict[str, int], Dots]:
+    """The canonical form of a causal context: dots contiguous with the clock are folded
+    into it, dots it already contains are dropped."""
+    clock = dict(c)
+    pending = sorted(set(dots))
+    changed = True
+    while changed:
+        changed = False
+        rest = []
+        for node, n in pending:
+            if clock.get(node, 0) >= n:
+                changed = True
+            elif clock.get(node, 0) == n - 1:
+                clock[node] = n
+                changed = True
+            else:
+                rest.append((node, n))
+        pending = rest
+    return clock, tuple(pending)
+
+
+def encode_context_full(c: VClock, dots: Iterable[Dot] = ()) -> str:
+    clock, extra = compact(c, dots)
+    if not extra:
+        return encode_context(clock)
+    payload = [clock, [[node, n] for node, n in extra]]
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return base64.urlsafe_b64encode(canonical.encode("utf-8")).rstrip(b"=").decode("ascii")
+
+
+def decode_context_full(s: str) -> tuple[dict[str, int], Dots]:
+    """Parse a client context that may carry extra dots; ValueError on anything malformed."""
+    if not isinstance(s, str):
+        raise ValueError(f"context must be a string, got {type(s).__name__}")
+    if len(s) > MAX_CONTEXT_CHARS:
+        raise ValueError(f"context is {len(s)} characters, limit is {MAX_CONTEXT_CHARS}")
+    if s == "":
+        return {}, ()
+    obj = _strict_json(_unbase64(s))
+    if isinstance(obj, list):
+        if len(obj) != 2 or not isinstance(obj[1], list):
+            raise ValueError("context must be a clock or [clock, dots]")
+        return compact(validated(obj[0]), validated_dots(obj[1]))
+    return validated(obj), ()
+
+
+def validated_dots(obj: object) -> Dots:
+    if not isinstance(obj, list | tuple) or len(obj) > MAX_CONTEXT_ENTRIES:
+        raise ValueError(f"context dots must be a list of at most {MAX_CONTEXT_ENTRIES}")
+    out = []
+    for d in obj:
+        if (
+            not isinstance(d, list | tuple)
+            or len(d) != 2
+            or not isinstance(d[0], str)
+            or isinstance(d[1], bool)
+            or not isinstance(d[1], int)
+            or d[1] < 1
+        ):
+            raise ValueError(f"context dot must be [node, counter >= 1], got {d!r}")
+        out.append((d[0], d[1]))
+    return tuple(sorted(set(out)))
 
 
 def encode_context(c: VClock) -> str:

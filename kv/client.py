@@ -111,13 +111,16 @@ class KvClient:
 
     # ------------------------------------------------------------------ keyspaces
     async def create_keyspace(self, name: str, **config: Any) -> dict[str, Any]:
-        return (await self.request("PUT", f"/v1/keyspaces/{_q(name)}", config, idempotent=True))[1]
+        return _obj(await self.request("PUT", f"/v1/keyspaces/{_q(name)}", config, idempotent=True))
 
     async def get_keyspace(self, name: str) -> dict[str, Any]:
-        return (await self.request("GET", f"/v1/keyspaces/{_q(name)}", idempotent=True))[1]
+        return _obj(await self.request("GET", f"/v1/keyspaces/{_q(name)}", idempotent=True))
 
     async def list_keyspaces(self) -> list[dict[str, Any]]:
-        return (await self.request("GET", "/v1/keyspaces", idempotent=True))[1]["keyspaces"]
+        keyspaces: list[dict[str, Any]] = _obj(
+            await self.request("GET", "/v1/keyspaces", idempotent=True)
+        )["keyspaces"]
+        return keyspaces
 
     async def delete_keyspace(self, name: str) -> None:
         await self.request("DELETE", f"/v1/keyspaces/{_q(name)}", idempotent=False)
@@ -128,7 +131,7 @@ class KvClient:
     ) -> dict[str, Any]:
         """Query: r, consistency ("stale"), timeout_ms. Raises KeyNotFound when absent."""
         path = _key_path(ks, key)
-        return (await self.request("GET", path, query=query, idempotent=True, node=node))[1]
+        return _obj(await self.request("GET", path, query=query, idempotent=True, node=node))
 
     async def put(
         self,
@@ -147,7 +150,7 @@ class KvClient:
         if if_version is not None:
             body["if_version"] = if_version
         path = _key_path(ks, key)
-        return (await self.request("PUT", path, body, query=query, idempotent=False, node=node))[1]
+        return _obj(await self.request("PUT", path, body, query=query, idempotent=False, node=node))
 
     async def delete(
         self,
@@ -165,15 +168,14 @@ class KvClient:
         if if_version is not None:
             body["if_version"] = if_version
         path = _key_path(ks, key)
-        return (
-            await self.request(
-                "DELETE", path, body or None, query=query, idempotent=False, node=node
-            )
-        )[1]
+        reply = await self.request(
+            "DELETE", path, body or None, query=query, idempotent=False, node=node
+        )
+        return _obj(reply)
 
     # ------------------------------------------------------------------ cluster
     async def cluster(self, node: str | None = None) -> dict[str, Any]:
-        return (await self.request("GET", "/v1/cluster", idempotent=True, node=node))[1]
+        return _obj(await self.request("GET", "/v1/cluster", idempotent=True, node=node))
 
     async def health(self, node: str) -> bool:
         try:
@@ -185,7 +187,7 @@ class KvClient:
     async def replica(self, ks: str, key: str, node: str) -> dict[str, Any]:
         """This node's locally stored versions of a key (`/v1/admin/replica`), no retries."""
         url = f"/v1/admin/replica/{_q(ks)}/{_q(key)}"
-        return (await self._once("GET", _url(node) + url, None))[1]
+        return _obj(await self._once("GET", _url(node) + url, None))
 
 
 class _NotSent(Exception):
@@ -193,6 +195,11 @@ class _NotSent(Exception):
         super().__init__(str(error))
         self.error = error
         self.retry_after = error.retry_after
+
+
+def _obj(reply: tuple[int, Any]) -> dict[str, Any]:
+    body = reply[1]
+    return body if isinstance(body, dict) else {}
 
 
 def _q(segment: str) -> str:
@@ -215,7 +222,7 @@ class SyncClient:
         self._client = KvClient(nodes, **options)
 
     def _run(self, make: Callable[[], Awaitable[T]]) -> T:
-        return self._loop.run_until_complete(make())  # type: ignore[arg-type]
+        return self._loop.run_until_complete(make())
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         method = getattr(self._client, name)

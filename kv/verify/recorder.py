@@ -125,7 +125,7 @@ async def _perform(
     call: float,
     clock: Callable[[], float],
 ) -> Op:
-    base = dict(id=op_id, process=process, kind=plan.kind, key=plan.key, call=call)
+    base: dict[str, Any] = dict(id=op_id, process=process, kind=plan.kind, key=plan.key, call=call)
     if plan.kind in ("write", "cas"):
         base["value"] = plan.value
     if plan.kind == "cas":

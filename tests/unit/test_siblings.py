@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 
+from dynamo_mode import siblings, vclock
 from dynamo_mode.siblings import (
     SiblingLimitExceeded,
     Version,
@@ -164,3 +168,50 @@ def test_context_may_not_contain_its_own_dot() -> None:
 def test_versions_with_unhashable_values_are_hashable() -> None:
     v = make_version(("A", 1), {}, {"list": [1, 2]})
     assert len({v, make_version(("A", 1), {}, {"list": [1, 2]})}) == 1
+
+
+# --- causal contexts with extra dots (the lost-write bug ops/verify found) --------------
+
+
+def test_context_returned_by_a_put_does_not_claim_a_concurrent_sibling() -> None:
+    """Two blind writes through n1 make (n1,1) "a" and (n1,2) "b". The writer of "b" has
+    seen only (n1,2): as a plain clock {n1: 2} it would also claim (n1,1) and its next write
+    would silently supersede "a" (Dynamo §4.4: a context-carrying write supersedes only
+    what it saw). With clock + extra dots it does not."""
+    a, stored = siblings.coordinate((), "n1", {}, "a", False, 10)
+    b, stored = siblings.coordinate(stored, "n1", {}, "b", False, 10)
+    assert b.dot == ("n1", 2)
+    clock, dots = vclock.compact({}, [b.dot])
+    assert (clock, dots) == ({}, (("n1", 2),))
+    c, stored = siblings.coordinate(stored, "n2", clock, "c", False, 10, dots)
+    assert sorted(v.value for v in stored) == ["a", "c"]
+    assert c.covers(("n1", 2)) and not c.covers(("n1", 1))
+
+
+def test_join_full_is_exact_and_compact() -> None:
+    a = siblings.make_version(("n1", 1), {}, "a")
+    c = siblings.make_version(("n1", 3), {"n2": 1}, "c", context_dots=[("n1", 2)])
+    clock, dots = siblings.join_full([a, c])
+    assert (clock, dots) == ({"n1": 3, "n2": 1}, ())
+    clock, dots = siblings.join_full([siblings.make_version(("n1", 2), {}, "b")])
+    assert (clock, dots) == ({}, (("n1", 2),))
+
+
+def test_full_context_round_trips_and_plain_clocks_stay_plain() -> None:
+    assert vclock.decode_context_full(vclock.encode_context_full({"n1": 1})) == ({"n1": 1}, ())
+    assert vclock.encode_context_full({"n1": 1}) == vclock.encode_context({"n1": 1})
+    token = vclock.encode_context_full({"n1": 1}, [("n1", 3), ("n2", 2)])
+    assert vclock.decode_context_full(token) == ({"n1": 1}, (("n1", 3), ("n2", 2)))
+    for bad in ([{}, "x"], [{}, [["n1", 0]]], [{}, [["n1"]]], [{}]):
+        raw = base64.urlsafe_b64encode(json.dumps(bad).encode()).decode().rstrip("=")
+        with pytest.raises(ValueError):
+            vclock.decode_context_full(raw)
+
+
+def test_a_write_that_resolves_siblings_is_not_refused_by_the_cap() -> None:
+    stored: tuple[siblings.Version, ...] = ()
+    for value in "abc":
+        _, stored = siblings.coordinate(stored, "n1", {}, value, False, 3)
+    clock, dots = siblings.join_full(stored[:2])  # saw two of three
+    _, after = siblings.coordinate(stored, "n1", clock, "ab", False, 1, dots)
+    assert len(after) == 2  # still over the cap of 1, but fewer than before: allowed
