@@ -11,10 +11,19 @@ PUT  (Dynamo §4.4, DVV): one replica mints the new version's dot and stores it 
 DELETE: a PUT of a tombstone. Without a context, the coordinator first reads (R) and
      deletes what it saw.
 
-Outcomes, as the error table promises: fewer than R (W) replicas answering, with nothing
-written anywhere → 503 `quorum_unavailable` (retry); a write stored on some replicas but
-not acknowledged by W in time → 504 `timeout` (may have been applied; it will spread by
-read repair).
+Sloppy quorum (Dynamo §4.6, docs/hinted_handoff.md): a primary known down, or unreachable
+when its copy is sent, has that copy sent to the next usable fallback of the ring walk as
+a hint (`hint` op); a hint's ack counts toward W but not toward `pw`. The pure accounting is
+`hints.SloppyWrite`; sends still in flight when the client is answered are followed to the
+end (bounded by the request deadline), so a hint is placed even after a quick W. Reads go
+to the primaries only; `pr` demands that many primary replies.
+
+Outcomes, as the error table promises: fewer than R (W, pw, pr) replicas answering, with
+nothing written anywhere → 503 `quorum_unavailable` (retry); this includes `pw`/`pr`/`w`
+that the alive primaries and fallbacks cannot meet, refused before the mint (Riak
+put_fsm's `pw_val_unsatisfied`). A write stored on some replicas but not acknowledged by
+W (or pw) in time → 504 `timeout` (may have been applied; it will spread by read repair,
+hinted handoff and anti-entropy).
 """
 
 from __future__ import annotations
@@ -25,28 +34,34 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dynamo_mode import anti_entropy, siblings, vclock
-from dynamo_mode.quorum import ReadQuorum, WriteQuorum
+from dynamo_mode import anti_entropy, hints, siblings, vclock
+from dynamo_mode.hints import Send, SloppyWrite
+from dynamo_mode.quorum import ReadQuorum
 from dynamo_mode.replica import KeyRef, decode_versions
 from dynamo_mode.siblings import Version
+from dynamo_mode.vclock import Dot
 from kv.errors import KvError, QuorumUnavailable, SiblingLimit, UnknownOutcome
 from kv.transport import PeerTimeout, PeerUnreachable, Transport
+
+Context = tuple[dict[str, int], tuple[Dot, ...]]  # clock + extra dots (vclock docstring)
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Placement:
-    """Where one key lives: its reference and its preference list (primaries first)."""
+    """Where one key lives: its reference, its preference list (the primaries) and the rest
+    of its ring walk (the fallbacks, in sloppy-quorum order, Dynamo §4.6)."""
 
     ref: KeyRef
     replicas: tuple[str, ...]
+    fallbacks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class ReadResult:
     versions: tuple[Version, ...]  # reconciled, tombstones included
-    context: dict[str, int]
+    context: Context
 
     @property
     def live(self) -> tuple[Version, ...]:
@@ -61,18 +76,27 @@ class DynamoCoordinator:
         self._background: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ GET
-    async def get(self, where: Placement, r: int, timeout: float) -> ReadResult:
-        acc = ReadQuorum(where.replicas, r)
+    async def get(self, where: Placement, r: int, timeout: float, pr: int = 0) -> ReadResult:
+        """Every reply is a primary's (reads never go to fallbacks), so `pr` raises the
+        number of replies needed to max(r, pr) and is refused up front when fewer primaries
+        are alive."""
+        if pr:
+            refusal = hints.read_refusal(where.replicas, self._down(where.replicas), pr)
+            if refusal is not None:
+                raise QuorumUnavailable(refusal, retry_after=0.5)
+        need = max(r, pr)
+        acc = ReadQuorum(where.replicas, need)
         calls = {n: self._spawn(self._fetch(n, where.ref, timeout)) for n in where.replicas}
         await self._until_decided(acc, calls, timeout, self._feed_read)
         if acc.status() != "ok":
             raise QuorumUnavailable(
-                f"only {len(acc.replied)} of r={r} replicas answered ({_errors(acc.errors)})",
+                f"only {len(acc.replied)} of {need} replicas answered (r={r}, pr={pr}; "
+                f"{_errors(acc.errors)})",
                 retry_after=0.5,
             )
         result = acc.result()
         self._track(asyncio.ensure_future(self._read_repair(where, acc, calls, timeout)))
-        return ReadResult(result, siblings.join_context(result))
+        return ReadResult(result, siblings.join_full(result))
 
     async def _fetch(self, node: str, ref: KeyRef, timeout: float) -> tuple[Version, ...]:
         reply = await self._transport.call(node, "fetch", {"ref": ref.to_wire()}, timeout)
@@ -100,37 +124,42 @@ class DynamoCoordinator:
     async def put(
         self,
         where: Placement,
-        context: dict[str, int],
+        context: Context | dict[str, int],
         value: Any,
         deleted: bool,
         w: int,
         max_siblings: int,
         timeout: float,
-    ) -> dict[str, int]:
+        pw: int = 0,
+    ) -> Context:
+        """`context`: what the client has seen — a clock plus extra dots, or a plain clock."""
+        context = context if isinstance(context, tuple) else (dict(context), ())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        down = self._down((*where.replicas, *where.fallbacks))
+        refusal = hints.write_refusal(where.replicas, where.fallbacks, down, w, pw)
+        if refusal is not None:
+            raise QuorumUnavailable(refusal, retry_after=0.5)
         minted_by, new, merged = await self._mint(
             where, context, value, deleted, max_siblings, timeout
         )
-        acc = WriteQuorum(where.replicas, w)
-        acc.add_ack(minted_by)
-        others = [n for n in where.replicas if n != minted_by]
-        left = max(deadline - loop.time(), 0.001)
-        calls = {n: self._spawn(self._store(n, where.ref, merged, left)) for n in others}
-        await self._until_decided(acc, calls, left, self._feed_write)
-        if acc.status() != "ok":
+        plan = SloppyWrite(where.replicas, where.fallbacks, w, pw, down)
+        await self._replicate(plan, minted_by, where.ref, merged, deadline)
+        if plan.status() != "ok":
             raise UnknownOutcome(
-                f"stored on {len(acc.acked)} of w={w} replicas before the deadline "
-                f"({_errors(acc.errors)}); the write may become visible",
-                acked=len(acc.acked),
+                f"stored on {len(plan.filled)} of w={w} (pw={pw}) replicas before the "
+                f"deadline ({_errors(plan.errors)}); the write may become visible",
+                acked=len(plan.filled),
                 required=w,
             )
-        return vclock.add_dot(context, new.dot)
+        # exactly what the client has seen: its context and the new dot (vclock docstring)
+        clock, dots = context
+        return vclock.compact(clock, (*dots, new.dot))
 
     async def _mint(
         self,
         where: Placement,
-        context: dict[str, int],
+        context: Context,
         value: Any,
         deleted: bool,
         max_siblings: int,
@@ -138,7 +167,8 @@ class DynamoCoordinator:
     ) -> tuple[str, Version, tuple[Version, ...]]:
         """Ask replicas in turn to mint the dot; only `PeerUnreachable` lets us try the next."""
         payload = {
-            "context": context,
+            "context": context[0],
+            "dots": [[node, n] for node, n in context[1]],
             "value": value,
             "deleted": deleted,
             "max_siblings": max_siblings,
@@ -169,12 +199,71 @@ class DynamoCoordinator:
         payload = {"ref": ref.to_wire(), "versions": [v.to_wire() for v in versions]}
         await self._transport.call(node, "store", payload, timeout)
 
-    @staticmethod
-    def _feed_write(acc: Any, node: str, outcome: Any) -> None:
-        if isinstance(outcome, BaseException):
-            acc.add_error(node, _reason(outcome))
-        else:
-            acc.add_ack(node)
+    async def _replicate(
+        self,
+        plan: SloppyWrite,
+        minted_by: str,
+        ref: KeyRef,
+        merged: Sequence[Version],
+        deadline: float,
+    ) -> None:
+        """Send every other slot's copy; return once `plan` decides. Sends still in flight
+        are followed in the background (same deadline), so their hints are still placed."""
+        inflight = self._send_all(plan.start(minted_by), ref, merged, deadline)
+        await self._drive(plan, inflight, ref, merged, deadline, settle_all=False)
+        if inflight:
+            follow = self._drive(plan, inflight, ref, merged, deadline, settle_all=True)
+            self._track(asyncio.ensure_future(follow))
+
+    def _send_all(
+        self, sends: Sequence[Send], ref: KeyRef, versions: Sequence[Version], deadline: float
+    ) -> dict[asyncio.Task[Any], Send]:
+        left = max(deadline - asyncio.get_running_loop().time(), 0.001)
+        return {self._spawn(self._deliver(s, ref, versions, left)): s for s in sends}
+
+    async def _deliver(
+        self, send: Send, ref: KeyRef, versions: Sequence[Version], timeout: float
+    ) -> None:
+        if not send.is_hint:
+            return await self._store(send.node, ref, versions, timeout)
+        payload = {
+            "owner": send.owner,
+            "ref": ref.to_wire(),
+            "versions": [v.to_wire() for v in versions],
+        }
+        await self._transport.call(send.node, "hint", payload, timeout)
+
+    async def _drive(
+        self,
+        plan: SloppyWrite,
+        inflight: dict[asyncio.Task[Any], Send],
+        ref: KeyRef,
+        versions: Sequence[Version],
+        deadline: float,
+        settle_all: bool,
+    ) -> None:
+        """Feed finished sends into `plan` and perform the reroutes it returns, until it
+        decides (or, with settle_all, nothing is in flight) or the deadline passes."""
+        loop = asyncio.get_running_loop()
+        while inflight and (settle_all or plan.status() == "pending"):
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            done, _ = await asyncio.wait(
+                inflight, timeout=left, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done:
+                send = inflight.pop(task)
+                exc = task.exception()
+                if exc is None:
+                    plan.on_ack(send)
+                    continue
+                reroute = isinstance(exc, PeerUnreachable)  # certainly not stored there
+                retries = plan.on_error(send, _reason(exc), reroute)
+                inflight.update(self._send_all(retries, ref, versions, deadline))
+
+    def _down(self, nodes: Sequence[str]) -> frozenset[str]:
+        return frozenset(n for n in nodes if not self._is_alive(n))
 
     # ------------------------------------------------------------------ plumbing
     async def _until_decided(
@@ -237,8 +326,11 @@ async def handle_internal(replica: Any, op: str, payload: dict[str, Any]) -> dic
     if op == "store":
         merged = replica.store(ref, decode_versions(payload.get("versions")))
         return {"versions": [v.to_wire() for v in merged]}
+    if op == "hint":
+        return {"versions": [v.to_wire() for v in _store_hint(replica, ref, payload)]}
     if op == "coordinate":
         context = vclock.validated(payload.get("context", {}))
+        dots = vclock.validated_dots(payload.get("dots", []))
         try:
             new, merged = replica.coordinate(
                 ref,
@@ -246,8 +338,21 @@ async def handle_internal(replica: Any, op: str, payload: dict[str, Any]) -> dic
                 payload.get("value"),
                 bool(payload.get("deleted", False)),
                 int(payload.get("max_siblings", 32)),
+                dots,
             )
         except siblings.SiblingLimitExceeded as exc:
             raise SiblingLimit(str(exc), count=exc.count, limit=exc.limit) from None
         return {"version": new.to_wire(), "versions": [v.to_wire() for v in merged]}
     raise ValueError(f"unknown internal op {op!r}")
+
+
+def _store_hint(replica: Any, ref: KeyRef, payload: dict[str, Any]) -> tuple[Version, ...]:
+    """A fallback's side of a sloppy write: keep the versions for `owner` (Dynamo §4.6).
+    A hint addressed to this node itself (the ring moved) is plain replica data."""
+    owner = payload.get("owner")
+    if not isinstance(owner, str):
+        raise ValueError("owner must be a node id")
+    versions = decode_versions(payload.get("versions"))
+    if owner == replica.node_id:
+        return tuple(replica.store(ref, versions))
+    return tuple(replica.store_hint(owner, ref, versions))

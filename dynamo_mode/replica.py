@@ -5,7 +5,10 @@ Storage layout (keyspace is a key prefix inside a partition, DESIGN.md §2):
     b"e" | partition (2 bytes BE) | keyspace uid (4 bytes BE) | key (UTF-8)  →  JSON [wire versions]
 
 so one partition's data is one contiguous range (what anti-entropy walks), and a keyspace
-re-created under the same name (new uid) never sees the old incarnation.
+re-created under the same name (new uid) never sees the old incarnation. Hints this node
+holds as a fallback for other nodes (Dynamo §4.6) live apart, under `dynamo_mode.hints`'
+`b"h"` key space: they are not replica data, are never fetched for a read and never enter
+a Merkle tree.
 
 Invariant: what is stored for a key is always `reconcile(...)` of everything this replica
 has been sent, so storing is commutative, associative and idempotent (a CRDT merge). Each
@@ -19,9 +22,9 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from dynamo_mode import merkle, siblings
+from dynamo_mode import hints, merkle, siblings
 from dynamo_mode.siblings import Version
-from dynamo_mode.vclock import VClock
+from dynamo_mode.vclock import Dot, VClock
 from kv.storage import StorageEngine, WriteBatch
 
 PREFIX = b"e"
@@ -88,6 +91,7 @@ class DynamoReplica:
         self.node_id = node_id
         self._trees: dict[int, merkle.MerkleTree] = {}
         self._segments = tree_segments
+        self._hint_counts: dict[str, int] | None = None  # owner → hinted keys; lazy, like trees
 
     def tree(self, partition: int) -> merkle.MerkleTree:
         tree = self._trees.get(partition)
@@ -113,7 +117,13 @@ class DynamoReplica:
         return merged
 
     def coordinate(
-        self, ref: KeyRef, context: VClock, value: Any, deleted: bool, max_siblings: int
+        self,
+        ref: KeyRef,
+        context: VClock,
+        value: Any,
+        deleted: bool,
+        max_siblings: int,
+        context_dots: tuple[Dot, ...] = (),
     ) -> tuple[Version, tuple[Version, ...]]:
         """Mint the new version's dot here (DVV: the dot belongs to this replica) and store it.
 
@@ -121,7 +131,7 @@ class DynamoReplica:
         """
         local = self.fetch(ref)
         new, merged = siblings.coordinate(
-            local, self.node_id, context, value, deleted, max_siblings
+            local, self.node_id, context, value, deleted, max_siblings, context_dots
         )
         self._write(ref, merged)
         return new, merged
@@ -134,3 +144,69 @@ class DynamoReplica:
         tree = self._trees.get(ref.partition)
         if tree is not None:  # not built yet: the scan at build time will see this write
             tree.update(key, merkle.version_hash(versions))
+
+    # -- hints held for other nodes (Dynamo §4.6) -------------------------------------------
+
+    def store_hint(
+        self, owner: str, ref: KeyRef, incoming: tuple[Version, ...]
+    ) -> tuple[Version, ...]:
+        """Merge `incoming` into the hint kept for `owner` (the same CRDT merge as `store`)."""
+        key = hints.hint_key(owner, ref.storage_key())
+        local = self._load(key)
+        merged = siblings.reconcile((*(local or ()), *incoming))
+        if local is None or not siblings.same(local, merged):
+            batch = WriteBatch()
+            batch.put(key, encode_versions(merged))
+            self._engine.write(batch)
+            if local is None:
+                self._count_hint(owner, +1)
+        return merged
+
+    def hints_for(self, owner: str, limit: int) -> list[tuple[KeyRef, tuple[Version, ...]]]:
+        """Up to `limit` hints held for `owner`, in key order."""
+        out = []
+        for key, raw in self._engine.iterate_prefix(hints.owner_prefix(owner)):
+            _, storage_key = hints.parse_hint_key(key)
+            out.append((KeyRef.from_storage_key(storage_key), decode_versions(json.loads(raw))))
+            if len(out) >= limit:
+                break
+        return out
+
+    def drop_hint(self, owner: str, ref: KeyRef, delivered: tuple[Version, ...]) -> bool:
+        """Delete the hint once `owner` acknowledged `delivered`, unless it grew meanwhile."""
+        key = hints.hint_key(owner, ref.storage_key())
+        current = self._load(key)
+        if current is None:
+            return True
+        if not hints.may_drop(current, delivered):
+            return False
+        batch = WriteBatch()
+        batch.delete(key)
+        self._engine.write(batch)
+        self._count_hint(owner, -1)
+        return True
+
+    def _load(self, key: bytes) -> tuple[Version, ...] | None:
+        raw = self._engine.get(key)
+        return decode_versions(json.loads(raw)) if raw is not None else None
+
+    def hint_counts(self) -> dict[str, int]:
+        """owner → number of keys with a pending hint on this node."""
+        return dict(self._counts())
+
+    def _counts(self) -> dict[str, int]:
+        if self._hint_counts is None:  # first use after start-up: one scan, then incremental
+            counts: dict[str, int] = {}
+            for key, _ in self._engine.iterate_prefix(hints.HINT_PREFIX):
+                owner, _ = hints.parse_hint_key(key)
+                counts[owner] = counts.get(owner, 0) + 1
+            self._hint_counts = counts
+        return self._hint_counts
+
+    def _count_hint(self, owner: str, delta: int) -> None:
+        counts = self._hint_counts
+        if counts is None:  # not built yet: the scan at build time will see this write
+            return
+        counts[owner] = counts.get(owner, 0) + delta
+        if counts[owner] <= 0:
+            del counts[owner]

@@ -20,6 +20,7 @@ from dynamo_mode.anti_entropy import AntiEntropy
 from dynamo_mode.coordinator import DynamoCoordinator, handle_internal
 from dynamo_mode.frontend import EventualKeys
 from dynamo_mode.gossip import GossipDetector, next_generation
+from dynamo_mode.handoff import Handoff
 from dynamo_mode.replica import DynamoReplica
 from kv.config import NodeConfig
 from kv.http.app import make_app
@@ -85,6 +86,9 @@ class Node:
             self._metadata,
             interval=cfg.anti_entropy_interval_s,
         )
+        self.handoff = Handoff(
+            self.replica, self.transport, self.peers.is_alive, timeout=cfg.internode_timeout_s
+        )
         self.meta.subscribe(self._on_metadata)
         app = make_app(self.service, self._internal, cfg.cluster_secret, cfg.request_timeout_s)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -93,6 +97,7 @@ class Node:
         await web.TCPSite(self._runner, host, int(port), reuse_address=True).start()
         self.peers.start()
         self.anti_entropy.start()
+        self.handoff.start()
         self._bootstrap_task = asyncio.ensure_future(self._bootstrap())
         log.info(
             "node %s serving http://%s (advertised %s)", cfg.node_id, cfg.listen, cfg.advertise
@@ -184,6 +189,10 @@ class Node:
                 "exchanges": len(self.anti_entropy.reports),
                 "keys_repaired": sum(r.repaired for r in self.anti_entropy.reports),
             },
+            "hinted_handoff": {
+                "pending": self.handoff.pending(),
+                "delivered": self.handoff.delivered,
+            },
             "raft_groups": {
                 gid: {"leader": st.leader, "term": st.term, "commit_index": st.commit_index}
                 for gid, st in self.groups.statuses().items()
@@ -201,6 +210,7 @@ class Node:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.peers.stop()
         await self.anti_entropy.stop()
+        await self.handoff.stop()
         await self.coordinator.close()
         await self.transport.close()
         await asyncio.to_thread(self.driver.stop)

@@ -45,6 +45,8 @@ class Options:
     r: int | None = None
     w: int | None = None
     stale: bool = False
+    pr: int | None = None  # eventual only: replies demanded from primaries (Dynamo §4.6)
+    pw: int | None = None  # eventual only: acks demanded from primaries, hints excluded
 
 
 def check_key(key: str) -> None:

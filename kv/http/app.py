@@ -98,6 +98,8 @@ def options(request: web.Request) -> Options:
         timeout_s=timeout_ms / 1000 if timeout_ms else request.app[DEFAULT_TIMEOUT],
         r=_int_param(request, "r", 1, 64),
         w=_int_param(request, "w", 1, 64),
+        pr=_int_param(request, "pr", 1, 64),
+        pw=_int_param(request, "pw", 1, 64),
         stale=consistency == "stale",
     )
 

@@ -161,14 +161,14 @@ def test_1_happy_path_quorum_write_then_read() -> None:
     async def body(c: Cluster) -> None:
         start = c.net.now()
         context = await c.put("a", "v1", w=2)
-        assert context == {"a": 1}  # the dot a minted, nothing else
+        assert context == ({"a": 1}, ())  # the dot a minted, nothing else
         # a minted locally (no hop), then the first store round trip to b or c: 2 hops
         assert c.elapsed_since(start) == 2 * HOP
 
         start = c.net.now()
         result = await c.get("b", r=2)
         assert live_values(result) == ["v1"]
-        assert result.context == {"a": 1}
+        assert result.context == ({"a": 1}, ())
         assert c.elapsed_since(start) == 2 * HOP  # b's own reply + one round trip
 
         await c.settle()
@@ -291,14 +291,14 @@ def test_5_concurrent_writes_across_a_partition_become_siblings_then_resolve() -
 
     async def body(c: Cluster) -> None:
         c.net.partition({"a", "b"}, {"c"})
-        assert await c.put("a", "left", w=1) == {"a": 1}
-        assert await c.put("c", "right", w=1) == {"c": 1}
+        assert await c.put("a", "left", w=1) == ({"a": 1}, ())
+        assert await c.put("c", "right", w=1) == ({"c": 1}, ())
         await c.settle()
 
         c.net.heal()
         result = await c.get("b", r=3)
         assert live_values(result) == ["left", "right"]
-        assert result.context == {"a": 1, "c": 1}
+        assert result.context == ({"a": 1, "c": 1}, ())
 
         await c.put("b", "merged", context=result.context, w=2)
         assert live_values(await c.get("c", r=2)) == ["merged"]

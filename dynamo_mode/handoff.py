@@ -1,0 +1,100 @@
+"""Hinted handoff: deliver the hints this node holds to their owners (Dynamo §4.6).
+
+Every `interval` the loop visits each owner with pending hints that is not known down
+(`hints.owners_to_visit`) and sends it up to `batch` hinted version sets, one `store` call
+each (a CRDT merge, so a repeated delivery is harmless). A hint is dropped only after the
+owner acknowledged it, and only if it did not grow meanwhile (`hints.may_drop`, applied
+inside `DynamoReplica.drop_hint` without an `await`, so atomically on the event loop).
+The first failed delivery ends that owner's round: the rest wait for the next one.
+
+Hints live in the StorageEngine (`b"h"`), so they survive a restart of this node; the
+loop needs no state of its own beyond counters. Anti-entropy (Dynamo §4.7) is the
+backstop for any hint lost or never written (docs/hinted_handoff.md).
+
+    hint stored ──▶ pending ──(owner not down, round)──▶ sent ──ack──▶ dropped
+                      ▲                                   │
+                      └──── failure / hint grew ◀─────────┘
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from dynamo_mode import hints
+from dynamo_mode.replica import DynamoReplica
+from kv.errors import KvError
+from kv.transport import PeerTimeout, PeerUnreachable, Transport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """One owner's round: what was sent, dropped and kept."""
+
+    at: float
+    owner: str
+    delivered: int
+    dropped: int
+    failure: str | None = None
+
+
+@dataclass
+class Handoff:
+    replica: DynamoReplica
+    transport: Transport
+    is_alive: Callable[[str], bool]
+    interval: float = 1.0  # seconds between rounds; a returning owner waits at most this
+    batch: int = 256  # hints per owner per round: bounds a round's work and bandwidth
+    timeout: float = 2.0  # per delivery call
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    reports: list[DeliveryReport] = field(default_factory=list)
+    delivered: int = 0  # hints acknowledged by their owners since start
+    _task: asyncio.Task[None] | None = None
+
+    def pending(self) -> dict[str, int]:
+        """owner → keys with a pending hint on this node (/v1/cluster)."""
+        return self.replica.hint_counts()
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            await self.sleep(self.interval)
+            try:
+                await self.deliver_once()
+            except Exception as exc:  # noqa: BLE001 - a failed round is retried next interval
+                log.info("hinted handoff round failed: %s", exc)
+
+    async def deliver_once(self) -> list[DeliveryReport]:
+        pending = self.replica.hint_counts()
+        down = {owner for owner in pending if not self.is_alive(owner)}
+        return [await self.deliver(owner) for owner in hints.owners_to_visit(pending, down)]
+
+    async def deliver(self, owner: str) -> DeliveryReport:
+        delivered = dropped = 0
+        failure = None
+        for ref, versions in self.replica.hints_for(owner, self.batch):
+            payload = {"ref": ref.to_wire(), "versions": [v.to_wire() for v in versions]}
+            try:
+                await self.transport.call(owner, "store", payload, self.timeout)
+            except (PeerUnreachable, PeerTimeout, KvError) as exc:
+                failure = f"{exc.__class__.__name__}: {exc}"
+                break
+            delivered += 1
+            dropped += self.replica.drop_hint(owner, ref, versions)
+        report = DeliveryReport(self.clock(), owner, delivered, dropped, failure)
+        self.delivered += delivered
+        self.reports = [*self.reports[-99:], report]
+        return report
