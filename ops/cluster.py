@@ -1,11 +1,20 @@
 """Local multi-process cluster launcher (DESIGN.md §6). Standard library only.
 
-    ops/cluster up [-n 3] [--dir DIR] [--base-port P] [--no-examples]
+    ops/cluster up [-n 3] [--dir DIR] [--base-port P] [--no-examples] [--netns]
     ops/cluster down | status [--json] | kill ID | pause ID | resume ID | start ID   [--dir DIR]
+    ops/cluster cleanup [--dir DIR] [--stale]
+    ops/cluster partition [--dir DIR] isolate ID... | split IDS IDS... | oneway SRC DST | heal
+    ops/cluster heal [--dir DIR]
 
 Node i (1-based) listens on HTTP port P+i-1 and meta-Raft port P+100+i-1 on 127.0.0.1.
 Each node gets DIR/<id>/ with its data, `node.pid` and `node.log`; DIR/cluster.json records
 the layout and DIR/secret the cluster secret (generated once, mode 0600).
+
+With --netns (root, iproute2 and nftables needed; exit code 3 names what is missing) node i
+runs in its own network namespace on 10.77.0.(10+i), the namespaces joined by a bridge and
+reachable from the host through 10.77.0.1; `partition` cuts links with nftables rules. The
+namespaces are recorded in cluster.json before they are created, and `down` or `cleanup`
+removes all of them. Topology and rules: docs/netns.md.
 """
 
 from __future__ import annotations
@@ -20,7 +29,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
+
+try:
+    from ops import netns
+except ModuleNotFoundError:  # run as `python ops/cluster.py`: ops/ itself is sys.path[0]
+    import netns  # type: ignore[no-redef]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DIR = os.path.join(ROOT, "cluster-data")
@@ -63,6 +79,13 @@ def _load(d: str) -> dict[str, Any]:
         sys.exit(f"ops/cluster: no cluster in {d} (run `ops/cluster up --dir {d}` first)")
 
 
+def _save(d: str, layout: dict[str, Any]) -> None:
+    tmp = _layout_path(d) + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(layout, f, indent=2)
+    os.replace(tmp, _layout_path(d))
+
+
 def _layout(d: str, n: int, base: int) -> dict[str, Any]:
     nodes = [
         {
@@ -73,6 +96,30 @@ def _layout(d: str, n: int, base: int) -> dict[str, Any]:
         for i in range(1, n + 1)
     ]
     return {"dir": os.path.abspath(d), "nodes": nodes}
+
+
+def _netns_layout(d: str, n: int, base: int) -> dict[str, Any]:
+    """Like _layout, each node on its own 10.77.0.x inside namespace kv-<run>-<id>."""
+    topo = netns.Topology.new([f"n{i}" for i in range(1, n + 1)])
+    nodes = [
+        {
+            "id": node,
+            "http": f"{topo.address(node)}:{base + i}",
+            "raft": f"{topo.address(node)}:{base + 100 + i}",
+            "netns": topo.ns(node),
+        }
+        for i, node in enumerate(topo.nodes)
+    ]
+    return {
+        "dir": os.path.abspath(d),
+        "nodes": nodes,
+        "netns": {**topo.record(), "partition": None},
+    }
+
+
+def _topology(layout: dict[str, Any]) -> netns.Topology | None:
+    rec = layout.get("netns")
+    return netns.Topology.from_record(rec) if rec else None
 
 
 def _secret_file(d: str) -> str:
@@ -111,7 +158,11 @@ def _start(d: str, layout: dict[str, Any], node: dict[str, Any]) -> int:
     ndir = os.path.join(d, node["id"])
     os.makedirs(ndir, exist_ok=True)
     cluster = ",".join(f"{m['id']}={m['http']}/{m['raft']}" for m in layout["nodes"])
+    topo = _topology(layout)
+    # `ip netns exec NS` execs the interpreter in place, so proc.pid is the node's pid
+    prefix = topo.exec_prefix(node["id"]) if topo else []
     cmd = [
+        *prefix,
         sys.executable, "-m", "kv", "node",
         "--node-id", node["id"],
         "--data-dir", os.path.join(ndir, "data"),
@@ -155,11 +206,15 @@ def _wait(pred: Any, deadline_s: float, what: str) -> None:
 
 
 def cmd_up(a: argparse.Namespace) -> None:
-    if a.netns:
-        sys.exit("ops/cluster: --netns is not available yet (see the verification issue)")
     os.makedirs(a.dir, exist_ok=True)
-    if os.path.exists(_layout_path(a.dir)):
-        layout = _load(a.dir)
+    existing = _load(a.dir) if os.path.exists(_layout_path(a.dir)) else None
+    if a.netns and existing is not None and _topology(existing) is None:
+        sys.exit(f"ops/cluster: {a.dir} holds a loopback cluster; use another --dir for --netns")
+    if a.netns or (existing is not None and _topology(existing) is not None):
+        _up_netns(a, existing)
+        return
+    if existing is not None:
+        layout = existing
     else:
         layout = _layout(a.dir, a.n, a.base_port)
         with open(_layout_path(a.dir), "w") as f:
@@ -175,6 +230,78 @@ def cmd_up(a: argparse.Namespace) -> None:
     if not a.no_examples:
         _examples(layout)
     _print_usage(a.dir, layout)
+
+
+def _up_netns(a: argparse.Namespace, existing: dict[str, Any] | None) -> None:
+    """up --netns: namespaces first (recorded in cluster.json before they exist), then the
+    nodes inside them. Any failure or SIGINT/SIGTERM/SIGHUP removes everything again."""
+    netns.check_support()
+    layout = existing or _netns_layout(a.dir, a.n, a.base_port)
+    if existing is None:
+        _save(a.dir, layout)
+    topo = _topology(layout)
+    assert topo is not None
+    with _signals_raise():
+        try:
+            if not netns.exists(topo):
+                _stop_all(a.dir, layout)  # a node outside its namespaces cannot be reused
+                netns.destroy(topo)
+                for what in netns.claim(topo, a.dir):
+                    print(f"removed the orphaned --netns {what}", file=sys.stderr)
+            for node in layout["nodes"]:
+                if _pid(a.dir, node["id"]) is None:
+                    _start(a.dir, layout, node)
+            _wait(lambda: _all_up(a.dir, layout), 90, "every node to be healthy")
+        except BaseException:
+            _teardown(a.dir, layout, topo)
+            raise
+    if not a.no_examples:
+        _examples(layout)
+    _print_usage(a.dir, layout)
+
+
+@contextmanager
+def _signals_raise() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP raise SystemExit (so `finally`/`except` clean up); once
+    one arrived, later ones are ignored so the clean-up itself is not interrupted."""
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def handler(signum: int, _frame: Any) -> None:
+        for s in sigs:
+            signal.signal(s, signal.SIG_IGN)
+        raise SystemExit(f"ops/cluster: interrupted by {signal.Signals(signum).name}")
+
+    old = {s: signal.signal(s, handler) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP wait until the block (a clean-up) has finished."""
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    got: list[int] = []
+    old = {s: signal.signal(s, lambda signum, _frame: got.append(signum)) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if got:
+        sys.exit(f"ops/cluster: {signal.Signals(got[0]).name} received; finished cleaning up first")
+
+
+def _teardown(d: str, layout: dict[str, Any], topo: netns.Topology) -> list[str]:
+    _stop_all(d, layout)
+    removed = netns.destroy(topo)
+    rec = layout.get("netns")
+    if rec is not None and rec.get("partition") is not None:
+        rec["partition"] = None
+        _save(d, layout)
+    return removed
 
 
 def _examples(layout: dict[str, Any]) -> None:
@@ -200,6 +327,11 @@ Try it (any node accepts any request):
 
 Stop it:   ops/cluster down --dir {d}"""
     )
+    if _topology(layout) is not None:
+        print(
+            f"""Partition it (nftables inside the node namespaces, docs/netns.md):
+  ops/cluster partition --dir {d} isolate n1 | split n1,n2 n3 | oneway n1 n2 | heal"""
+        )
 
 
 def _signal(d: str, node_id: str, sig: int) -> None:
@@ -232,7 +364,75 @@ def _stop_all(d: str, layout: dict[str, Any]) -> None:
 
 def cmd_down(a: argparse.Namespace) -> None:
     if os.path.exists(_layout_path(a.dir)):
-        _stop_all(a.dir, _load(a.dir))
+        layout = _load(a.dir)
+        topo = _topology(layout)
+        if topo is None:
+            _stop_all(a.dir, layout)
+            return
+        with _signals_deferred():
+            _teardown(a.dir, layout, topo)
+
+
+def cmd_cleanup(a: argparse.Namespace) -> None:
+    """After a crash: SIGKILL what is left of the cluster (node processes whose command line
+    names DIR, anything inside its namespaces), remove its namespaces, links and tables."""
+    removed: list[str] = []
+    if os.path.exists(_layout_path(a.dir)):
+        layout = _load(a.dir)
+        for node in layout["nodes"]:
+            pid = _pid(a.dir, node["id"])
+            if pid is not None and _is_node_of(pid, a.dir):
+                os.kill(pid, signal.SIGKILL)
+                removed.append(f"process {pid} ({node['id']})")
+        topo = _topology(layout)
+        if topo is not None:
+            with _signals_deferred():
+                removed += _teardown(a.dir, layout, topo)
+    if a.stale:
+        for topo, owner in netns.registered():
+            if not netns.owner_records(topo, owner):
+                removed += netns.destroy(topo)
+    print("removed: " + "; ".join(removed) if removed else "nothing left to remove")
+
+
+def _is_node_of(pid: int, d: str) -> bool:
+    """Whether the pid is still a node of DIR (a pid file may outlive its process)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return os.fsencode(d) in f.read()
+    except OSError:
+        return False
+
+
+def cmd_partition(a: argparse.Namespace) -> None:
+    layout = _load(a.dir)
+    topo = _topology(layout)
+    if topo is None:
+        print(
+            f"ops/cluster: partitions need a cluster started with `up --netns` ({a.dir} is not)",
+            file=sys.stderr,
+        )
+        sys.exit(netns.EXIT_UNAVAILABLE)
+    if not netns.exists(topo):
+        sys.exit(f"ops/cluster: the namespaces of {a.dir} are gone; `ops/cluster up` first")
+    if a.kind == "heal":
+        netns.heal(topo)
+        fault = None
+    else:
+        try:
+            fault = netns.parse_fault(topo.nodes, a.kind, a.nodes)
+        except ValueError as exc:
+            print(f"ops/cluster: partition: {exc}", file=sys.stderr)
+            sys.exit(2)
+        netns.apply(topo, fault)
+    layout["netns"]["partition"] = fault.record() if fault else None
+    _save(a.dir, layout)
+    print(f"partition: {fault.describe()}" if fault else "healed: no partition rules")
+
+
+def cmd_heal(a: argparse.Namespace) -> None:
+    a.kind, a.nodes = "heal", []
+    cmd_partition(a)
 
 
 def cmd_status(a: argparse.Namespace) -> None:
@@ -244,15 +444,23 @@ def cmd_status(a: argparse.Namespace) -> None:
             "http": nd["http"],
             "raft": nd["raft"],
             "healthy": _healthy(nd),
+            **({"netns": nd["netns"]} if "netns" in nd else {}),
         }
         for nd in layout["nodes"]
     ]
+    out: dict[str, Any] = {"nodes": nodes}
+    rec = layout.get("netns")
+    if rec is not None:
+        out["netns"] = {"run_id": rec["run_id"], "partition": rec.get("partition")}
     if a.json:
-        print(json.dumps({"nodes": nodes}))
+        print(json.dumps(out))
         return
     for nd in nodes:
         state = "healthy" if nd["healthy"] else ("running" if nd["pid"] else "stopped")
         print(f"{nd['id']}  {nd['http']}  pid={nd['pid']}  {state}")
+    if rec is not None:
+        part = rec.get("partition")
+        print(f"partition: {part['kind']} {' '.join(part['args'])}" if part else "partition: none")
 
 
 def cmd_start(a: argparse.Namespace) -> None:
@@ -260,6 +468,9 @@ def cmd_start(a: argparse.Namespace) -> None:
     node = next((n for n in layout["nodes"] if n["id"] == a.id), None)
     if node is None:
         sys.exit(f"ops/cluster: no node {a.id!r}")
+    topo = _topology(layout)
+    if topo is not None and not netns.exists(topo):
+        sys.exit(f"ops/cluster: the namespaces of {a.dir} are gone; `ops/cluster up` first")
     if _pid(a.dir, a.id) is None:
         _start(a.dir, layout, node)
     if not a.no_wait:  # a lone restarted node may need its peers before it is healthy
@@ -280,6 +491,14 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("kill", "pause", "resume", "start"):
         sub.add_parser(name).add_argument("id")
     sub.choices["start"].add_argument("--no-wait", dest="no_wait", action="store_true")
+    clean = sub.add_parser("cleanup", help="remove what a crashed run left (idempotent)")
+    clean.add_argument(
+        "--stale", action="store_true", help="also remove --netns runs whose directory is gone"
+    )
+    part = sub.add_parser("partition", help="nftables faults of an `up --netns` cluster")
+    part.add_argument("kind", choices=["isolate", "split", "oneway", "heal"])
+    part.add_argument("nodes", nargs="*", help="isolate: IDs; split: ID,ID ID,..; oneway: SRC DST")
+    sub.add_parser("heal", help="same as `partition heal`")
     for parser in sub.choices.values():
         parser.add_argument("--dir", default=DEFAULT_DIR)
     a = p.parse_args(argv)
@@ -288,7 +507,31 @@ def main(argv: list[str] | None = None) -> None:
     if a.cmd in signals:
         _signal(a.dir, a.id, signals[a.cmd])
         return
-    {"up": cmd_up, "down": cmd_down, "status": cmd_status, "start": cmd_start}[a.cmd](a)
+    commands: dict[str, Callable[[argparse.Namespace], None]] = {
+        "up": cmd_up,
+        "down": cmd_down,
+        "status": cmd_status,
+        "start": cmd_start,
+        "cleanup": cmd_cleanup,
+        "partition": cmd_partition,
+        "heal": cmd_heal,
+    }
+    _run(commands[a.cmd], a)
+
+
+def _run(command: Callable[[argparse.Namespace], None], a: argparse.Namespace) -> None:
+    """Namespace errors become one line on stderr and an exit code: 3 when this machine
+    cannot run --netns clusters, 4 when 10.77.0.0/24 is taken, 1 for any other failure."""
+    try:
+        command(a)
+    except netns.NetnsUnavailable as exc:
+        print(f"ops/cluster: --netns unavailable: {exc}", file=sys.stderr)
+        sys.exit(netns.EXIT_UNAVAILABLE)
+    except netns.NetnsBusy as exc:
+        print(f"ops/cluster: {exc}", file=sys.stderr)
+        sys.exit(netns.EXIT_BUSY)
+    except netns.NetnsError as exc:
+        sys.exit(f"ops/cluster: {exc}")
 
 
 if __name__ == "__main__":
