@@ -590,7 +590,7 @@ async def probe_staleness(
     rs: Sequence[int] = (1, 2),
     delays_ms: Sequence[float] = DEFAULT_DELAYS_MS,
     seed: int = 0,
-    tasks: int = 2,
+    tasks: int = 4,
     timeout_ms: int = 2000,
     clock: Clock = time.monotonic,
     sleep: Sleep = asyncio.sleep,
