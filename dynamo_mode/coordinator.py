@@ -326,6 +326,9 @@ async def handle_internal(replica: Any, op: str, payload: dict[str, Any]) -> dic
     if op == "store":
         merged = replica.store(ref, decode_versions(payload.get("versions")))
         return {"versions": [v.to_wire() for v in merged]}
+    if op == "purge":
+        dots = {(node, n) for node, n in vclock.validated_dots(payload.get("dots", []))}
+        return {"purged": replica.purge(ref, dots)}
     if op == "hint":
         return {"versions": [v.to_wire() for v in _store_hint(replica, ref, payload)]}
     if op == "coordinate":

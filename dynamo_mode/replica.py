@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import struct
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +30,7 @@ from dynamo_mode.vclock import Dot, VClock
 from kv.storage import StorageEngine, WriteBatch
 
 PREFIX = b"e"
+GC_PREFIX = b"g"  # tombstone markers: b"g" | storage key → when it became tombstone-only
 
 
 @dataclass(frozen=True)
@@ -86,9 +89,16 @@ class DynamoReplica:
     (Dynamo §4.7): a tree is built from a scan the first time it is needed after start-up,
     then updated incrementally, so an exchange never rebuilds it."""
 
-    def __init__(self, engine: StorageEngine, node_id: str, tree_segments: int = 1 << 12) -> None:
+    def __init__(
+        self,
+        engine: StorageEngine,
+        node_id: str,
+        tree_segments: int = 1 << 12,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._engine = engine
         self.node_id = node_id
+        self._clock = clock
         self._trees: dict[int, merkle.MerkleTree] = {}
         self._segments = tree_segments
         self._hint_counts: dict[str, int] | None = None  # owner → hinted keys; lazy, like trees
@@ -140,10 +150,50 @@ class DynamoReplica:
         batch = WriteBatch()
         key = ref.storage_key()
         batch.put(key, encode_versions(versions))
+        self._mark_tombstone(batch, key, versions)
         self._engine.write(batch)
         tree = self._trees.get(ref.partition)
         if tree is not None:  # not built yet: the scan at build time will see this write
             tree.update(key, merkle.version_hash(versions))
+
+    # -- tombstones and their purge (DESIGN.md §4: only once every replica has them) ---------
+
+    def _mark_tombstone(self, batch: WriteBatch, key: bytes, versions: tuple[Version, ...]) -> None:
+        """Keep `GC_PREFIX | storage key → first time seen tombstone-only` in step with the
+        data, in the same batch, so the purge loop visits tombstones only (cost ∝ tombstones)."""
+        marker = GC_PREFIX + key
+        if siblings.is_tombstone_only(versions):
+            if self._engine.get(marker) is None:
+                batch.put(marker, json.dumps(self._clock()).encode())
+        elif self._engine.get(marker) is not None:
+            batch.delete(marker)
+
+    def tombstones(self, older_than: float, limit: int) -> list[tuple[KeyRef, tuple[Version, ...]]]:
+        """Up to `limit` tombstone-only keys that have been so since before `older_than`."""
+        out = []
+        for marker, raw in self._engine.iterate_prefix(GC_PREFIX):
+            if json.loads(raw) <= older_than:
+                ref = KeyRef.from_storage_key(marker[len(GC_PREFIX) :])
+                out.append((ref, self.fetch(ref)))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def purge(self, ref: KeyRef, dots: set[Dot]) -> bool:
+        """Remove a tombstone-only key whose versions are exactly `dots` (compare-and-delete:
+        a version written since the check keeps the key)."""
+        local = self.fetch(ref)
+        if not siblings.is_tombstone_only(local) or {v.dot for v in local} != dots:
+            return False
+        key = ref.storage_key()
+        batch = WriteBatch()
+        batch.delete(key)
+        batch.delete(GC_PREFIX + key)
+        self._engine.write(batch)
+        tree = self._trees.get(ref.partition)
+        if tree is not None:
+            tree.update(key, None)
+        return True
 
     # -- hints held for other nodes (Dynamo §4.6) -------------------------------------------
 

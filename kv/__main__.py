@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import signal
 import sys
 
@@ -45,12 +47,29 @@ async def _serve(node: Node) -> None:
     await node.stop()
 
 
+def _env_settings() -> dict[str, object]:
+    """KV_NODE_SETTINGS: a JSON object of node settings (the kv/config.py names); flags win.
+    Used by test harnesses to tune timers of nodes that ops/cluster starts."""
+    raw = os.environ.get("KV_NODE_SETTINGS", "")
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise config_mod.ConfigError(f"KV_NODE_SETTINGS: not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise config_mod.ConfigError("KV_NODE_SETTINGS: must be a JSON object")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     args = vars(_parser().parse_args(argv))
     args.pop("command")
     path = args.pop("config")
     try:
-        cfg = config_mod.load(path, args)
+        cfg = config_mod.load(
+            path, {**_env_settings(), **{k: v for k, v in args.items() if v is not None}}
+        )
     except (config_mod.ConfigError, OSError) as exc:
         print(f"kv: configuration error: {exc}", file=sys.stderr)
         return 2

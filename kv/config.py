@@ -73,6 +73,10 @@ class NodeConfig:
     # one Merkle exchange per interval, round robin over this node's partitions (Dynamo §4.7):
     # an in-sync exchange is one root-hash call, so a 64-partition sweep every 16 s is cheap
     anti_entropy_interval_s: float = 0.25
+    # a tombstone is purged once it is this old AND every replica confirms it (DESIGN.md §4);
+    # the grace lets in-flight hints and repairs land first (Cassandra: gc_grace_seconds)
+    tombstone_grace_s: float = 3600.0
+    tombstone_gc_interval_s: float = 10.0
 
     def __post_init__(self) -> None:
         if not ID_RE.fullmatch(self.node_id):

@@ -22,6 +22,7 @@ from dynamo_mode.frontend import EventualKeys
 from dynamo_mode.gossip import GossipDetector, next_generation
 from dynamo_mode.handoff import Handoff
 from dynamo_mode.replica import DynamoReplica
+from dynamo_mode.tombstones import TombstoneReaper
 from kv.config import NodeConfig
 from kv.http.app import make_app
 from kv.leveldb import LevelDBEngine
@@ -86,6 +87,14 @@ class Node:
             self._metadata,
             interval=cfg.anti_entropy_interval_s,
         )
+        self.reaper = TombstoneReaper(
+            self.replica,
+            self.transport,
+            self._metadata,
+            time.time,
+            grace=cfg.tombstone_grace_s,
+            interval=cfg.tombstone_gc_interval_s,
+        )
         self.handoff = Handoff(
             self.replica, self.transport, self.peers.is_alive, timeout=cfg.internode_timeout_s
         )
@@ -98,6 +107,7 @@ class Node:
         self.peers.start()
         self.anti_entropy.start()
         self.handoff.start()
+        self.reaper.start()
         self._bootstrap_task = asyncio.ensure_future(self._bootstrap())
         log.info(
             "node %s serving http://%s (advertised %s)", cfg.node_id, cfg.listen, cfg.advertise
@@ -189,6 +199,7 @@ class Node:
                 "exchanges": len(self.anti_entropy.reports),
                 "keys_repaired": sum(r.repaired for r in self.anti_entropy.reports),
             },
+            "tombstones_purged": self.reaper.purged,
             "hinted_handoff": {
                 "pending": self.handoff.pending(),
                 "delivered": self.handoff.delivered,
@@ -211,6 +222,7 @@ class Node:
         await self.peers.stop()
         await self.anti_entropy.stop()
         await self.handoff.stop()
+        await self.reaper.stop()
         await self.coordinator.close()
         await self.transport.close()
         await asyncio.to_thread(self.driver.stop)
