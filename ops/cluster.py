@@ -47,6 +47,7 @@ EXAMPLES = {
         "read_quorum": 2,
         "write_quorum": 2,
     },
+    "example_linearizable": {"consistency": "linearizable", "replication": 3},
 }
 
 
@@ -178,7 +179,7 @@ def _start(d: str, layout: dict[str, Any], node: dict[str, Any]) -> int:
             cwd=ROOT, env=env, start_new_session=True,
         )  # fmt: skip
     with open(os.path.join(ndir, "node.pid"), "w") as f:
-        f.write(str(proc.pid))
+        f.write(f"{proc.pid}\n")
     return proc.pid
 
 
@@ -229,7 +230,7 @@ def cmd_up(a: argparse.Namespace) -> None:
         raise
     if not a.no_examples:
         _examples(layout)
-    _print_usage(a.dir, layout)
+    _print_usage(a.dir, layout, examples=not a.no_examples)
 
 
 def _up_netns(a: argparse.Namespace, existing: dict[str, Any] | None) -> None:
@@ -257,7 +258,7 @@ def _up_netns(a: argparse.Namespace, existing: dict[str, Any] | None) -> None:
             raise
     if not a.no_examples:
         _examples(layout)
-    _print_usage(a.dir, layout)
+    _print_usage(a.dir, layout, examples=not a.no_examples)
 
 
 @contextmanager
@@ -312,21 +313,24 @@ def _examples(layout: dict[str, Any]) -> None:
             print(f"warning: could not create {name}: {status} {reply}", file=sys.stderr)
 
 
-def _print_usage(d: str, layout: dict[str, Any]) -> None:
+def _print_usage(d: str, layout: dict[str, Any], examples: bool = True) -> None:
     first = layout["nodes"][0]["http"]
     print(f"kv cluster of {len(layout['nodes'])} nodes is up (data and logs in {d}):")
     for node in layout["nodes"]:
         print(f"  {node['id']}  http://{node['http']}  pid {_pid(d, node['id'])}")
-    print(
-        f"""
-Try it (any node accepts any request):
+    if examples:
+        print(
+            f"""
+Keyspaces example_eventual (N=3, R=2, W=2) and example_linearizable (Raft, 3 replicas).
+Try it (any node accepts any request; more in README.md):
   curl -s http://{first}/v1/keyspaces
   curl -s -X PUT http://{first}/v1/keyspaces/example_eventual/keys/hello -d '{{"value": "world"}}'
   curl -s http://{first}/v1/keyspaces/example_eventual/keys/hello
-  curl -s http://{first}/v1/cluster
-
-Stop it:   ops/cluster down --dir {d}"""
-    )
+  curl -s -X PUT http://{first}/v1/keyspaces/example_linearizable/keys/n -d '{{"value": 1}}'
+  curl -s http://{first}/v1/keyspaces/example_linearizable/keys/n
+  curl -s http://{first}/v1/cluster"""
+        )
+    print(f"\nStop it:   ops/cluster down --dir {d}")
     if _topology(layout) is not None:
         print(
             f"""Partition it (nftables inside the node namespaces, docs/netns.md):
