@@ -89,6 +89,28 @@ class ExchangeReport:
 
 
 @dataclass
+class Totals:
+    """Cumulative counters since start-up (`AntiEntropy.reports` keeps only the last 100)."""
+
+    exchanges: int = 0
+    keys_differing: int = 0
+    keys_repaired: int = 0
+    queries: int = 0  # Merkle walk round trips
+    hashes: int = 0  # node hashes + bucket entries received
+    bytes_transferred: int = 0  # Merkle walk: hash and key bytes received
+    bytes_repaired: int = 0  # repair: version sets sent to the peer
+
+    def add(self, r: ExchangeReport) -> None:
+        self.exchanges += 1
+        self.keys_differing += r.differing
+        self.keys_repaired += r.repaired
+        self.queries += r.stats.queries
+        self.hashes += r.stats.hashes
+        self.bytes_transferred += r.stats.bytes_transferred
+        self.bytes_repaired += r.bytes_repaired
+
+
+@dataclass
 class AntiEntropy:
     replica: DynamoReplica
     transport: Transport
@@ -99,11 +121,15 @@ class AntiEntropy:
     timeout: float = 2.0
     rng: random.Random = field(default_factory=random.Random)
     reports: list[ExchangeReport] = field(default_factory=list)
+    totals: Totals = field(default_factory=Totals)
     _next: int = 0
     _resume: dict[tuple[int, str], int] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        # start the round robin at a random partition: nodes that start together would
+        # otherwise sweep in step and repair the same keys twice (measured 1.15-1.8x)
+        self._next = self.rng.randrange(1 << 16)
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
@@ -158,6 +184,7 @@ class AntiEntropy:
             partition, peer, len(result.keys), repaired, result.truncated, result.stats, sent
         )
         self.reports = [*self.reports[-99:], report]
+        self.totals.add(report)
         return report
 
     async def _repair(self, peer: str, keys: tuple[bytes, ...]) -> tuple[int, int]:

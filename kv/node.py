@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import time
+from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
@@ -195,10 +196,7 @@ class Node:
             "partitions": [
                 {"partition": p, "replicas": list(ring.walk(p)[:7])} for p in range(md.partitions)
             ],
-            "anti_entropy": {
-                "exchanges": len(self.anti_entropy.reports),
-                "keys_repaired": sum(r.repaired for r in self.anti_entropy.reports),
-            },
+            "anti_entropy": asdict(self.anti_entropy.totals),
             "tombstones_purged": self.reaper.purged,
             "hinted_handoff": {
                 "pending": self.handoff.pending(),
