@@ -4,9 +4,14 @@
                [--clients 8] [--keys 8] [--faults kill,pause,partition] [--seed N]
                [--stale-reads] [--dir DIR] [--report OUT.json] [--timeline OUT.html]
 
-Without --dir it starts a private 3-node cluster through ops/cluster and always stops it.
+Without --dir it starts a private 3-node cluster through ops/cluster and always stops it
+(with `up --netns` when partitions are asked for: one network namespace per node, root
+needed, docs/netns.md; where that is impossible the partition faults are skipped with a
+"partition skipped: <reason>" line and the other faults still run). With --dir,
+partitions need a cluster started with `ops/cluster up --netns`.
 It creates the keyspace if missing, records a history of concurrent clients while a seeded
-fault plan (kv/verify/faults.py) kills and pauses nodes, heals the cluster, then checks:
+fault plan (kv/verify/faults.py) kills, pauses and partitions nodes, heals the cluster,
+then checks:
 linearizable -> the linearizability checker (kv/verify/checker.py); eventual -> lost
 acknowledged writes, phantom values, replica convergence and the staleness curve
 (kv/verify/eventual.py). It prints a verdict per check and writes a JSON report and a
@@ -54,15 +59,20 @@ from kv.verify.faults import (
 from kv.verify.history import describe, op_to_dict
 from kv.verify.recorder import RecorderConfig, record
 
+try:
+    from ops import netns
+except ModuleNotFoundError:  # run as `python ops/verify.py`: ops/ itself is sys.path[0]
+    import netns  # type: ignore[no-redef]
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLUSTER_PY = os.path.join(ROOT, "ops", "cluster.py")
 KNOWN_FAULTS = ("kill", "pause", "partition")
 LIN_MIX_KINDS = ("read", "write", "cas", "delete")
-PARTITION_SKIPPED = "partition: not available yet: needs `ops/cluster up --netns` (skipped)"
 EXIT_OK, EXIT_VIOLATION, EXIT_UNKNOWN, EXIT_ERROR, EXIT_USAGE = 0, 1, 2, 3, 64
 EXIT_INTERRUPTED = 130
 CONVERGE_DEADLINE_S = 30.0
 HEAL_DEADLINE_S = 90.0
+NETNS_BUSY_WAIT_S = 60.0  # a private --netns cluster waits this long for 10.77.0.0/24
 
 
 class SetupError(Exception):
@@ -108,15 +118,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def parse_faults(p: argparse.ArgumentParser, spec: str) -> tuple[list[str], list[dict[str, str]]]:
+    """The fault kinds asked for, and the (initially empty) list of skipped kinds: whether
+    `partition` can run is known only once the cluster is (see cluster_for)."""
     kinds = [k.strip() for k in spec.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in KNOWN_FAULTS]
     if unknown:
         p.error(f"--faults: unknown kind(s) {unknown} (known: {', '.join(KNOWN_FAULTS)})")
-    skipped = []
-    if "partition" in kinds:
-        print(PARTITION_SKIPPED, file=sys.stderr)
-        skipped.append({"kind": "partition", "reason": PARTITION_SKIPPED})
-    return [k for k in dict.fromkeys(kinds) if k != "partition"], skipped
+    return list(dict.fromkeys(kinds)), []
+
+
+def skip_partition(args: argparse.Namespace, reason: str) -> None:
+    """Run without partition faults; the reason is printed now and in the report."""
+    reason = " ".join(reason.split())  # one line
+    print(f"partition skipped: {reason}", file=sys.stderr)
+    args.fault_kinds = [k for k in args.fault_kinds if k != "partition"]
+    args.skipped_faults.append({"kind": "partition", "reason": reason})
 
 
 def parse_mix(p: argparse.ArgumentParser, spec: str | None) -> dict[str, float] | None:
@@ -141,9 +157,13 @@ def check_mix(mix: dict[str, float] | None, consistency: str) -> None:
 
 
 # ---------------------------------------------------------------------- cluster
-def cluster_cmd(d: str, *args: str, timeout: float = 120.0) -> str:
+def cluster_run(d: str, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, CLUSTER_PY, *args, "--dir", d]
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def cluster_cmd(d: str, *args: str, timeout: float = 120.0) -> str:
+    r = cluster_run(d, *args, timeout=timeout)
     if r.returncode != 0:
         raise RuntimeError(f"ops/cluster {' '.join(args)}: {(r.stderr or r.stdout).strip()}")
     return r.stdout
@@ -154,19 +174,31 @@ class Cluster:
     dir: str
     local: bool
     pids: set[int] = field(default_factory=set)  # every node pid seen (for the final sweep)
+    netns: dict[str, Any] | None = None  # `status --json`'s "netns" of an `up --netns` cluster
 
     def status(self) -> list[dict[str, Any]]:
-        nodes: list[dict[str, Any]] = json.loads(cluster_cmd(self.dir, "status", "--json"))["nodes"]
+        doc = json.loads(cluster_cmd(self.dir, "status", "--json"))
+        nodes: list[dict[str, Any]] = doc["nodes"]
         self.pids |= {int(n["pid"]) for n in nodes if n["pid"]}
+        self.netns = doc.get("netns")
         return nodes
 
-    def action(self, name: str, node: str) -> None:
-        cluster_cmd(self.dir, name, node)
+    def action(self, name: str, node: str, *args: str) -> None:
+        if name == "partition":  # args: isolate N | split A,B C (kv.verify.faults)
+            cluster_cmd(self.dir, "partition", *args)
+        elif name == "heal":
+            cluster_cmd(self.dir, "heal")
+        else:
+            cluster_cmd(self.dir, name, node)
         if name == "start":
             self.status()
 
     def heal(self) -> None:
-        """Every node running and not paused, each answering /v1/health."""
+        """No partition rule left, every node running and not paused, each answering
+        /v1/health."""
+        self.status()
+        if self.netns is not None:
+            cluster_cmd(self.dir, "heal")
         for node in self.status():
             if node["pid"]:  # SIGCONT is harmless to a running node
                 _quiet(functools.partial(cluster_cmd, self.dir, "resume", node["id"]))
@@ -218,38 +250,118 @@ def free_base_port(n: int) -> int:
 @contextmanager
 def cluster_for(args: argparse.Namespace) -> Iterator[Cluster]:
     if args.dir:
-        yield Cluster(os.path.abspath(args.dir), local=False)
+        cluster = Cluster(os.path.abspath(args.dir), local=False)
+        cluster.status()
+        if "partition" in args.fault_kinds and cluster.netns is None:
+            skip_partition(
+                args,
+                f"the cluster in {cluster.dir} was not started with `ops/cluster up --netns` "
+                "(partitions need one network namespace per node, docs/netns.md)",
+            )
+        yield cluster
         return
-    d = tempfile.mkdtemp(prefix="kv-verify-")
-    cluster = Cluster(d, local=True)
+    cluster = Cluster(tempfile.mkdtemp(prefix="kv-verify-"), local=True)
     try:
         base = free_base_port(3)
-        print(f"starting a private 3-node cluster in {d} (base port {base})", file=sys.stderr)
-        try:
-            cluster_cmd(d, "up", "-n", "3", "--base-port", str(base), "--no-examples")
-        finally:
-            _quiet(cluster.status)
+        if "partition" not in args.fault_kinds or not start_netns(cluster, base, args):
+            if os.listdir(cluster.dir):  # a failed `up --netns` left its layout there
+                stop_local(cluster, keep=False)
+                cluster = Cluster(tempfile.mkdtemp(prefix="kv-verify-"), local=True)
+            print(
+                f"starting a private 3-node cluster in {cluster.dir} (base port {base})",
+                file=sys.stderr,
+            )
+            try:
+                cluster_cmd(cluster.dir, "up", "-n", "3", "--base-port", str(base), "--no-examples")
+            finally:
+                _quiet(cluster.status)
         yield cluster
     finally:
         stop_local(cluster, keep=args.keep)
 
 
+def start_netns(cluster: Cluster, base: int, args: argparse.Namespace) -> bool:
+    """`ops/cluster up --netns` in the cluster's directory; True once it is up. Exit 3 (no
+    root, no `ip`/`nft`), or 4 (10.77.0.0/24 taken by another run) still after
+    NETNS_BUSY_WAIT_S: partitions are skipped (skip_partition) and it returns False. Any
+    other failure is a SetupError."""
+    print(
+        f"starting a private 3-node --netns cluster in {cluster.dir} (base port {base})",
+        file=sys.stderr,
+    )
+    up = ["up", "--netns", "-n", "3", "--base-port", str(base), "--no-examples"]
+    end = time.monotonic() + NETNS_BUSY_WAIT_S
+    waiting = False
+    while True:
+        try:
+            r = cluster_run(cluster.dir, *up)
+        finally:
+            _quiet(cluster.status)
+        if r.returncode == 0:
+            return True
+        reason = (r.stderr or r.stdout).strip()
+        if r.returncode == netns.EXIT_BUSY and time.monotonic() < end:
+            if not waiting:
+                print(f"waiting up to {NETNS_BUSY_WAIT_S:.0f}s: {reason}", file=sys.stderr)
+                waiting = True
+            time.sleep(1.0)
+            continue
+        if r.returncode not in (netns.EXIT_UNAVAILABLE, netns.EXIT_BUSY):
+            raise SetupError(f"ops/cluster up --netns failed ({r.returncode}): {reason}")
+        skip_partition(args, reason.removeprefix("ops/cluster: "))
+        return False
+
+
 def stop_local(cluster: Cluster, keep: bool) -> None:
-    """ops/cluster down, then SIGKILL any node process of this directory still alive."""
-    for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the cleanup
-        signal.signal(sig, signal.SIG_IGN)
-    _quiet(cluster.status)
-    _quiet(lambda: cluster_cmd(cluster.dir, "down", timeout=60))
-    for pid in sorted(cluster.pids):
-        if _is_our_node(pid, cluster.dir):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    if keep:
-        print(f"cluster data and logs kept in {cluster.dir}", file=sys.stderr)
-    else:
-        shutil.rmtree(cluster.dir, ignore_errors=True)
+    """ops/cluster down and cleanup (namespaces and rules of a --netns cluster too), then
+    SIGKILL any node process of this directory still alive. If namespaces of the run are
+    still there, the directory is kept so that `ops/cluster cleanup --dir` can retry.
+    SIGINT and SIGTERM are ignored meanwhile: a second Ctrl-C must not cut the cleanup."""
+    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _quiet(cluster.status)
+        topo = _topology(cluster.dir)
+        _quiet(lambda: cluster_cmd(cluster.dir, "down", timeout=90))
+        _quiet(lambda: cluster_cmd(cluster.dir, "cleanup", timeout=90))
+        for pid in sorted(cluster.pids):
+            if _is_our_node(pid, cluster.dir):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        left = _netns_leftovers(topo)
+        if left:
+            print(
+                f"ops/verify: WARNING: still present after cleanup: {', '.join(left)}; "
+                f"remove them with: ops/cluster cleanup --dir {cluster.dir}",
+                file=sys.stderr,
+            )
+        elif keep:
+            print(f"cluster data and logs kept in {cluster.dir}", file=sys.stderr)
+        if not keep and not left:
+            shutil.rmtree(cluster.dir, ignore_errors=True)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _topology(d: str) -> netns.Topology | None:
+    """The namespaces recorded in DIR/cluster.json (None for a loopback cluster)."""
+    try:
+        with open(os.path.join(d, "cluster.json")) as f:
+            rec = json.load(f).get("netns")
+        return netns.Topology.from_record(rec) if rec else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _netns_leftovers(topo: netns.Topology | None) -> list[str]:
+    if topo is None:
+        return []
+    try:
+        return netns.leftovers(topo)
+    except netns.NetnsError as exc:  # `ip` itself failing: say so rather than guess
+        return [f"(could not check: {exc})"]
 
 
 def _is_our_node(pid: int, d: str) -> bool:
@@ -375,11 +487,12 @@ async def verify(args: argparse.Namespace, cluster: Cluster) -> Run:
     return run
 
 
-def _actions(cluster: Cluster) -> dict[str, Callable[[str], Awaitable[None]]]:
-    def one(name: str) -> Callable[[str], Awaitable[None]]:
-        return lambda node: asyncio.to_thread(cluster.action, name, node)
+def _actions(cluster: Cluster) -> dict[str, Callable[..., Awaitable[None]]]:
+    def one(name: str) -> Callable[..., Awaitable[None]]:
+        return lambda node, *args: asyncio.to_thread(cluster.action, name, node, *args)
 
-    return {name: one(name) for name in ("kill", "start", "pause", "resume")}
+    names = ("kill", "start", "pause", "resume", "partition", "heal")
+    return {name: one(name) for name in names}
 
 
 async def _faults(run: Run, cluster: Cluster, heal_by: float, choose: Any = None) -> None:
@@ -506,9 +619,12 @@ def overall(checks: dict[str, dict[str, Any]]) -> tuple[str, int]:
 
 def print_verdicts(run: Run) -> None:
     print(f"\nkeyspace {run.args.keyspace} ({run.consistency}), seed={run.args.seed}")
+    for s in run.args.skipped_faults:
+        print(f"{s['kind']} skipped: {s['reason']}")
     for a in run.applied:
         state = f"skipped: {a.skipped}" if a.skipped else (f"error: {a.error}" if a.error else "")
-        print(f"  fault  {a.at_s:7.2f}s  {a.action:<6} {a.node}  {state}".rstrip())
+        what = " ".join(a.args) if a.args else a.node
+        print(f"  fault  {a.at_s:7.2f}s  {a.action:<9} {what}  {state}".rstrip())
     print(f"  ops    {dict(_counts(run.ops))}")
     for name, c in run.checks.items():
         print(f"{name:<14} {c['verdict'].upper():<10} {c['message']}")
@@ -536,7 +652,7 @@ def report(run: Run, cluster: Cluster, verdict: str, code: int, elapsed: float) 
         "tool": "ops/verify",
         "config": {**config, "consistency": run.consistency},
         "seed": a.seed,
-        "cluster": {"dir": cluster.dir, "private": cluster.local},
+        "cluster": {"dir": cluster.dir, "private": cluster.local, "netns": cluster.netns},
         "keys": run.keys,
         "raft_group": run.group,
         "faults": {
@@ -571,7 +687,7 @@ def write_history(path: str, run: Run) -> None:
 
 # ---------------------------------------------------------------------- timeline (HTML/SVG)
 COLORS = {"ok": "#2e7d32", "fail": "#c62828", "unknown": "#ef6c00"}
-FAULT_COLORS = {"kill": "#757575", "pause": "#1e88e5"}
+FAULT_COLORS = {"kill": "#757575", "pause": "#1e88e5", "partition": "#8e24aa"}
 LANE_H, LANE_GAP, LEFT, TOP, WIDTH = 9, 2, 80, 46, 1400
 
 
@@ -626,7 +742,7 @@ def _svg_faults(run: Run, x: Callable[[float], float], height: int) -> list[str]
     for f in run.applied:
         if f.skipped or f.error:
             continue
-        if f.action in ("kill", "pause"):
+        if f.action in FAULT_COLORS:  # the begin step of a window
             began[f.window] = f
             continue
         b = began.pop(f.window, None)
@@ -634,12 +750,13 @@ def _svg_faults(run: Run, x: Callable[[float], float], height: int) -> list[str]
             continue
         color = FAULT_COLORS[b.action]
         left, width = x(b.at_s), max(x(f.done_s) - x(b.at_s), 1.0)
-        what = f"{b.action} {b.node} at {b.at_s:.2f}s; {f.action} done at {f.done_s:.2f}s"
+        label = html.escape(f"{b.action} {' '.join(b.args) if b.args else b.node}")
+        what = f"{label} at {b.at_s:.2f}s; {f.action} done at {f.done_s:.2f}s"
         out.append(
             f'<rect x="{left:.1f}" y="{TOP - 14}" width="{width:.1f}" '
             f'height="{height - TOP - 16}" fill="{color}" fill-opacity="0.18">'
             f"<title>{what}</title></rect>"
-            f'<text x="{x(b.at_s) + 2:.1f}" y="{TOP - 4}" fill="{color}">{b.action} {b.node}</text>'
+            f'<text x="{x(b.at_s) + 2:.1f}" y="{TOP - 4}" fill="{color}">{label}</text>'
         )
     return out
 
@@ -683,7 +800,15 @@ at any time); reads are lighter; outlined ops are the ones around a violation.<b
 
 # ---------------------------------------------------------------------- main
 def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+    """SIGTERM acts as SIGINT: inside asyncio.run that cancels the main task (so every fault
+    window is ended by run_faults' `finally`) and asyncio.run raises KeyboardInterrupt;
+    elsewhere KeyboardInterrupt is raised here. Raising from an arbitrary point of the event
+    loop instead would land in whichever task happens to run."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signum, frame)
+    else:  # SIGINT ignored (a background job of a shell): SIGTERM must still stop the run
+        raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

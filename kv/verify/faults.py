@@ -1,22 +1,26 @@
 """Fault schedules for ops/verify: a pure, seeded planner and a small executor.
 
 A schedule is a list of *windows*, each a pair of steps: ``kill`` → ``start`` (SIGKILL,
-then restart) or ``pause`` → ``resume`` (SIGSTOP, then SIGCONT). Invariants of every plan
+then restart), ``pause`` → ``resume`` (SIGSTOP, then SIGCONT) or ``partition`` → ``heal``
+(nftables rules of a cluster started with ``ops/cluster up --netns``, docs/netns.md).
+A partition window either isolates one node (``isolate N``) or splits the nodes into a
+majority and a minority that contains the window's node (``split A,B C``); its step
+carries the ``ops/cluster partition`` arguments. Invariants of every plan
 (tests/unit/test_faults.py checks them for any seed):
 
-- windows never overlap, so at most one node is down or paused at a time and a majority
-  of a 3-node cluster (every Raft group, every W=2/R=2 quorum of N=3) stays up;
+- windows never overlap, so at most one node is down, paused or cut off at a time (a
+  split's minority is at most ``(len(nodes) - 1) // 2`` nodes) and a majority of a 3-node
+  cluster (every Raft group, every W=2/R=2 quorum of N=3) stays up and connected;
 - a pause lasts at least ``min_pause_s`` (longer than an election timeout, so the paused
   leader is deposed - Raft §5.2 - and wakes up believing it still leads);
 - the last ``quiet_fraction`` of the run is fault-free, so the cluster heals before the
   workload ends.
 
-Network partitions are not here yet: they need ``ops/cluster up --netns`` (issue 3 item 4).
-
 `run_faults` is the I/O shell: it performs the windows in order through injected
-``actions`` (node id → awaitable), ``clock`` and ``sleep``, optionally letting a chooser
-pick the target at run time (e.g. "the current leader of group G"), and always ends every
-window it began - also when it is cancelled.
+``actions`` (node id → awaitable; ``partition`` also gets the ``ops/cluster partition``
+arguments), ``clock`` and ``sleep``, optionally letting a chooser pick the target at run
+time (e.g. "the current leader of group G": an isolated node, or a member of the
+minority), and always ends every window it began - also when it is cancelled.
 """
 
 from __future__ import annotations
@@ -26,17 +30,19 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-FaultKind = Literal["kill", "pause"]
-Action = Literal["kill", "start", "pause", "resume"]
+FaultKind = Literal["kill", "pause", "partition"]
+Action = Literal["kill", "start", "pause", "resume", "partition", "heal"]
 
-FAULT_KINDS: tuple[FaultKind, ...] = ("kill", "pause")
-BEGIN: Mapping[FaultKind, Action] = {"kill": "kill", "pause": "pause"}
-END: Mapping[FaultKind, Action] = {"kill": "start", "pause": "resume"}
+FAULT_KINDS: tuple[FaultKind, ...] = ("kill", "pause", "partition")
+BEGIN: Mapping[FaultKind, Action] = {"kill": "kill", "pause": "pause", "partition": "partition"}
+END: Mapping[FaultKind, Action] = {"kill": "start", "pause": "resume", "partition": "heal"}
 _KIND_OF: Mapping[str, FaultKind] = {
     "kill": "kill",
     "start": "kill",
     "pause": "pause",
     "resume": "pause",
+    "partition": "partition",
+    "heal": "partition",
 }
 
 DEFAULT_MIN_PAUSE_S = 3.0  # > election_timeout_max (1.5 s) with margin
@@ -48,7 +54,10 @@ class FaultStep:
     at_s: float  # offset from the start of the run
     action: Action
     node: str  # planned target; a chooser may replace it when the window begins
-    window: int  # steps of one window share it: kill→start or pause→resume
+    window: int  # steps of one window share it: kill→start, pause→resume, partition→heal
+    # a partition step: the `ops/cluster partition` arguments, e.g. ("isolate", "n2") or
+    # ("split", "n1,n3", "n2") - `node` is always on the cut-off side; () for other steps
+    args: tuple[str, ...] = ()
 
     @property
     def kind(self) -> FaultKind:
@@ -56,7 +65,7 @@ class FaultStep:
 
     @property
     def begins(self) -> bool:
-        return self.action in ("kill", "pause")
+        return self.action in BEGIN.values()
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,10 @@ class PlanShape:
     min_pause_s: float = DEFAULT_MIN_PAUSE_S
     pause_stretch: float = 1.5  # a pause lasts min_pause_s .. min_pause_s * pause_stretch
     down_s: tuple[float, float] = (1.0, 3.0)  # a killed node stays down this long
+    # a partition lasts this long: longer than an election timeout and than the failure
+    # detector's "down" bound, so leaders are deposed and coordinators see the node down
+    partition_s: tuple[float, float] = (3.0, 5.0)
+    split_probability: float = 0.5  # a partition window is a split, else an isolation
     gap_s: tuple[float, float] = (1.0, 3.0)  # between two windows
     warmup_s: tuple[float, float] = (1.0, 2.0)  # before the first window
     quiet_fraction: float = DEFAULT_QUIET_FRACTION
@@ -81,7 +94,9 @@ def plan_faults(
     """A seeded schedule of fault windows in ``[0, duration_s * (1 - quiet_fraction)]``.
 
     Kinds take turns in an order shuffled by `rng`, so every requested kind occurs once
-    there is room for as many windows as kinds; targets are drawn from `nodes`.
+    there is room for as many windows as kinds; targets are drawn from `nodes`. Draws for
+    a partition's shape happen only in partition windows, so a seed gives the same
+    kill/pause plan as before partitions existed.
     """
     _validate(nodes, kinds, duration_s, shape)
     if not kinds:
@@ -98,7 +113,8 @@ def plan_faults(
         if t + length > horizon:
             return steps
         node = rng.choice(list(nodes))
-        steps.append(FaultStep(t, BEGIN[kind], node, window))
+        args = _partition_spec(rng, nodes, node, shape) if kind == "partition" else ()
+        steps.append(FaultStep(t, BEGIN[kind], node, window, args))
         steps.append(FaultStep(t + length, END[kind], node, window))
         t += length + rng.uniform(*shape.gap_s)
         window += 1
@@ -107,7 +123,33 @@ def plan_faults(
 def _window_length(rng: random.Random, kind: FaultKind, shape: PlanShape) -> float:
     if kind == "pause":
         return rng.uniform(shape.min_pause_s, shape.min_pause_s * shape.pause_stretch)
+    if kind == "partition":
+        return rng.uniform(*shape.partition_s)
     return rng.uniform(*shape.down_s)
+
+
+def _partition_spec(
+    rng: random.Random, nodes: Sequence[str], node: str, shape: PlanShape
+) -> tuple[str, ...]:
+    """``isolate NODE``, or ``split MAJORITY MINORITY`` with NODE in a minority of
+    ``(len(nodes) - 1) // 2`` nodes (for 3 nodes both cut the same links)."""
+    if rng.random() >= shape.split_probability:
+        return ("isolate", node)
+    others = [n for n in nodes if n != node]
+    minority = [node, *rng.sample(others, (len(nodes) - 1) // 2 - 1)]
+    majority = [n for n in nodes if n not in minority]
+    return ("split", ",".join(majority), ",".join(minority))
+
+
+def partition_args(step: FaultStep, node: str) -> tuple[str, ...]:
+    """The step's partition arguments with `node` (a chooser's pick) in the place of the
+    planned node: the two names are swapped, so the shape - who is cut off from how many
+    - stays the same and `node` is on the cut-off side."""
+
+    def swap(name: str) -> str:
+        return node if name == step.node else step.node if name == node else name
+
+    return tuple(",".join(swap(n) for n in arg.split(",")) for arg in step.args)
 
 
 def _as_kind(kind: str) -> FaultKind:
@@ -126,11 +168,13 @@ def _validate(nodes: Sequence[str], kinds: Sequence[str], duration_s: float, s: 
         raise ValueError(f"duration_s: must be > 0, got {duration_s!r}")
     if not 0.0 <= s.quiet_fraction < 1.0:
         raise ValueError(f"quiet_fraction: must be in [0, 1), got {s.quiet_fraction!r}")
+    if not 0.0 <= s.split_probability <= 1.0:
+        raise ValueError(f"split_probability: must be in [0, 1], got {s.split_probability!r}")
     if not s.min_pause_s > 0 or s.pause_stretch < 1.0:
         raise ValueError(
             f"min_pause_s/pause_stretch: invalid {s.min_pause_s!r}/{s.pause_stretch!r}"
         )
-    for name in ("down_s", "gap_s", "warmup_s"):
+    for name in ("down_s", "partition_s", "gap_s", "warmup_s"):
         low, high = getattr(s, name)
         if not 0 <= low <= high:
             raise ValueError(f"{name}: must be 0 <= low <= high, got {(low, high)!r}")
@@ -146,11 +190,15 @@ def windows(steps: Sequence[FaultStep]) -> list[tuple[FaultStep, FaultStep]]:
     for begin, end in pairs:
         if end.at_s < begin.at_s or END[begin.kind] != end.action or begin.node != end.node:
             raise ValueError(f"steps: window {begin.window} is not a valid {begin.kind} window")
+        if (begin.kind == "partition") != bool(begin.args) or end.args:
+            raise ValueError(f"steps: window {begin.window}: partition arguments misplaced")
     return sorted(pairs, key=lambda p: p[0].at_s)
 
 
 # ---------------------------------------------------------------------- executor
-Actions = Mapping[str, Callable[[str], Awaitable[None]]]
+# action name -> coroutine function of the node; "partition" is also given the step's
+# arguments (partition_args), as in `actions["partition"]("n2", "isolate", "n2")`
+Actions = Mapping[str, Callable[..., Awaitable[None]]]
 Chooser = Callable[[FaultStep], Awaitable[str | None]]
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -168,6 +216,7 @@ class AppliedFault:
     done_s: float  # when it returned (e.g. a restarted node answers /v1/health)
     error: str | None = None  # the action raised; a failed begin opens no window
     skipped: str | None = None  # why the step was not performed
+    args: tuple[str, ...] = ()  # a partition: the `ops/cluster partition` arguments used
 
 
 async def run_faults(
@@ -229,20 +278,32 @@ class _Run:
     async def perform(self, step: FaultStep, node: str) -> bool:
         at = self.now()
         error: str | None = None
+        args = partition_args(step, node)
         try:
-            await self.actions[step.action](node)
+            await self.actions[step.action](node, *args)
         except Exception as exc:  # noqa: BLE001 - recorded in the report, the run goes on
             error = f"{type(exc).__name__}: {exc}"
         done = self.now()
         self.applied.append(
-            AppliedFault(step.window, step.action, node, step.at_s, at, done, error=error)
+            AppliedFault(
+                step.window, step.action, node, step.at_s, at, done, error=error, args=args
+            )
         )
         return error is None
 
     def _skip(self, step: FaultStep, why: str) -> None:
         now = self.now()
         self.applied.append(
-            AppliedFault(step.window, step.action, step.node, step.at_s, now, now, skipped=why)
+            AppliedFault(
+                step.window,
+                step.action,
+                step.node,
+                step.at_s,
+                now,
+                now,
+                skipped=why,
+                args=step.args,
+            )
         )
 
 

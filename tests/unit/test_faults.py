@@ -74,7 +74,7 @@ def test_no_kinds_no_faults_and_too_short_a_run_has_none() -> None:
 @pytest.mark.parametrize(
     ("nodes", "kinds", "duration", "field"),
     [
-        (NODES, ["partition"], 10.0, "kinds"),
+        (NODES, ["drop"], 10.0, "kinds"),
         (("n1", "n2"), ["kill"], 10.0, "nodes"),
         (NODES, ["kill"], 0.0, "duration_s"),
     ],
