@@ -22,6 +22,7 @@ from typing import Any
 from dynamo_mode import membership
 from dynamo_mode.membership import GossipConfig, Status
 from dynamo_mode.phi import PhiWindow
+from kv.periodic import Periodic
 from kv.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class GossipDetector:
         self._state: dict[str, membership.Entry] = {}
         self._windows: dict[str, PhiWindow] = {}
         self._started = clock()
-        self._task: asyncio.Task[None] | None = None
+        self._loop: Periodic | None = None
 
     # ------------------------------------------------------------------ decisions
     def status(self, node: str) -> Status:
@@ -111,17 +112,9 @@ class GossipDetector:
         return await self._transport.call(peer, "gossip", payload, self.cfg.interval * 2)
 
     def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.round()
-            except Exception as exc:  # noqa: BLE001 - one failed round is not fatal
-                log.debug("gossip round failed: %s", exc)
-            await asyncio.sleep(self.cfg.interval)
+        self._loop = Periodic("gossip", self.cfg.interval, self.round, sleep_first=False)
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        if self._loop is not None:
+            await self._loop.stop()

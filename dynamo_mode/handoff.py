@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from dynamo_mode import hints
 from dynamo_mode.replica import DynamoReplica
 from kv.errors import KvError
+from kv.periodic import Periodic
 from kv.transport import PeerTimeout, PeerUnreachable, Transport
 
 log = logging.getLogger(__name__)
@@ -55,27 +56,19 @@ class Handoff:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     reports: list[DeliveryReport] = field(default_factory=list)
     delivered: int = 0  # hints acknowledged by their owners since start
-    _task: asyncio.Task[None] | None = None
+    _loop: Periodic | None = None
 
     def pending(self) -> dict[str, int]:
         """owner → keys with a pending hint on this node (/v1/cluster)."""
         return self.replica.hint_counts()
 
     def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
+        self._loop = Periodic("hinted handoff", self.interval, self.deliver_once, self.sleep)
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _run(self) -> None:
-        while True:
-            await self.sleep(self.interval)
-            try:
-                await self.deliver_once()
-            except Exception as exc:  # noqa: BLE001 - a failed round is retried next interval
-                log.info("hinted handoff round failed: %s", exc)
+        if self._loop is not None:
+            await self._loop.stop()
 
     async def deliver_once(self) -> list[DeliveryReport]:
         pending = self.replica.hint_counts()

@@ -26,6 +26,7 @@ from dynamo_mode.replica import DynamoReplica, KeyRef, decode_versions
 from dynamo_mode.siblings import Version
 from dynamo_mode.vclock import Dot
 from kv.meta import Metadata
+from kv.periodic import Periodic
 from kv.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -54,23 +55,15 @@ class TombstoneReaper:
     batch: int = 100  # tombstones examined per sweep
     timeout: float = 2.0
     purged: int = 0
-    _task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _loop: Periodic | None = field(default=None, repr=False)
 
     def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
+        self._loop = Periodic("tombstone purge", self.interval, self.sweep_once)
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.sweep_once()
-            except Exception as exc:  # noqa: BLE001 - retried next sweep
-                log.info("tombstone sweep failed: %s", exc)
+        if self._loop is not None:
+            await self._loop.stop()
 
     async def sweep_once(self) -> int:
         md = self.metadata()
