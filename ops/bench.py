@@ -291,8 +291,85 @@ async def _wait_for_keyspace(s: aiohttp.ClientSession, url: str, deadline_s: flo
     raise RuntimeError(f"{url} still unknown after {deadline_s:.0f}s")
 
 
+class KvLinearizableTarget:
+    """kv's HTTP API for a linearizable keyspace: a put is a plain PUT (no context, no
+    `if_version`) answered with `{"version": n}`; a get is a linearizable GET (the node
+    waits for a replicated read barrier before reading, DESIGN.md §3); `load` is a PUT."""
+
+    def __init__(self, nodes: Sequence[str], keyspace: str, connections: int) -> None:
+        self._bases = [f"http://{n}/v1/keyspaces/{keyspace}/keys/" for n in nodes]
+        self._session = _session(connections)
+        self._json = {"Content-Type": "application/json"}
+
+    async def put(self, node: int, key: str, value: str) -> str | None:
+        body = json.dumps({"value": value}).encode()
+        async with self._session.put(self._bases[node] + key, data=body, headers=self._json) as r:
+            raw = await r.read()
+            if r.status != 200:
+                return _error_code(r.status, raw)
+        if not isinstance(json.loads(raw)["version"], int):
+            raise ValueError("version is not an integer")
+        return None
+
+    async def get(self, node: int, key: str) -> str | None:
+        async with self._session.get(self._bases[node] + key) as r:
+            raw = await r.read()
+            return None if r.status == 200 else _error_code(r.status, raw)
+
+    async def load(self, node: int, key: str, value: str) -> str | None:
+        return await self.put(node, key, value)
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+@dataclass(frozen=True)
+class KvLinearizableSpec:
+    nodes: tuple[str, ...]
+    keyspace: str = "bench_linearizable"
+    connections: int = 64
+    config: dict[str, Any] = field(
+        default_factory=lambda: {"consistency": "linearizable", "replication": 3}
+    )
+    name: str = "kv-linearizable"
+    probe_deadline_s: float = 30.0
+
+    async def prepare(self) -> None:
+        """Create the keyspace if missing, wait until every node knows it, then until a put
+        through every node succeeds (the Raft groups have leaders)."""
+        await KvEventualSpec(self.nodes, self.keyspace, config=self.config).prepare()
+        target = self.open()
+        try:
+            for node in range(len(self.nodes)):
+                end = time.monotonic() + self.probe_deadline_s
+                while (code := await _probe(target, node)) is not None:
+                    if time.monotonic() > end:
+                        raise RuntimeError(f"{self.nodes[node]}: probe put failed: {code}")
+                    await asyncio.sleep(0.1)
+        finally:
+            await target.close()
+
+    def open(self) -> Target:
+        return KvLinearizableTarget(self.nodes, self.keyspace, self.connections)
+
+
+async def _probe(target: Target, node: int) -> str | None:
+    try:
+        return await target.put(node, "bench-probe", "x")
+    except (aiohttp.ClientError, TimeoutError, OSError, ValueError, KeyError) as exc:
+        return _exception_code(exc)
+
+
 MODES: dict[str, Callable[[Cluster], TargetSpec]] = {
     "eventual": lambda cluster: KvEventualSpec(cluster.nodes),
+    "linearizable": lambda cluster: KvLinearizableSpec(cluster.nodes),
+}
+# What the kv side does about durability, printed beside etcd's (docs/raft.md "Durability").
+FSYNC_NOTES = {
+    "eventual": "kv eventual: LevelDB writes not fsynced (a process crash loses nothing, "
+    "a power loss may)",
+    "linearizable": "kv linearizable: group commit, every changed Raft journal msync'ed before any "
+    "message leaves the node (node config raft_sync_journal, default true)",
 }
 
 
@@ -502,6 +579,8 @@ class PhaseResult:
     other_cores: float  # the rest of the machine (other processes, kernel), same window
     cpu_ceiling_ops_per_s: float  # nproc / (server + client CPU per op): if nothing else ran
     load_processes: int
+    target: str = ""  # the TargetSpec's name: kv-eventual, kv-linearizable, etcd-3.4.23
+    clients: int = 0
 
 
 def _delta(before: tuple[float, float], after: tuple[float, float]) -> tuple[float, float]:
@@ -509,7 +588,13 @@ def _delta(before: tuple[float, float], after: tuple[float, float]) -> tuple[flo
 
 
 def summarize(
-    op: str, rec: Recorder, before: CpuSample, after: CpuSample, procs: int
+    op: str,
+    rec: Recorder,
+    before: CpuSample,
+    after: CpuSample,
+    procs: int,
+    target: str = "",
+    clients: int = 0,
 ) -> PhaseResult:
     seconds = (after.at_ns - before.at_ns) / 1e9
     server = _delta(before.server, after.server)
@@ -539,6 +624,8 @@ def summarize(
         other_cores=(after.machine - before.machine - sum(server) - sum(client)) / seconds,
         cpu_ceiling_ops_per_s=NPROC * done / max(sum(server) + sum(client), 1e-9),
         load_processes=procs,
+        target=target,
+        clients=clients,
     )
 
 
@@ -646,7 +733,7 @@ def run_phase(
         interrupted = False
     finally:
         _reap(children, interrupted)
-    return summarize(wl.op, rec, before, after, procs)
+    return summarize(wl.op, rec, before, after, procs, spec.name, wl.clients)
 
 
 # ---------------------------------------------------------------------- main
@@ -674,7 +761,23 @@ def machine() -> dict[str, Any]:
         "cpu": model,
         "python": platform.python_version(),
         "kernel": platform.release(),
+        "loadavg": _loadavg(),
     }
+
+
+def _loadavg() -> str:
+    """1/5/15-minute load average when the run starts: other work on the machine."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def _names(text: str, known: dict[str, Any], what: str, p: argparse.ArgumentParser) -> list[str]:
+    names = [x for x in text.split(",") if x]
+    if not names or any(x not in known for x in names):
+        p.error(f"{what}: unknown {text!r} (known: {', '.join(known)})")
+    return names
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -682,11 +785,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--dir", help="use the running cluster of ops/cluster --dir DIR")
     where.add_argument("--start", action="store_true", help="start a private cluster (default)")
-    p.add_argument("--nodes", type=int, default=3, help="nodes of the private cluster")
-    p.add_argument("--keep", action="store_true", help="keep the private cluster's dir")
-    p.add_argument("--mode", choices=sorted(MODES), default="eventual")
+    p.add_argument("--nodes", type=int, default=3, help="nodes of the private cluster (and etcd)")
+    p.add_argument("--keep", action="store_true", help="keep the private clusters' dirs")
+    p.add_argument(
+        "--mode", default="eventual", help=f"comma-separated, run in order: {','.join(MODES)}"
+    )
     p.add_argument("--op", default="put,get", help="comma-separated, run in order: put,get")
-    p.add_argument("--clients", type=int, default=16, help="concurrent closed-loop workers")
+    p.add_argument(
+        "--clients", default="16", help="concurrent closed-loop workers; a list (1,16) runs each"
+    )
+    p.add_argument(
+        "--compare",
+        choices=["etcd"],
+        help="then run the same workload against a private etcd cluster (if installed)",
+    )
     p.add_argument("--procs", type=int, default=1, help="load-generator processes")
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds per op")
     p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
@@ -695,12 +807,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int)
     p.add_argument("--json", dest="json_out", metavar="OUT", help="also write results here")
     a = p.parse_args(argv)
-    ops = a.op.split(",")
-    if unknown := [o for o in ops if o not in OPS]:
-        p.error(f"--op: unknown {unknown} (known: {', '.join(OPS)})")
-    if a.clients < 1 or a.procs < 1 or a.keys < 1 or a.value_size < 0 or a.duration <= 0:
-        p.error("--clients, --procs, --keys must be >= 1, --value-size >= 0, --duration > 0")
-    a.ops, a.procs = ops, min(a.procs, a.clients)
+    a.ops = _names(a.op, OPS, "--op", p)
+    a.modes = _names(a.mode, MODES, "--mode", p)
+    try:
+        a.clients = [int(c) for c in a.clients.split(",") if c]
+    except ValueError:
+        p.error(f"--clients: integers expected, got {a.clients!r}")
+    if not a.clients or min(a.clients) < 1 or a.procs < 1 or a.keys < 1:
+        p.error("--clients, --procs, --keys must be >= 1")
+    if a.value_size < 0 or a.duration <= 0:
+        p.error("--value-size must be >= 0, --duration > 0")
     a.seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1 << 31)
     return a
 
@@ -709,35 +825,115 @@ def _cluster(a: argparse.Namespace) -> AbstractContextManager[Cluster]:
     return running_cluster(a.dir) if a.dir else local_cluster(a.nodes, a.keep)
 
 
-def run(a: argparse.Namespace) -> dict[str, Any]:
-    facts = machine()
-    print(
-        f"kv bench: mode={a.mode} ops={','.join(a.ops)} clients={a.clients} procs={a.procs} "
-        f"duration={a.duration:g}s warmup={a.warmup:g}s value={a.value_size}B keys={a.keys} "
-        f"seed={a.seed}\nmachine: nproc={facts['nproc']} python={facts['python']} "
-        f"cpu={facts['cpu'] or '?'} code={facts['code']}",
-        flush=True,
-    )
+def run_target(
+    spec: TargetSpec, server_pids: Sequence[int], a: argparse.Namespace
+) -> tuple[float, list[PhaseResult]]:
+    """Every (clients, op) phase of `a` against one system: its idle CPU and the results.
+    Keys are preloaded once, before the first op that needs them."""
+    print(f"target: {spec.name} on {', '.join(spec.nodes)}", flush=True)
+    asyncio.run(spec.prepare())
+    idle = idle_server_cores(server_pids)
+    print(f"idle server CPU: {idle:.3f} cores over {len(server_pids)} server processes")
     results: list[PhaseResult] = []
-    with _cluster(a) as cluster:
-        spec = MODES[a.mode](cluster)
-        print(f"target: {spec.name} on {', '.join(spec.nodes)}", flush=True)
-        asyncio.run(spec.prepare())
-        idle = idle_server_cores(cluster.pids)
-        print(f"idle server CPU: {idle:.3f} cores over {len(cluster.pids)} node processes")
+    preloaded = False
+    for clients in a.clients:
         for op in a.ops:
-            wl = Workload(op, a.keys, a.value_size, a.clients, a.seed)
-            if OPS[op].needs_preload:
+            wl = Workload(op, a.keys, a.value_size, clients, a.seed)
+            if OPS[op].needs_preload and not preloaded:
                 print(f"preloading {a.keys} keys ...", flush=True)
                 t = time.monotonic()
                 asyncio.run(preload(spec, wl))
                 print(f"preloaded {a.keys} keys in {time.monotonic() - t:.1f} s", flush=True)
-            res = run_phase(spec, wl, cluster.pids, a.procs, a.warmup, a.duration)
+                preloaded = True
+            print(f"--- {spec.name}: {op}, {clients} client{'s' if clients > 1 else ''}")
+            procs = min(a.procs, clients)
+            res = run_phase(spec, wl, server_pids, procs, a.warmup, a.duration)
             print(render(res), flush=True)
             results.append(res)
-    config = {k: getattr(a, k) for k in ("mode", "clients", "procs", "duration", "warmup")}
+    return idle, results
+
+
+def _ratio(kv: float | None, other: float | None) -> str:
+    return "-" if kv is None or not other else f"{kv / other:.2f}"
+
+
+def comparison(results: Sequence[PhaseResult], other: str) -> str:
+    """kv next to `other` for each (op, clients) both ran: ratio = kv / other."""
+    ref = {(r.op, r.clients): r for r in results if r.target == other}
+    lines = [
+        f"comparison with {other} (same op, clients, keys, value size and seed; "
+        "ratio = kv / etcd: ops/s > 1 = kv faster, p99 > 1 = kv slower)",
+        f"{'kv target':<16} {'op':<4} {'clients':>7} | {'kv ops/s':>9} {'etcd ops/s':>10} "
+        f"{'ratio':>6} | {'kv p99 ms':>9} {'etcd p99 ms':>11} {'ratio':>6} | "
+        f"{'kv p50':>7} {'etcd p50':>8}",
+    ]
+    for r in results:
+        e = ref.get((r.op, r.clients))
+        if r.target == other or e is None:
+            continue
+        kv99, e99 = r.latency_ms["p99"], e.latency_ms["p99"]
+        lines.append(
+            f"{r.target:<16} {r.op:<4} {r.clients:>7} | {r.ops_per_s:>9.1f} "
+            f"{e.ops_per_s:>10.1f} {_ratio(r.ops_per_s, e.ops_per_s):>6} | {_ms(kv99):>9} "
+            f"{_ms(e99):>11} {_ratio(kv99, e99):>6} | {_ms(r.latency_ms['p50']):>7} "
+            f"{_ms(e.latency_ms['p50']):>8}"
+        )
+    return "\n".join(lines)
+
+
+def compare_etcd(a: argparse.Namespace, results: list[PhaseResult]) -> dict[str, Any]:
+    """Run the same phases against a private etcd; never fails when etcd is missing."""
+    try:
+        from ops import etcd_target
+    except ModuleNotFoundError:  # run as `python ops/bench.py`: ops/ itself is sys.path[0]
+        import etcd_target  # type: ignore[no-redef]
+
+    binary = etcd_target.etcd_binary()
+    if binary is None:
+        print(
+            "--compare etcd: no `etcd` binary on PATH (Debian package etcd-server): "
+            "comparison skipped",
+            flush=True,
+        )
+        return {"skipped": "etcd not installed"}
+    print(f"durability: {etcd_target.FSYNC_NOTE}", flush=True)
+    with etcd_target.local_etcd(a.nodes, binary, a.keep) as ec:
+        spec = etcd_target.EtcdSpec(ec.nodes, ec.version)
+        idle, etcd_results = run_target(spec, ec.pids, a)
+    results.extend(etcd_results)
+    print(comparison(results, spec.name), flush=True)
+    return {"target": spec.name, "idle_server_cores": idle, "fsync": etcd_target.FSYNC_NOTE}
+
+
+def run(a: argparse.Namespace) -> dict[str, Any]:
+    facts = machine()
+    clients = ",".join(map(str, a.clients))
+    print(
+        f"kv bench: mode={','.join(a.modes)} ops={','.join(a.ops)} clients={clients} "
+        f"procs={a.procs} duration={a.duration:g}s warmup={a.warmup:g}s value={a.value_size}B "
+        f"keys={a.keys} seed={a.seed}{' compare=' + a.compare if a.compare else ''}\n"
+        f"machine: nproc={facts['nproc']} python={facts['python']} "
+        f"cpu={facts['cpu'] or '?'} code={facts['code']} loadavg={facts['loadavg']}",
+        flush=True,
+    )
+    results: list[PhaseResult] = []
+    idle: dict[str, float] = {}
+    nodes: list[str] = []
+    with _cluster(a) as cluster:
+        nodes = list(cluster.nodes)
+        for mode in a.modes:
+            spec = MODES[mode](cluster)
+            print(f"durability: {FSYNC_NOTES[mode]}", flush=True)
+            idle[spec.name], mode_results = run_target(spec, cluster.pids, a)
+            results.extend(mode_results)
+    compared: dict[str, Any] = {}
+    if a.compare == "etcd":
+        compared = compare_etcd(a, results)
+        if "target" in compared:
+            idle[compared["target"]] = compared.pop("idle_server_cores")
+    config = {k: getattr(a, k) for k in ("modes", "clients", "procs", "duration", "warmup")}
     config |= {"ops": a.ops, "value_size": a.value_size, "keys": a.keys, "seed": a.seed}
-    config |= {"target": spec.name, "nodes": list(spec.nodes)}
+    config |= {"nodes": nodes, "compare": compared or None}
     return {
         "config": config,
         "machine": facts,

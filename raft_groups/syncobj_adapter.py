@@ -14,8 +14,9 @@ out of this module:
 - `RaftGroup.propose(command: bytes)`: one replicated method taking bytes; results and typed
   errors are handed to asyncio with `call_soon_threadsafe`;
 - `RaftDriver`: one thread ticking every group (`autoTick=False` + `doTick`): idle groups
-  every `idle_tick` (their heartbeats), groups with traffic at once (DESIGN.md §2: one tick
-  driver for all groups rather than a thread each).
+  every `idle_tick` (their heartbeats), a group with work (a queued command, a message that
+  leaves work) at once, and never a group without work (DESIGN.md §2: one tick driver for
+  all groups rather than a thread each).
 
 State machines plug in through `StateMachine`: `apply(index, command)` runs on the driver
 thread in log order with `index` = the entry's Raft log index (`raftLastApplied + 1` during
@@ -262,22 +263,46 @@ class _GroupTransport(Transport):  # type: ignore[misc]
         self.mux = mux
         self.gid = gid
         self.peer_addresses = set(peers)
-        self.hot_until = 0.0
+        self.owner: Any = None  # the group's SyncObj, once it exists
         self._last_commit: Any = None
 
     def needs_tick(self, message: Any) -> bool:
         """Whether a message may leave work that only a tick does (apply committed entries,
         advance the commit index). Pure heartbeats of an idle group do not: skipping their
-        tick is most of an idle node's CPU (measured: 64 groups, 21 % → see docs/raft.md)."""
+        tick is most of an idle node's CPU (measured: 64 groups, 21 % → see docs/raft.md).
+        Neither do acknowledgements that cannot move the leader's commit index."""
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "append_entries":
             commit, self._last_commit = self._last_commit, message.get("commit_index")
             return bool(message.get("entries")) or commit != self._last_commit
         if kind == "next_node_idx":
-            return self.hot_until > time.monotonic()
-        if kind == "apply_command":
-            self.hot_until = time.monotonic() + 0.1
+            obj = self.owner
+            if obj is None or not message.get("success") or message.get("reset"):
+                return True  # a refusal, a reset or a snapshot chunk: the leader sends more
+            return bool(int(message.get("next_node_idx", 0)) - 1 > obj.raftCommitIndex)
         return True
+
+    def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802 - pysyncobj API
+        """Keep a leader's nextIndex from moving backwards. pysyncobj sets it to the
+        acknowledged index + 1 on every successful response, even when later entries are
+        already in flight, so the next send repeats them and the follower truncates and
+        re-appends entries it may already have applied (logged CRITICAL, DESIGN.md §3).
+        A refusal (`reset`) still moves it back, as Raft requires."""
+        obj = self.owner
+        if (
+            obj is None
+            or not isinstance(message, dict)
+            or message.get("type") != "next_node_idx"
+            or not message.get("success")
+            or message.get("reset")
+        ):
+            super()._onMessageReceived(node, message)
+            return
+        next_index = obj._SyncObj__raftNextIndex  # pysyncobj keeps it private
+        before = next_index.get(node)
+        super()._onMessageReceived(node, message)
+        if before is not None and next_index.get(node, before) < before:
+            next_index[node] = before
 
     @property
     def ready(self) -> bool:
@@ -464,7 +489,7 @@ class RaftStatus:
 @dataclass(eq=False)
 class _Schedule:
     next_tick: float = 0.0
-    hot_until: float = 0.0
+    woken: bool = False  # set by propose() on another thread; read and cleared by the driver
 
 
 class RaftGroup:
@@ -477,9 +502,11 @@ class RaftGroup:
         self._driver = driver
         self.schedule = _Schedule()
         self._synced_offset = -1
+        self._commit_sent = -1
         with driver.lock:
             self.transport = _GroupTransport(driver.mux, settings.gid, settings.peers)
             self._obj = _SyncObj(settings, machine, self.transport)
+            self.transport.owner = self._obj
             driver.mux.register(self.transport)
         driver.add(self)
 
@@ -506,7 +533,33 @@ class RaftGroup:
         )
 
     def tick(self) -> None:
-        self._obj.doTick(0.0)
+        """One pysyncobj tick, then send what it left unsent.
+
+        In batch mode pysyncobj sends append entries only once `append_entries_period` has
+        passed, and BEFORE it takes the queued commands (`_onTick`: `__sendAppendEntries`,
+        then `_checkCommandsToApply`): a new command waited for a later tick, and a new
+        commit index reached the followers (which apply, and answer forwarded commands, on
+        it) one more period later. Sending right after the tick replicates per driver
+        cycle instead: every command queued before this tick leaves in one message per
+        follower, with the latest commit index."""
+        obj = self._obj
+        sent_at = obj._SyncObj__newAppendEntriesTime
+        obj.doTick(0.0)
+        if not obj._isLeader():
+            return
+        commit = obj.raftCommitIndex
+        if obj._SyncObj__newAppendEntriesTime != sent_at:
+            self._commit_sent = commit  # the tick sent, with this commit index
+        last = obj._SyncObj__getCurrentLogIndex()
+        next_index = obj._SyncObj__raftNextIndex
+        unsent = any(next_index.get(n, last + 1) <= last for n in obj._SyncObj__connectedNodes)
+        if unsent or commit != self._commit_sent:
+            obj._SyncObj__sendAppendEntries()
+            self._commit_sent = commit
+
+    def has_queued_commands(self) -> bool:
+        """Commands proposed here (or forwarded to this leader) not yet taken by a tick."""
+        return bool(self._obj._SyncObj__commandsQueue._FastQueue__queue)
 
     def force_compaction(self) -> None:
         """Snapshot and truncate the log at the next tick (ops and tests)."""
@@ -549,8 +602,6 @@ class RaftDriver:
 
     mux: RaftMux
     idle_tick: float = 0.1  # heartbeat cadence of idle groups; ≪ election_timeout_min (0.6 s)
-    hot_tick: float = 0.001  # poll timeout while some group has traffic
-    hot_for: float = 0.1  # a proposal keeps its group ticking at hot_tick this long
     lock: threading.RLock = field(default_factory=threading.RLock)
     _groups: dict[str, RaftGroup] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -571,7 +622,7 @@ class RaftDriver:
             self._groups.pop(group.gid, None)
 
     def wake(self, group: RaftGroup) -> None:
-        group.schedule.hot_until = time.monotonic() + self.hot_for
+        group.schedule.woken = True
         self.mux.wake()
 
     def start(self) -> None:
@@ -616,6 +667,9 @@ class RaftDriver:
 
         Idle groups are ticked together in one round every `idle_tick`, so one round's
         heartbeats to a peer leave as one frame (one encryption) rather than one per group.
+        Otherwise a group is ticked only when it has work: a queued command (`wake`), or a
+        message that left work (`mux.dirty`). No group is ticked on a timer while busy:
+        `tick` sends new entries and commit indexes at once, so nothing waits for a period.
         """
         if now - self._last_mux_tick > 0.1:
             self.mux.tick()
@@ -624,14 +678,17 @@ class RaftDriver:
         idle_round = now >= self._next_round
         if idle_round:
             self._next_round = now + self.idle_tick
-        any_hot = False
+        again = False
         for gid, group in list(self._groups.items()):
-            hot = group.schedule.hot_until > now or group.transport.hot_until > now
-            any_hot = any_hot or hot
-            if hot or idle_round or gid in dirty:
+            woken, group.schedule.woken = group.schedule.woken, False
+            if woken or idle_round or gid in dirty or group.has_queued_commands():
                 group.tick()
+                # `_checkCommandsToApply` stops after one period's worth of commands
+                if group.has_queued_commands():
+                    group.schedule.woken = True
+            again = again or group.schedule.woken
         self._sync_and_flush()
-        return self.hot_tick if any_hot else max(self._next_round - now, 0.0)
+        return 0.0 if again else max(self._next_round - now, 0.0)
 
     def _sync_and_flush(self) -> None:
         """Group commit: journals on disk first, then the messages that vouch for them."""
