@@ -35,7 +35,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -52,6 +51,11 @@ from dynamo_mode.siblings import Version, make_version
 from kv.client import KvClient
 from kv.leveldb import LevelDBEngine
 from kv.ring import Ring
+
+try:
+    from ops.ports import free_base_port
+except ModuleNotFoundError:  # run as `python ops/<script>.py`: ops/ itself is sys.path[0]
+    from ports import free_base_port  # type: ignore[no-redef]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NODES = ("n1", "n2", "n3")
@@ -409,32 +413,12 @@ def _sum_counters(per_node: dict[str, dict[str, Any]]) -> dict[str, int] | None:
 # ---------------------------------------------------------------------- a private cluster
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_base_port(n: int = len(NODES), rng: random.Random | None = None) -> int:
-    """P with P..P+n-1 (HTTP) and P+100.. (Raft) free, below the ephemeral range."""
-    rng = rng or random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 30000 - 200)
-        if all(_port_free(p) for i in range(n) for p in (base + i, base + 100 + i)):
-            return base
-    raise RuntimeError("no free port range found below 30000")
-
-
 class LocalCluster:
     """A private cluster through ops/cluster in a temp dir; `destroy()` stops and removes it."""
 
     def __init__(self) -> None:
         self.dir = tempfile.mkdtemp(prefix="kv-ae-")
-        self.base_port = free_base_port()
+        self.base_port = free_base_port(len(NODES))
 
     def _ops(self, *args: str, check: bool = True) -> None:
         cmd = [sys.executable, os.path.join(ROOT, "ops", "cluster.py"), *args, "--dir", self.dir]

@@ -25,7 +25,6 @@ import platform
 import random
 import shutil
 import signal
-import socket
 import string
 import subprocess
 import sys
@@ -43,6 +42,11 @@ from typing import Any, Protocol
 
 import aiohttp
 
+try:
+    from ops.ports import free_base_port
+except ModuleNotFoundError:  # run as `python ops/<script>.py`: ops/ itself is sys.path[0]
+    from ports import free_base_port  # type: ignore[no-redef]
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLUSTER_CMD = os.path.join(ROOT, "ops", "cluster")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -59,26 +63,6 @@ class Cluster:
     nodes: tuple[str, ...]  # "host:port" of each node's HTTP API
     pids: tuple[int, ...]  # node processes, for CPU accounting (may be fewer than nodes)
     dir: str
-
-
-def _port_bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_base_port(n: int) -> int:
-    """A base P with P..P+n-1 (HTTP) and P+100.. (Raft) bindable, all below 32768, so no
-    ephemeral client port can collide with a node's port."""
-    rng = random.SystemRandom()
-    for _ in range(200):
-        base = rng.randrange(10000, 32768 - 100 - n)
-        if all(_port_bindable(base + off + i) for off in (0, 100) for i in range(n)):
-            return base
-    raise RuntimeError("no bindable port range below 32768 found")
 
 
 def _cluster_cmd(*args: str) -> str:

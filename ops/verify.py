@@ -34,7 +34,6 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -63,6 +62,11 @@ try:
     from ops import netns
 except ModuleNotFoundError:  # run as `python ops/verify.py`: ops/ itself is sys.path[0]
     import netns  # type: ignore[no-redef]
+
+try:
+    from ops.ports import free_base_port
+except ModuleNotFoundError:  # run as `python ops/<script>.py`: ops/ itself is sys.path[0]
+    from ports import free_base_port  # type: ignore[no-redef]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLUSTER_PY = os.path.join(ROOT, "ops", "cluster.py")
@@ -225,26 +229,6 @@ def _quiet(fn: Callable[[], Any]) -> None:
         fn()
     except (RuntimeError, subprocess.TimeoutExpired):
         pass
-
-
-def _port_bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_base_port(n: int) -> int:
-    """P with P..P+n-1 (HTTP) and P+100.. (Raft) bindable, below 32768 (the ephemeral range
-    starts there on Linux, so no client socket can take a stopped node's port)."""
-    rng = random.SystemRandom()
-    for _ in range(200):
-        base = rng.randrange(10000, 32768 - 100 - n)
-        if all(_port_bindable(base + off + i) for off in (0, 100) for i in range(n)):
-            return base
-    raise SetupError("no bindable port range below 32768 found")
 
 
 @contextmanager

@@ -19,7 +19,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,30 +29,10 @@ from typing import Any
 import pytest
 
 from ops import netns as netns_ops
+from ops.ports import free_base_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUSY_WAIT_S = 120.0  # how long up(netns=True) waits for another run to free 10.77.0.0/24
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_base_port(n: int, rng: random.Random) -> int:
-    """A base P with P..P+n-1 and P+100..P+100+n-1 free, below the ephemeral range (so no
-    client socket can take a stopped node's port before it restarts)."""
-    for _ in range(200):
-        base = rng.randrange(20000, 30000 - 200)
-        ports = [base + i for i in range(n)] + [base + 100 + i for i in range(n)]
-        if all(_port_free(p) for p in ports):
-            return base
-    raise RuntimeError("no free port range found")
 
 
 def wait_until(pred: Callable[[], Any], deadline_s: float, what: str, interval: float = 0.1) -> Any:
