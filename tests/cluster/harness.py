@@ -23,11 +23,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
+from kv.client import KvClient
 from ops import netns as netns_ops
 from ops.ports import free_base_port
 
@@ -191,3 +193,31 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (FileNotFoundError, IndexError):
         return False
+
+
+def alive(pid: int) -> bool:
+    """Running and not a zombie (public name for tests)."""
+    return _alive(pid)
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """SIGTERM to the test run raises, so `finally` blocks still stop nodes and namespaces."""
+
+    def handler(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+async def hint_backlog(client: KvClient, nodes: list[str]) -> int:
+    """Hints pending on `nodes` for any owner, from /v1/cluster (hinted handoff)."""
+    total = 0
+    for node in nodes:
+        info = (await client.cluster(node=node))["hinted_handoff"]
+        total += sum(info["pending"].values())
+    return total

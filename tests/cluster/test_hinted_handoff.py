@@ -26,7 +26,7 @@ import pytest
 
 from kv.client import KvClient
 from kv.errors import KvError, QuorumUnavailable
-from tests.cluster.harness import Cluster
+from tests.cluster.harness import Cluster, hint_backlog
 
 KS = "hh"
 VICTIM = "n3"
@@ -62,10 +62,9 @@ async def _scenario(cluster: Cluster) -> None:
         await asyncio.gather(*(client.put(KS, k, f"v-{k}", w=2) for k in missed_w2))
         await asyncio.gather(*(client.put(KS, k, f"v-{k}", w=3) for k in missed_w3))
         await _poll(lambda: _refused_with_pw3(strict, probes), "pw=3 refused with 503")
-        backlog = await _backlog(client, others)
+        backlog = await hint_backlog(client, others)
         print(f"hint backlog while {VICTIM} is down: {backlog}")
-        if backlog is not None:
-            assert backlog >= len(missed_w2) + len(missed_w3)
+        assert backlog >= len(missed_w2) + len(missed_w3)
         await _restart_a_hint_holder(cluster, client)
 
         await asyncio.to_thread(cluster.start, VICTIM)
@@ -81,10 +80,10 @@ async def _scenario(cluster: Cluster) -> None:
 async def _restart_a_hint_holder(cluster: Cluster, client: KvClient) -> None:
     """Hints are in the holder's LevelDB: a SIGKILL and restart keeps every one of them."""
     holder = cluster.http(HOLDER)
-    before = await _backlog(client, [holder])
+    before = await hint_backlog(client, [holder])
     await asyncio.to_thread(cluster.kill, HOLDER)
     await asyncio.to_thread(cluster.start, HOLDER)
-    after = await _backlog(client, [holder])
+    after = await hint_backlog(client, [holder])
     print(f"hints on {HOLDER} before and after its restart: {before}, {after}")
     assert before == after
 
@@ -123,19 +122,8 @@ async def _all_present(client: KvClient, node: str, keys: list[str]) -> bool:
     return True
 
 
-async def _backlog(client: KvClient, nodes: list[str]) -> int | None:
-    """Hints pending on `nodes`, or None if /v1/cluster does not expose them."""
-    total = 0
-    for node in nodes:
-        info = (await client.cluster(node=node)).get("hinted_handoff")
-        if info is None:
-            return None
-        total += sum(info["pending"].values())
-    return total
-
-
 async def _backlog_is_zero(client: KvClient, nodes: list[str]) -> bool:
-    return await _backlog(client, nodes) in (0, None)
+    return await hint_backlog(client, nodes) == 0
 
 
 async def _poll(check: Callable[[], Awaitable[Any]], what: str) -> None:

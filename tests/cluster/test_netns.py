@@ -19,7 +19,6 @@ import sys
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -28,7 +27,7 @@ import pytest
 from kv.client import KvClient
 from kv.errors import KvError
 from ops import netns
-from tests.cluster.harness import ROOT, Cluster, wait_until
+from tests.cluster.harness import ROOT, Cluster, alive, sigterm_raises, wait_until
 
 CLUSTER_PY = os.path.join(ROOT, "ops", "cluster.py")
 NODES = ("n1", "n2", "n3")
@@ -145,57 +144,10 @@ def _require_netns() -> None:
 
 
 class NetnsCluster(Cluster):
-    """The harness cluster started with `up --netns`; `down` also runs `cleanup`."""
+    """The harness cluster started with `up --netns` (tests/cluster/harness.py)."""
 
-    topo: netns.Topology | None = None
-
-    def up(self) -> NetnsCluster:
-        args = ["up", "--netns", "-n", str(self.n), "--base-port", str(self.base_port)]
-        end = time.monotonic() + BUSY_WAIT_S
-        while True:
-            r = self.ops(*args, "--no-examples", check=False)
-            self._read_topology()
-            if r.returncode == netns.EXIT_UNAVAILABLE:
-                pytest.skip(f"partition tests skipped: {r.stderr.strip()}")
-            if r.returncode != netns.EXIT_BUSY:
-                break
-            if time.monotonic() > end:
-                pytest.skip(f"10.77.0.0/24 stayed busy for {BUSY_WAIT_S:.0f}s: {r.stderr.strip()}")
-            time.sleep(1.0)
-        if r.returncode != 0:
-            raise RuntimeError(f"up --netns -> {r.returncode}\n{r.stdout}\n{r.stderr}")
-        self.refresh()
-        return self
-
-    def _read_topology(self) -> None:
-        try:
-            with open(os.path.join(self.dir, "cluster.json")) as f:
-                self.topo = netns.Topology.from_record(json.load(f)["netns"])
-        except (OSError, ValueError, KeyError):
-            pass
-
-    def partition(self, *args: str) -> None:
-        self.ops("partition", *args)
-
-    def heal(self) -> None:
-        self.ops("heal")
-
-    def ns(self, node: str) -> str:
-        assert self.topo is not None
-        return self.topo.ns(node)
-
-    def down(self) -> None:
-        self.refresh()
-        self.ops("down", check=False)
-        self.ops("cleanup", check=False)
-        for pid in self.pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if self.topo is not None:  # last resort, in-process: the run's namespaces must go
-            netns.destroy(self.topo)
-        shutil.rmtree(self.dir, ignore_errors=True)
+    def __init__(self, n: int = 3, seed: int | None = None) -> None:
+        super().__init__(n=n, seed=seed, netns=True)
 
     def assert_nothing_left(self) -> None:
         assert self.topo is not None
@@ -205,37 +157,15 @@ class NetnsCluster(Cluster):
         assert self.topo.host_link not in netns.run(["ip", "-o", "link"])
         root_tables = netns.run(["nft", "list", "tables"])
         assert netns.FAULT_TABLE not in root_tables and netns.CT_TABLE not in root_tables
-        alive = [p for p in self.pids if _alive(p)]
-        assert alive == [], f"node processes still running: {alive}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
-
-
-@contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """SIGTERM to the test run raises, so `finally` still removes the namespaces."""
-
-    def handler(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt("SIGTERM")
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
+        running = [p for p in self.pids if alive(p)]
+        assert running == [], f"node processes still running: {running}"
 
 
 @pytest.fixture
 def netns_cluster() -> Iterator[NetnsCluster]:
     _require_netns()
     c = NetnsCluster(n=3)
-    with _sigterm_raises():
+    with sigterm_raises():
         try:
             yield c.up()
         finally:
@@ -412,7 +342,7 @@ def test_cleanup_after_a_crash_removes_everything(netns_cluster: NetnsCluster) -
     c.partition("isolate", "n2")
     for node in NODES:  # the crash: every process gone at once, namespaces and rules left
         os.kill(int(c.nodes[node]["pid"]), signal.SIGKILL)
-    wait_until(lambda: not any(_alive(p) for p in c.pids), 10.0, "the nodes to die")
+    wait_until(lambda: not any(alive(p) for p in c.pids), 10.0, "the nodes to die")
     assert set(c.topo.all_namespaces) <= netns.namespaces()
     assert f"inet {netns.FAULT_TABLE}" in netns.nft_tables(c.ns("n2"))
 
@@ -438,7 +368,7 @@ def test_interrupted_up_removes_everything(tmp_path: Any) -> None:
         assert proc.returncode != 0, "up finished before the signal: nothing was interrupted"
         assert b"interrupted by SIGTERM" in err, err
         assert netns.leftovers(topo) == []
-        assert not [p for p in _node_pids(d) if _alive(p)]
+        assert not [p for p in _node_pids(d) if alive(p)]
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -26,10 +26,8 @@ import asyncio
 import json
 import os
 import random
-import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -39,7 +37,7 @@ from kv.client import KvClient
 from kv.errors import KvError
 from kv.verify import eventual
 from kv.verify.faults import AppliedFault, PlanShape, plan_faults, run_faults
-from tests.cluster.harness import Cluster
+from tests.cluster.harness import Cluster, hint_backlog, sigterm_raises
 
 KS = "rand_ev"
 KEYS = 32
@@ -53,20 +51,6 @@ SHAPE = PlanShape(gap_s=(1.0, 1.5), partition_s=(3.0, 4.5))
 # are not papered over by later writes of the same keys, the replicas must catch up
 WORKLOAD_S = DURATION_S * (1 - SHAPE.quiet_fraction)
 CONVERGE_S = 30.0
-
-
-@contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """SIGTERM to the test run raises, so `finally` still stops nodes and namespaces."""
-
-    def handler(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt("SIGTERM")
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def _start(seed: int) -> tuple[Cluster, str | None]:
@@ -93,7 +77,7 @@ def test_randomized_faults_lose_no_acknowledged_write_and_replicas_converge() ->
     seed = int(os.environ.get("KV_RANDOMIZED_SEED") or random.SystemRandom().randrange(1 << 30))
     print(f"randomized eventual test seed={seed} (rerun: KV_RANDOMIZED_SEED={seed})")
     started = time.monotonic()
-    with _sigterm_raises():
+    with sigterm_raises():
         cluster, skipped = _start(seed)
         try:
             kinds = ["kill", "pause"] if skipped else ["kill", "pause", "partition"]
@@ -160,7 +144,7 @@ async def _scenario(c: Cluster, seed: int, kinds: list[str]) -> dict[str, Any]:
         phantoms = eventual.check_phantoms(ops)
         after = {k: await eventual.replica_states(client, KS, k, addresses) for k in cfg.keys}
         convergence = eventual.check_convergence(after)
-        hints = await _hint_backlog(client, list(addresses.values()))
+        hints = await hint_backlog(client, list(addresses.values()))
 
     outcomes: dict[str, int] = {}
     for op in history:
@@ -257,16 +241,6 @@ async def _has_keyspace(client: KvClient, address: str) -> bool:
     except KvError:
         return False
     return True
-
-
-async def _hint_backlog(client: KvClient, nodes: list[str]) -> int | None:
-    total = 0
-    for node in nodes:
-        info = (await client.cluster(node=node)).get("hinted_handoff")
-        if info is None:
-            return None
-        total += sum(info["pending"].values())
-    return total
 
 
 async def _poll(check: Callable[[], Awaitable[bool]], deadline_s: float, what: str) -> None:
