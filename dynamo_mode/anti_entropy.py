@@ -8,21 +8,21 @@ repair is idempotent and order-free). At most `budget` keys are repaired per exc
 truncated exchange resumes from `resume_bucket` next time, so unrepairable keys cannot
 hide the rest of a partition.
 
-Wire form of the queries: {"t": "h", "level": L, "indexes": [...]} → ["<b64 hash>", ...];
-{"t": "b", "buckets": [...]} → [{"<b64 key>": "<b64 hash>"}, ...].
+The queries and answers are typed internode messages (dynamo_mode/messages.py, `ae_query`);
+the peer answers them in dynamo_mode/replica_server.py.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from dynamo_mode import merkle
-from dynamo_mode.replica import DynamoReplica, KeyRef, decode_versions
+from dynamo_mode.messages import AE_QUERY, FETCH, STORE, KeyRequest, StoreRequest, TreeQuery
+from dynamo_mode.replica import DynamoReplica, KeyRef
+from kv import routing
 from kv.meta import Metadata
 from kv.periodic import Periodic
 from kv.transport import Transport
@@ -30,48 +30,12 @@ from kv.transport import Transport
 log = logging.getLogger(__name__)
 
 
-def encode_query(q: merkle.Query) -> dict[str, Any]:
-    if isinstance(q, merkle.HashesQuery):
-        return {"t": "h", "level": q.level, "indexes": list(q.indexes)}
-    return {"t": "b", "buckets": list(q.buckets)}
-
-
-def decode_query(d: Any) -> merkle.Query:
-    if not isinstance(d, dict) or d.get("t") not in ("h", "b"):
-        raise ValueError("query must be an object with t = 'h' or 'b'")
-    if d["t"] == "h":
-        return merkle.HashesQuery(int(d["level"]), tuple(int(i) for i in d["indexes"]))
-    return merkle.BucketsQuery(tuple(int(b) for b in d["buckets"]))
-
-
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode()
-
-
-def encode_answer(a: merkle.Answer) -> list[Any]:
-    return [
-        {_b64(k): _b64(v) for k, v in item.items()} if isinstance(item, dict) else _b64(item)
-        for item in a
-    ]
-
-
-def decode_answer(raw: Any) -> merkle.Answer:
-    if not isinstance(raw, list):
-        raise ValueError("answer must be a list")
-    if raw and isinstance(raw[0], dict):
-        return tuple(
-            {base64.b64decode(k): base64.b64decode(v) for k, v in item.items()} for item in raw
-        )
-    return tuple(base64.b64decode(item) for item in raw)
-
-
 def replicated_partitions(md: Metadata, node_id: str) -> dict[int, tuple[str, ...]]:
     """Partitions this node replicates for some eventual keyspace → their replicas (pure)."""
     widest = max((k.replication for k in md.keyspaces if k.consistency == "eventual"), default=0)
-    ring = md.ring()
     out = {}
     for p in range(md.partitions):
-        replicas = ring.preference_list(p, widest) if widest else ()
+        replicas = routing.replicas(md, p, widest) if widest else ()
         if node_id in replicas:
             out[p] = replicas
     return out
@@ -161,12 +125,9 @@ class AntiEntropy:
         try:
             while True:
                 reply = await self.transport.call(
-                    peer,
-                    "ae_query",
-                    {"partition": partition, "query": encode_query(query)},
-                    self.timeout,
+                    peer, AE_QUERY, TreeQuery(partition, query), self.timeout
                 )
-                query = steps.send(decode_answer(reply["answer"]))
+                query = steps.send(reply.answer)
         except StopIteration as stop:
             result: merkle.DiffResult = stop.value
         if result.resume_bucket is not None:
@@ -183,26 +144,10 @@ class AntiEntropy:
         repaired, sent = 0, 0
         for raw in keys:
             ref = KeyRef.from_storage_key(raw)
-            payload = {"ref": ref.to_wire()}
-            theirs = decode_versions(
-                (await self.transport.call(peer, "fetch", payload, self.timeout))["versions"]
-            )
-            merged = self.replica.store(ref, theirs)
-            wire = [v.to_wire() for v in merged]
-            await self.transport.call(peer, "store", {**payload, "versions": wire}, self.timeout)
+            theirs = await self.transport.call(peer, FETCH, KeyRequest(ref), self.timeout)
+            merged = self.replica.store(ref, theirs.versions)
+            request = StoreRequest(ref, merged)
+            await self.transport.call(peer, STORE, request, self.timeout)
             repaired += 1
-            sent += len(str(wire))
+            sent += len(str(request.to_wire()["versions"]))
         return repaired, sent
-
-
-def handle_query(replica: DynamoReplica, payload: dict[str, Any]) -> dict[str, Any]:
-    """Server side of an exchange: answer one query from this node's tree."""
-    partition = payload.get("partition")
-    if (
-        isinstance(partition, bool)
-        or not isinstance(partition, int)
-        or not 0 <= partition < 1 << 16
-    ):
-        raise ValueError(f"partition invalid: {partition!r}")
-    query = decode_query(payload.get("query"))
-    return {"answer": encode_answer(merkle.answer(replica.tree(partition), query))}

@@ -34,14 +34,24 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dynamo_mode import anti_entropy, hints, siblings, vclock
+from dynamo_mode import hints, siblings, vclock
 from dynamo_mode.hints import Send, SloppyWrite
+from dynamo_mode.messages import (
+    COORDINATE,
+    FETCH,
+    HINT,
+    STORE,
+    CoordinateRequest,
+    HintRequest,
+    KeyRequest,
+    StoreRequest,
+)
 from dynamo_mode.quorum import ReadQuorum
-from dynamo_mode.replica import KeyRef, decode_versions
+from dynamo_mode.replica import KeyRef
 from dynamo_mode.siblings import Version
 from dynamo_mode.vclock import Dot
-from kv.errors import KvError, QuorumUnavailable, SiblingLimit, UnknownOutcome
-from kv.transport import PeerTimeout, PeerUnreachable, Transport
+from kv.errors import KvError, PeerTimeout, PeerUnreachable, QuorumUnavailable, UnknownOutcome
+from kv.transport import Transport
 
 Context = tuple[dict[str, int], tuple[Dot, ...]]  # clock + extra dots (vclock docstring)
 
@@ -99,8 +109,8 @@ class DynamoCoordinator:
         return ReadResult(result, siblings.join_full(result))
 
     async def _fetch(self, node: str, ref: KeyRef, timeout: float) -> tuple[Version, ...]:
-        reply = await self._transport.call(node, "fetch", {"ref": ref.to_wire()}, timeout)
-        return decode_versions(reply["versions"])
+        reply = await self._transport.call(node, FETCH, KeyRequest(ref), timeout)
+        return reply.versions
 
     @staticmethod
     def _feed_read(acc: Any, node: str, outcome: Any) -> None:
@@ -117,7 +127,7 @@ class DynamoCoordinator:
         for node, _ in acc.repairs().items():
             try:
                 await self._store(node, where.ref, merged, timeout)
-            except (PeerUnreachable, PeerTimeout, KvError) as exc:
+            except KvError as exc:
                 log.debug("read repair of %s on %s failed: %s", where.ref, node, exc)
 
     # ------------------------------------------------------------------ PUT / DELETE
@@ -166,26 +176,18 @@ class DynamoCoordinator:
         timeout: float,
     ) -> tuple[str, Version, tuple[Version, ...]]:
         """Ask replicas in turn to mint the dot; only `PeerUnreachable` lets us try the next."""
-        payload = {
-            "context": context[0],
-            "dots": [[node, n] for node, n in context[1]],
-            "value": value,
-            "deleted": deleted,
-            "max_siblings": max_siblings,
-        }
+        clock, dots = context
+        request = CoordinateRequest(where.ref, clock, dots, value, deleted, max_siblings)
         tried: list[str] = []
         for node in self._mint_order(where.replicas):
             try:
-                reply = await self._transport.call(
-                    node, "coordinate", {"ref": where.ref.to_wire(), **payload}, timeout
-                )
+                reply = await self._transport.call(node, COORDINATE, request, timeout)
             except PeerUnreachable as exc:
                 tried.append(f"{node}: {exc}")
                 continue
             except PeerTimeout as exc:
                 raise UnknownOutcome(f"{node} did not confirm the write: {exc}") from None
-            new = Version.from_wire(reply["version"])
-            return node, new, decode_versions(reply["versions"])
+            return node, reply.version, reply.versions
         raise QuorumUnavailable(f"no replica reachable ({'; '.join(tried)})", retry_after=0.5)
 
     def _mint_order(self, replicas: Sequence[str]) -> list[str]:
@@ -196,8 +198,7 @@ class DynamoCoordinator:
     async def _store(
         self, node: str, ref: KeyRef, versions: Sequence[Version], timeout: float
     ) -> None:
-        payload = {"ref": ref.to_wire(), "versions": [v.to_wire() for v in versions]}
-        await self._transport.call(node, "store", payload, timeout)
+        await self._transport.call(node, STORE, StoreRequest(ref, tuple(versions)), timeout)
 
     async def _replicate(
         self,
@@ -226,12 +227,8 @@ class DynamoCoordinator:
     ) -> None:
         if not send.is_hint:
             return await self._store(send.node, ref, versions, timeout)
-        payload = {
-            "owner": send.owner,
-            "ref": ref.to_wire(),
-            "versions": [v.to_wire() for v in versions],
-        }
-        await self._transport.call(send.node, "hint", payload, timeout)
+        request = HintRequest(send.owner, ref, tuple(versions))
+        await self._transport.call(send.node, HINT, request, timeout)
 
     async def _drive(
         self,
@@ -314,48 +311,3 @@ def _reason(exc: BaseException) -> str:
 
 def _errors(errors: Any) -> str:
     return "; ".join(f"{n}: {r}" for n, r in sorted(errors.items())) or "no errors"
-
-
-async def handle_internal(replica: Any, op: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """Server side of the transport: one local replica operation (validated input)."""
-    if op == "ae_query":
-        return anti_entropy.handle_query(replica, payload)
-    ref = KeyRef.from_wire(payload.get("ref"))
-    if op == "fetch":
-        return {"versions": [v.to_wire() for v in replica.fetch(ref)]}
-    if op == "store":
-        merged = replica.store(ref, decode_versions(payload.get("versions")))
-        return {"versions": [v.to_wire() for v in merged]}
-    if op == "purge":
-        dots = {(node, n) for node, n in vclock.validated_dots(payload.get("dots", []))}
-        return {"purged": replica.purge(ref, dots)}
-    if op == "hint":
-        return {"versions": [v.to_wire() for v in _store_hint(replica, ref, payload)]}
-    if op == "coordinate":
-        context = vclock.validated(payload.get("context", {}))
-        dots = vclock.validated_dots(payload.get("dots", []))
-        try:
-            new, merged = replica.coordinate(
-                ref,
-                context,
-                payload.get("value"),
-                bool(payload.get("deleted", False)),
-                int(payload.get("max_siblings", 32)),
-                dots,
-            )
-        except siblings.SiblingLimitExceeded as exc:
-            raise SiblingLimit(str(exc), count=exc.count, limit=exc.limit) from None
-        return {"version": new.to_wire(), "versions": [v.to_wire() for v in merged]}
-    raise ValueError(f"unknown internal op {op!r}")
-
-
-def _store_hint(replica: Any, ref: KeyRef, payload: dict[str, Any]) -> tuple[Version, ...]:
-    """A fallback's side of a sloppy write: keep the versions for `owner` (Dynamo §4.6).
-    A hint addressed to this node itself (the ring moved) is plain replica data."""
-    owner = payload.get("owner")
-    if not isinstance(owner, str):
-        raise ValueError("owner must be a node id")
-    versions = decode_versions(payload.get("versions"))
-    if owner == replica.node_id:
-        return tuple(replica.store(ref, versions))
-    return tuple(replica.store_hint(owner, ref, versions))

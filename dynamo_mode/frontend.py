@@ -1,10 +1,11 @@
-"""Eventual keyspaces' key operations: request bodies and options → coordinator calls.
+"""Eventual keyspaces' key operations: routed requests → coordinator calls.
 
-The quorum mechanics live in dynamo_mode.coordinator; this module owns the eventual-mode
-request fields (`value`, `context`; query `r`, `w`, `pr`, `pw`) and the response shapes of
-DESIGN.md §5. `pr`/`pw` (Dynamo §4.6, Riak's names) demand that many replies from primaries
-themselves: a hint on a fallback counts toward `w`, never toward `pw`; reads ask primaries
-only, so `pr` raises the replies needed to max(r, pr). Absent, they demand nothing.
+kv/routing has validated the body fields and resolved the quorums (`r`, `w`, and `pr`/`pw`,
+Dynamo §4.6, Riak's names: that many replies from primaries themselves — a hint on a
+fallback counts toward `w`, never toward `pw`; reads ask primaries only, so `pr` raises the
+replies needed to max(r, pr); 0 demands nothing). This module decodes the opaque causal
+context, calls the coordinator (dynamo_mode/coordinator.py) and renders the response
+shapes of DESIGN.md §5.
 """
 
 from __future__ import annotations
@@ -17,26 +18,19 @@ from dynamo_mode.replica import DynamoReplica, KeyRef
 from kv.errors import InvalidRequest, KeyNotFound
 from kv.keyspace import KeyspaceConfig
 from kv.meta import Metadata
-from kv.service import Options, check_body, check_value
-
-_FIELDS = {"value", "context", "if_version"}
+from kv.routing import DeleteRequest, GetRequest, KeyRequest, PutRequest
 
 
-def place(md: Metadata, ks: KeyspaceConfig, key: str) -> Placement:
-    ring = md.ring()
-    partition = ring.key_partition(ks.name, key)
+def placement(req: KeyRequest) -> Placement:
+    route = req.route
     return Placement(
-        KeyRef(partition, ks.uid, key),
-        ring.preference_list(partition, ks.replication),
-        ring.fallbacks(partition, ks.replication),
+        KeyRef(route.partition, req.keyspace.uid, req.key), route.replicas, route.fallbacks
     )
 
 
-def decode_context(raw: Any) -> Context:
+def decode_context(raw: str | None) -> Context:
     if raw is None:
         return {}, ()
-    if not isinstance(raw, str):
-        raise InvalidRequest("context", "must be the opaque string a GET returned")
     try:
         return vclock.decode_context_full(raw)
     except ValueError as exc:
@@ -53,82 +47,58 @@ def render_read(key: str, result: ReadResult) -> dict[str, Any]:
     return {"key": key, "siblings": [v.value for v in live], "context": context}
 
 
-def _write_body(body: Any, *, need_value: bool) -> tuple[Any, Context]:
-    fields = check_body(body, _FIELDS)
-    if "if_version" in fields:
-        raise InvalidRequest("if_version", "applies only to linearizable keyspaces; use context")
-    if need_value and "value" not in fields:
-        raise InvalidRequest("value", "is required")
-    return fields.get("value"), decode_context(fields.get("context"))
-
-
-def _quorum(name: str, asked: int | None, default: int, n: int) -> int:
-    value = default if asked is None else asked
-    if not 1 <= value <= n:
-        raise InvalidRequest(
-            name, f"must be between 1 and the keyspace's replication ({n}), got {value}"
-        )
-    return value
-
-
-def _primaries(name: str, asked: int | None, n: int) -> int:
-    """`pr`/`pw`: 0 (no demand) when absent, else validated like r/w."""
-    return 0 if asked is None else _quorum(name, asked, asked, n)
-
-
 class EventualKeys:
     def __init__(self, coordinator: DynamoCoordinator, replica: DynamoReplica) -> None:
         self._dynamo = coordinator
         self._replica = replica
 
-    async def get(
-        self, md: Metadata, ks: KeyspaceConfig, key: str, opts: Options
-    ) -> dict[str, Any]:
-        r = _quorum("r", opts.r, ks.read_quorum, ks.replication)
-        pr = _primaries("pr", getattr(opts, "pr", None), ks.replication)
-        result = await self._dynamo.get(place(md, ks, key), r, opts.timeout_s, pr=pr)
-        return render_read(key, result)
+    async def get(self, req: GetRequest) -> dict[str, Any]:
+        result = await self._dynamo.get(placement(req), req.r, req.timeout_s, pr=req.pr)
+        return render_read(req.key, result)
 
-    async def put(
-        self, md: Metadata, ks: KeyspaceConfig, key: str, body: Any, opts: Options
-    ) -> dict[str, Any]:
-        value, context = _write_body(body, need_value=True)
-        check_value(value)
-        w = _quorum("w", opts.w, ks.write_quorum, ks.replication)
-        pw = _primaries("pw", getattr(opts, "pw", None), ks.replication)
-        where = place(md, ks, key)
+    async def put(self, req: PutRequest) -> dict[str, Any]:
+        context = decode_context(req.context)
+        ks = req.keyspace
         ctx = await self._dynamo.put(
-            where, context, value, False, w, ks.max_siblings, opts.timeout_s, pw=pw
+            placement(req),
+            context,
+            req.value,
+            False,
+            req.w,
+            ks.max_siblings,
+            req.timeout_s,
+            pw=req.pw,
         )
         return {"context": vclock.encode_context_full(*ctx)}
 
-    async def delete(
-        self, md: Metadata, ks: KeyspaceConfig, key: str, body: Any, opts: Options
-    ) -> dict[str, Any]:
-        _, context = _write_body(body, need_value=False)
-        w = _quorum("w", opts.w, ks.write_quorum, ks.replication)
-        pw = _primaries("pw", getattr(opts, "pw", None), ks.replication)
-        where = place(md, ks, key)
+    async def delete(self, req: DeleteRequest) -> dict[str, Any]:
+        context = decode_context(req.context)
+        where = placement(req)
         if not context[0] and not context[1]:
             # Delete what a quorum read sees now (a blind tombstone would only be a sibling).
-            r = _quorum("r", opts.r, ks.read_quorum, ks.replication)
-            pr = _primaries("pr", getattr(opts, "pr", None), ks.replication)
-            seen = await self._dynamo.get(where, r, opts.timeout_s, pr=pr)
+            seen = await self._dynamo.get(where, req.r, req.timeout_s, pr=req.pr)
             if not seen.live:
                 return {"deleted": False, "context": vclock.encode_context_full(*seen.context)}
             context = seen.context
         ctx = await self._dynamo.put(
-            where, context, None, True, w, ks.max_siblings, opts.timeout_s, pw=pw
+            where,
+            context,
+            None,
+            True,
+            req.w,
+            req.keyspace.max_siblings,
+            req.timeout_s,
+            pw=req.pw,
         )
         return {"deleted": True, "context": vclock.encode_context_full(*ctx)}
 
     async def prepare(self, md: Metadata, ks: KeyspaceConfig, timeout: float) -> None:
         return None  # leaderless: usable as soon as the metadata is
 
-    def replica_state(self, md: Metadata, ks: KeyspaceConfig, key: str) -> dict[str, Any]:
-        where = place(md, ks, key)
+    def replica_state(self, req: KeyRequest) -> dict[str, Any]:
+        where = placement(req)
         return {
-            "key": key,
+            "key": req.key,
             "partition": where.ref.partition,
             "replicas": list(where.replicas),
             "versions": [v.to_wire() for v in self._replica.fetch(where.ref)],

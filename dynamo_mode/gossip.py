@@ -17,11 +17,12 @@ import logging
 import os
 import random
 from collections.abc import Callable, Collection
-from typing import Any
 
 from dynamo_mode import membership
 from dynamo_mode.membership import GossipConfig, Status
+from dynamo_mode.messages import GOSSIP, GossipDigest
 from dynamo_mode.phi import PhiWindow
+from kv.internode import OpTable
 from kv.periodic import Periodic
 from kv.transport import Transport
 
@@ -79,22 +80,24 @@ class GossipDetector:
     def is_alive(self, node: str) -> bool:
         return self.status(node) != "down"
 
-    def digest(self) -> dict[str, list[int]]:
-        return {node: list(version) for node, version in membership.digest(self._state).items()}
+    def digest(self) -> GossipDigest:
+        return GossipDigest(membership.digest(self._state))
 
     # ------------------------------------------------------------------ effects
-    def _absorb(self, raw: Any) -> None:
+    def _absorb(self, remote: GossipDigest) -> None:
         now = self._clock()
-        remote = membership.parse_digest(raw)
-        after, changed = membership.merge(self._state, remote, now)
+        after, changed = membership.merge(self._state, remote.digest, now)
         changed = frozenset(changed - {self.self_id})
         membership.record_arrivals(self._windows, self._state, after, changed, now, self.cfg)
         self._state = after
 
-    def handle(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """The peer side of a push-pull round: merge theirs, answer with ours."""
-        self._absorb(payload.get("digest"))
-        return {"digest": self.digest()}
+    def register(self, table: OpTable) -> None:
+        table.register(GOSSIP, self.handle)
+
+    async def handle(self, theirs: GossipDigest) -> GossipDigest:
+        """The peer side of a push-pull round (`gossip` op): merge theirs, answer with ours."""
+        self._absorb(theirs)
+        return self.digest()
 
     async def round(self) -> None:
         now = self._clock()
@@ -104,12 +107,11 @@ class GossipDetector:
             *(self._push(peer) for peer in peers), return_exceptions=True
         )
         for reply in replies:
-            if isinstance(reply, dict):
-                self._absorb(reply.get("digest"))
+            if isinstance(reply, GossipDigest):
+                self._absorb(reply)
 
-    async def _push(self, peer: str) -> dict[str, Any]:
-        payload = {"digest": self.digest()}
-        return await self._transport.call(peer, "gossip", payload, self.cfg.interval * 2)
+    async def _push(self, peer: str) -> GossipDigest:
+        return await self._transport.call(peer, GOSSIP, self.digest(), self.cfg.interval * 2)
 
     def start(self) -> None:
         self._loop = Periodic("gossip", self.cfg.interval, self.round, sleep_first=False)

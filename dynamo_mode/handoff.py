@@ -25,10 +25,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from dynamo_mode import hints
+from dynamo_mode.messages import STORE, StoreRequest
 from dynamo_mode.replica import DynamoReplica
 from kv.errors import KvError
 from kv.periodic import Periodic
-from kv.transport import PeerTimeout, PeerUnreachable, Transport
+from kv.transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +80,9 @@ class Handoff:
         delivered = dropped = 0
         failure = None
         for ref, versions in self.replica.hints_for(owner, self.batch):
-            payload = {"ref": ref.to_wire(), "versions": [v.to_wire() for v in versions]}
             try:
-                await self.transport.call(owner, "store", payload, self.timeout)
-            except (PeerUnreachable, PeerTimeout, KvError) as exc:
+                await self.transport.call(owner, STORE, StoreRequest(ref, versions), self.timeout)
+            except KvError as exc:
                 failure = f"{exc.__class__.__name__}: {exc}"
                 break
             delivered += 1

@@ -19,12 +19,13 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from dynamo_mode import siblings
-from dynamo_mode.replica import DynamoReplica, KeyRef, decode_versions
+from dynamo_mode.messages import FETCH, PURGE, KeyRequest, PurgeRequest, Versions
+from dynamo_mode.replica import DynamoReplica, KeyRef
 from dynamo_mode.siblings import Version
 from dynamo_mode.vclock import Dot
+from kv import routing
 from kv.meta import Metadata
 from kv.periodic import Periodic
 from kv.transport import Transport
@@ -78,22 +79,19 @@ class TombstoneReaper:
         return done
 
     async def _purge_everywhere(self, ref: KeyRef, replicas: tuple[str, ...]) -> bool:
-        payload: dict[str, Any] = {"ref": ref.to_wire()}
         replies = await asyncio.gather(
-            *(self.transport.call(n, "fetch", payload, self.timeout) for n in replicas),
+            *(self.transport.call(n, FETCH, KeyRequest(ref), self.timeout) for n in replicas),
             return_exceptions=True,
         )
         answered = {
-            n: decode_versions(r["versions"])
-            for n, r in zip(replicas, replies, strict=True)
-            if isinstance(r, dict)
+            n: r.versions for n, r in zip(replicas, replies, strict=True) if isinstance(r, Versions)
         }
         dots = purgeable(replicas, answered)
         if dots is None:
             return False
-        purge = {**payload, "dots": [[node, n] for node, n in sorted(dots)]}
+        purge = PurgeRequest(ref, frozenset(dots))
         await asyncio.gather(
-            *(self.transport.call(n, "purge", purge, self.timeout) for n in replicas),
+            *(self.transport.call(n, PURGE, purge, self.timeout) for n in replicas),
             return_exceptions=True,
         )
         return True
@@ -103,4 +101,4 @@ def _replicas(md: Metadata, ref: KeyRef) -> tuple[str, ...]:
     ks = next((k for k in md.keyspaces if k.uid == ref.uid), None)
     if ks is None:
         return ()  # keyspace deleted: its data is dropped with it, not tombstone by tombstone
-    return md.ring().preference_list(ref.partition, ks.replication)
+    return routing.replicas(md, ref.partition, ks.replication)

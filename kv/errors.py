@@ -11,11 +11,19 @@
     ├── TooLarge                 too_large            shrink the key or value
     ├── NotImplementedYet        not_implemented      use a supported feature
     ├── Unauthorized             unauthorized         internode call without the cluster secret
-    ├── Retryable                                     retry after `retry_after` seconds
+    ├── Retryable                unavailable          retry after `retry_after` seconds
     │   ├── QuorumUnavailable    quorum_unavailable   (certainly not applied)
-    │   ├── NoLeader             no_leader            (certainly not applied; leader_hint)
-    │   └── NotReady             not_ready            (node still booting)
+    │   ├── NoLeader             no_leader            (certainly not applied)
+    │   ├── NotReady             not_ready            (node booting, group not running here)
+    │   └── PeerUnreachable      unavailable          internode: never reached the peer
     └── UnknownOutcome           timeout              may have been applied: read before retrying
+        └── PeerTimeout          timeout              internode: sent, no reply in time
+
+`PeerUnreachable` and `PeerTimeout` are raised by the internode transport (kv/transport.py)
+at its boundary; callers that can do better (the Dynamo coordinator reroutes a write that
+never reached a primary) catch them, and any that escape map to HTTP like their parents.
+They are never rebuilt from a peer's reply (`from_wire`): a peer's 504 is the peer's
+`UnknownOutcome`, not a transport failure of ours.
 
 The one mapping to HTTP status codes is `kv.http.errors.STATUS`.
 """
@@ -116,10 +124,23 @@ class NotReady(Retryable):
     code = "not_ready"
 
 
+class PeerUnreachable(Retryable):
+    """Internode: the request certainly did not reach the peer's handler (connection refused,
+    unknown member) — the operation was not performed there."""
+
+
 class UnknownOutcome(KvError):
     """The request may or may not have been applied (HTTP 504)."""
 
     code = "timeout"
+
+
+class PeerTimeout(UnknownOutcome):
+    """Internode: the request was sent (or may have been) and no reply came in time — it may
+    have been performed on the peer."""
+
+
+_LOCAL_ONLY: tuple[type[KvError], ...] = (PeerUnreachable, PeerTimeout)
 
 
 def from_wire(status: int, body: Any) -> KvError:
@@ -145,4 +166,7 @@ def _subclasses(cls: type[KvError]) -> list[type[KvError]]:
     return out
 
 
-_BY_CODE: dict[str, type[KvError]] = {c.code: c for c in _subclasses(KvError)}
+_BY_CODE: dict[str, type[KvError]] = {}
+for _cls in _subclasses(KvError):  # depth first: a parent claims its code before a child
+    if _cls not in _LOCAL_ONLY:
+        _BY_CODE.setdefault(_cls.code, _cls)

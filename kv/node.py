@@ -18,14 +18,16 @@ from typing import Any
 from aiohttp import web
 
 from dynamo_mode.anti_entropy import AntiEntropy
-from dynamo_mode.coordinator import DynamoCoordinator, handle_internal
+from dynamo_mode.coordinator import DynamoCoordinator
 from dynamo_mode.frontend import EventualKeys
 from dynamo_mode.gossip import GossipDetector, next_generation
 from dynamo_mode.handoff import Handoff
 from dynamo_mode.replica import DynamoReplica
+from dynamo_mode.replica_server import ReplicaServer
 from dynamo_mode.tombstones import TombstoneReaper
 from kv.config import NodeConfig
 from kv.http.app import make_app
+from kv.internode import OpTable
 from kv.leveldb import LevelDBEngine
 from kv.meta import Metadata
 from kv.service import KeyOps, Service
@@ -55,9 +57,8 @@ class Node:
         self.meta = MetaGroup(self._meta_settings(), self.driver, loop)
         self.driver.start()
         self.replica = DynamoReplica(self.engine, cfg.node_id)
-        self.transport = HttpTransport(
-            cfg.node_id, self._resolve, cfg.cluster_secret, self._internal
-        )
+        self.ops = OpTable()  # every internode operation this node serves
+        self.transport = HttpTransport(cfg.node_id, self._resolve, cfg.cluster_secret, self.ops)
         self.peers = GossipDetector(
             cfg.node_id,
             lambda: list(self._addresses()),
@@ -75,7 +76,9 @@ class Node:
             loop,
             sync_journal=cfg.raft_sync_journal,
         )
-        self.linearizable = LinearizableKeys(self.groups, cfg.node_id, self._forward)
+        self.linearizable = LinearizableKeys(
+            self.groups, cfg.node_id, self.transport, self._metadata
+        )
         modes: dict[str, KeyOps] = {
             "eventual": EventualKeys(self.coordinator, self.replica),
             "linearizable": self.linearizable,
@@ -99,8 +102,11 @@ class Node:
         self.handoff = Handoff(
             self.replica, self.transport, self.peers.is_alive, timeout=cfg.internode_timeout_s
         )
+        ReplicaServer(self.replica).register(self.ops)
+        self.peers.register(self.ops)
+        self.linearizable.register(self.ops)
         self.meta.subscribe(self._on_metadata)
-        app = make_app(self.service, self._internal, cfg.cluster_secret, cfg.request_timeout_s)
+        app = make_app(self.service, self.ops.dispatch, cfg.cluster_secret, cfg.request_timeout_s)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         host, _, port = cfg.listen.rpartition(":")
@@ -143,18 +149,6 @@ class Node:
         }
         await self.meta.bootstrap(change, BOOTSTRAP_DEADLINE_S)
         log.info("metadata bootstrapped at epoch %d", self.meta.metadata.epoch)
-
-    async def _internal(self, op: str, payload: dict[str, Any]) -> dict[str, Any]:
-        if op == "gossip":
-            return self.peers.handle(payload)
-        if op.startswith("lin_"):
-            return await self.linearizable.handle_forwarded(self.service.metadata(), op, payload)
-        return await handle_internal(self.replica, op, payload)
-
-    async def _forward(
-        self, node_id: str, op: str, payload: dict[str, Any], timeout: float
-    ) -> dict[str, Any]:
-        return await self.transport.call(node_id, op, payload, timeout)
 
     def _on_metadata(self, md: Metadata) -> None:
         if md.bootstrapped:

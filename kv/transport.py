@@ -1,41 +1,37 @@
-"""Internode transport for the Dynamo coordinator: a narrow Protocol and its aiohttp shell.
+"""Internode transport: a narrow Protocol and its aiohttp shell.
 
-`call(node, op, payload, timeout)` returns the peer's JSON reply or raises:
-- `PeerUnreachable`: the request certainly did not reach the peer's handler (connect
-  refused, DNS failure) — the operation was not performed there;
-- `PeerTimeout`: sent but no reply in time — it may have been performed;
+`call(node, op, request, timeout)` sends a typed request of an `Operation`
+(kv/internode.py) and returns its typed reply, or raises a `KvError` — every failure is
+converted here, at the boundary:
+- `PeerUnreachable` (503): the request certainly did not reach the peer's handler
+  (connection refused, unknown member) — the operation was not performed there;
+- `PeerTimeout` (504): sent but no reply in time, or the reply was unreadable — it may
+  have been performed;
 - a `KvError` the peer answered with (rebuilt by `kv.errors.from_wire`).
 
-Calls to this node itself skip HTTP and go straight to the local handler. The in-project
-twin for the simulation tier is `tests/sim/sim_transport.py` (used by both replication modes).
+Calls to this node itself skip HTTP and go to the local `OpTable` with the typed request.
+The in-project twin for the simulation tier is `tests/sim/sim_transport.py`; both pass
+tests/sim/test_transport_contract.py.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import aiohttp
 
-from kv.errors import from_wire
+from kv.errors import PeerTimeout, PeerUnreachable, from_wire
+from kv.internode import Operation, OpTable, Req, Resp
 
-LocalHandler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 SECRET_HEADER = "X-Kv-Cluster-Secret"
-
-
-class PeerUnreachable(Exception):
-    """The peer never received the request."""
-
-
-class PeerTimeout(Exception):
-    """The request may have been performed; no reply arrived in time."""
 
 
 class Transport(Protocol):
     async def call(
-        self, node: str, op: str, payload: dict[str, Any], timeout: float
-    ) -> dict[str, Any]: ...
+        self, node: str, op: Operation[Req, Resp], request: Req, timeout: float
+    ) -> Resp: ...
 
 
 class HttpTransport:
@@ -46,7 +42,7 @@ class HttpTransport:
         self_id: str,
         resolve: Callable[[str], str | None],
         secret: str,
-        local: LocalHandler,
+        local: OpTable,
     ) -> None:
         self._self_id = self_id
         self._resolve = resolve
@@ -64,30 +60,27 @@ class HttpTransport:
             )
         return self._session
 
-    async def call(
-        self, node: str, op: str, payload: dict[str, Any], timeout: float
-    ) -> dict[str, Any]:
+    async def call(self, node: str, op: Operation[Req, Resp], request: Req, timeout: float) -> Resp:
         if node == self._self_id:
-            return await self._local(op, payload)
+            return await self._local.call_local(op, request)
         address = self._resolve(node)
         if address is None:
-            raise PeerUnreachable(f"node {node!r} is not a member")
-        url = f"http://{address}/v1/internal/rpc/{op}"
+            raise PeerUnreachable(f"node {node!r} is not a member", retry_after=0.5)
+        url = f"http://{address}/v1/internal/rpc/{op.name}"
         try:
             async with self._client().post(
-                url, json=payload, timeout=aiohttp.ClientTimeout(total=timeout)
+                url, json=request.to_wire(), timeout=aiohttp.ClientTimeout(total=timeout)
             ) as resp:
                 body = await resp.json(content_type=None)
                 if resp.status != 200:
                     raise from_wire(resp.status, body)
-                result: dict[str, Any] = body
-                return result
+                return op.reply(body)
         except aiohttp.ClientConnectorError as exc:
-            raise PeerUnreachable(f"{node} at {address}: {exc}") from None
+            raise PeerUnreachable(f"{node} at {address}: {exc}", retry_after=0.5) from None
         except TimeoutError:
-            raise PeerTimeout(f"{node} did not answer {op} within {timeout:.2f}s") from None
-        except (aiohttp.ClientError, ValueError) as exc:
-            raise PeerTimeout(f"{node} {op}: {exc.__class__.__name__}: {exc}") from None
+            raise PeerTimeout(f"{node} did not answer {op.name} within {timeout:.2f}s") from None
+        except (aiohttp.ClientError, ValueError, TypeError, KeyError) as exc:
+            raise PeerTimeout(f"{node} {op.name}: {exc.__class__.__name__}: {exc}") from None
 
     async def close(self) -> None:
         if self._session is not None:

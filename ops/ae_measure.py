@@ -45,7 +45,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from dynamo_mode import merkle, siblings
-from dynamo_mode.anti_entropy import AntiEntropy, encode_answer, encode_query
+from dynamo_mode.anti_entropy import AntiEntropy
+from dynamo_mode.messages import TreeAnswer, TreeQuery
 from dynamo_mode.replica import PREFIX, DynamoReplica, KeyRef
 from dynamo_mode.siblings import Version, make_version
 from kv.client import KvClient
@@ -333,8 +334,8 @@ def sweep_model(directory: str, partitions: int) -> Model:
 
             def ask(q: merkle.Query, p: int = p, tree: merkle.MerkleTree = theirs_tree) -> Any:
                 a = merkle.answer(tree, q)
-                out.json_bytes += _json_len({"partition": p, "query": encode_query(q)})
-                out.json_bytes += _json_len({"answer": encode_answer(a)})
+                out.json_bytes += _json_len(TreeQuery(p, q).to_wire())
+                out.json_bytes += _json_len(TreeAnswer(a).to_wire())
                 return a
 
             result = merkle.diff(local.tree(p), ask, BUDGET)

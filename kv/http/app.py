@@ -21,7 +21,8 @@ from aiohttp import web
 
 from kv.errors import InvalidRequest, KvError, MalformedJson, TooLarge, Unauthorized
 from kv.http.errors import response_for
-from kv.service import MAX_TIMEOUT_S, Options, Service
+from kv.routing import MAX_TIMEOUT_S, Options
+from kv.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ SECRET_HEADER = "X-Kv-Cluster-Secret"
 _INT_RE = re.compile(r"-?[0-9]{1,18}")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-InternalHandler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+InternalHandler = Callable[[str, Any], Awaitable[Any]]  # kv.internode.OpTable.dispatch
 
 SERVICE: web.AppKey[Service] = web.AppKey("service", Service)
 INTERNAL: web.AppKey[InternalHandler] = web.AppKey("internal", object)  # type: ignore[arg-type]
@@ -210,12 +211,7 @@ def _check_secret(request: web.Request) -> None:
 async def internal_rpc(request: web.Request) -> web.Response:
     _check_secret(request)
     body = await read_json(request)
-    if not isinstance(body, dict):
-        raise InvalidRequest("body", "must be a JSON object")
-    try:
-        return _json(await request.app[INTERNAL](request.match_info["op"], body))
-    except ValueError as exc:
-        raise InvalidRequest("body", str(exc)) from None
+    return _json(await request.app[INTERNAL](request.match_info["op"], body))
 
 
 async def internal_ping(request: web.Request) -> web.Response:

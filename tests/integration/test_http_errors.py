@@ -21,7 +21,7 @@ from urllib.parse import quote
 import pytest
 
 from kv.http.app import MAX_BODY_BYTES, SECRET_HEADER, make_app
-from kv.service import MAX_KEY_BYTES, MAX_VALUE_BYTES
+from kv.routing import MAX_KEY_BYTES, MAX_VALUE_BYTES
 from tests.integration.conftest import Api, Reply, error_of, key_path, strict_json
 
 EVENTUAL_1 = {"consistency": "eventual", "replication": 1}

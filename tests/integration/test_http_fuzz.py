@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from kv.http.app import MAX_BODY_BYTES
-from kv.service import MAX_VALUE_BYTES
+from kv.routing import MAX_VALUE_BYTES
 from tests.integration.conftest import Api, Reply, error_of, key_path, strict_json
 
 SEED = int(os.environ.get("KV_FUZZ_SEED") or random.SystemRandom().randrange(1 << 32))

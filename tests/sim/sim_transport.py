@@ -51,20 +51,19 @@ import selectors
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Literal, TypeVar
 
-from dynamo_mode.coordinator import handle_internal
 from dynamo_mode.replica import DynamoReplica
-from kv.errors import InvalidRequest, KvError, from_wire
+from dynamo_mode.replica_server import serve
+from kv.errors import InvalidRequest, KvError, PeerTimeout, PeerUnreachable, from_wire
 from kv.http.errors import status_for
+from kv.internode import Operation, Req, Resp
 from kv.storage import MemoryEngine
-from kv.transport import PeerTimeout, PeerUnreachable
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Handler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+Handler = Callable[[str, Any], Awaitable[Any]]  # wire level: kv.internode.OpTable.dispatch
 LostAs = Literal["unreachable", "timeout"]
 _LOST_AS: frozenset[str] = frozenset({"unreachable", "timeout"})
 
@@ -218,11 +217,12 @@ class SimNetwork:
 
     # -- membership -------------------------------------------------------------------
     def add_node(self, node_id: str, handler: Handler | None = None) -> SimNode:
-        """A node with an empty replica; `handler` defaults to `handle_internal` on it."""
+        """A node with an empty replica; `handler` defaults to its replica's operations
+        (dynamo_mode/replica_server.py)."""
         if node_id in self._nodes:
             raise ValueError(f"node {node_id!r} already exists")
         replica = DynamoReplica(MemoryEngine(), node_id)
-        node = SimNode(node_id, replica, handler or partial(handle_internal, replica))
+        node = SimNode(node_id, replica, handler or serve(replica).dispatch)
         self._nodes[node_id] = node
         return node
 
@@ -358,12 +358,11 @@ class SimTransport:
         self._net = net
         self._self_id = self_id
 
-    async def call(
-        self, node: str, op: str, payload: dict[str, Any], timeout: float
-    ) -> dict[str, Any]:
+    async def call(self, node: str, op: Operation[Req, Resp], request: Req, timeout: float) -> Resp:
+        payload = _wire(request.to_wire())
         if node == self._self_id:  # like HttpTransport: no network, no timeout
-            return await self._net.node(node).handler(op, payload)
-        return await self._net.send(self._self_id, node, op, payload, timeout)
+            return op.reply(_wire(await self._net.node(node).handler(op.name, payload)))
+        return op.reply(await self._net.send(self._self_id, node, op.name, payload, timeout))
 
 
 # ---------------------------------------------------------------------- helpers

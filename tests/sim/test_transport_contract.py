@@ -2,9 +2,11 @@
 SimTransport on a virtual-time loop, and HttpTransport against real in-process aiohttp
 servers (kv.http.app's own `/v1/internal/rpc/{op}` route and error table) on 127.0.0.1.
 
-The contract is the one kv/transport.py states: a reply, or `PeerUnreachable` (never
-delivered), `PeerTimeout` (maybe performed), or the peer's `KvError` rebuilt with its type
-and details; calls to this node itself skip the network.
+The contract is the one kv/transport.py states: a typed reply, or `PeerUnreachable`
+(never delivered), `PeerTimeout` (maybe performed), or the peer's `KvError` rebuilt with its
+type and details; calls to this node itself skip the network. The operations are the
+eventual mode's (dynamo_mode/messages.py) served by dynamo_mode/replica_server.py, plus a
+test-only operation that never answers.
 """
 
 from __future__ import annotations
@@ -13,18 +15,27 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import pytest
 from aiohttp import web
 
-from dynamo_mode.coordinator import handle_internal
+from dynamo_mode.messages import COORDINATE, FETCH, CoordinateRequest, KeyRequest, Versions
 from dynamo_mode.replica import DynamoReplica, KeyRef
-from kv.errors import InvalidRequest, SiblingLimit, Unauthorized
+from dynamo_mode.replica_server import serve
+from kv.errors import (
+    InvalidRequest,
+    PeerTimeout,
+    PeerUnreachable,
+    SiblingLimit,
+    Unauthorized,
+)
 from kv.http.app import make_app
+from kv.internode import Operation
 from kv.service import Service
 from kv.storage import MemoryEngine
-from kv.transport import HttpTransport, PeerTimeout, PeerUnreachable, Transport
+from kv.transport import HttpTransport, Transport
 from tests.sim.sim_transport import SimNetwork, SimTransport, run_virtual
 
 NODES = ("a", "b", "c")
@@ -32,7 +43,19 @@ SECRET = "contract-secret-0123456789abcdef"
 REF = KeyRef(partition=3, uid=1, key="k")
 TIMEOUT = 5.0
 HANG_TIMEOUT = 0.2  # real seconds for HttpTransport; virtual for SimTransport
-HANG = "test_hang"  # a test-only op whose handler never answers
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A payload sent as it is: lets a test put any wire form on an operation's name."""
+
+    payload: Any
+
+    def to_wire(self) -> Any:
+        return self.payload
+
+
+HANG = Operation("test_hang", Raw, Raw)  # a test-only op whose handler never answers
 
 
 class Harness(Protocol):
@@ -50,12 +73,13 @@ class Node:
     def __init__(self, node_id: str) -> None:
         self.replica = DynamoReplica(MemoryEngine(), node_id)
         self.release = asyncio.Event()  # lets hung handlers end at teardown
+        self.table = serve(self.replica)
+        self.table.register(HANG, self.hang)
+        self.handle = self.table.dispatch
 
-    async def handle(self, op: str, payload: dict[str, Any]) -> dict[str, Any]:
-        if op == HANG:
-            await self.release.wait()
-            return {}
-        return await handle_internal(self.replica, op, payload)
+    async def hang(self, request: Raw) -> Raw:
+        await self.release.wait()
+        return Raw({})
 
 
 # ---------------------------------------------------------------------- SimTransport
@@ -103,7 +127,7 @@ class HttpHarness:
             self.addresses[n] = f"127.0.0.1:{sock.getsockname()[1]}"
 
     def transport(self, node: str, secret: str = SECRET) -> Transport:
-        made = HttpTransport(node, self.addresses.get, secret, self.nodes[node].handle)
+        made = HttpTransport(node, self.addresses.get, secret, self.nodes[node].table)
         self.transports.append(made)
         return made
 
@@ -155,15 +179,9 @@ def run(request: pytest.FixtureRequest) -> Callable[[Body], None]:
     return go
 
 
-def coordinate(value: Any, max_siblings: int = 8) -> dict[str, Any]:
+def coordinate(value: Any, max_siblings: int = 8) -> CoordinateRequest:
     """A blind write (empty context) minted at the called replica."""
-    return {
-        "ref": REF.to_wire(),
-        "context": {},
-        "value": value,
-        "deleted": False,
-        "max_siblings": max_siblings,
-    }
+    return CoordinateRequest(REF, {}, (), value, False, max_siblings)
 
 
 def values(replica: DynamoReplica) -> list[Any]:
@@ -172,11 +190,11 @@ def values(replica: DynamoReplica) -> list[Any]:
 
 def test_call_returns_the_reply_and_is_performed_at_the_peer(run: Callable[[Body], None]) -> None:
     async def body(h: Harness) -> None:
-        reply = await h.transport("a").call("b", "coordinate", coordinate({"n": 1}), TIMEOUT)
-        assert reply["version"]["dot"] == ["b", 1]
-        assert reply["version"]["value"] == {"n": 1}
-        fetched = await h.transport("c").call("b", "fetch", {"ref": REF.to_wire()}, TIMEOUT)
-        assert [v["value"] for v in fetched["versions"]] == [{"n": 1}]
+        reply = await h.transport("a").call("b", COORDINATE, coordinate({"n": 1}), TIMEOUT)
+        assert reply.version.dot == ("b", 1)
+        assert reply.version.value == {"n": 1}
+        fetched = await h.transport("c").call("b", FETCH, KeyRequest(REF), TIMEOUT)
+        assert [v.value for v in fetched.versions] == [{"n": 1}]
         assert values(h.replica("b")) == [{"n": 1}]
         assert values(h.replica("a")) == values(h.replica("c")) == []
 
@@ -188,7 +206,7 @@ def test_unknown_node_is_unreachable_and_nothing_is_performed(
 ) -> None:
     async def body(h: Harness) -> None:
         with pytest.raises(PeerUnreachable):
-            await h.transport("a").call("zz", "coordinate", coordinate(1), TIMEOUT)
+            await h.transport("a").call("zz", COORDINATE, coordinate(1), TIMEOUT)
         assert all(values(h.replica(n)) == [] for n in NODES)
 
     run(body)
@@ -200,10 +218,10 @@ def test_a_refusing_node_is_unreachable_but_self_calls_skip_the_network(
     async def body(h: Harness) -> None:
         await h.unplug("a")
         with pytest.raises(PeerUnreachable):
-            await h.transport("b").call("a", "coordinate", coordinate(1), TIMEOUT)
+            await h.transport("b").call("a", COORDINATE, coordinate(1), TIMEOUT)
         assert values(h.replica("a")) == []
-        reply = await h.transport("a").call("a", "coordinate", coordinate(2), TIMEOUT)
-        assert reply["version"]["dot"] == ["a", 1]
+        reply = await h.transport("a").call("a", COORDINATE, coordinate(2), TIMEOUT)
+        assert reply.version.dot == ("a", 1)
         assert values(h.replica("a")) == [2]
 
     run(body)
@@ -212,9 +230,9 @@ def test_a_refusing_node_is_unreachable_but_self_calls_skip_the_network(
 def test_a_kv_error_comes_back_with_its_type_and_details(run: Callable[[Body], None]) -> None:
     async def body(h: Harness) -> None:
         t = h.transport("a")
-        await t.call("b", "coordinate", coordinate("first", max_siblings=1), TIMEOUT)
+        await t.call("b", COORDINATE, coordinate("first", max_siblings=1), TIMEOUT)
         with pytest.raises(SiblingLimit) as info:
-            await t.call("b", "coordinate", coordinate("second", max_siblings=1), TIMEOUT)
+            await t.call("b", COORDINATE, coordinate("second", max_siblings=1), TIMEOUT)
         assert info.value.code == "sibling_limit"
         assert info.value.details == {"count": 2, "limit": 1}
         assert values(h.replica("b")) == ["first"]  # refused without writing
@@ -223,16 +241,22 @@ def test_a_kv_error_comes_back_with_its_type_and_details(run: Callable[[Body], N
 
 
 @pytest.mark.parametrize(
-    ("op", "payload"),
-    [("fetch", {}), ("fetch", {"ref": {"partition": -1, "uid": 1, "key": "k"}}), ("nope", {})],
+    ("op", "payload", "field"),
+    [
+        ("fetch", {}, "body"),
+        ("fetch", {"ref": {"partition": -1, "uid": 1, "key": "k"}}, "body"),
+        ("fetch", [], "body"),
+        ("nope", {}, "op"),
+    ],
 )
-def test_a_handler_value_error_comes_back_as_invalid_request(
-    run: Callable[[Body], None], op: str, payload: dict[str, Any]
+def test_a_payload_that_does_not_decode_comes_back_as_invalid_request(
+    run: Callable[[Body], None], op: str, payload: Any, field: str
 ) -> None:
     async def body(h: Harness) -> None:
+        raw = Operation(op, Raw, Versions.from_wire)
         with pytest.raises(InvalidRequest) as info:
-            await h.transport("a").call("b", op, payload, TIMEOUT)
-        assert info.value.details["field"] == "body"
+            await h.transport("a").call("b", raw, Raw(payload), TIMEOUT)
+        assert info.value.details["field"] == field
 
     run(body)
 
@@ -242,8 +266,8 @@ def test_no_reply_within_the_timeout_is_peer_timeout(run: Callable[[Body], None]
         loop = asyncio.get_running_loop()
         started = loop.time()
         with pytest.raises(PeerTimeout):
-            await h.transport("a").call("b", HANG, {}, HANG_TIMEOUT)
-        assert HANG_TIMEOUT <= loop.time() - started + 0.01 < HANG_TIMEOUT + 2.0
+            await h.transport("a").call("b", HANG, Raw({}), HANG_TIMEOUT)
+        assert HANG_TIMEOUT <= loop.time() - started + 0.01  # waited the timeout out
 
     run(body)
 
@@ -253,6 +277,6 @@ def test_http_wrong_secret_is_unauthorized() -> None:
     async def main() -> None:
         async with http_harness() as h:
             with pytest.raises(Unauthorized):
-                await h.transport("a", secret="wrong").call("b", "fetch", {}, TIMEOUT)
+                await h.transport("a", secret="wrong").call("b", FETCH, KeyRequest(REF), TIMEOUT)
 
     asyncio.run(main())

@@ -44,7 +44,13 @@ EXAMPLES: dict[type[e.KvError], Callable[[], e.KvError]] = {
     e.NoLeader: lambda: e.NoLeader("no leader", retry_after=0.2, leader_hint="n2"),
     e.NotReady: lambda: e.NotReady("booting"),
     e.UnknownOutcome: lambda: e.UnknownOutcome("may have been applied"),
+    e.PeerUnreachable: lambda: e.PeerUnreachable("n2: connection refused", retry_after=0.5),
+    e.PeerTimeout: lambda: e.PeerTimeout("n2 did not answer fetch within 2.00s"),
 }
+
+# Raised by the internode transport only: to a client they are their parent (same code and
+# status); a peer's error reply is never rebuilt as one of them (kv/errors.py).
+LOCAL_ONLY = {e.PeerUnreachable: e.Retryable, e.PeerTimeout: e.UnknownOutcome}
 
 # DESIGN.md §5, written out independently of kv/http/errors.py.
 EXPECTED_STATUS = {
@@ -63,6 +69,8 @@ EXPECTED_STATUS = {
     e.NoLeader: 503,
     e.NotReady: 503,
     e.UnknownOutcome: 504,
+    e.PeerUnreachable: 503,
+    e.PeerTimeout: 504,
 }
 
 
@@ -76,8 +84,10 @@ def test_every_subclass_has_an_example() -> None:
 
 
 def test_codes_are_unique_snake_case() -> None:
-    classes: list[type[e.KvError]] = [e.KvError, *SUBCLASSES]
+    classes: list[type[e.KvError]] = [e.KvError, *(c for c in SUBCLASSES if c not in LOCAL_ONLY)]
     codes = [c.code for c in classes]
+    for local, parent in LOCAL_ONLY.items():
+        assert issubclass(local, parent) and local.code == parent.code
     assert len(codes) == len(set(codes))
     for code in codes:
         assert code.isidentifier() and code == code.lower()
@@ -165,7 +175,7 @@ def test_details_carry_the_callers_next_move() -> None:
 def test_from_wire_rebuilds_the_same_error(cls: type[e.KvError]) -> None:
     exc = EXAMPLES[cls]()
     back = e.from_wire(status_for(exc), json.loads(json.dumps(exc.to_wire())))
-    assert type(back) is cls
+    assert type(back) is LOCAL_ONLY.get(cls, cls)
     assert (back.code, back.message, back.details) == (exc.code, exc.message, exc.details)
     assert str(back) == str(exc)
     assert status_for(back) == status_for(exc)

@@ -1,9 +1,9 @@
 """Hinted handoff shell and sloppy-quorum coordinator over in-memory twins (Dynamo §4.6).
 
 Replicas are DynamoReplica over MemoryEngine; the network is `Net`, an in-memory Transport
-that runs `handle_internal` on the target replica, with nodes that can be down (connect
-refused: PeerUnreachable) or lose the reply (PeerTimeout after the op ran). Time is a
-manual clock: no test here sleeps.
+that serves the target replica's operations (dynamo_mode/replica_server.py), with nodes
+that can be down (connect refused: PeerUnreachable) or lose the reply (PeerTimeout after
+the op ran). Time is a manual clock: no test here sleeps.
 """
 
 from __future__ import annotations
@@ -14,14 +14,16 @@ from typing import Any
 
 import pytest
 
-from dynamo_mode.coordinator import DynamoCoordinator, Placement, handle_internal
-from dynamo_mode.frontend import _primaries
+from dynamo_mode.coordinator import DynamoCoordinator, Placement
 from dynamo_mode.handoff import Handoff
+from dynamo_mode.messages import HINT, HintRequest
 from dynamo_mode.replica import DynamoReplica, KeyRef
+from dynamo_mode.replica_server import serve
 from dynamo_mode.siblings import Version, join_context, make_version
-from kv.errors import InvalidRequest, QuorumUnavailable
+from kv.errors import InvalidRequest, PeerTimeout, PeerUnreachable, QuorumUnavailable
+from kv.internode import Operation, Req, Resp
+from kv.routing import _primaries
 from kv.storage import MemoryEngine
-from kv.transport import PeerTimeout, PeerUnreachable
 
 NODES = ("a", "b", "c", "d", "e")
 PRIMARIES, FALLBACKS = ("a", "b", "c"), ("d", "e")
@@ -42,14 +44,12 @@ class Net:
         self.on_call: Callable[[str, str], None] = lambda node, op: None
         self.calls: list[tuple[str, str]] = []
 
-    async def call(
-        self, node: str, op: str, payload: dict[str, Any], timeout: float
-    ) -> dict[str, Any]:
-        self.calls.append((node, op))
+    async def call(self, node: str, op: Operation[Req, Resp], request: Req, timeout: float) -> Resp:
+        self.calls.append((node, op.name))
         if node in self.down:
             raise PeerUnreachable(f"{node}: connection refused")
-        self.on_call(node, op)
-        reply = await handle_internal(self.replicas[node], op, payload)
+        self.on_call(node, op.name)
+        reply = await serve(self.replicas[node]).call_local(op, request)
         if node in self.lose_reply:
             raise PeerTimeout(f"{node}: no reply")
         return reply
@@ -88,8 +88,7 @@ def handoff(
 
 
 async def hint(net: Net, holder: str, owner: str, ref: KeyRef, *versions: Version) -> None:
-    wire = [v.to_wire() for v in versions]
-    await net.call(holder, "hint", {"owner": owner, "ref": ref.to_wire(), "versions": wire}, 1)
+    await net.call(holder, HINT, HintRequest(owner, ref, versions), 1)
 
 
 def run(coro: Any) -> Any:

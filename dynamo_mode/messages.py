@@ -1,0 +1,255 @@
+"""The eventual mode's internode operations: typed requests and replies (pure).
+
+Each `Operation` (kv/internode.py) is served by dynamo_mode/replica_server.py (replica
+operations, anti-entropy queries) or dynamo_mode/gossip.py (push-pull rounds). Every
+`from_wire` validates what a peer sent and raises ValueError naming the field.
+
+    op            request           reply         what
+    fetch         KeyRequest        Versions      the replica's versions of a key
+    store         StoreRequest      Versions      merge versions in (CRDT join), reply merged
+    hint          HintRequest       Versions      keep versions for `owner` (Dynamo §4.6)
+    purge         PurgeRequest      Purged        drop a tombstone-only key with exactly `dots`
+    coordinate    CoordinateRequest Coordinated   mint a dot here and store (DVV; Dynamo §4.4)
+    ae_query      TreeQuery         TreeAnswer    one step of a Merkle walk (Dynamo §4.7)
+    gossip        GossipDigest      GossipDigest  push-pull heartbeat versions
+
+Wire form of tree queries: {"t": "h", "level": L, "indexes": [...]} → ["<b64 hash>", ...];
+{"t": "b", "buckets": [...]} → [{"<b64 key>": "<b64 hash>"}, ...].
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+from dynamo_mode import membership, merkle, vclock
+from dynamo_mode.replica import KeyRef, decode_versions
+from dynamo_mode.siblings import Version
+from dynamo_mode.vclock import Dot
+from kv.internode import Operation, integer, obj, text
+
+
+def _versions_wire(versions: tuple[Version, ...]) -> list[dict[str, Any]]:
+    return [v.to_wire() for v in versions]
+
+
+@dataclass(frozen=True)
+class KeyRequest:
+    ref: KeyRef
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"ref": self.ref.to_wire()}
+
+    @staticmethod
+    def from_wire(raw: Any) -> KeyRequest:
+        return KeyRequest(KeyRef.from_wire(obj(raw).get("ref")))
+
+
+@dataclass(frozen=True)
+class Versions:
+    versions: tuple[Version, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"versions": _versions_wire(self.versions)}
+
+    @staticmethod
+    def from_wire(raw: Any) -> Versions:
+        return Versions(decode_versions(obj(raw).get("versions")))
+
+
+@dataclass(frozen=True)
+class StoreRequest:
+    ref: KeyRef
+    versions: tuple[Version, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"ref": self.ref.to_wire(), "versions": _versions_wire(self.versions)}
+
+    @staticmethod
+    def from_wire(raw: Any) -> StoreRequest:
+        d = obj(raw)
+        return StoreRequest(KeyRef.from_wire(d.get("ref")), decode_versions(d.get("versions")))
+
+
+@dataclass(frozen=True)
+class HintRequest:
+    owner: str  # the primary the versions are kept for
+    ref: KeyRef
+    versions: tuple[Version, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "owner": self.owner,
+            "ref": self.ref.to_wire(),
+            "versions": _versions_wire(self.versions),
+        }
+
+    @staticmethod
+    def from_wire(raw: Any) -> HintRequest:
+        d = obj(raw)
+        owner = text(d.get("owner"), "owner")
+        return HintRequest(
+            owner, KeyRef.from_wire(d.get("ref")), decode_versions(d.get("versions"))
+        )
+
+
+@dataclass(frozen=True)
+class PurgeRequest:
+    ref: KeyRef
+    dots: frozenset[Dot]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"ref": self.ref.to_wire(), "dots": [[n, c] for n, c in sorted(self.dots)]}
+
+    @staticmethod
+    def from_wire(raw: Any) -> PurgeRequest:
+        d = obj(raw)
+        dots = frozenset(vclock.validated_dots(d.get("dots", [])))
+        return PurgeRequest(KeyRef.from_wire(d.get("ref")), dots)
+
+
+@dataclass(frozen=True)
+class Purged:
+    purged: bool
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"purged": self.purged}
+
+    @staticmethod
+    def from_wire(raw: Any) -> Purged:
+        return Purged(bool(obj(raw).get("purged")))
+
+
+@dataclass(frozen=True)
+class CoordinateRequest:
+    """Mint a new version at the receiving replica: `context` and `dots` are what the client
+    has seen (vclock docstring), `value`/`deleted` the write."""
+
+    ref: KeyRef
+    context: dict[str, int]
+    dots: tuple[Dot, ...]
+    value: Any
+    deleted: bool
+    max_siblings: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "ref": self.ref.to_wire(),
+            "context": self.context,
+            "dots": [[n, c] for n, c in self.dots],
+            "value": self.value,
+            "deleted": self.deleted,
+            "max_siblings": self.max_siblings,
+        }
+
+    @staticmethod
+    def from_wire(raw: Any) -> CoordinateRequest:
+        d = obj(raw)
+        return CoordinateRequest(
+            ref=KeyRef.from_wire(d.get("ref")),
+            context=vclock.validated(d.get("context", {})),
+            dots=vclock.validated_dots(d.get("dots", [])),
+            value=d.get("value"),
+            deleted=bool(d.get("deleted", False)),
+            max_siblings=integer(d.get("max_siblings", 32), "max_siblings", 1, 1 << 16),
+        )
+
+
+@dataclass(frozen=True)
+class Coordinated:
+    version: Version  # the one just minted
+    versions: tuple[Version, ...]  # the replica's reconciled set after storing it
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"version": self.version.to_wire(), "versions": _versions_wire(self.versions)}
+
+    @staticmethod
+    def from_wire(raw: Any) -> Coordinated:
+        d = obj(raw)
+        return Coordinated(Version.from_wire(d.get("version")), decode_versions(d.get("versions")))
+
+
+@dataclass(frozen=True)
+class TreeQuery:
+    partition: int
+    query: merkle.Query
+
+    def to_wire(self) -> dict[str, Any]:
+        q = self.query
+        if isinstance(q, merkle.HashesQuery):
+            wire = {"t": "h", "level": q.level, "indexes": list(q.indexes)}
+        else:
+            wire = {"t": "b", "buckets": list(q.buckets)}
+        return {"partition": self.partition, "query": wire}
+
+    @staticmethod
+    def from_wire(raw: Any) -> TreeQuery:
+        d = obj(raw)
+        return TreeQuery(integer(d.get("partition"), "partition", 0, 1 << 16), _query(d))
+
+
+def _query(d: dict[str, Any]) -> merkle.Query:
+    q = obj(d.get("query"), "query")
+    if q.get("t") == "h":
+        indexes = tuple(integer(i, "index", 0, 1 << 32) for i in q.get("indexes", ()))
+        return merkle.HashesQuery(integer(q.get("level"), "level", 0, 64), indexes)
+    if q.get("t") == "b":
+        return merkle.BucketsQuery(tuple(integer(b, "bucket", 0, 1 << 32) for b in q["buckets"]))
+    raise ValueError("query must be an object with t = 'h' or 'b'")
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+@dataclass(frozen=True)
+class TreeAnswer:
+    answer: merkle.Answer
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "answer": [
+                {_b64(k): _b64(v) for k, v in item.items()}
+                if isinstance(item, dict)
+                else _b64(item)
+                for item in self.answer
+            ]
+        }
+
+    @staticmethod
+    def from_wire(raw: Any) -> TreeAnswer:
+        items = obj(raw).get("answer")
+        if not isinstance(items, list):
+            raise ValueError("answer must be a list")
+        if items and isinstance(items[0], dict):
+            return TreeAnswer(
+                tuple(
+                    {base64.b64decode(k): base64.b64decode(v) for k, v in item.items()}
+                    for item in items
+                )
+            )
+        return TreeAnswer(tuple(base64.b64decode(text(item, "hash")) for item in items))
+
+
+@dataclass(frozen=True)
+class GossipDigest:
+    """A node's heartbeat versions, {node: (generation, heartbeat)} (docs/gossip.md)."""
+
+    digest: dict[str, membership.Version]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"digest": {node: list(v) for node, v in self.digest.items()}}
+
+    @staticmethod
+    def from_wire(raw: Any) -> GossipDigest:
+        return GossipDigest(membership.parse_digest(obj(raw).get("digest")))
+
+
+FETCH = Operation("fetch", KeyRequest.from_wire, Versions.from_wire)
+STORE = Operation("store", StoreRequest.from_wire, Versions.from_wire)
+HINT = Operation("hint", HintRequest.from_wire, Versions.from_wire)
+PURGE = Operation("purge", PurgeRequest.from_wire, Purged.from_wire)
+COORDINATE = Operation("coordinate", CoordinateRequest.from_wire, Coordinated.from_wire)
+AE_QUERY = Operation("ae_query", TreeQuery.from_wire, TreeAnswer.from_wire)
+GOSSIP = Operation("gossip", GossipDigest.from_wire, GossipDigest.from_wire)

@@ -1,0 +1,80 @@
+"""The replica's side of the eventual mode's internode operations (dynamo_mode/messages.py).
+
+Each handler performs one local replica operation on an already validated, typed request;
+the coordinator (dynamo_mode/coordinator.py), anti-entropy, hinted handoff and the
+tombstone reaper are its callers on other nodes (and on this one, without the wire).
+"""
+
+from __future__ import annotations
+
+from dynamo_mode import merkle, siblings
+from dynamo_mode.messages import (
+    AE_QUERY,
+    COORDINATE,
+    FETCH,
+    HINT,
+    PURGE,
+    STORE,
+    Coordinated,
+    CoordinateRequest,
+    HintRequest,
+    KeyRequest,
+    Purged,
+    PurgeRequest,
+    StoreRequest,
+    TreeAnswer,
+    TreeQuery,
+    Versions,
+)
+from dynamo_mode.replica import DynamoReplica
+from kv.errors import SiblingLimit
+from kv.internode import OpTable
+
+
+class ReplicaServer:
+    def __init__(self, replica: DynamoReplica) -> None:
+        self.replica = replica
+
+    def register(self, table: OpTable) -> None:
+        table.register(FETCH, self.fetch)
+        table.register(STORE, self.store)
+        table.register(HINT, self.hint)
+        table.register(PURGE, self.purge)
+        table.register(COORDINATE, self.coordinate)
+        table.register(AE_QUERY, self.tree_query)
+
+    async def fetch(self, req: KeyRequest) -> Versions:
+        return Versions(self.replica.fetch(req.ref))
+
+    async def store(self, req: StoreRequest) -> Versions:
+        return Versions(self.replica.store(req.ref, req.versions))
+
+    async def hint(self, req: HintRequest) -> Versions:
+        """A fallback's side of a sloppy write: keep the versions for `owner` (Dynamo §4.6).
+        A hint addressed to this node itself (the ring moved) is plain replica data."""
+        if req.owner == self.replica.node_id:
+            return Versions(self.replica.store(req.ref, req.versions))
+        return Versions(self.replica.store_hint(req.owner, req.ref, req.versions))
+
+    async def purge(self, req: PurgeRequest) -> Purged:
+        return Purged(self.replica.purge(req.ref, set(req.dots)))
+
+    async def coordinate(self, req: CoordinateRequest) -> Coordinated:
+        try:
+            new, merged = self.replica.coordinate(
+                req.ref, req.context, req.value, req.deleted, req.max_siblings, req.dots
+            )
+        except siblings.SiblingLimitExceeded as exc:
+            raise SiblingLimit(str(exc), count=exc.count, limit=exc.limit) from None
+        return Coordinated(new, merged)
+
+    async def tree_query(self, req: TreeQuery) -> TreeAnswer:
+        """Answer one step of a peer's Merkle walk from this node's tree (Dynamo §4.7)."""
+        return TreeAnswer(merkle.answer(self.replica.tree(req.partition), req.query))
+
+
+def serve(replica: DynamoReplica) -> OpTable:
+    """A table serving only `replica` (the simulation tier's nodes)."""
+    table = OpTable()
+    ReplicaServer(replica).register(table)
+    return table

@@ -1,0 +1,260 @@
+"""One routing step: a key request is parsed and validated once into a typed request that
+carries its route (DESIGN.md §1 `kv/routing`). Pure.
+
+    HTTP (kv/http) ──parse query──▶ Options ─┐
+    body (JSON) ─────────────────────────────┼─▶ get_request / put_request / delete_request
+    metadata (kv/meta) ──────────────────────┘        │ keyspace, key, body fields, quorums,
+                                                       ▼ timeout, Route(mode, partition, replicas)
+                                  the keyspace's mode frontend (dynamo_mode / raft_groups)
+
+Everything a mode frontend needs arrives in the request: it never calls back up. Each
+mode's own encodings stay opaque here (an eventual `context` is a string the eventual
+frontend decodes). `replicas` is the one placement function: every caller that asks which
+nodes hold a partition — routes, Raft group hosting, anti-entropy, tombstone purge — asks it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from kv.errors import InvalidRequest, KeyspaceNotFound, TooLarge
+from kv.keyspace import Consistency, KeyspaceConfig, validate_name
+from kv.meta import Metadata
+
+MAX_KEY_BYTES = 1024
+MAX_VALUE_BYTES = 1 << 20  # encoded JSON
+MAX_TIMEOUT_S = 60.0
+MAX_REQUEST_ID = 128
+
+
+@dataclass(frozen=True)
+class Options:
+    """Per-request options from the query string, syntax-checked by kv/http."""
+
+    timeout_s: float
+    r: int | None = None
+    w: int | None = None
+    stale: bool = False
+    pr: int | None = None  # eventual only: replies demanded from primaries (Dynamo §4.6)
+    pw: int | None = None  # eventual only: acks demanded from primaries, hints excluded
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a key lives: its partition and preference list (Dynamo §4.3); for eventual
+    keyspaces also the rest of the ring walk, the sloppy quorum's fallbacks (§4.6)."""
+
+    mode: Consistency
+    partition: int
+    replicas: tuple[str, ...]
+    fallbacks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class KeyRequest:
+    keyspace: KeyspaceConfig
+    key: str
+    route: Route
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class GetRequest(KeyRequest):
+    stale: bool = False  # linearizable: read the local replica without a barrier
+    r: int = 0  # eventual: replies needed (resolved from the keyspace default)
+    pr: int = 0  # eventual: primary replies needed (0 = no demand)
+
+
+@dataclass(frozen=True)
+class PutRequest(KeyRequest):
+    value: Any = None
+    context: str | None = None  # eventual: opaque causal context from a GET
+    if_version: int | None = None  # linearizable: compare-and-set (0 = create only)
+    request_id: str | None = None  # linearizable: deduplicates retries of one write
+    w: int = 0
+    pw: int = 0
+
+
+@dataclass(frozen=True)
+class DeleteRequest(KeyRequest):
+    context: str | None = None
+    if_version: int | None = None
+    request_id: str | None = None
+    r: int = 0  # eventual: a delete without a context first reads what it deletes
+    pr: int = 0
+    w: int = 0
+    pw: int = 0
+
+
+# ---------------------------------------------------------------------- placement
+def replicas(md: Metadata, partition: int, n: int) -> tuple[str, ...]:
+    """The preference list of `partition` for replication `n` (the one placement function)."""
+    return md.ring().preference_list(partition, n)
+
+
+def place(md: Metadata, ks: KeyspaceConfig, key: str) -> Route:
+    ring = md.ring()
+    partition = ring.key_partition(ks.name, key)
+    fallbacks = ring.fallbacks(partition, ks.replication) if ks.consistency == "eventual" else ()
+    return Route(ks.consistency, partition, replicas(md, partition, ks.replication), fallbacks)
+
+
+# ---------------------------------------------------------------------- requests
+def keyspace(md: Metadata, name: str) -> KeyspaceConfig:
+    validate_name(name)
+    ks = md.keyspace(name)
+    if ks is None:
+        raise KeyspaceNotFound(name)
+    return ks
+
+
+def locate(md: Metadata, name: str, key: str, timeout_s: float) -> KeyRequest:
+    """Keyspace, key and route: what every key request starts from."""
+    ks = keyspace(md, name)
+    check_key(key)
+    return KeyRequest(ks, key, place(md, ks, key), timeout_s)
+
+
+def get_request(md: Metadata, name: str, key: str, opts: Options) -> GetRequest:
+    base = locate(md, name, key, opts.timeout_s)
+    r, pr = _read_quorums(base.keyspace, opts)
+    return GetRequest(**_fields(base), stale=opts.stale, r=r, pr=pr)
+
+
+def put_request(md: Metadata, name: str, key: str, body: Any, opts: Options) -> PutRequest:
+    base = locate(md, name, key, opts.timeout_s)
+    fields = _write_fields(base.keyspace, body, {"value"})
+    if "value" not in fields:
+        raise InvalidRequest("value", "is required")
+    check_value(fields["value"])
+    w, pw = _write_quorums(base.keyspace, opts)
+    return PutRequest(**_fields(base), **_conditions(fields), value=fields["value"], w=w, pw=pw)
+
+
+def delete_request(md: Metadata, name: str, key: str, body: Any, opts: Options) -> DeleteRequest:
+    base = locate(md, name, key, opts.timeout_s)
+    fields = _write_fields(base.keyspace, body, set())
+    r, pr = _read_quorums(base.keyspace, opts)
+    w, pw = _write_quorums(base.keyspace, opts)
+    return DeleteRequest(**_fields(base), **_conditions(fields), r=r, pr=pr, w=w, pw=pw)
+
+
+def _fields(base: KeyRequest) -> dict[str, Any]:
+    return {
+        "keyspace": base.keyspace,
+        "key": base.key,
+        "route": base.route,
+        "timeout_s": base.timeout_s,
+    }
+
+
+# ---------------------------------------------------------------------- validation
+def check_key(key: str) -> None:
+    size = len(key.encode())
+    if size == 0:
+        raise InvalidRequest("key", "must not be empty")
+    if size > MAX_KEY_BYTES:
+        raise TooLarge("key", size, MAX_KEY_BYTES)
+
+
+def check_value(value: Any) -> None:
+    try:
+        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    except UnicodeEncodeError:
+        raise InvalidRequest(
+            "value", "contains a lone UTF-16 surrogate (not valid Unicode)"
+        ) from None
+    if size > MAX_VALUE_BYTES:
+        raise TooLarge("value", size, MAX_VALUE_BYTES)
+
+
+def check_body(body: Any, allowed: set[str]) -> dict[str, Any]:
+    """A key-route body: a JSON object with only `allowed` fields (None → {})."""
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise InvalidRequest("body", "must be a JSON object")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise InvalidRequest(unknown[0], f"unknown field (allowed: {', '.join(sorted(allowed))})")
+    return body
+
+
+# Fields each mode accepts on writes; the other mode's field gets a message saying which
+# mode it belongs to rather than "unknown field".
+_WRITE_FIELDS: dict[str, set[str]] = {
+    "eventual": {"context", "if_version"},
+    "linearizable": {"if_version", "request_id", "context"},
+}
+_FOREIGN = {
+    "eventual": ("if_version", "applies only to linearizable keyspaces; use context"),
+    "linearizable": ("context", "applies only to eventual keyspaces; use if_version"),
+}
+
+
+def _write_fields(ks: KeyspaceConfig, body: Any, extra: set[str]) -> dict[str, Any]:
+    fields = check_body(body, _WRITE_FIELDS[ks.consistency] | extra)
+    foreign, message = _FOREIGN[ks.consistency]
+    if foreign in fields:
+        raise InvalidRequest(foreign, message)
+    return fields
+
+
+def _conditions(fields: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "context": _context(fields.get("context")),
+        "if_version": _if_version(fields.get("if_version")),
+        "request_id": _request_id(fields.get("request_id")),
+    }
+
+
+def _context(raw: Any) -> str | None:
+    if raw is not None and not isinstance(raw, str):
+        raise InvalidRequest("context", "must be the opaque string a GET returned")
+    return raw
+
+
+def _if_version(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidRequest("if_version", f"must be an integer ≥ 0, got {value!r}")
+    return value
+
+
+def _request_id(rid: Any) -> str | None:
+    if rid is None:
+        return None
+    if not isinstance(rid, str) or not 0 < len(rid) <= MAX_REQUEST_ID:
+        raise InvalidRequest("request_id", f"must be a string of 1..{MAX_REQUEST_ID} characters")
+    return rid
+
+
+def _read_quorums(ks: KeyspaceConfig, opts: Options) -> tuple[int, int]:
+    if ks.consistency != "eventual":
+        return 0, 0
+    n = ks.replication
+    return _quorum("r", opts.r, ks.read_quorum, n), _primaries("pr", opts.pr, n)
+
+
+def _write_quorums(ks: KeyspaceConfig, opts: Options) -> tuple[int, int]:
+    if ks.consistency != "eventual":
+        return 0, 0
+    n = ks.replication
+    return _quorum("w", opts.w, ks.write_quorum, n), _primaries("pw", opts.pw, n)
+
+
+def _quorum(name: str, asked: int | None, default: int, n: int) -> int:
+    value = default if asked is None else asked
+    if not 1 <= value <= n:
+        raise InvalidRequest(
+            name, f"must be between 1 and the keyspace's replication ({n}), got {value}"
+        )
+    return value
+
+
+def _primaries(name: str, asked: int | None, n: int) -> int:
+    """`pr`/`pw`: 0 (no demand) when absent, else validated like r/w."""
+    return 0 if asked is None else _quorum(name, asked, asked, n)

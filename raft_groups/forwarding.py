@@ -1,0 +1,139 @@
+"""`lin_forward`: a routed linearizable request sent to a member of the key's Raft group by a
+node outside it (raft_groups/frontend.py). Pure messages.
+
+The sender has validated the request; the receiver validates the wire form again (it
+comes from the network) and re-routes it under its own metadata. A forwarded write always
+carries a `request_id`, so a retry after an unknown outcome is applied at most once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from kv.internode import Operation, integer, number, obj, text
+from kv.routing import (
+    MAX_REQUEST_ID,
+    MAX_TIMEOUT_S,
+    DeleteRequest,
+    GetRequest,
+    KeyRequest,
+    PutRequest,
+)
+
+ForwardedOp = Literal["get", "put", "delete"]
+_OPS: tuple[ForwardedOp, ...] = ("get", "put", "delete")
+
+
+@dataclass(frozen=True)
+class Forwarded:
+    op: ForwardedOp
+    keyspace: str
+    uid: int  # the keyspace incarnation the sender routed for
+    key: str
+    timeout_s: float
+    value: Any = None
+    if_version: int | None = None
+    request_id: str | None = None
+    stale: bool = False
+
+    @staticmethod
+    def of_get(req: GetRequest) -> Forwarded:
+        return Forwarded("get", *_where(req), stale=req.stale)
+
+    @staticmethod
+    def of_put(req: PutRequest, request_id: str) -> Forwarded:
+        return Forwarded(
+            "put", *_where(req), value=req.value, if_version=req.if_version, request_id=request_id
+        )
+
+    @staticmethod
+    def of_delete(req: DeleteRequest, request_id: str) -> Forwarded:
+        return Forwarded("delete", *_where(req), if_version=req.if_version, request_id=request_id)
+
+    def get_request(self, base: KeyRequest) -> GetRequest:
+        return GetRequest(base.keyspace, base.key, base.route, base.timeout_s, stale=self.stale)
+
+    def put_request(self, base: KeyRequest) -> PutRequest:
+        return PutRequest(
+            base.keyspace,
+            base.key,
+            base.route,
+            base.timeout_s,
+            value=self.value,
+            if_version=self.if_version,
+            request_id=self.request_id,
+        )
+
+    def delete_request(self, base: KeyRequest) -> DeleteRequest:
+        return DeleteRequest(
+            base.keyspace,
+            base.key,
+            base.route,
+            base.timeout_s,
+            if_version=self.if_version,
+            request_id=self.request_id,
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "op": self.op,
+            "keyspace": self.keyspace,
+            "uid": self.uid,
+            "key": self.key,
+            "timeout_s": self.timeout_s,
+            "value": self.value,
+            "if_version": self.if_version,
+            "request_id": self.request_id,
+            "stale": self.stale,
+        }
+
+    @staticmethod
+    def from_wire(raw: Any) -> Forwarded:
+        d = obj(raw)
+        op = d.get("op")
+        if op not in _OPS:
+            raise ValueError(f"op must be one of {', '.join(_OPS)}, got {op!r}")
+        return Forwarded(
+            op=op,
+            keyspace=text(d.get("keyspace"), "keyspace"),
+            uid=integer(d.get("uid"), "uid", 0, 1 << 63),
+            key=text(d.get("key"), "key"),
+            timeout_s=min(max(number(d.get("timeout_s"), "timeout_s"), 0.001), MAX_TIMEOUT_S),
+            value=d.get("value"),
+            if_version=_optional_int(d.get("if_version"), "if_version"),
+            request_id=_request_id(d.get("request_id")),
+            stale=d.get("stale") is True,
+        )
+
+
+def _where(req: KeyRequest) -> tuple[str, int, str, float]:
+    return req.keyspace.name, req.keyspace.uid, req.key, req.timeout_s
+
+
+def _optional_int(raw: Any, name: str) -> int | None:
+    return None if raw is None else integer(raw, name, 0, 1 << 63)
+
+
+def _request_id(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    rid = text(raw, "request_id")
+    if not 0 < len(rid) <= MAX_REQUEST_ID:
+        raise ValueError(f"request_id must be 1..{MAX_REQUEST_ID} characters")
+    return rid
+
+
+@dataclass(frozen=True)
+class ForwardReply:
+    body: dict[str, Any]  # the response body the serving member rendered (DESIGN.md §5)
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.body
+
+    @staticmethod
+    def from_wire(raw: Any) -> ForwardReply:
+        return ForwardReply(obj(raw, "reply"))
+
+
+LIN_FORWARD = Operation("lin_forward", Forwarded.from_wire, ForwardReply.from_wire)
