@@ -15,8 +15,6 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from aiohttp import web
-
 from dynamo_mode.anti_entropy import AntiEntropy
 from dynamo_mode.coordinator import DynamoCoordinator
 from dynamo_mode.frontend import EventualKeys
@@ -26,7 +24,7 @@ from dynamo_mode.replica import DynamoReplica
 from dynamo_mode.replica_server import ReplicaServer
 from dynamo_mode.tombstones import TombstoneReaper
 from kv.config import NodeConfig
-from kv.http.app import make_app
+from kv.http.app import Server, make_app
 from kv.internode import OpTable
 from kv.leveldb import LevelDBEngine
 from kv.meta import Metadata
@@ -45,7 +43,7 @@ BOOTSTRAP_DEADLINE_S = 3600.0  # keep trying while the other founders start
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        self._runner: web.AppRunner | None = None
+        self._server: Server | None = None
         self._bootstrap_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -107,10 +105,7 @@ class Node:
         self.linearizable.register(self.ops)
         self.meta.subscribe(self._on_metadata)
         app = make_app(self.service, self.ops.dispatch, cfg.cluster_secret, cfg.request_timeout_s)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        host, _, port = cfg.listen.rpartition(":")
-        await web.TCPSite(self._runner, host, int(port), reuse_address=True).start()
+        self._server = await Server.listen(app, cfg.listen)
         self.peers.start()
         self.anti_entropy.start()
         self.handoff.start()
@@ -206,8 +201,8 @@ class Node:
         if self._bootstrap_task is not None:
             self._bootstrap_task.cancel()
             await asyncio.gather(self._bootstrap_task, return_exceptions=True)
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._server is not None:
+            await self._server.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from kv.errors import NotReady, UnknownOutcome
+from kv.memory import MemoryEngine
 from kv.meta import Metadata
-from kv.storage import MemoryEngine, StorageEngine, WriteBatch
+from kv.storage import StorageEngine, WriteBatch
 from raft_groups import commands, state_machine
 from raft_groups.placement import GroupSpec, hosted_groups
 from raft_groups.syncobj_adapter import GroupSettings, RaftDriver, RaftGroup, RaftStatus

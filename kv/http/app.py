@@ -249,3 +249,21 @@ def make_app(
     app.router.add_post("/v1/internal/rpc/{op}", internal_rpc)
     app.router.add_get("/v1/internal/ping", internal_ping)
     return app
+
+
+class Server:
+    """The API listener of a node (the only place aiohttp's server runner is used)."""
+
+    def __init__(self, runner: web.AppRunner) -> None:
+        self._runner = runner
+
+    @staticmethod
+    async def listen(app: web.Application, address: str) -> Server:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        host, _, port = address.rpartition(":")
+        await web.TCPSite(runner, host, int(port), reuse_address=True).start()
+        return Server(runner)
+
+    async def close(self) -> None:
+        await self._runner.cleanup()

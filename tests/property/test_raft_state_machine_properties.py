@@ -22,7 +22,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kv.storage import MemoryEngine
+from kv.memory import MemoryEngine
 from raft_groups import state_machine as sm
 from raft_groups.commands import (
     BARRIER,

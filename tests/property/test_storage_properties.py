@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kv.leveldb import LevelDBEngine
-from kv.storage import MemoryEngine, Snapshot, StorageEngine, WriteBatch
+from kv.memory import MemoryEngine
+from kv.storage import Snapshot, StorageEngine, WriteBatch
 
 Op = tuple[bytes, bytes | None]
 

@@ -58,7 +58,7 @@ from dynamo_mode.replica_server import serve
 from kv.errors import InvalidRequest, KvError, PeerTimeout, PeerUnreachable, from_wire
 from kv.http.errors import status_for
 from kv.internode import Operation, Req, Resp
-from kv.storage import MemoryEngine
+from kv.memory import MemoryEngine
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ from kv.errors import (
 )
 from kv.http.app import make_app
 from kv.internode import Operation
+from kv.memory import MemoryEngine
 from kv.service import Service
-from kv.storage import MemoryEngine
 from kv.transport import HttpTransport, Transport
 from tests.sim.sim_transport import SimNetwork, SimTransport, run_virtual
 

@@ -22,8 +22,8 @@ from dynamo_mode.replica_server import serve
 from dynamo_mode.siblings import Version, join_context, make_version
 from kv.errors import InvalidRequest, PeerTimeout, PeerUnreachable, QuorumUnavailable
 from kv.internode import Operation, Req, Resp
+from kv.memory import MemoryEngine
 from kv.routing import _primaries
-from kv.storage import MemoryEngine
 
 NODES = ("a", "b", "c", "d", "e")
 PRIMARIES, FALLBACKS = ("a", "b", "c"), ("d", "e")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kv.storage import MemoryEngine
+from kv.memory import MemoryEngine
 from raft_groups import state_machine as sm
 from raft_groups.commands import BARRIER, MAX_UID, Command, decode, encode
 

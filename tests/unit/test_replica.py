@@ -30,7 +30,8 @@ from dynamo_mode.siblings import (
     make_version,
     reconcile,
 )
-from kv.storage import MemoryEngine, WriteBatch
+from kv.memory import MemoryEngine
+from kv.storage import WriteBatch
 
 PROPS = settings(max_examples=60, deadline=None, print_blob=True)
 REF = KeyRef(partition=5, uid=3, key="k")

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from kv.leveldb import LevelDBEngine
-from kv.storage import MemoryEngine, StorageEngine, StorageError, WriteBatch, prefix_end
+from kv.memory import MemoryEngine
+from kv.storage import StorageEngine, StorageError, WriteBatch, prefix_end
 
 
 @pytest.fixture(params=["memory", "leveldb"])

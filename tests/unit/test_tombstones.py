@@ -5,7 +5,7 @@ from __future__ import annotations
 from dynamo_mode import siblings
 from dynamo_mode.replica import DynamoReplica, KeyRef
 from dynamo_mode.tombstones import purgeable
-from kv.storage import MemoryEngine
+from kv.memory import MemoryEngine
 
 A = siblings.make_version(("n1", 1), {}, "a")
 T = siblings.make_version(("n1", 2), {"n1": 1}, None, deleted=True)
