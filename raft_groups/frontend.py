@@ -108,7 +108,7 @@ class LinearizableKeys:
             if_version=req.if_version,
             request_id=rid,
         )
-        return render_write(await self._groups.propose(spec, command, req.timeout_s))
+        return await self._propose(spec, command, req.timeout_s)
 
     async def delete(self, req: DeleteRequest) -> dict[str, Any]:
         rid = req.request_id or uuid.uuid4().hex
@@ -122,7 +122,7 @@ class LinearizableKeys:
             if_version=req.if_version,
             request_id=rid,
         )
-        return render_write(await self._groups.propose(spec, command, req.timeout_s))
+        return await self._propose(spec, command, req.timeout_s)
 
     async def prepare(self, md: Metadata, ks: KeyspaceConfig, timeout: float) -> None:
         """Wait until this node runs the keyspace's groups and each has a leader (bounded)."""
@@ -138,6 +138,18 @@ class LinearizableKeys:
             "value": found[0] if found else None,
             "version": found[1] if found else 0,
         }
+
+    async def _propose(self, spec: GroupSpec, command: Command, timeout: float) -> dict[str, Any]:
+        """Every unknown outcome of a write (our timeout, Raft's LEADER_CHANGED) names the
+        command's `request_id`, so the client can retry it and be deduplicated."""
+        try:
+            result = await self._groups.propose(spec, command, timeout)
+        except UnknownOutcome as exc:
+            if "request_id" in exc.details:
+                raise
+            details = {**exc.details, "request_id": command.request_id}
+            raise UnknownOutcome(exc.message, **details) from None
+        return render_write(result)
 
     # ------------------------------------------------------------------ forwarding
     async def _forward(self, spec: GroupSpec, fwd: Forwarded) -> dict[str, Any]:

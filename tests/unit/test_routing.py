@@ -1,0 +1,112 @@
+"""kv/routing.py: a key request parsed once into a typed, routed request (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kv import routing
+from kv.errors import InvalidRequest, KeyspaceNotFound, TooLarge
+from kv.keyspace import KeyspaceConfig
+from kv.meta import Metadata, apply
+from kv.routing import Options
+
+MEMBERS = [{"id": f"n{i}", "http": f"h{i}:1", "raft": f"h{i}:2"} for i in range(1, 6)]
+
+
+def metadata() -> Metadata:
+    md, _ = apply(
+        Metadata(), {"type": "bootstrap", "members": MEMBERS, "partitions": 16, "vnodes": 8}
+    )
+    for ks in (
+        KeyspaceConfig("ev", "eventual", 3, read_quorum=2, write_quorum=2),
+        KeyspaceConfig("lin", "linearizable", 3),
+    ):
+        md, outcome = apply(md, {"type": "put_keyspace", "keyspace": ks.to_dict()})
+        assert outcome["status"] == "created"
+    return md
+
+
+MD = metadata()
+OPTS = Options(timeout_s=2.0)
+
+
+def test_the_route_is_the_rings_preference_list_and_fallbacks() -> None:
+    req = routing.get_request(MD, "ev", "k", OPTS)
+    ring = MD.ring()
+    partition = ring.key_partition("ev", "k")
+    assert req.route == routing.Route(
+        "eventual", partition, ring.preference_list(partition, 3), ring.fallbacks(partition, 3)
+    )
+    assert routing.replicas(MD, partition, 3) == req.route.replicas
+
+
+def test_linearizable_routes_carry_no_fallbacks() -> None:
+    route = routing.put_request(MD, "lin", "k", {"value": 1}, OPTS).route
+    assert route.mode == "linearizable" and route.fallbacks == () and len(route.replicas) == 3
+
+
+def test_quorums_resolve_from_the_keyspace_and_the_query() -> None:
+    assert routing.get_request(MD, "ev", "k", OPTS).r == 2
+    got = routing.get_request(MD, "ev", "k", Options(timeout_s=1, r=3, pr=1))
+    assert (got.r, got.pr, got.timeout_s) == (3, 1, 1)
+    put = routing.put_request(MD, "ev", "k", {"value": 1}, Options(timeout_s=1, w=1))
+    assert (put.w, put.pw) == (1, 0)
+    lin = routing.get_request(MD, "lin", "k", Options(timeout_s=1, r=3))
+    assert (lin.r, lin.pr) == (0, 0)  # linearizable: quorums do not apply
+
+
+def test_write_fields_arrive_typed() -> None:
+    put = routing.put_request(
+        MD, "lin", "k", {"value": [1], "if_version": 0, "request_id": "r1"}, OPTS
+    )
+    assert (put.value, put.if_version, put.request_id, put.context) == ([1], 0, "r1", None)
+    ev = routing.delete_request(MD, "ev", "k", {"context": "abc"}, OPTS)
+    assert (ev.context, ev.r, ev.w) == ("abc", 2, 2)
+
+
+@pytest.mark.parametrize(
+    ("ks", "body", "field"),
+    [
+        ("ev", {"value": 1, "if_version": 1}, "if_version"),
+        ("lin", {"value": 1, "context": "x"}, "context"),
+        ("ev", {"value": 1, "request_id": "r"}, "request_id"),
+        ("ev", {"value": 1, "context": 7}, "context"),
+        ("lin", {"value": 1, "if_version": -1}, "if_version"),
+        ("lin", {"value": 1, "if_version": True}, "if_version"),
+        ("lin", {"value": 1, "request_id": ""}, "request_id"),
+        ("lin", {"value": 1, "request_id": "x" * 129}, "request_id"),
+        ("lin", {"if_version": 1}, "value"),
+        ("lin", [1], "body"),
+        ("ev", {"value": 1, "colour": "red"}, "colour"),
+    ],
+)
+def test_bad_bodies_name_the_field(ks: str, body: Any, field: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        routing.put_request(MD, ks, "k", body, OPTS)
+    assert info.value.details["field"] == field
+
+
+@pytest.mark.parametrize(("opts", "field"), [(Options(1, r=4), "r"), (Options(1, pw=0), "pw")])
+def test_quorums_outside_the_replication_name_the_option(opts: Options, field: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        routing.delete_request(MD, "ev", "k", None, opts)
+    assert info.value.details["field"] == field
+
+
+def test_keys_and_values_have_limits() -> None:
+    with pytest.raises(InvalidRequest):
+        routing.get_request(MD, "ev", "", OPTS)
+    with pytest.raises(TooLarge):
+        routing.get_request(MD, "ev", "k" * (routing.MAX_KEY_BYTES + 1), OPTS)
+    with pytest.raises(TooLarge):
+        routing.put_request(MD, "ev", "k", {"value": "v" * routing.MAX_VALUE_BYTES}, OPTS)
+
+
+def test_unknown_and_malformed_keyspaces() -> None:
+    with pytest.raises(KeyspaceNotFound):
+        routing.get_request(MD, "nope", "k", OPTS)
+    with pytest.raises(InvalidRequest) as info:
+        routing.get_request(MD, "bad/name", "k", OPTS)
+    assert info.value.details["field"] == "keyspace"
