@@ -48,40 +48,65 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
-        cfg, loop = self.config, asyncio.get_running_loop()
+        cfg = self.config
+        self._start_raft()
+        self.ops = OpTable()  # every internode operation this node serves
+        self.transport = HttpTransport(cfg.node_id, self._resolve, cfg.cluster_secret, self.ops)
+        modes: dict[str, KeyOps] = {
+            "eventual": self._eventual_mode(),
+            "linearizable": self._linearizable_mode(),
+        }
+        self.service = Service(self.meta, modes, self.cluster_info)
+        self._background_loops()
+        self.meta.subscribe(self._on_metadata)
+        app = make_app(self.service, self.ops.dispatch, cfg.cluster_secret, cfg.request_timeout_s)
+        self._server = await Server.listen(app, cfg.listen)
+        for loop in (self.peers, self.anti_entropy, self.handoff, self.reaper):
+            loop.start()
+        self._bootstrap_task = asyncio.ensure_future(self._bootstrap())
+        log.info(
+            "node %s serving http://%s (advertised %s)", cfg.node_id, cfg.listen, cfg.advertise
+        )
+
+    def _start_raft(self) -> None:
+        """Storage, the node's one Raft driver and mux, and the meta group on them."""
+        cfg = self.config
         os.makedirs(cfg.db_dir, exist_ok=True)
         self.engine = LevelDBEngine(cfg.db_dir)
         self.driver = RaftDriver(RaftMux(self._raft_node_settings()))
-        self.meta = MetaGroup(self._meta_settings(), self.driver, loop)
+        self.meta = MetaGroup(self._meta_settings(), self.driver, asyncio.get_running_loop())
         self.driver.start()
+
+    def _eventual_mode(self) -> EventualKeys:
+        cfg = self.config
         self.replica = DynamoReplica(self.engine, cfg.node_id)
-        self.ops = OpTable()  # every internode operation this node serves
-        self.transport = HttpTransport(cfg.node_id, self._resolve, cfg.cluster_secret, self.ops)
+        ReplicaServer(self.replica).register(self.ops)
+        generation = next_generation(os.path.join(cfg.data_dir, "generation"))
         self.peers = GossipDetector(
-            cfg.node_id,
-            lambda: list(self._addresses()),
-            self.transport,
-            next_generation(os.path.join(cfg.data_dir, "generation")),
-            time.monotonic,
+            cfg.node_id, lambda: list(self._addresses()), self.transport, generation, time.monotonic
         )
+        self.peers.register(self.ops)
         self.coordinator = DynamoCoordinator(cfg.node_id, self.transport, self.peers.is_alive)
+        return EventualKeys(self.coordinator, self.replica)
+
+    def _linearizable_mode(self) -> LinearizableKeys:
+        cfg = self.config
         self.groups = RaftGroups(
             self.driver,
             self.engine,
             cfg.node_id,
             self._raft_address,
             cfg.raft_dir,
-            loop,
+            asyncio.get_running_loop(),
             sync_journal=cfg.raft_sync_journal,
         )
-        self.linearizable = LinearizableKeys(
-            self.groups, cfg.node_id, self.transport, self._metadata
-        )
-        modes: dict[str, KeyOps] = {
-            "eventual": EventualKeys(self.coordinator, self.replica),
-            "linearizable": self.linearizable,
-        }
-        self.service = Service(self.meta, modes, self.cluster_info)
+        keys = LinearizableKeys(self.groups, cfg.node_id, self.transport, self._metadata)
+        keys.register(self.ops)
+        return keys
+
+    def _background_loops(self) -> None:
+        """Anti-entropy, tombstone purge and hinted handoff (gossip is built with its mode)."""
+        cfg = self.config
         self.anti_entropy = AntiEntropy(
             self.replica,
             self.transport,
@@ -99,20 +124,6 @@ class Node:
         )
         self.handoff = Handoff(
             self.replica, self.transport, self.peers.is_alive, timeout=cfg.internode_timeout_s
-        )
-        ReplicaServer(self.replica).register(self.ops)
-        self.peers.register(self.ops)
-        self.linearizable.register(self.ops)
-        self.meta.subscribe(self._on_metadata)
-        app = make_app(self.service, self.ops.dispatch, cfg.cluster_secret, cfg.request_timeout_s)
-        self._server = await Server.listen(app, cfg.listen)
-        self.peers.start()
-        self.anti_entropy.start()
-        self.handoff.start()
-        self.reaper.start()
-        self._bootstrap_task = asyncio.ensure_future(self._bootstrap())
-        log.info(
-            "node %s serving http://%s (advertised %s)", cfg.node_id, cfg.listen, cfg.advertise
         )
 
     def _raft_node_settings(self) -> RaftNodeSettings:
@@ -170,6 +181,7 @@ class Node:
         return self._addresses().get(node_id)
 
     def cluster_info(self) -> dict[str, Any]:
+        """`GET /v1/cluster`: this node's view of members, partitions and its subsystems."""
         md = self.service.metadata()
         raft = self.meta.status()
         ring = md.ring()
