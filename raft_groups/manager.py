@@ -16,6 +16,7 @@ import os
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from kv.errors import NotReady, UnknownOutcome
@@ -144,7 +145,7 @@ class RaftGroups:
             )
             self._running.update((h.spec.gid, h) for h in started)
             gone = [self._running.pop(gid) for gid in set(self._running) - set(want)]
-            await asyncio.to_thread(self._driver.call, lambda: [h.group.close() for h in gone])
+            await asyncio.to_thread(self._driver.call, partial(_close, gone))
 
     def _start(self, spec: GroupSpec) -> Hosted:
         settings = GroupSettings(
@@ -221,4 +222,10 @@ class RaftGroups:
 
     async def close(self) -> None:
         gone, self._running = list(self._running.values()), {}
-        await asyncio.to_thread(self._driver.call, lambda: [h.group.close() for h in gone])
+        await asyncio.to_thread(self._driver.call, partial(_close, gone))
+
+
+def _close(hosted: list[Hosted]) -> None:
+    """Stop these groups (on the driver thread); their data stays."""
+    for h in hosted:
+        h.group.close()
