@@ -2,14 +2,14 @@
 
 `RaftMux` drives pysyncobj's own `TCPTransport` (handshake, Fernet encryption keyed by the
 cluster secret, reconnects) without a SyncObj. Every message travels as (group id,
-message). `send` only queues: the messages of one driver cycle to a peer leave as ONE
-frame in `flush`, so pickling and encryption cost per cycle, not per group, and the
-driver decides when anything leaves the node (after the journals are synced, see
+message). `send` only queues: what was queued for a peer since the last `flush` leaves
+as ONE frame, so pickling and encryption cost per flush, not per group, and the driver
+decides when anything leaves the node (after the journals are synced, see
 `RaftDriver.cycle`). Without the secret pysyncobj would unpickle whatever reaches its
 port, so `RaftNodeSettings.secret` is mandatory.
 
 `GroupTransport` is one group's view of the mux, handed to its SyncObj as its transport.
-Everything here runs on the driver thread, under the driver lock.
+Except `wake`, which any thread may call, the mux is used only with the driver lock held.
 """
 
 from __future__ import annotations
