@@ -1,11 +1,11 @@
 """The Raft groups of this node: started and stopped as the metadata says, and the
 linearizable operations on them (DESIGN.md §3).
 
-Reads are never served from local state alone (a deposed leader believes it leads for up
-to `leaderFallbackTimeout`): a read waits for a replicated no-op *barrier* that was proposed
-after the read arrived and reads local state once the barrier is applied here. Barriers are
-shared: while one is in flight, every read that arrives joins the next one, so a burst of
-reads costs one log entry per round trip (DESIGN.md §3: 35–57 k reads/s measured).
+Writes are proposed to the key's group; a command that is not applied within the
+caller's timeout ends as `UnknownOutcome` carrying its `request_id` (a retry with it is
+deduplicated by the state machine). Reads are never served from local state alone: a read
+waits for a coalesced no-op barrier proposed after it arrived (`barriers.ReadBarriers`),
+then reads local LevelDB; `stale=True` skips the barrier.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from kv.errors import NotReady, UnknownOutcome
@@ -23,6 +24,7 @@ from kv.memory import MemoryEngine
 from kv.meta import Metadata
 from kv.storage import StorageEngine, WriteBatch
 from raft_groups import commands, state_machine
+from raft_groups.barriers import ReadBarriers
 from raft_groups.placement import GroupSpec, hosted_groups
 from raft_groups.syncobj_adapter import GroupSettings, RaftDriver, RaftGroup, RaftStatus
 
@@ -105,53 +107,11 @@ def _snapshot_applied(records: list[tuple[bytes, bytes]], group: int) -> int:
     return state_machine.applied_index(view, group)
 
 
-class _Barriers:
-    """Coalesced read barriers of one group (see the module docstring)."""
-
-    def __init__(self, group: RaftGroup, loop: asyncio.AbstractEventLoop) -> None:
-        self._group = group
-        self._loop = loop
-        self._in_flight: asyncio.Future[Any] | None = None
-        self._next: asyncio.Future[Any] | None = None
-
-    def wait(self) -> asyncio.Future[Any]:
-        # Invariant: the barrier a read waits for was proposed after the read arrived.
-        if self._in_flight is None:
-            return self._launch()
-        if self._next is None:
-            self._next = self._loop.create_future()
-        return self._next
-
-    def _launch(self) -> asyncio.Future[Any]:
-        fut = self._group.propose(commands.encode(commands.BARRIER), self._loop)
-        self._in_flight = fut
-        fut.add_done_callback(self._done)
-        return fut
-
-    def _done(self, fut: asyncio.Future[Any]) -> None:
-        self._in_flight = None
-        waiting, self._next = self._next, None
-        if waiting is not None:
-            _chain(self._launch(), waiting)
-
-
-def _chain(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:
-    def copy(f: asyncio.Future[Any]) -> None:
-        if target.done():
-            return
-        if f.exception() is not None:
-            target.set_exception(f.exception())  # type: ignore[arg-type]
-        else:
-            target.set_result(f.result())
-
-    source.add_done_callback(copy)
-
-
 @dataclass
 class Hosted:
     spec: GroupSpec
     group: RaftGroup
-    barriers: _Barriers
+    barriers: ReadBarriers
 
 
 class RaftGroups:
@@ -186,7 +146,7 @@ class RaftGroups:
             )
             self._running.update((h.spec.gid, h) for h in started)
             gone = [self._running.pop(gid) for gid in set(self._running) - set(want)]
-            await asyncio.to_thread(self._driver.call, lambda: [h.group.close() for h in gone])
+            await asyncio.to_thread(self._driver.call, partial(_close, gone))
 
     def _start(self, spec: GroupSpec) -> Hosted:
         settings = GroupSettings(
@@ -198,7 +158,7 @@ class RaftGroups:
         )
         machine = LinearizableMachine(self._engine, spec.number)
         group = RaftGroup(self._driver, settings, machine)
-        return Hosted(spec, group, _Barriers(group, self._loop))
+        return Hosted(spec, group, ReadBarriers(group, self._loop))
 
     def _address(self, node_id: str) -> str:
         address = self._raft_address(node_id)
@@ -263,4 +223,10 @@ class RaftGroups:
 
     async def close(self) -> None:
         gone, self._running = list(self._running.values()), {}
-        await asyncio.to_thread(self._driver.call, lambda: [h.group.close() for h in gone])
+        await asyncio.to_thread(self._driver.call, partial(_close, gone))
+
+
+def _close(hosted: list[Hosted]) -> None:
+    """Stop these groups (on the driver thread); their data stays."""
+    for h in hosted:
+        h.group.close()

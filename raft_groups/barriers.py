@@ -1,0 +1,83 @@
+"""Coalesced read barriers of one Raft group (DESIGN.md §3 "Linearizable reads").
+
+A linearizable read is never served from local state alone: pysyncobj has no ReadIndex or
+lease, and a deposed leader believes it leads for up to `leaderFallbackTimeout`. A read
+waits for a replicated no-op (`commands.BARRIER`) to be applied on this node, then reads
+local state: every write acknowledged before the read arrived is applied by then.
+
+Invariant: the barrier a read waits for was proposed AFTER the read arrived. So a read
+that arrives while a barrier is in flight does not join it (that barrier may have been
+ordered before a write the reader saw acknowledged); it waits for the NEXT one, which is
+proposed when the in-flight one completes. Every read arriving during one round trip
+shares that next barrier: one log entry per round trip however many reads
+(35–57 k reads/s measured).
+
+```
+ wait() ── nothing in flight ──▶ propose barrier B, return B       (B in flight)
+        └─ B in flight ────────▶ return `next` (created once, shared)
+ B done ──▶ nothing in flight; if `next` has waiters: propose B', B' in flight,
+            and B' completes `next` (its result or its exception)
+```
+
+A barrier's exception (e.g. no leader) propagates to the reads waiting for it; reads
+waiting for the next barrier get a fresh proposal, not the failure. There is no deadline
+here: the caller bounds its wait (and shields the shared future from its cancellation).
+Runs on the event loop thread only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+from raft_groups import commands
+
+
+class Proposer(Protocol):
+    """What a read barrier needs of a Raft group (`RaftGroup`)."""
+
+    def propose(self, command: bytes, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]: ...
+
+
+class ReadBarriers:
+    """Coalesced read barriers of one group (see the module docstring)."""
+
+    def __init__(self, group: Proposer, loop: asyncio.AbstractEventLoop) -> None:
+        self._group = group
+        self._loop = loop
+        self._in_flight: asyncio.Future[Any] | None = None
+        self._next: asyncio.Future[Any] | None = None
+
+    def wait(self) -> asyncio.Future[Any]:
+        """A future that completes once a barrier proposed after this call is applied."""
+        if self._in_flight is None:
+            return self._launch()
+        if self._next is None:
+            self._next = self._loop.create_future()
+        return self._next
+
+    def _launch(self) -> asyncio.Future[Any]:
+        fut = self._group.propose(commands.encode(commands.BARRIER), self._loop)
+        self._in_flight = fut
+        fut.add_done_callback(self._done)
+        return fut
+
+    def _done(self, fut: asyncio.Future[Any]) -> None:
+        self._in_flight = None
+        waiting, self._next = self._next, None
+        if waiting is not None:
+            _chain(self._launch(), waiting)
+
+
+def _chain(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:
+    """Complete `target` like `source` (result or exception) once `source` is done."""
+
+    def copy(f: asyncio.Future[Any]) -> None:
+        if target.done():
+            return
+        if f.exception() is not None:
+            target.set_exception(f.exception())  # type: ignore[arg-type]
+        else:
+            target.set_result(f.result())
+
+    source.add_done_callback(copy)

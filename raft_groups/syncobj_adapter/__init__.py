@@ -1,0 +1,33 @@
+"""The Raft adapter: the only importer of pysyncobj (DESIGN.md §3, STYLE.md rule 12).
+
+pysyncobj's camelCase API, its FAIL_REASON codes and its threads stop here. Modules:
+
+- `settings`: `RaftNodeSettings`, `GroupSettings` — our frozen, validated config;
+- `shim`: every access to pysyncobj internals, checked against the pinned version when
+  this package is imported (imported first, below);
+- `mux`: `RaftMux`, ONE Raft port per node for every group (meta group included);
+- `driver`: `RaftDriver`, ONE thread ticking every group; its `cycle` is the documented
+  sequence tick → sync journals → flush (nothing leaves the node before its journal sync);
+- `snapshot`: snapshots streamed from a background thread through pysyncobj's hooks;
+- `group`: `RaftGroup`, one replica group: `propose(bytes)`, `status()`, typed errors.
+
+State crosses from the driver thread into asyncio only through `call_soon_threadsafe`.
+The driver lock (`RaftDriver.lock`) is held for a whole driver cycle; see `group` for which
+methods take it.
+"""
+
+from raft_groups.syncobj_adapter import shim  # noqa: F401 - version check before any use
+from raft_groups.syncobj_adapter.driver import RaftDriver
+from raft_groups.syncobj_adapter.group import RaftGroup, RaftStatus, StateMachine
+from raft_groups.syncobj_adapter.mux import RaftMux
+from raft_groups.syncobj_adapter.settings import GroupSettings, RaftNodeSettings
+
+__all__ = [
+    "GroupSettings",
+    "RaftDriver",
+    "RaftGroup",
+    "RaftMux",
+    "RaftNodeSettings",
+    "RaftStatus",
+    "StateMachine",
+]

@@ -1,0 +1,195 @@
+"""One thread drives every Raft group of this node over one `RaftMux` (DESIGN.md §2: one
+tick driver for all groups rather than a thread each).
+
+Every SyncObj runs with `autoTick=False`; `RaftDriver.cycle` is the driver's whole
+behaviour, one documented sequence (tick → sync journals → flush → poll → sync → flush).
+Which groups a cycle ticks (`_tick_due`): idle groups together in one round every
+`idle_tick` (their heartbeats), a group with work (a queued command, a message that left
+work) at once, and never a group without work.
+
+The driver uses only `tick`, `poll`, `flush`, `wake`, `close` and `dirty` of the mux and
+the `DrivenGroup` methods of a group, so it runs against fakes in unit tests. No pysyncobj
+here.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from raft_groups.syncobj_adapter.mux import RaftMux
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(eq=False)
+class Schedule:
+    woken: bool = False  # set by propose() on another thread; read and cleared by the driver
+
+
+class DrivenGroup(Protocol):
+    """What the driver needs of a group (`RaftGroup`)."""
+
+    gid: str
+    schedule: Schedule
+
+    def tick(self) -> None: ...
+
+    def has_queued_commands(self) -> bool: ...
+
+    def sync_journal(self) -> bool: ...
+
+    def destroy(self) -> None: ...
+
+
+@dataclass
+class RaftDriver:
+    """One thread ticking every Raft group of this node, over one `RaftMux`."""
+
+    mux: RaftMux
+    idle_tick: float = 0.1  # heartbeat cadence of idle groups; ≪ election_timeout_min (0.6 s)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    journal_syncs: int = 0  # msyncs so far (ops and tests)
+    _groups: dict[str, DrivenGroup] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _last_mux_tick: float = 0.0
+    _calls: collections.deque[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = field(
+        default_factory=collections.deque
+    )
+    _next_round: float = 0.0
+
+    def add(self, group: DrivenGroup) -> None:
+        with self.lock:
+            self._groups[group.gid] = group
+
+    def remove(self, group: DrivenGroup) -> None:
+        with self.lock:
+            self._groups.pop(group.gid, None)
+
+    def wake(self, group: DrivenGroup) -> None:
+        """Tick `group` in the next cycle, which starts now (thread-safe)."""
+        group.schedule.woken = True
+        self.mux.wake()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="raft-driver", daemon=True)
+        self._thread.start()
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the driver thread between two cycles and return its result.
+
+        Group creation and destruction go through here: the driver holds its lock while it
+        polls, so a caller on another thread would otherwise wait for idle polls to end."""
+        if threading.current_thread() is self._thread or self._thread is None:
+            with self.lock:
+                return fn()
+        done: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._calls.append((fn, done))
+        self.mux.wake()
+        return done.result()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.cycle(time.monotonic())
+            except Exception:  # pysyncobj's own tick loop logs and carries on the same way
+                log.exception("raft driver cycle failed")
+                time.sleep(self.idle_tick)
+
+    def cycle(self, now: float) -> None:
+        """One driver cycle, under the driver lock, in this order:
+
+        1. run the calls other threads queued (`call`: group creation and destruction);
+        2. tick the groups that are due (`_tick_due`): pysyncobj appends entries to their
+           journals and queues messages in the mux (`RaftMux.send` only queues);
+        3. sync every journal that changed, then flush the mux — messages leave the node;
+        4. poll the port until a message arrives, `wake` is called, or the next idle round
+           is due; received messages are handled at once (a follower appends the entries
+           it receives to its journal and queues its ack; a vote is granted);
+        5. sync, then flush again.
+
+        Invariant (group commit, docs/raft.md "Durability"): no message leaves the node
+        before the journals its entries are in are synced, so a follower's ack and the
+        leader's own vote toward a majority both mean "on disk". It holds because a message
+        leaves only in `mux.flush`, and `_sync_then_flush` is its only caller.
+        """
+        with self.lock:
+            self._run_calls()
+            timeout = self._tick_due(now)
+            self._sync_then_flush()
+            self.mux.poll(timeout)
+            self._sync_then_flush()
+
+    def _run_calls(self) -> None:
+        while self._calls:
+            fn, done = self._calls.popleft()
+            try:
+                done.set_result(fn())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                done.set_exception(exc)
+
+    def _tick_due(self, now: float) -> float:
+        """Tick the groups that are due; return how long the poll may wait.
+
+        Idle groups are ticked together in one round every `idle_tick`, so one round's
+        heartbeats to a peer leave as one frame (one encryption) rather than one per group.
+        Otherwise a group is ticked only when it has work: a queued command (`wake`), or a
+        message that left work (`mux.dirty`). No group is ticked on a timer while busy:
+        `RaftGroup.tick` sends new entries and commit indexes at once, so nothing waits for
+        a period.
+        """
+        self._tick_mux(now)
+        dirty, self.mux.dirty = self.mux.dirty, set()
+        idle_round = self._idle_round_due(now)
+        again = False
+        for gid, group in list(self._groups.items()):
+            again = _tick_if_due(group, idle_round or gid in dirty) or again
+        return 0.0 if again else max(self._next_round - now, 0.0)
+
+    def _tick_mux(self, now: float) -> None:
+        if now - self._last_mux_tick > 0.1:
+            self.mux.tick()
+            self._last_mux_tick = now
+
+    def _idle_round_due(self, now: float) -> bool:
+        if now < self._next_round:
+            return False
+        self._next_round = now + self.idle_tick
+        return True
+
+    def _sync_then_flush(self) -> None:
+        """Group commit: journals on disk first, then the messages that vouch for them."""
+        self.journal_syncs += sum(group.sync_journal() for group in self._groups.values())
+        self.mux.flush()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._run_calls()
+        self.mux.wake()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout=5)
+        with self.lock:
+            for group in list(self._groups.values()):
+                group.destroy()
+            self._groups.clear()
+            self.mux.close()
+
+
+def _tick_if_due(group: DrivenGroup, due: bool) -> bool:
+    """Tick `group` if it is due or has work; return whether it wants another cycle now."""
+    woken, group.schedule.woken = group.schedule.woken, False
+    if woken or due or group.has_queued_commands():
+        group.tick()
+        # `_checkCommandsToApply` stops after one period's worth of commands
+        if group.has_queued_commands():
+            group.schedule.woken = True
+    return group.schedule.woken

@@ -1,0 +1,228 @@
+"""ONE Raft port per node for every group, the meta group included (DESIGN.md §2, §3).
+
+`RaftMux` drives pysyncobj's own `TCPTransport` (handshake, Fernet encryption keyed by the
+cluster secret, reconnects) without a SyncObj. Every message travels as (group id,
+message). `send` only queues: what was queued for a peer since the last `flush` leaves
+as ONE frame, so pickling and encryption cost per flush, not per group, and the driver
+decides when anything leaves the node (after the journals are synced, see
+`RaftDriver.cycle`). Without the secret pysyncobj would unpickle whatever reaches its
+port, so `RaftNodeSettings.secret` is mandatory.
+
+`GroupTransport` is one group's view of the mux, handed to its SyncObj as its transport.
+Except `wake`, which any thread may call, the mux is used only with the driver lock held.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pysyncobj import SyncObjConf
+from pysyncobj.node import TCPNode
+from pysyncobj.transport import Transport
+
+from raft_groups.syncobj_adapter import shim
+from raft_groups.syncobj_adapter.settings import RaftNodeSettings
+
+log = logging.getLogger(__name__)
+
+
+class RaftMux:
+    def __init__(self, settings: RaftNodeSettings) -> None:
+        self.settings = settings
+        self.poller = shim.new_poller()
+        self._self = TCPNode(settings.self_address)
+        self._transport, self._tick_callbacks = shim.tcp_transport(
+            _transport_conf(settings), settings.secret, self._self, self.poller
+        )
+        self._transport.setOnMessageReceivedCallback(self._on_message)
+        self._transport.setOnNodeConnectedCallback(self._on_connected)
+        self._transport.setOnNodeDisconnectedCallback(self._on_disconnected)
+        self._notifier = shim.new_notifier(self.poller)
+        self._nodes: dict[str, Any] = {}
+        self._groups: dict[str, GroupTransport] = {}
+        self._connected: set[str] = set()
+        self._outbox: dict[str, list[tuple[str, Any]]] = {}
+        self.dirty: set[str] = set()  # groups whose received messages left work for a tick
+        for peer in settings.peers:
+            self.add_peer(peer)
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._transport.ready)
+
+    def add_peer(self, address: str) -> Any:
+        if address not in self._nodes and address != self.settings.self_address:
+            node = TCPNode(address)
+            self._nodes[address] = node
+            self._transport.addNode(node)
+        return self._nodes.get(address)
+
+    def register(self, group: GroupTransport) -> None:
+        self._groups[group.gid] = group
+        for address in group.peer_addresses:
+            self.add_peer(address)
+            if address in self._connected:
+                group.connected(self._nodes[address])
+
+    def unregister(self, gid: str) -> None:
+        self._groups.pop(gid, None)
+
+    def is_connected(self, address: str) -> bool:
+        return address in self._connected
+
+    def send(self, node: Any, gid: str, message: Any) -> bool:
+        """Queue `message` for the next `flush`; nothing is written to a socket here."""
+        if node.id not in self._connected:
+            return False
+        self._outbox.setdefault(node.id, []).append((gid, message))
+        return True
+
+    def flush(self) -> None:
+        """Send everything queued since the last flush: one frame per peer."""
+        outbox, self._outbox = self._outbox, {}
+        for address, messages in outbox.items():
+            node = self._nodes.get(address)
+            if node is not None and not self._transport.send(node, messages):
+                self._connected.discard(address)
+
+    def tick(self) -> None:
+        """Bind the port and (re)connect to peers as needed (pysyncobj's transport tick)."""
+        try:
+            self._transport.tryGetReady()
+        except Exception:  # noqa: BLE001 - bind retried on the next tick, as pysyncobj does
+            log.debug("raft port not bound yet", exc_info=True)
+        for callback in self._tick_callbacks:
+            callback()
+
+    def poll(self, timeout: float) -> None:
+        """Wait up to `timeout` for socket events and handle them (receive, connect)."""
+        self.poller.poll(timeout)
+
+    def wake(self) -> None:
+        """End the current `poll` early (thread-safe)."""
+        self._notifier.notify()
+
+    def _on_message(self, node: Any, message: Any) -> None:
+        if not isinstance(message, list):
+            return
+        for gid, payload in message:
+            group = self._groups.get(gid)
+            if group is not None:
+                if group.needs_tick(payload):
+                    self.dirty.add(gid)
+                group.deliver(node, payload)
+
+    def _on_connected(self, node: Any) -> None:
+        self._connected.add(node.id)
+        for group in list(self._groups.values()):
+            if node.id in group.peer_addresses:
+                self.dirty.add(group.gid)
+                group.connected(node)
+
+    def _on_disconnected(self, node: Any) -> None:
+        self._connected.discard(node.id)
+        for group in list(self._groups.values()):
+            if node.id in group.peer_addresses:
+                group.disconnected(node)
+
+    def close(self) -> None:
+        self._transport.destroy()
+
+
+def _transport_conf(settings: RaftNodeSettings) -> Any:
+    conf = SyncObjConf(
+        bindAddress=settings.bind_address,
+        connectionTimeout=5.0,
+        connectionRetryTime=0.5,
+        bindRetryTime=0.5,
+    )
+    conf.validate()
+    return conf
+
+
+class GroupTransport(Transport):  # type: ignore[misc]
+    """One group's view of the mux: pysyncobj's Transport interface, addressed by gid."""
+
+    def __init__(self, mux: RaftMux, gid: str, peers: tuple[str, ...]) -> None:
+        super().__init__(None, None, [])
+        self.mux = mux
+        self.gid = gid
+        self.peer_addresses = set(peers)
+        self.owner: Any = None  # the group's SyncObj, once it exists
+        self._last_commit: Any = None
+
+    def needs_tick(self, message: Any) -> bool:
+        """Whether a message may leave work that only a tick does (apply committed entries,
+        advance the commit index). Pure heartbeats of an idle group do not: skipping their
+        tick is most of an idle node's CPU (measured: 64 groups, 21 % → see docs/raft.md).
+        Neither do acknowledgements that cannot move the leader's commit index."""
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "append_entries":
+            commit, self._last_commit = self._last_commit, message.get("commit_index")
+            return bool(message.get("entries")) or commit != self._last_commit
+        if kind == "next_node_idx":
+            obj = self.owner
+            if obj is None or not message.get("success") or message.get("reset"):
+                return True  # a refusal, a reset or a snapshot chunk: the leader sends more
+            return bool(int(message.get("next_node_idx", 0)) - 1 > obj.raftCommitIndex)
+        return True
+
+    def deliver(self, node: Any, message: Any) -> None:
+        """Hand a message to the SyncObj, keeping a leader's nextIndex from moving backwards.
+
+        pysyncobj sets it to the acknowledged index + 1 on every successful response, even
+        when later entries are already in flight, so the next send repeats them and the
+        follower truncates and re-appends entries it may already have applied (logged
+        CRITICAL, DESIGN.md §3). A refusal (`reset`) still moves it back, as Raft requires."""
+        obj = self.owner
+        if obj is None or not _is_success_ack(message):
+            shim.deliver(self, node, message)
+            return
+        before = shim.next_index(obj, node)
+        shim.deliver(self, node, message)
+        after = shim.next_index(obj, node)
+        if before is not None and after is not None and after < before:
+            shim.set_next_index(obj, node, before)
+
+    def connected(self, node: Any) -> None:
+        shim.node_connected(self, node)
+
+    def disconnected(self, node: Any) -> None:
+        shim.node_disconnected(self, node)
+
+    @property
+    def ready(self) -> bool:
+        return True  # the mux binds on its own; a group can queue before that
+
+    def tryGetReady(self) -> None:  # noqa: N802 - pysyncobj API
+        pass
+
+    def waitReady(self) -> None:  # noqa: N802 - pysyncobj API
+        pass
+
+    def addNode(self, node: Any) -> None:  # noqa: N802 - pysyncobj API
+        self.peer_addresses.add(node.id)
+        self.mux.add_peer(node.id)
+
+    def dropNode(self, node: Any) -> None:  # noqa: N802 - pysyncobj API
+        self.peer_addresses.discard(node.id)
+
+    def send(self, node: Any, message: Any) -> bool:
+        return self.mux.send(node, self.gid, message)
+
+    def destroy(self) -> None:
+        self.mux.unregister(self.gid)
+        self.setOnMessageReceivedCallback(None)
+        self.setOnNodeConnectedCallback(None)
+        self.setOnNodeDisconnectedCallback(None)
+
+
+def _is_success_ack(message: Any) -> bool:
+    """A follower's successful `next_node_idx` answer (not a refusal, not a reset)."""
+    return (
+        isinstance(message, dict)
+        and message.get("type") == "next_node_idx"
+        and bool(message.get("success"))
+        and not message.get("reset")
+    )

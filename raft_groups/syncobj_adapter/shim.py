@@ -1,0 +1,234 @@
+"""Every use of pysyncobj's internals, checked against the pinned version at import.
+
+pysyncobj 0.3.17 keeps private what the adapter needs: the leader's nextIndex, its
+append-entries deadline, its command queue, its journal. Each access to a private or
+internal name (a name-mangled `_SyncObj__x`, a `_x` method, a module function outside
+pysyncobj's public API, an attribute `TCPTransport` reads from its owner) is one named
+function below; no other module of the package touches one.
+
+`NEEDS` lists every such name, and importing this module checks them (`check`): the
+installed version must be `PINNED_VERSION` (pyproject.toml pins pysyncobj==0.3.17), and
+each name must still exist, or the import fails with `PysyncobjMismatch` (an ImportError)
+naming the version found and every missing name. Probes:
+
+- `members` are looked up on the class or module (`hasattr`);
+- `instance_attributes` are created in `__init__`, so a class does not have them; the probe
+  is that the class's own code reads or writes the name (the `co_names` of its functions,
+  nested ones included), which is where a rename or a removal shows.
+
+Upgrading pysyncobj means re-reading every function here against the new source.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import types
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pysyncobj import SyncObj
+from pysyncobj import encryptor as pso_encryptor
+from pysyncobj import pipe_notifier as pso_pipe_notifier
+from pysyncobj import poller as pso_poller
+from pysyncobj.fast_queue import FastQueue
+from pysyncobj.journal import FileJournal
+from pysyncobj.transport import TCPTransport, Transport
+
+PINNED_VERSION = "0.3.17"
+
+
+class PysyncobjMismatch(ImportError):
+    """The installed pysyncobj is not the one whose internals this shim was written for."""
+
+
+@dataclass(frozen=True)
+class Needs:
+    """The internal names of one pysyncobj class or module that the shim relies on."""
+
+    owner: Any  # a class or a module
+    members: tuple[str, ...] = ()  # looked up on the owner itself
+    instance_attributes: tuple[str, ...] = ()  # set in __init__: the owner's code must use them
+
+
+NEEDS = (
+    Needs(
+        SyncObj,
+        members=(
+            "_SyncObj__sendAppendEntries",
+            "_SyncObj__getCurrentLogIndex",
+            "_isLeader",
+            "_getLeader",
+            "_getRaftLogSize",
+        ),
+        instance_attributes=(
+            "_SyncObj__newAppendEntriesTime",
+            "_SyncObj__raftNextIndex",
+            "_SyncObj__connectedNodes",
+            "_SyncObj__commandsQueue",
+            "_SyncObj__raftLog",
+        ),
+    ),
+    Needs(FileJournal, members=("flush",), instance_attributes=("_FileJournal__currentOffset",)),
+    Needs(FastQueue, instance_attributes=("_FastQueue__queue",)),
+    Needs(Transport, members=("_onMessageReceived", "_onNodeConnected", "_onNodeDisconnected")),
+    # what TCPTransport reads from the SyncObj it belongs to; `_TransportHost` provides them
+    Needs(TCPTransport, instance_attributes=("_poller", "conf", "encryptor", "addOnTickCallback")),
+    Needs(pso_poller, members=("createPoller",)),
+    Needs(pso_pipe_notifier, members=("PipeNotifier",)),
+    Needs(pso_encryptor, members=("getEncryptor",)),
+)
+
+
+def check(version: str, needs: Iterable[Needs]) -> None:
+    """Raise `PysyncobjMismatch` unless `version` is the pinned one and nothing is missing."""
+    if version != PINNED_VERSION:
+        raise PysyncobjMismatch(
+            f"pysyncobj {version} is installed; the adapter's shim is written for "
+            f"pysyncobj=={PINNED_VERSION} (pinned in pyproject.toml)"
+        )
+    missing = [name for need in needs for name in _missing(need)]
+    if missing:
+        raise PysyncobjMismatch(
+            f"pysyncobj {version} lacks internals the adapter's shim relies on: "
+            + ", ".join(missing)
+        )
+
+
+def _missing(need: Needs) -> Iterator[str]:
+    owner = getattr(need.owner, "__qualname__", None) or need.owner.__name__
+    used = _code_names(need.owner) if need.instance_attributes else set()
+    for name in need.members:
+        if not hasattr(need.owner, name):
+            yield f"{owner}.{name}"
+    for name in need.instance_attributes:
+        if name not in used:
+            yield f"{owner}.{name} (instance attribute)"
+
+
+def _code_names(cls: type) -> set[str]:
+    """Every attribute and global name that the functions of `cls` (and its bases) use."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        for value in vars(klass).values():
+            function = getattr(value, "fget", value)  # properties
+            code = getattr(getattr(function, "__func__", function), "__code__", None)
+            if isinstance(code, types.CodeType):
+                names.update(_names_in(code))
+    return names
+
+
+def _names_in(code: types.CodeType) -> Iterator[str]:
+    yield from code.co_names
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _names_in(const)
+
+
+check(importlib.metadata.version("pysyncobj"), NEEDS)
+
+
+# ---------------------------------------------------------------------- a SyncObj's state
+def is_leader(obj: Any) -> bool:
+    return bool(obj._isLeader())
+
+
+def leader_address(obj: Any) -> str | None:
+    """The last leader this member heard of (may be stale), as its `host:port` id."""
+    leader = obj._getLeader()
+    return str(leader.id) if leader is not None else None
+
+
+def log_size(obj: Any) -> int:
+    return int(obj._getRaftLogSize())
+
+
+def last_log_index(obj: Any) -> int:
+    return int(obj._SyncObj__getCurrentLogIndex())
+
+
+def next_append_entries_time(obj: Any) -> float:
+    """When batch mode next sends append entries; each send moves it forward."""
+    return float(obj._SyncObj__newAppendEntriesTime)
+
+
+def send_append_entries(obj: Any) -> None:
+    """Send the leader's append entries (new entries, commit index) to every follower now."""
+    obj._SyncObj__sendAppendEntries()
+
+
+def connected_nodes(obj: Any) -> set[Any]:
+    """The live set of peers this member is connected to (iterate on the driver thread)."""
+    nodes: set[Any] = obj._SyncObj__connectedNodes
+    return nodes
+
+
+def next_index(obj: Any, node: Any) -> int | None:
+    """The leader's nextIndex for `node` (Raft fig. 2), None if it keeps none."""
+    index: int | None = obj._SyncObj__raftNextIndex.get(node)
+    return index
+
+
+def set_next_index(obj: Any, node: Any, index: int) -> None:
+    obj._SyncObj__raftNextIndex[node] = index
+
+
+def queued_commands(obj: Any) -> int:
+    """Commands proposed here (or forwarded to this leader) that no tick has taken yet."""
+    return len(obj._SyncObj__commandsQueue._FastQueue__queue)
+
+
+def journal_offset(obj: Any) -> int:
+    """End of the written part of the journal file: it grows with each appended entry."""
+    return int(obj._SyncObj__raftLog._FileJournal__currentOffset)
+
+
+def sync_journal(obj: Any) -> None:
+    """msync the journal's mmap (pysyncobj never does, upstream #84)."""
+    obj._SyncObj__raftLog.flush()
+
+
+# ---------------------------------------------------------------------- transports
+def deliver(transport: Any, node: Any, message: Any) -> None:
+    """Hand a received message to the SyncObj that owns `transport` (a Transport subclass)."""
+    Transport._onMessageReceived(transport, node, message)
+
+
+def node_connected(transport: Any, node: Any) -> None:
+    Transport._onNodeConnected(transport, node)
+
+
+def node_disconnected(transport: Any, node: Any) -> None:
+    Transport._onNodeDisconnected(transport, node)
+
+
+def new_poller() -> Any:
+    return pso_poller.createPoller("auto")
+
+
+def new_notifier(poller: Any) -> Any:
+    """A pipe registered with `poller`: `.notify()` ends its current poll early."""
+    return pso_pipe_notifier.PipeNotifier(poller)
+
+
+class _TransportHost:
+    """Stands in for the SyncObj a `TCPTransport` belongs to: the transport reads `conf`,
+    `encryptor` and the private `_poller` from it and registers its tick callback."""
+
+    def __init__(self, conf: Any, secret: str, poller: Any) -> None:
+        self.conf = conf
+        self.encryptor = pso_encryptor.getEncryptor(secret)
+        self._poller = poller
+        self.tick_callbacks: list[Callable[[], None]] = []
+
+    def addOnTickCallback(self, callback: Callable[[], None]) -> None:  # noqa: N802 - pysyncobj API
+        self.tick_callbacks.append(callback)
+
+
+def tcp_transport(
+    conf: Any, secret: str, self_node: Any, poller: Any
+) -> tuple[Any, list[Callable[[], None]]]:
+    """pysyncobj's own TCPTransport (handshake, Fernet encryption keyed by `secret`,
+    reconnects) on `poller`, without a SyncObj; call the returned callbacks each tick."""
+    host = _TransportHost(conf, secret, poller)
+    return TCPTransport(host, self_node, []), host.tick_callbacks

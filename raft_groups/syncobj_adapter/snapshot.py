@@ -1,0 +1,126 @@
+"""Log compaction without stalling the driver (DESIGN.md §3: a 2.5 s dump in the tick
+thread caused an election).
+
+pysyncobj calls our serializer hook (`BackgroundSnapshot.write`) on the driver thread, then
+atomically renames whatever the hook left at `<file>.tmp` to the snapshot file. The hook
+captures a consistent view on the driver thread (`machine.snapshot()`: the state equals
+the applied log at that instant), leaves at `.tmp` either a hard link to the current
+snapshot or an "incomplete" marker, and returns at once; a background thread then writes
+the real file (`<file>.bg`, fsynced, then renamed over the snapshot). pysyncobj truncates
+the journal only after `serializeChecker` (`check`) reports SUCCESS — once, then
+NOT_SERIALIZING so the next compaction can start — and sends no snapshot to followers
+while one is being written. Our deserializer (`read`) refuses the marker, so a crash in
+between falls back to the untruncated journal.
+
+File format: one JSON header line (the last and previous log entries and the cluster, as
+pysyncobj hands them over), then the state machine's chunks. Never a pickle.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from pysyncobj import SERIALIZER_STATE
+
+log = logging.getLogger(__name__)
+
+
+class Snapshots(Protocol):
+    def snapshot(self) -> Iterator[bytes]:
+        """Called on the driver thread: capture a consistent view NOW (state == applied
+        log); the returned chunks are then consumed on the snapshot thread."""
+        ...
+
+    def restore(self, chunks: Iterator[bytes]) -> None:
+        """Replace the state with a snapshot's — unless it would move the state backwards."""
+        ...
+
+
+class BackgroundSnapshot:
+    """pysyncobj's serializer, serializeChecker and deserializer hooks for one group."""
+
+    def __init__(self, machine: Snapshots) -> None:
+        self._machine = machine
+        self._thread: threading.Thread | None = None
+        self._result: int | None = None
+
+    def write(self, tmp_path: str, data: Any) -> None:
+        """The serializer hook (driver thread): capture now, write in the background."""
+        final = tmp_path[: -len(".tmp")]
+        header = _header(data)
+        chunks = self._machine.snapshot()
+        _leave_placeholder(tmp_path, final)
+        self._result = None
+        self._thread = threading.Thread(
+            target=self._stream, args=(final, header, chunks), name="raft-snapshot", daemon=True
+        )
+        self._thread.start()
+
+    def _stream(self, final: str, header: bytes, chunks: Iterator[bytes]) -> None:
+        partial = final + ".bg"
+        try:
+            with open(partial, "wb") as f:
+                f.write(header)
+                for chunk in chunks:
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(partial, final)
+            self._result = SERIALIZER_STATE.SUCCESS
+        except Exception:  # reported to pysyncobj, which keeps the journal and retries later
+            log.exception("background snapshot to %s failed", final)
+            self._result = SERIALIZER_STATE.FAILED
+
+    def check(self) -> int:
+        """The serializeChecker hook (driver thread)."""
+        if self._thread is None:
+            return int(SERIALIZER_STATE.NOT_SERIALIZING)
+        if self._thread.is_alive():
+            return int(SERIALIZER_STATE.SERIALIZING)
+        result, self._thread = self._result, None
+        return int(result if result is not None else SERIALIZER_STATE.FAILED)
+
+    def read(self, path: str) -> tuple[Any, ...]:
+        """The deserializer hook (driver thread): restore the machine, return the header."""
+        with open(path, "rb") as f:
+            header = json.loads(f.readline())
+            if header.get("incomplete"):
+                raise ValueError(f"{path} is an incomplete snapshot marker; the journal is intact")
+            self._machine.restore(iter(lambda: f.read(1 << 20), b""))
+        return _entry_from_json(header["last"]), _entry_from_json(header["prev"]), header["cluster"]
+
+
+def _leave_placeholder(tmp_path: str, final: str) -> None:
+    """What pysyncobj renames over the snapshot now: the current one, or a marker."""
+    if os.path.exists(tmp_path):
+        os.remove(tmp_path)
+    if os.path.exists(final):
+        os.link(final, tmp_path)
+    else:
+        with open(tmp_path, "wb") as f:
+            f.write(json.dumps({"incomplete": True}).encode() + b"\n")
+
+
+def _header(data: Any) -> bytes:
+    last, prev, cluster = data
+    header = {
+        "last": _entry_to_json(last),
+        "prev": _entry_to_json(prev),
+        "cluster": sorted(node.id for node in cluster),
+    }
+    return json.dumps(header).encode() + b"\n"
+
+
+def _entry_to_json(entry: Any) -> list[Any]:
+    command, index, term = entry
+    return [base64.b64encode(command).decode(), index, term]
+
+
+def _entry_from_json(raw: list[Any]) -> tuple[bytes, int, int]:
+    return base64.b64decode(raw[0]), int(raw[1]), int(raw[2])

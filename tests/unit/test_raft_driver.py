@@ -1,0 +1,211 @@
+"""The Raft driver's cycle with fakes (raft_groups/syncobj_adapter/driver.py; docs/raft.md
+"Durability": group commit).
+
+Fake groups keep a fake journal (a count of appended entries and of synced ones) and send
+through a fake mux that, like `RaftMux`, only queues until `flush`. Each message records
+how many entries its group's journal held when it was sent; the fake `flush` refuses to
+send a message whose entries are not synced yet. No sockets, no threads, no clock: each
+test calls `RaftDriver.cycle(now)` with the time it wants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from raft_groups.syncobj_adapter.driver import RaftDriver, Schedule
+
+
+class FakeJournal:
+    def __init__(self) -> None:
+        self.entries = 0
+        self.synced = 0
+
+
+class FakeMux:
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+        self.dirty: set[str] = set()
+        self.outbox: list[tuple[FakeGroup, int, str]] = []
+        self.sent: list[str] = []
+        self.arriving: list[Callable[[], None]] = []  # delivered by the next poll
+        self.poll_timeouts: list[float] = []
+
+    def send(self, group: FakeGroup, message: str) -> None:
+        self.outbox.append((group, group.journal.entries, message))
+
+    def flush(self) -> None:
+        self.events.append("flush")
+        for group, entries, message in self.outbox:
+            assert group.journal.synced >= entries, f"{message!r} left before its journal sync"
+            self.sent.append(message)
+            self.events.append(f"sent {message}")
+        self.outbox = []
+
+    def poll(self, timeout: float) -> None:
+        self.events.append("poll")
+        self.poll_timeouts.append(timeout)
+        arriving, self.arriving = self.arriving, []
+        for deliver in arriving:
+            deliver()
+
+    def tick(self) -> None:
+        self.events.append("mux tick")
+
+    def wake(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.events.append("close")
+
+
+class FakeGroup:
+    """A leader with `queued` commands: each tick appends one entry and sends it."""
+
+    def __init__(self, gid: str, mux: FakeMux, queued: int = 0) -> None:
+        self.gid = gid
+        self.schedule = Schedule()
+        self.journal = FakeJournal()
+        self.mux = mux
+        self.queued = queued
+
+    def tick(self) -> None:
+        self.mux.events.append(f"tick {self.gid}")
+        if self.queued:
+            self.queued -= 1
+            self.journal.entries += 1
+            self.mux.send(self, f"append_entries {self.gid}#{self.journal.entries}")
+
+    def receive_entry(self) -> None:
+        """A follower handling append_entries during the poll: append, then ack."""
+        self.journal.entries += 1
+        self.mux.send(self, f"ack {self.gid}#{self.journal.entries}")
+
+    def has_queued_commands(self) -> bool:
+        return self.queued > 0
+
+    def sync_journal(self) -> bool:
+        if self.journal.synced == self.journal.entries:
+            return False
+        self.mux.events.append(f"sync {self.gid}")
+        self.journal.synced = self.journal.entries
+        return True
+
+    def destroy(self) -> None:
+        self.mux.events.append(f"destroy {self.gid}")
+
+
+def _driver(*groups: tuple[str, int]) -> tuple[RaftDriver, FakeMux, dict[str, FakeGroup]]:
+    mux = FakeMux([])
+    driver = RaftDriver(mux)  # type: ignore[arg-type]
+    made = {gid: FakeGroup(gid, mux, queued) for gid, queued in groups}
+    for group in made.values():
+        driver.add(group)
+    return driver, mux, made
+
+
+def _quiet(driver: RaftDriver, mux: FakeMux, now: float) -> None:
+    """Run the first cycle (an idle round), then forget its events."""
+    driver.cycle(now)
+    mux.events.clear()
+    mux.poll_timeouts.clear()
+
+
+def test_cycle_is_tick_then_sync_then_flush_then_poll_then_sync_then_flush() -> None:
+    driver, mux, groups = _driver(("a", 1))
+    mux.arriving.append(groups["a"].receive_entry)
+    driver.cycle(1.0)
+    assert mux.events == [
+        "mux tick",
+        "tick a",
+        "sync a",
+        "flush",
+        "sent append_entries a#1",
+        "poll",
+        "sync a",
+        "flush",
+        "sent ack a#2",
+    ]
+    assert driver.journal_syncs == 2
+
+
+def test_a_message_sent_by_a_tick_waits_for_its_journal_sync() -> None:
+    driver, mux, groups = _driver(("a", 0), ("b", 0))
+    _quiet(driver, mux, 1.0)
+    groups["b"].queued = 1
+    driver.wake(groups["b"])  # as propose() does
+    driver.cycle(1.01)
+    events = mux.events
+    assert events.index("tick b") < events.index("sync b") < events.index("flush")
+    assert events.index("flush") < events.index("sent append_entries b#1")
+    assert "sync a" not in events, "only journals that changed are synced"
+
+
+def test_an_ack_sent_while_polling_waits_for_its_journal_sync() -> None:
+    driver, mux, groups = _driver(("a", 0))
+    _quiet(driver, mux, 1.0)
+    mux.arriving.append(groups["a"].receive_entry)
+    driver.cycle(1.01)
+    assert mux.events == ["flush", "poll", "sync a", "flush", "sent ack a#1"]
+
+
+def test_the_fake_mux_would_catch_a_flush_before_the_sync() -> None:
+    _, mux, groups = _driver(("a", 1))
+    groups["a"].tick()
+    with pytest.raises(AssertionError, match="left before its journal sync"):
+        mux.flush()
+
+
+def test_an_idle_round_ticks_every_group_then_none_until_the_next_round() -> None:
+    driver, mux, _ = _driver(("a", 0), ("b", 0))
+    driver.cycle(1.0)
+    assert [e for e in mux.events if e.startswith("tick")] == ["tick a", "tick b"]
+    _quiet(driver, mux, 1.0)
+    driver.cycle(1.04)
+    assert not [e for e in mux.events if e.startswith("tick")]
+    assert mux.poll_timeouts == [pytest.approx(0.06)]  # until the next round (idle_tick 0.1)
+    driver.cycle(1.1)
+    assert [e for e in mux.events if e.startswith("tick")] == ["tick a", "tick b"]
+
+
+def test_only_groups_with_work_are_ticked_between_rounds() -> None:
+    driver, mux, groups = _driver(("a", 0), ("b", 0), ("c", 0))
+    _quiet(driver, mux, 1.0)
+    driver.wake(groups["a"])  # a queued command
+    mux.dirty.add("c")  # a received message left work
+    driver.cycle(1.01)
+    assert [e for e in mux.events if e.startswith("tick")] == ["tick a", "tick c"]
+
+
+def test_a_group_with_commands_left_after_its_tick_is_ticked_again_without_waiting() -> None:
+    driver, mux, groups = _driver(("a", 0))
+    _quiet(driver, mux, 1.0)
+    groups["a"].queued = 2
+    driver.wake(groups["a"])
+    driver.cycle(1.01)
+    assert mux.poll_timeouts == [0.0]
+    assert groups["a"].schedule.woken
+    driver.cycle(1.01)
+    assert mux.sent == ["append_entries a#1", "append_entries a#2"]
+    assert mux.poll_timeouts[-1] > 0
+
+
+def test_the_transport_ticks_at_most_every_100_ms() -> None:
+    driver, mux, _ = _driver(("a", 0))
+    for now in (1.0, 1.05, 1.09, 1.11):
+        driver.cycle(now)
+    assert mux.events.count("mux tick") == 2
+
+
+def test_call_without_a_thread_runs_inline_under_the_lock() -> None:
+    driver, _, _ = _driver()
+    result: Any = driver.call(lambda: driver.lock._is_owned())  # type: ignore[attr-defined]
+    assert result is True
+
+
+def test_stop_destroys_every_group_and_closes_the_mux() -> None:
+    driver, mux, _ = _driver(("a", 0), ("b", 0))
+    driver.stop()
+    assert mux.events == ["destroy a", "destroy b", "close"]
