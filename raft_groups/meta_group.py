@@ -64,7 +64,6 @@ class MetaGroup:
         self, settings: GroupSettings, driver: RaftDriver, loop: asyncio.AbstractEventLoop
     ) -> None:
         self._loop = loop
-        self._changed = asyncio.Event()
         self._listeners: list[Callable[[Metadata], None]] = []
         self.machine = MetaStateMachine(self._from_driver_thread)
         self.group = RaftGroup(driver, settings, self.machine)
@@ -83,8 +82,6 @@ class MetaGroup:
         self._loop.call_soon_threadsafe(self._publish, md)
 
     def _publish(self, md: Metadata) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
         for listener in self._listeners:
             listener(md)
 
@@ -111,15 +108,3 @@ class MetaGroup:
             except KvError as exc:
                 log.info("bootstrap not committed yet: %s", exc.message)
                 await asyncio.sleep(0.2)
-
-    async def wait_for_epoch(self, epoch: int, timeout: float) -> bool:
-        end = self._loop.time() + timeout
-        while self.metadata.epoch < epoch:
-            left = end - self._loop.time()
-            if left <= 0:
-                return False
-            try:
-                await asyncio.wait_for(self._changed.wait(), left)
-            except TimeoutError:
-                return False
-        return True
