@@ -10,11 +10,11 @@ needed, docs/netns.md; where that is impossible the partition faults are skipped
 "partition skipped: <reason>" line and the other faults still run). With --dir,
 partitions need a cluster started with `ops/cluster up --netns`.
 It creates the keyspace if missing, records a history of concurrent clients while a seeded
-fault plan (kv/verify/faults.py) kills, pauses and partitions nodes, heals the cluster,
+fault plan (verification/faults.py) kills, pauses and partitions nodes, heals the cluster,
 then checks:
-linearizable -> the linearizability checker (kv/verify/checker.py); eventual -> lost
+linearizable -> the linearizability checker (verification/checker.py); eventual -> lost
 acknowledged writes, phantom values, replica convergence and the staleness curve
-(kv/verify/eventual.py). It prints a verdict per check and writes a JSON report and a
+(verification/eventual.py). It prints a verdict per check and writes a JSON report and a
 self-contained HTML timeline.
 
 Exit status: 0 every check passed; 1 a violation; 2 a check was inconclusive ("unknown");
@@ -44,29 +44,25 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# run as `python ops/verify.py`, sys.path[0] is ops/: the repository root holds `ops` and
+# `verification` (not installed: the runtime package does not ship them)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 from kv.client import KvClient
 from kv.errors import KeyspaceNotFound, KvError
-from kv.verify import eventual
-from kv.verify.checker import check
-from kv.verify.faults import (
+from ops import netns
+from ops.ports import free_base_port
+from verification import eventual
+from verification.checker import check
+from verification.faults import (
     AppliedFault,
     FaultStep,
     PlanShape,
     plan_faults,
     run_faults,
 )
-from kv.verify.history import describe, op_to_dict
-from kv.verify.recorder import RecorderConfig, record
-
-try:
-    from ops import netns
-except ModuleNotFoundError:  # run as `python ops/verify.py`: ops/ itself is sys.path[0]
-    import netns  # type: ignore[no-redef]
-
-try:
-    from ops.ports import free_base_port
-except ModuleNotFoundError:  # run as `python ops/<script>.py`: ops/ itself is sys.path[0]
-    from ports import free_base_port  # type: ignore[no-redef]
+from verification.history import describe, op_to_dict
+from verification.recorder import RecorderConfig, record
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLUSTER_PY = os.path.join(ROOT, "ops", "cluster.py")
@@ -188,7 +184,7 @@ class Cluster:
         return nodes
 
     def action(self, name: str, node: str, *args: str) -> None:
-        if name == "partition":  # args: isolate N | split A,B C (kv.verify.faults)
+        if name == "partition":  # args: isolate N | split A,B C (verification.faults)
             cluster_cmd(self.dir, "partition", *args)
         elif name == "heal":
             cluster_cmd(self.dir, "heal")
