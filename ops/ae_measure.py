@@ -1,29 +1,37 @@
 """Anti-entropy cost on real node processes (issue 5; docs/anti_entropy.md, "Measured on
-real nodes").
+real nodes"). Like every ops/ tool it talks to the nodes through the HTTP API only.
 
-    ops/ae_measure [--keys 100000] [--diverged 100] [--runs N:D,N:D,...] [--value-size 100]
-                   [--interval S] [--deadline 300] [--seed 0] [--json OUT]
+    ops/ae_measure [--keys 20000] [--diverged 100] [--runs N:D,N:D,...] [--value-size 100]
+                   [--interval S] [--deadline 300] [--seed 0] [--concurrency 32] [--json OUT]
 
-One run (a fresh private cluster each time; always stopped and removed at the end):
+One run (a fresh private cluster each time, ops/localcluster.py; always stopped and
+removed at the end):
 
-1. `ops/cluster up` a 3-node cluster in a temp dir on free ports below 32768, create an
-   eventual keyspace (N=3) and write one probe key with w=3. The keyspace uid is the
-   metadata epoch after the creation (`/v1/cluster` "epoch", once all three nodes report
-   the same one: a node other than the one that served the creation can lag), and it is
-   checked against the uid in the probe's storage key in n1's LevelDB, which is what the
-   nodes really use, once they are down.
-2. `ops/cluster down`, then preload every node's LevelDB directly through
-   `DynamoReplica.store`: the same KEYS keys on all three (one version, dot (n1, 1)); DIVERGED
-   of them differ on n3, half missing, half an older version that the others supersede.
-3. Offline, with the same Merkle code the nodes run: one sweep of n3 against n1 over every
-   partition (the "model" columns), a deterministic cross-check of the live counters.
-4. `ops/cluster up` again and poll n3's replica-local state (`/v1/admin/replica`) of the
-   diverged keys until every one equals the others'; then read each node's `/v1/cluster`
-   anti_entropy counters. The node processes are new, so the counters cover exactly the
-   time since the restart. Bytes are shown only when the nodes expose them
+1. A 3-node cluster on free ports below 32768 and an eventual keyspace with N=3, R=W=2.
+   Every node is a primary of every key (3 nodes, N=3), so a write has no fallback and
+   leaves no hint: a replica that missed it is repaired only by anti-entropy (no client
+   reads the keys, so no read repair either). The keyspace uid is the metadata epoch once
+   all three nodes report the same one (the creation is the only change after the
+   bootstrap, kv/meta.py); only the in-process model below uses it.
+2. Preload through the API, `concurrency` requests in flight: every key with w=3 (all three
+   replicas acknowledge), except the "missing" half of the DIVERGED chosen keys; the
+   "stale" half get an older value first. n3's versions of the stale keys are read back
+   (`/v1/admin/replica`).
+3. `ops/cluster kill n3`; through n1 and n2 (w=2): write the missing keys, and overwrite
+   each stale key with the context of its first write, which supersedes the old value.
+   No hint may be pending (`/v1/cluster` "hinted_handoff"). Read n1's versions of every
+   key, and n2's of the diverged ones: those must agree, they are what n3 must end with.
+4. Model, in process with the nodes' own Merkle code over in-memory replicas built from
+   those reads: one sweep of n3 (as it was before the kill) against n1 over every
+   partition - a deterministic cross-check of the live counters.
+5. `ops/cluster down`, `up` again (every process new, so the counters cover exactly the
+   time since the restart); poll n3's replica-local state (`/v1/admin/replica`) of the
+   diverged keys until every one equals n1's; then read each node's `/v1/cluster`
+   anti_entropy counters. Bytes are shown only when the nodes expose them
    (`bytes_transferred`, `bytes_repaired`); otherwise "n/a".
 
-Writing 100,000 keys through HTTP would take minutes; the preload takes ~10 s.
+Through HTTP the preload writes ~700 keys/s on a 2-core machine: 20,000 keys take ~30 s,
+100,000 keys ~2.5 min (docs/anti_entropy.md).
 """
 
 from __future__ import annotations
@@ -33,37 +41,28 @@ import asyncio
 import json
 import os
 import random
-import shutil
 import signal
-import struct
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, TypeVar
+
+# run as `python ops/ae_measure.py`, sys.path[0] is ops/: the repository root holds `ops`
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dynamo_mode import merkle, siblings
 from dynamo_mode.anti_entropy import AntiEntropy
 from dynamo_mode.messages import TreeAnswer, TreeQuery
-from dynamo_mode.replica import PREFIX, DynamoReplica, KeyRef
-from dynamo_mode.siblings import Version, make_version
+from dynamo_mode.replica import DynamoReplica, KeyRef, decode_versions, encode_versions
 from kv.client import KvClient
-from kv.leveldb import LevelDBEngine
-from kv.ring import Ring
+from kv.memory import MemoryEngine
+from ops.localcluster import LocalCluster
 
-try:
-    from ops.ports import free_base_port
-except ModuleNotFoundError:  # run as `python ops/<script>.py`: ops/ itself is sys.path[0]
-    from ports import free_base_port  # type: ignore[no-redef]
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NODES = ("n1", "n2", "n3")
 DIVERGED_NODE = "n3"
-VNODES = 64  # NodeConfig.vnodes default; checked against /v1/cluster's partition walks
-PROBE_KEY = "ae-probe"
 BUDGET: int = AntiEntropy.budget  # keys repaired per exchange: the nodes' default
+CONCURRENCY = 32  # API requests in flight during the preload and the reads
 # counters summed over the nodes' /v1/cluster "anti_entropy" sections, when exposed
 COUNTERS = (
     "exchanges",
@@ -74,20 +73,8 @@ COUNTERS = (
     "bytes_transferred",
     "bytes_repaired",
 )
-
-
-class Control(Protocol):
-    """A 3-node cluster started by ops/cluster in `dir` (tests adapt the cluster harness)."""
-
-    dir: str
-
-    def up(self) -> object:
-        """Start (or restart) every node; return once all are healthy."""
-        ...
-
-    def stop(self) -> None:
-        """Stop every node and keep the data (`ops/cluster down`)."""
-        ...
+T = TypeVar("T")
+Wire = list[dict[str, Any]]  # a version set as /v1/admin/replica returns it
 
 
 # ---------------------------------------------------------------------- results
@@ -115,9 +102,9 @@ class Result:
     diverged: int
     value_size: int
     uid: int
-    data_bytes: int  # sum of the LevelDB value sizes of the keys on one replica (n1)
-    key_bytes: int  # sum of their LevelDB key sizes
-    preload_s: float
+    data_bytes: int  # what n1 stores for the keyspace's values (encoded version sets)
+    key_bytes: int  # and for its storage keys
+    preload_s: float  # steps 2 and 3: writes through the API, the kill, the reads
     startup_s: float  # restart until every node is healthy
     converged_s: float | None  # restart until every diverged key on n3 equals the others'
     unconverged: int
@@ -139,28 +126,29 @@ class Result:
 # ---------------------------------------------------------------------- the run
 
 
-@dataclass(frozen=True)
-class Layout:
-    http: dict[str, str]  # node id -> host:port
-    ring: Ring
+@dataclass
+class Replicas:
+    """What the API showed of the keyspace before the restart (steps 2-3)."""
+
     uid: int
-
-
-def node_http(directory: str) -> dict[str, str]:
-    with open(os.path.join(directory, "cluster.json")) as f:
-        return {n["id"]: n["http"] for n in json.load(f)["nodes"]}
-
-
-def db_path(directory: str, node_id: str) -> str:
-    return os.path.join(directory, node_id, "data", "db")
+    partitions: int  # of the ring
+    partition: dict[str, int] = field(default_factory=dict)  # key -> partition
+    n1: dict[str, Wire] = field(default_factory=dict)  # every key: n1's version set
+    n3_stale: dict[str, Wire] = field(default_factory=dict)  # n3's old version sets
+    missing: list[str] = field(default_factory=list)  # keys n3 never got
+    expected: dict[str, Wire] = field(default_factory=dict)  # diverged key -> final set
 
 
 def key_name(i: int) -> str:
     return f"k{i:07d}"
 
 
+def value_of(key: str, size: int) -> str:
+    return (key + ":" + "x" * size)[:size]
+
+
 def measure(
-    ctl: Control,
+    cluster: LocalCluster,
     keys: int,
     diverged: int,
     *,
@@ -169,35 +157,36 @@ def measure(
     seed: int = 0,
     deadline_s: float = 300.0,
     poll_s: float = 0.5,
+    concurrency: int = CONCURRENCY,
     say: Callable[[str], None] = print,
 ) -> Result:
-    """One measurement on a running, empty cluster (`ctl.up()` already returned)."""
+    """One measurement on a running, empty 3-node cluster (`cluster.up()` returned);
+    `cluster` is stopped and restarted on the way (its data kept)."""
     if not 0 < diverged <= keys:
         raise ValueError(f"need 0 < diverged <= keys, got {diverged} of {keys}")
-    layout = asyncio.run(_create(ctl.dir, keyspace))
-    ctl.stop()
-    probe_uid = _probe_uid(ctl.dir, layout.ring.key_partition(keyspace, PROBE_KEY))
-    if probe_uid != layout.uid:
-        raise RuntimeError(f"uid: epoch says {layout.uid}, the probe's storage key {probe_uid}")
-    say(f"keyspace {keyspace!r} uid {layout.uid}; preloading {keys} keys on {len(NODES)} nodes")
     chosen = sorted(random.Random(seed).sample(range(keys), diverged))
+    http = {n: cluster.http(n) for n in NODES}
     t = time.monotonic()
-    expected = preload(ctl.dir, layout, keyspace, keys, chosen, value_size)
+    state = asyncio.run(
+        _diverge(cluster, http, keyspace, keys, chosen, value_size, concurrency, say)
+    )
     preload_s = time.monotonic() - t
-    data_bytes, key_bytes = stored_bytes(ctl.dir, layout)
-    model = sweep_model(ctl.dir, layout.ring.partitions)
-    say(f"preloaded in {preload_s:.1f}s; data {data_bytes:,} B; restarting")
+    data_bytes, key_bytes = stored_bytes(state)
+    model = sweep_model(state)
+    say(f"preloaded in {preload_s:.1f}s; data {data_bytes:,} B; restarting every node")
+    cluster.stop()
     t0 = time.monotonic()
-    ctl.up()
+    cluster.up()
     startup_s = time.monotonic() - t0
+    http = {n: cluster.http(n) for n in NODES}
     converged_s, unconverged, per_node = asyncio.run(
-        _converge(node_http(ctl.dir), keyspace, expected, t0, deadline_s, poll_s)
+        _converge(http, keyspace, state.expected, t0, deadline_s, poll_s)
     )
     return Result(
         keys=keys,
         diverged=diverged,
         value_size=value_size,
-        uid=layout.uid,
+        uid=state.uid,
         data_bytes=data_bytes,
         key_bytes=key_bytes,
         preload_s=round(preload_s, 2),
@@ -210,110 +199,109 @@ def measure(
     )
 
 
-async def _create(directory: str, keyspace: str) -> Layout:
-    http = node_http(directory)
-    async with KvClient([http[n] for n in NODES]) as client:
-        await client.create_keyspace(keyspace, consistency="eventual", replication=3)
-        end = time.monotonic() + 30
-        while True:  # only the node that served the creation is sure to know it yet
-            infos = await asyncio.gather(*(client.cluster(node=http[n]) for n in NODES))
-            epochs = {i["epoch"] for i in infos}
-            if len(epochs) == 1 and epochs != {1}:
-                break
-            if time.monotonic() > end:
-                raise RuntimeError(f"the nodes' metadata epochs stay apart: {sorted(epochs)}")
-            await asyncio.sleep(0.1)
-        await client.put(keyspace, PROBE_KEY, "probe", w=3)  # on all three: not a divergence
-        placed = await client.replica(keyspace, PROBE_KEY, http[NODES[0]])
-    info = infos[0]
-    members = tuple(m["id"] for m in info["members"])
-    if sorted(members) != sorted(NODES):
-        raise RuntimeError(f"expected members {NODES}, got {members}")
-    ring = Ring(members, len(info["partitions"]), VNODES)
-    for entry in info["partitions"]:  # the ring we preload with is the nodes' ring
-        if list(ring.walk(entry["partition"])[: len(entry["replicas"])]) != entry["replicas"]:
-            raise RuntimeError(f"ring mismatch at partition {entry['partition']}")
-    if placed["partition"] != ring.key_partition(keyspace, PROBE_KEY):
-        raise RuntimeError("Ring.key_partition disagrees with the nodes' placement")
-    # the keyspace was the only metadata change since the bootstrap (epoch 1), so the epoch
-    # after it is its uid (kv/meta.py _put_keyspace: uid = epoch + 1, then the bump);
-    # `measure` checks it against the uid in the probe key's storage key
-    return Layout(http, ring, int(info["epoch"]))
+async def _bounded(limit: int, jobs: Iterable[Awaitable[T]]) -> list[T]:
+    """Await every job with at most `limit` running at once (results in order)."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(job: Awaitable[T]) -> T:
+        async with gate:
+            return await job
+
+    return list(await asyncio.gather(*(one(j) for j in jobs)))
 
 
-def _probe_uid(directory: str, partition: int) -> int:
-    engine = LevelDBEngine(db_path(directory, NODES[0]), create_if_missing=False)
-    try:
-        for raw, _ in engine.iterate_prefix(PREFIX + struct.pack(">H", partition)):
-            ref = KeyRef.from_storage_key(raw)
-            if ref.key == PROBE_KEY:
-                return ref.uid
-    finally:
-        engine.close()
-    raise RuntimeError(f"probe key {PROBE_KEY!r} not found in {NODES[0]}'s LevelDB")
-
-
-def _wire(versions: tuple[Version, ...]) -> list[dict[str, Any]]:
-    normalised: list[dict[str, Any]] = json.loads(json.dumps([v.to_wire() for v in versions]))
-    return normalised
-
-
-def preload(
-    directory: str,
-    layout: Layout,
+async def _diverge(
+    cluster: LocalCluster,
+    http: dict[str, str],
     keyspace: str,
     keys: int,
     chosen: Sequence[int],
     value_size: int,
-) -> dict[str, list[dict[str, Any]]]:
-    """Write `keys` keys on every node's LevelDB (the nodes are down); the `chosen` ones
-    differ on n3: even positions missing, odd ones an older version the others supersede.
-    Returns the version set (wire form) every replica must end with, per diverged key."""
-    kinds = {i: ("missing" if pos % 2 == 0 else "stale") for pos, i in enumerate(chosen)}
-    engines = {n: LevelDBEngine(db_path(directory, n), create_if_missing=False) for n in NODES}
-    expected: dict[str, list[dict[str, Any]]] = {}
-    try:
-        replicas = {n: DynamoReplica(engines[n], n) for n in NODES}
-        for i in range(keys):
-            key = key_name(i)
-            value = (key + ":" + "x" * value_size)[:value_size]
-            ref = KeyRef(layout.ring.key_partition(keyspace, key), layout.uid, key)
-            kind = kinds.get(i)
-            if kind == "stale":  # n3 missed the second write of n1
-                new = (make_version(("n1", 2), {"n1": 1}, value),)
-                old = (make_version(("n1", 1), {}, "old:" + value[4:]),)
-            else:
-                new = old = (make_version(("n1", 1), {}, value),)
-            for node, replica in replicas.items():
-                if node != DIVERGED_NODE:
-                    replica.store(ref, new)
-                elif kind != "missing":
-                    replica.store(ref, old)
-            if kind is not None:
-                expected[key] = _wire(new)
-    finally:
-        for engine in engines.values():
-            engine.close()
-    return expected
+    concurrency: int,
+    say: Callable[[str], None],
+) -> Replicas:
+    """Steps 1-3 of the module docstring: the keyspace, the preload, n3 killed, the
+    divergent writes, and what n1 (every key), n2 and n3 (the diverged keys) hold."""
+    missing = {key_name(i) for pos, i in enumerate(chosen) if pos % 2 == 0}
+    stale = [key_name(i) for pos, i in enumerate(chosen) if pos % 2 == 1]
+    names = [key_name(i) for i in range(keys)]
+    async with KvClient([http[n] for n in NODES], timeout=10.0) as client:
+        uid, partitions = await _create(client, http, keyspace)
+        state = Replicas(uid, partitions, missing=sorted(missing))
+        say(f"keyspace {keyspace!r} uid {uid}; writing {keys - len(missing):,} keys with w=3")
+        old = set(stale)
+
+        async def first(key: str) -> tuple[str, str]:
+            value = value_of(key, value_size)
+            put = await client.put(keyspace, key, "old:" + value[4:] if key in old else value, w=3)
+            return key, str(put["context"])
+
+        contexts = dict(await _bounded(concurrency, (first(k) for k in names if k not in missing)))
+        n3 = await _bounded(concurrency, (client.replica(keyspace, k, http["n3"]) for k in stale))
+        state.n3_stale = {r["key"]: r["versions"] for r in n3}
+    cluster.kill(DIVERGED_NODE)
+    say(f"{DIVERGED_NODE} killed; writing {len(missing)} missing and {len(stale)} newer keys")
+    async with KvClient([http["n1"], http["n2"]], timeout=10.0) as client:
+        await _bounded(
+            concurrency,
+            (
+                client.put(keyspace, k, value_of(k, value_size), context=contexts.get(k), w=2)
+                for k in sorted(missing) + stale
+            ),
+        )
+        pending = await _hints_pending(client, [http["n1"], http["n2"]])
+        if pending:
+            raise RuntimeError(
+                f"{pending} hints pending: hinted handoff would repair {DIVERGED_NODE}"
+            )
+        n1 = await _bounded(concurrency, (client.replica(keyspace, k, http["n1"]) for k in names))
+        n2 = await _bounded(
+            concurrency, (client.replica(keyspace, k, http["n2"]) for k in sorted(missing) + stale)
+        )
+    state.partition = {r["key"]: int(r["partition"]) for r in n1}
+    state.n1 = {r["key"]: r["versions"] for r in n1}
+    for r in n2:
+        if r["versions"] != state.n1[r["key"]]:
+            raise RuntimeError(f"n1 and n2 disagree on {r['key']}: {state.n1[r['key']]} {r}")
+        state.expected[r["key"]] = r["versions"]
+    return state
 
 
-def _keyspace_prefixes(partitions: int, uid: int) -> list[bytes]:
-    return [PREFIX + struct.pack(">HI", p, uid) for p in range(partitions)]
+async def _create(client: KvClient, http: dict[str, str], keyspace: str) -> tuple[int, int]:
+    """Create the keyspace; returns its uid - the epoch all three nodes then report (see the
+    module docstring) - and the number of partitions."""
+    await client.create_keyspace(
+        keyspace, consistency="eventual", replication=3, read_quorum=2, write_quorum=2
+    )
+    end = time.monotonic() + 30
+    while True:  # only the node that served the creation is sure to know it yet
+        infos = await asyncio.gather(*(client.cluster(node=http[n]) for n in NODES))
+        epochs = {i["epoch"] for i in infos}
+        if len(epochs) == 1 and epochs != {1}:
+            break
+        if time.monotonic() > end:
+            raise RuntimeError(f"the nodes' metadata epochs stay apart: {sorted(epochs)}")
+        await asyncio.sleep(0.1)
+    members = sorted(m["id"] for m in infos[0]["members"])
+    if members != sorted(NODES):
+        raise RuntimeError(f"expected members {NODES}, got {members}")
+    return int(infos[0]["epoch"]), len(infos[0]["partitions"])
 
 
-def stored_bytes(directory: str, layout: Layout) -> tuple[int, int]:
-    """(value bytes, key bytes) of the keyspace's keys in n1's LevelDB (one replica's copy),
-    the probe key excluded."""
-    engine = LevelDBEngine(db_path(directory, NODES[0]), create_if_missing=False)
-    values = keys = 0
-    try:
-        for prefix in _keyspace_prefixes(layout.ring.partitions, layout.uid):
-            for raw, stored in engine.iterate_prefix(prefix):
-                if raw[len(prefix) :] != PROBE_KEY.encode():
-                    keys += len(raw)
-                    values += len(stored)
-    finally:
-        engine.close()
+async def _hints_pending(client: KvClient, nodes: Sequence[str]) -> int:
+    infos = await asyncio.gather(*(client.cluster(node=n) for n in nodes))
+    return sum(sum(i["hinted_handoff"]["pending"].values()) for i in infos)
+
+
+def _ref(state: Replicas, key: str) -> KeyRef:
+    return KeyRef(state.partition[key], state.uid, key)
+
+
+def stored_bytes(state: Replicas) -> tuple[int, int]:
+    """(value bytes, key bytes) n1 stores for the keyspace: its version sets as the nodes
+    encode them (`encode_versions`) and the storage keys (`KeyRef.storage_key`)."""
+    values = sum(len(encode_versions(decode_versions(v))) for v in state.n1.values())
+    keys = sum(len(_ref(state, key).storage_key()) for key in state.n1)
     return values, keys
 
 
@@ -321,39 +309,48 @@ def _json_len(body: Any) -> int:
     return len(json.dumps(body, separators=(",", ":")))
 
 
-def sweep_model(directory: str, partitions: int) -> Model:
-    """n3 exchanges with n1 once per partition, in process, through merkle.diff and the
-    wire encoding the nodes use; repairs are computed, not written."""
-    engines = {n: LevelDBEngine(db_path(directory, n), create_if_missing=False) for n in NODES}
+def replicas_before_restart(state: Replicas) -> tuple[DynamoReplica, DynamoReplica]:
+    """In-memory replicas of n1 (as read) and of n3 as it was when it was killed: n1's
+    version sets, less the missing keys, with the old sets of the stale ones."""
+    n1 = DynamoReplica(MemoryEngine(), NODES[0])
+    n3 = DynamoReplica(MemoryEngine(), DIVERGED_NODE)
+    missing = set(state.missing)
+    for key, versions in state.n1.items():
+        ref = _ref(state, key)
+        n1.store(ref, decode_versions(versions))
+        if key not in missing:
+            n3.store(ref, decode_versions(state.n3_stale.get(key, versions)))
+    return n1, n3
+
+
+def sweep_model(state: Replicas) -> Model:
+    """n3 (as it was before the kill) exchanges with n1 once per partition, in process,
+    through merkle.diff and the wire encoding the nodes use; repairs are computed, not
+    written."""
+    peer, local = replicas_before_restart(state)
     out = Model()
-    try:
-        local = DynamoReplica(engines[DIVERGED_NODE], DIVERGED_NODE)
-        peer = DynamoReplica(engines[NODES[0]], NODES[0])
-        for p in range(partitions):
-            theirs_tree = peer.tree(p)
+    for p in range(state.partitions):
+        theirs_tree = peer.tree(p)
 
-            def ask(q: merkle.Query, p: int = p, tree: merkle.MerkleTree = theirs_tree) -> Any:
-                a = merkle.answer(tree, q)
-                out.json_bytes += _json_len(TreeQuery(p, q).to_wire())
-                out.json_bytes += _json_len(TreeAnswer(a).to_wire())
-                return a
+        def ask(q: merkle.Query, p: int = p, tree: merkle.MerkleTree = theirs_tree) -> Any:
+            a = merkle.answer(tree, q)
+            out.json_bytes += _json_len(TreeQuery(p, q).to_wire())
+            out.json_bytes += _json_len(TreeAnswer(a).to_wire())
+            return a
 
-            result = merkle.diff(local.tree(p), ask, BUDGET)
-            out.differing += len(result.keys)
-            out.queries += result.stats.queries
-            out.hashes += result.stats.hashes
-            out.walk_bytes += result.stats.bytes_transferred
-            for raw in result.keys:
-                ref = KeyRef.from_storage_key(raw)
-                theirs = peer.fetch(ref)
-                merged = [v.to_wire() for v in siblings.reconcile((*local.fetch(ref), *theirs))]
-                out.repair_bytes += len(str(merged))
-                out.json_bytes += 2 * _json_len({"ref": ref.to_wire()})  # fetch + store refs
-                out.json_bytes += _json_len({"versions": [v.to_wire() for v in theirs]})
-                out.json_bytes += _json_len({"versions": merged})
-    finally:
-        for engine in engines.values():
-            engine.close()
+        result = merkle.diff(local.tree(p), ask, BUDGET)
+        out.differing += len(result.keys)
+        out.queries += result.stats.queries
+        out.hashes += result.stats.hashes
+        out.walk_bytes += result.stats.bytes_transferred
+        for raw in result.keys:
+            ref = KeyRef.from_storage_key(raw)
+            theirs = peer.fetch(ref)
+            merged = [v.to_wire() for v in siblings.reconcile((*local.fetch(ref), *theirs))]
+            out.repair_bytes += len(str(merged))
+            out.json_bytes += 2 * _json_len({"ref": ref.to_wire()})  # fetch + store refs
+            out.json_bytes += _json_len({"versions": [v.to_wire() for v in theirs]})
+            out.json_bytes += _json_len({"versions": merged})
     return out
 
 
@@ -414,39 +411,11 @@ def _sum_counters(per_node: dict[str, dict[str, Any]]) -> dict[str, int] | None:
 # ---------------------------------------------------------------------- a private cluster
 
 
-class LocalCluster:
-    """A private cluster through ops/cluster in a temp dir; `destroy()` stops and removes it."""
-
-    def __init__(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix="kv-ae-")
-        self.base_port = free_base_port(len(NODES))
-
-    def _ops(self, *args: str, check: bool = True) -> None:
-        cmd = [sys.executable, os.path.join(ROOT, "ops", "cluster.py"), *args, "--dir", self.dir]
-        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
-        if check and r.returncode != 0:
-            raise RuntimeError(f"ops/cluster {' '.join(args)} -> {r.returncode}\n{r.stderr}")
-
-    def up(self) -> LocalCluster:
-        self._ops("up", "-n", str(len(NODES)), "--base-port", str(self.base_port), "--no-examples")
-        return self
-
-    def stop(self) -> None:
-        self._ops("down")
-
-    def destroy(self) -> None:
-        self._ops("down", check=False)
-        self._ops("cleanup", check=False)  # SIGKILLs whatever `down` left
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 def run_once(keys: int, diverged: int, **options: Any) -> Result:
-    cluster = LocalCluster()
-    try:
+    """One measurement on a private cluster that is always stopped and removed."""
+    with LocalCluster(n=len(NODES), prefix="kv-ae-") as cluster:
         cluster.up()
         return measure(cluster, keys, diverged, **options)
-    finally:
-        cluster.destroy()
 
 
 # ---------------------------------------------------------------------- output
@@ -498,7 +467,7 @@ def _parse_runs(text: str) -> list[tuple[int, int]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ops/ae_measure", description=__doc__.split("\n\n")[0])
-    p.add_argument("--keys", type=int, default=100_000)
+    p.add_argument("--keys", type=int, default=20_000)
     p.add_argument("--diverged", type=int, default=100)
     p.add_argument("--runs", help="several runs in one table: KEYS:DIVERGED,KEYS:DIVERGED,...")
     p.add_argument("--value-size", dest="value_size", type=int, default=100)
@@ -507,6 +476,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--deadline", type=float, default=300.0, help="seconds to wait to converge")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--concurrency", type=int, default=CONCURRENCY, help="API requests in flight (preload)"
+    )
     p.add_argument("--json", help="also write the results as JSON to this file")
     a = p.parse_args(argv)
     runs = _parse_runs(a.runs) if a.runs else [(a.keys, a.diverged)]
@@ -522,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
             value_size=a.value_size,
             seed=a.seed,
             deadline_s=a.deadline,
+            concurrency=a.concurrency,
             say=lambda s: print(s, file=sys.stderr),
         )
         results.append(r)

@@ -5,7 +5,7 @@
 
 Pieces, so another mode or system can be added without touching the runner:
 - `Cluster`: the nodes' HTTP addresses and pids (`local_cluster` starts and always stops a
-  private one through ops/cluster; `running_cluster` reads `ops/cluster status --json`);
+  private one, `running_cluster` reads a running one: ops/localcluster.py over ops/cluster);
 - `TargetSpec` / `Target`: one system under test. A spec is a picklable description that
   prepares the system (keyspace) and opens a `Target` inside a load process; a target turns
   put/get/load of one key on one node into requests and returns None or an error code;
@@ -23,12 +23,10 @@ import json
 import os
 import platform
 import random
-import shutil
 import signal
 import string
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from collections import Counter
@@ -42,13 +40,12 @@ from typing import Any, Protocol
 
 import aiohttp
 
-try:
-    from ops.ports import free_base_port
-except ModuleNotFoundError:  # run as `python ops/<script>.py`: ops/ itself is sys.path[0]
-    from ports import free_base_port  # type: ignore[no-redef]
+# run as `python ops/bench.py`, sys.path[0] is ops/: the repository root holds `ops`
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ops.localcluster import LocalCluster
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLUSTER_CMD = os.path.join(ROOT, "ops", "cluster")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NPROC = os.cpu_count() or 1
 TARGET_P99_MS = {"get": 10.0, "put": 20.0}  # DESIGN brief targets, printed as information
@@ -65,48 +62,43 @@ class Cluster:
     dir: str
 
 
-def _cluster_cmd(*args: str) -> str:
-    """Run ops/cluster; its stdout is returned (shown only when it fails)."""
-    r = subprocess.run([CLUSTER_CMD, *args], text=True, stdout=subprocess.PIPE, timeout=180)
-    if r.returncode != 0:
-        raise RuntimeError(f"ops/cluster {' '.join(args)} exited {r.returncode}:\n{r.stdout}")
-    return r.stdout
-
-
-def _status(d: str) -> Cluster:
+def _status(lc: LocalCluster) -> Cluster:
     """The cluster of DIR: load goes to its healthy nodes; CPU is counted for every pid."""
-    nodes = json.loads(_cluster_cmd("status", "--json", "--dir", d))["nodes"]
+    nodes = lc.status()
     if unhealthy := [n["id"] for n in nodes if not n["healthy"]]:
         print(f"warning: {unhealthy} not healthy: no load is sent to them", file=sys.stderr)
     if missing := [n["id"] for n in nodes if not n["pid"]]:
         print(f"warning: no pid for {missing}: their CPU is not counted", file=sys.stderr)
     healthy = tuple(n["http"] for n in nodes if n["healthy"])
     if not healthy:
-        raise RuntimeError(f"no healthy node in {d}")
-    return Cluster(healthy, tuple(int(n["pid"]) for n in nodes if n["pid"]), d)
+        raise RuntimeError(f"no healthy node in {lc.dir}")
+    return Cluster(healthy, tuple(int(n["pid"]) for n in nodes if n["pid"]), lc.dir)
 
 
 @contextmanager
 def running_cluster(d: str) -> Iterator[Cluster]:
-    yield _status(os.path.abspath(d))
+    """The cluster of `ops/cluster --dir D`; it is neither started nor stopped here."""
+    yield _status(LocalCluster(d))
 
 
 @contextmanager
 def local_cluster(n: int, keep: bool) -> Iterator[Cluster]:
     """Start a private n-node cluster in a temporary dir; always stop it (and remove the dir
     unless `keep`), also on errors and Ctrl-C."""
-    d = tempfile.mkdtemp(prefix="kv-bench-")
+    lc = LocalCluster(n=n, prefix="kv-bench-", keep=keep)
     try:
-        base = free_base_port(n)
-        print(f"starting a local {n}-node cluster in {d} (base port {base})", file=sys.stderr)
-        _cluster_cmd("up", "-n", str(n), "--dir", d, "--base-port", str(base), "--no-examples")
-        yield _status(d)
+        print(
+            f"starting a local {n}-node cluster in {lc.dir} (base port {lc.base_port})",
+            file=sys.stderr,
+        )
+        lc.up()
+        yield _status(lc)
     finally:
-        subprocess.run([CLUSTER_CMD, "down", "--dir", d], timeout=60, check=False)
-        if keep:
-            print(f"cluster data and logs kept in {d}", file=sys.stderr)
-        else:
-            shutil.rmtree(d, ignore_errors=True)
+        left = lc.down()
+        if left:
+            print(f"warning: still running after the cluster was stopped: {left}", file=sys.stderr)
+        if keep or left:
+            print(f"cluster data and logs kept in {lc.dir}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------- targets
@@ -867,10 +859,7 @@ def comparison(results: Sequence[PhaseResult], other: str) -> str:
 
 def compare_etcd(a: argparse.Namespace, results: list[PhaseResult]) -> dict[str, Any]:
     """Run the same phases against a private etcd; never fails when etcd is missing."""
-    try:
-        from ops import etcd_target
-    except ModuleNotFoundError:  # run as `python ops/bench.py`: ops/ itself is sys.path[0]
-        import etcd_target  # type: ignore[no-redef]
+    from ops import etcd_target
 
     binary = etcd_target.etcd_binary()
     if binary is None:

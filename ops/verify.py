@@ -4,17 +4,17 @@
                [--clients 8] [--keys 8] [--faults kill,pause,partition] [--seed N]
                [--stale-reads] [--dir DIR] [--report OUT.json] [--timeline OUT.html]
 
-Without --dir it starts a private 3-node cluster through ops/cluster and always stops it
-(with `up --netns` when partitions are asked for: one network namespace per node, root
-needed, docs/netns.md; where that is impossible the partition faults are skipped with a
-"partition skipped: <reason>" line and the other faults still run). With --dir,
-partitions need a cluster started with `ops/cluster up --netns`.
+Without --dir it starts a private 3-node cluster through ops/cluster (ops/localcluster.py)
+and always stops it (with `up --netns` when partitions are asked for: one network namespace
+per node, root needed, docs/netns.md; where that is impossible the partition faults are
+skipped with a "partition skipped: <reason>" line and the other faults still run). With
+--dir, partitions need a cluster started with `ops/cluster up --netns`.
 It creates the keyspace if missing, records a history of concurrent clients while a seeded
-fault plan (kv/verify/faults.py) kills, pauses and partitions nodes, heals the cluster,
+fault plan (verification/faults.py) kills, pauses and partitions nodes, heals the cluster,
 then checks:
-linearizable -> the linearizability checker (kv/verify/checker.py); eventual -> lost
+linearizable -> the linearizability checker (verification/checker.py); eventual -> lost
 acknowledged writes, phantom values, replica convergence and the staleness curve
-(kv/verify/eventual.py). It prints a verdict per check and writes a JSON report and a
+(verification/eventual.py). It prints a verdict per check and writes a JSON report and a
 self-contained HTML timeline.
 
 Exit status: 0 every check passed; 1 a violation; 2 a check was inconclusive ("unknown");
@@ -26,17 +26,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import html
 import json
 import os
 import random
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -44,32 +41,25 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# run as `python ops/verify.py`, sys.path[0] is ops/: the repository root holds `ops` and
+# `verification` (not installed: the runtime package does not ship them)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 from kv.client import KvClient
 from kv.errors import KeyspaceNotFound, KvError
-from kv.verify import eventual
-from kv.verify.checker import check
-from kv.verify.faults import (
+from ops.localcluster import LocalCluster, NetnsRefused
+from verification import eventual
+from verification.checker import check
+from verification.faults import (
     AppliedFault,
     FaultStep,
     PlanShape,
     plan_faults,
     run_faults,
 )
-from kv.verify.history import describe, op_to_dict
-from kv.verify.recorder import RecorderConfig, record
+from verification.history import describe, op_to_dict
+from verification.recorder import RecorderConfig, record
 
-try:
-    from ops import netns
-except ModuleNotFoundError:  # run as `python ops/verify.py`: ops/ itself is sys.path[0]
-    import netns  # type: ignore[no-redef]
-
-try:
-    from ops.ports import free_base_port
-except ModuleNotFoundError:  # run as `python ops/<script>.py`: ops/ itself is sys.path[0]
-    from ports import free_base_port  # type: ignore[no-redef]
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLUSTER_PY = os.path.join(ROOT, "ops", "cluster.py")
 KNOWN_FAULTS = ("kill", "pause", "partition")
 LIN_MIX_KINDS = ("read", "write", "cas", "delete")
 EXIT_OK, EXIT_VIOLATION, EXIT_UNKNOWN, EXIT_ERROR, EXIT_USAGE = 0, 1, 2, 3, 64
@@ -161,61 +151,7 @@ def check_mix(mix: dict[str, float] | None, consistency: str) -> None:
 
 
 # ---------------------------------------------------------------------- cluster
-def cluster_run(d: str, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, CLUSTER_PY, *args, "--dir", d]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-
-
-def cluster_cmd(d: str, *args: str, timeout: float = 120.0) -> str:
-    r = cluster_run(d, *args, timeout=timeout)
-    if r.returncode != 0:
-        raise RuntimeError(f"ops/cluster {' '.join(args)}: {(r.stderr or r.stdout).strip()}")
-    return r.stdout
-
-
-@dataclass
-class Cluster:
-    dir: str
-    local: bool
-    pids: set[int] = field(default_factory=set)  # every node pid seen (for the final sweep)
-    netns: dict[str, Any] | None = None  # `status --json`'s "netns" of an `up --netns` cluster
-
-    def status(self) -> list[dict[str, Any]]:
-        doc = json.loads(cluster_cmd(self.dir, "status", "--json"))
-        nodes: list[dict[str, Any]] = doc["nodes"]
-        self.pids |= {int(n["pid"]) for n in nodes if n["pid"]}
-        self.netns = doc.get("netns")
-        return nodes
-
-    def action(self, name: str, node: str, *args: str) -> None:
-        if name == "partition":  # args: isolate N | split A,B C (kv.verify.faults)
-            cluster_cmd(self.dir, "partition", *args)
-        elif name == "heal":
-            cluster_cmd(self.dir, "heal")
-        else:
-            cluster_cmd(self.dir, name, node)
-        if name == "start":
-            self.status()
-
-    def heal(self) -> None:
-        """No partition rule left, every node running and not paused, each answering
-        /v1/health."""
-        self.status()
-        if self.netns is not None:
-            cluster_cmd(self.dir, "heal")
-        for node in self.status():
-            if node["pid"]:  # SIGCONT is harmless to a running node
-                _quiet(functools.partial(cluster_cmd, self.dir, "resume", node["id"]))
-            else:
-                cluster_cmd(self.dir, "start", node["id"], timeout=HEAL_DEADLINE_S + 30)
-        end = time.monotonic() + HEAL_DEADLINE_S
-        while not all(n["healthy"] for n in self.status()):
-            if time.monotonic() > end:
-                raise SetupError(f"the cluster did not heal within {HEAL_DEADLINE_S:.0f}s")
-            time.sleep(0.2)
-
-
-def healthy_addresses(cluster: Cluster) -> dict[str, str]:
+def healthy_addresses(cluster: LocalCluster) -> dict[str, str]:
     """node id -> HTTP address; every node must be up, so the faults start from health."""
     nodes = cluster.status()
     sick = [n["id"] for n in nodes if not n["healthy"]]
@@ -224,19 +160,14 @@ def healthy_addresses(cluster: Cluster) -> dict[str, str]:
     return {n["id"]: n["http"] for n in nodes}
 
 
-def _quiet(fn: Callable[[], Any]) -> None:
-    try:
-        fn()
-    except (RuntimeError, subprocess.TimeoutExpired):
-        pass
-
-
 @contextmanager
-def cluster_for(args: argparse.Namespace) -> Iterator[Cluster]:
+def cluster_for(args: argparse.Namespace) -> Iterator[LocalCluster]:
+    """The cluster of --dir (never stopped here), else a private one that is always
+    stopped: `up --netns` when partitions are asked for, loopback when that is refused."""
     if args.dir:
-        cluster = Cluster(os.path.abspath(args.dir), local=False)
+        cluster = LocalCluster(args.dir)
         cluster.status()
-        if "partition" in args.fault_kinds and cluster.netns is None:
+        if "partition" in args.fault_kinds and cluster.netns_status is None:
             skip_partition(
                 args,
                 f"the cluster in {cluster.dir} was not started with `ops/cluster up --netns` "
@@ -244,116 +175,54 @@ def cluster_for(args: argparse.Namespace) -> Iterator[Cluster]:
             )
         yield cluster
         return
-    cluster = Cluster(tempfile.mkdtemp(prefix="kv-verify-"), local=True)
+    cluster = _private(args, netns="partition" in args.fault_kinds)
     try:
-        base = free_base_port(3)
-        if "partition" not in args.fault_kinds or not start_netns(cluster, base, args):
-            if os.listdir(cluster.dir):  # a failed `up --netns` left its layout there
-                stop_local(cluster, keep=False)
-                cluster = Cluster(tempfile.mkdtemp(prefix="kv-verify-"), local=True)
-            print(
-                f"starting a private 3-node cluster in {cluster.dir} (base port {base})",
-                file=sys.stderr,
-            )
-            try:
-                cluster_cmd(cluster.dir, "up", "-n", "3", "--base-port", str(base), "--no-examples")
-            finally:
-                _quiet(cluster.status)
+        try:
+            _start(cluster)
+        except NetnsRefused as exc:
+            skip_partition(args, exc.reason)
+            stop_private(cluster, keep=False)  # whatever the refused `up --netns` recorded
+            cluster = _private(args, netns=False)
+            _start(cluster)
         yield cluster
     finally:
-        stop_local(cluster, keep=args.keep)
+        stop_private(cluster, keep=args.keep)
 
 
-def start_netns(cluster: Cluster, base: int, args: argparse.Namespace) -> bool:
-    """`ops/cluster up --netns` in the cluster's directory; True once it is up. Exit 3 (no
-    root, no `ip`/`nft`), or 4 (10.77.0.0/24 taken by another run) still after
-    NETNS_BUSY_WAIT_S: partitions are skipped (skip_partition) and it returns False. Any
-    other failure is a SetupError."""
-    print(
-        f"starting a private 3-node --netns cluster in {cluster.dir} (base port {base})",
-        file=sys.stderr,
-    )
-    up = ["up", "--netns", "-n", "3", "--base-port", str(base), "--no-examples"]
-    end = time.monotonic() + NETNS_BUSY_WAIT_S
-    waiting = False
-    while True:
-        try:
-            r = cluster_run(cluster.dir, *up)
-        finally:
-            _quiet(cluster.status)
-        if r.returncode == 0:
-            return True
-        reason = (r.stderr or r.stdout).strip()
-        if r.returncode == netns.EXIT_BUSY and time.monotonic() < end:
-            if not waiting:
-                print(f"waiting up to {NETNS_BUSY_WAIT_S:.0f}s: {reason}", file=sys.stderr)
-                waiting = True
-            time.sleep(1.0)
-            continue
-        if r.returncode not in (netns.EXIT_UNAVAILABLE, netns.EXIT_BUSY):
-            raise SetupError(f"ops/cluster up --netns failed ({r.returncode}): {reason}")
-        skip_partition(args, reason.removeprefix("ops/cluster: "))
-        return False
+def _private(args: argparse.Namespace, netns: bool) -> LocalCluster:
+    return LocalCluster(n=3, netns=netns, prefix="kv-verify-", keep=args.keep)
 
 
-def stop_local(cluster: Cluster, keep: bool) -> None:
-    """ops/cluster down and cleanup (namespaces and rules of a --netns cluster too), then
-    SIGKILL any node process of this directory still alive. If namespaces of the run are
-    still there, the directory is kept so that `ops/cluster cleanup --dir` can retry.
-    SIGINT and SIGTERM are ignored meanwhile: a second Ctrl-C must not cut the cleanup."""
-    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+def _start(cluster: LocalCluster) -> None:
+    kind = "--netns cluster" if cluster.netns else "cluster"
+    say(f"starting a private 3-node {kind} in {cluster.dir} (base port {cluster.base_port})")
+    cluster.up(busy_wait_s=NETNS_BUSY_WAIT_S, say=say)
+
+
+def say(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def restore(cluster: LocalCluster) -> None:
+    """After the faults: no partition rule, every node running, resumed and healthy."""
     try:
-        _quiet(cluster.status)
-        topo = _topology(cluster.dir)
-        _quiet(lambda: cluster_cmd(cluster.dir, "down", timeout=90))
-        _quiet(lambda: cluster_cmd(cluster.dir, "cleanup", timeout=90))
-        for pid in sorted(cluster.pids):
-            if _is_our_node(pid, cluster.dir):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        left = _netns_leftovers(topo)
-        if left:
-            print(
-                f"ops/verify: WARNING: still present after cleanup: {', '.join(left)}; "
-                f"remove them with: ops/cluster cleanup --dir {cluster.dir}",
-                file=sys.stderr,
-            )
-        elif keep:
-            print(f"cluster data and logs kept in {cluster.dir}", file=sys.stderr)
-        if not keep and not left:
-            shutil.rmtree(cluster.dir, ignore_errors=True)
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+        cluster.restore(HEAL_DEADLINE_S)
+    except TimeoutError as exc:
+        raise SetupError(str(exc)) from None
 
 
-def _topology(d: str) -> netns.Topology | None:
-    """The namespaces recorded in DIR/cluster.json (None for a loopback cluster)."""
-    try:
-        with open(os.path.join(d, "cluster.json")) as f:
-            rec = json.load(f).get("netns")
-        return netns.Topology.from_record(rec) if rec else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _netns_leftovers(topo: netns.Topology | None) -> list[str]:
-    if topo is None:
-        return []
-    try:
-        return netns.leftovers(topo)
-    except netns.NetnsError as exc:  # `ip` itself failing: say so rather than guess
-        return [f"(could not check: {exc})"]
-
-
-def _is_our_node(pid: int, d: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return d.encode() in f.read()
-    except OSError:
-        return False
+def stop_private(cluster: LocalCluster, keep: bool) -> None:
+    """ops/cluster down and cleanup, then SIGKILL for any node process left (LocalCluster.
+    down). If parts of the run are still there, the directory is kept so that
+    `ops/cluster cleanup --dir` can retry."""
+    left = cluster.down(keep=keep)
+    if left:
+        say(
+            f"ops/verify: WARNING: still present after cleanup: {', '.join(left)}; "
+            f"remove them with: ops/cluster cleanup --dir {cluster.dir}"
+        )
+    elif keep:
+        say(f"cluster data and logs kept in {cluster.dir}")
 
 
 # ---------------------------------------------------------------------- keyspace & keys
@@ -450,7 +319,7 @@ class Run:
     group: str | None = None
 
 
-async def verify(args: argparse.Namespace, cluster: Cluster) -> Run:
+async def verify(args: argparse.Namespace, cluster: LocalCluster) -> Run:
     run = Run(args)
     addresses = healthy_addresses(cluster)
     async with KvClient(list(addresses.values()), timeout=4.0) as client:
@@ -471,15 +340,24 @@ async def verify(args: argparse.Namespace, cluster: Cluster) -> Run:
     return run
 
 
-def _actions(cluster: Cluster) -> dict[str, Callable[..., Awaitable[None]]]:
-    def one(name: str) -> Callable[..., Awaitable[None]]:
-        return lambda node, *args: asyncio.to_thread(cluster.action, name, node, *args)
+def _actions(cluster: LocalCluster) -> dict[str, Callable[..., Awaitable[None]]]:
+    """The fault executor's actions (verification.faults.run_faults), in threads."""
 
-    names = ("kill", "start", "pause", "resume", "partition", "heal")
-    return {name: one(name) for name in names}
+    def on_node(fn: Callable[[str], None]) -> Callable[..., Awaitable[None]]:
+        return lambda node: asyncio.to_thread(fn, node)
+
+    return {
+        "kill": on_node(cluster.kill),
+        "start": on_node(cluster.start),
+        "pause": on_node(cluster.pause),
+        "resume": on_node(cluster.resume),
+        # args: isolate N | split A,B C (verification.faults)
+        "partition": lambda node, *args: asyncio.to_thread(cluster.partition, *args),
+        "heal": lambda node: asyncio.to_thread(cluster.heal),
+    }
 
 
-async def _faults(run: Run, cluster: Cluster, heal_by: float, choose: Any = None) -> None:
+async def _faults(run: Run, cluster: LocalCluster, heal_by: float, choose: Any = None) -> None:
     run.applied = await run_faults(
         run.plan,
         _actions(cluster),
@@ -494,7 +372,7 @@ async def _faults(run: Run, cluster: Cluster, heal_by: float, choose: Any = None
 async def _linearizable(
     run: Run,
     client: KvClient,
-    cluster: Cluster,
+    cluster: LocalCluster,
     addresses: dict[str, str],
     tag: str,
     heal_by: float,
@@ -516,7 +394,7 @@ async def _linearizable(
     history, _ = await asyncio.gather(record(client, cfg), _faults(run, cluster, heal_by, choose))
     run.end = time.monotonic()
     run.ops = history
-    await asyncio.to_thread(cluster.heal)
+    await asyncio.to_thread(restore, cluster)
     result = await asyncio.to_thread(check, history, time_limit_s=args.check_time)
     run.checks["linearizable"] = {
         "verdict": result.verdict,
@@ -541,7 +419,7 @@ def _progress(ops: Sequence[Any]) -> dict[str, Any]:
 async def _eventual(
     run: Run,
     client: KvClient,
-    cluster: Cluster,
+    cluster: LocalCluster,
     addresses: dict[str, str],
     ks: dict[str, Any],
     tag: str,
@@ -574,7 +452,7 @@ async def _eventual(
         ),
     )
     run.end = time.monotonic()
-    await asyncio.to_thread(cluster.heal)
+    await asyncio.to_thread(restore, cluster)
     n = int(ks["replication"])
     states = await eventual.converge(
         client, args.keyspace, run.keys, addresses, n, CONVERGE_DEADLINE_S
@@ -626,7 +504,9 @@ def _counts(ops: Sequence[Any]) -> Counter[str]:
     return Counter(op.outcome for op in ops if op.kind != "final")
 
 
-def report(run: Run, cluster: Cluster, verdict: str, code: int, elapsed: float) -> dict[str, Any]:
+def report(
+    run: Run, cluster: LocalCluster, verdict: str, code: int, elapsed: float
+) -> dict[str, Any]:
     a = run.args
     config = {
         k: getattr(a, k)
@@ -636,7 +516,7 @@ def report(run: Run, cluster: Cluster, verdict: str, code: int, elapsed: float) 
         "tool": "ops/verify",
         "config": {**config, "consistency": run.consistency},
         "seed": a.seed,
-        "cluster": {"dir": cluster.dir, "private": cluster.local, "netns": cluster.netns},
+        "cluster": {"dir": cluster.dir, "private": cluster.private, "netns": cluster.netns_status},
         "keys": run.keys,
         "raft_group": run.group,
         "faults": {

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from kv.client import KvClient
-from kv.verify.checker import check
-from kv.verify.recorder import RecorderConfig, record
 from tests.cluster.harness import Cluster
+from verification.checker import check
+from verification.recorder import RecorderConfig, record
 
 KS = "lin"
 PAUSE_S = 3.0  # > election_timeout_max (1.5 s)

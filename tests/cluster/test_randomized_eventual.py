@@ -1,8 +1,8 @@
 """A randomized fault schedule against an eventual keyspace (issue 5, last acceptance point).
 
 Three real nodes, keyspace N=3, R=2, W=2. Concurrent clients write unique values - blind
-writes and read-modify-writes (kv.verify.eventual's recorder) - while a seeded schedule
-(kv.verify.faults.plan_faults) kills and restarts, pauses and resumes, and partitions and
+writes and read-modify-writes (verification.eventual's recorder) - while a seeded schedule
+(verification.faults.plan_faults) kills and restarts, pauses and resumes, and partitions and
 heals nodes, one fault at a time. The cluster is started with `ops/cluster up --netns`
 (docs/netns.md); where that is impossible (no root, no `ip`/`nft`, the range held by
 another run for too long) it runs on loopback and only the partition kind is skipped, with
@@ -35,9 +35,9 @@ import pytest
 
 from kv.client import KvClient
 from kv.errors import KvError
-from kv.verify import eventual
-from kv.verify.faults import AppliedFault, PlanShape, plan_faults, run_faults
 from tests.cluster.harness import Cluster, hint_backlog, sigterm_raises
+from verification import eventual
+from verification.faults import AppliedFault, PlanShape, plan_faults, run_faults
 
 KS = "rand_ev"
 KEYS = 32
@@ -174,7 +174,7 @@ async def _scenario(c: Cluster, seed: int, kinds: list[str]) -> dict[str, Any]:
 
 
 def _actions(c: Cluster) -> dict[str, Callable[..., Awaitable[None]]]:
-    """kv.verify.faults actions on the harness cluster (blocking calls, in threads)."""
+    """verification.faults actions on the harness cluster (blocking calls, in threads)."""
 
     def partition(node: str, *args: str) -> Awaitable[None]:
         return asyncio.to_thread(c.partition, *args)

@@ -31,8 +31,8 @@ from typing import Any
 
 import pytest
 
-from kv.verify.faults import PlanShape, plan_faults, windows
 from ops import netns
+from verification.faults import PlanShape, plan_faults, windows
 
 ROOT = Path(__file__).resolve().parents[2]
 VERIFY = ROOT / "ops" / "verify.py"

@@ -21,8 +21,8 @@ import pytest
 from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
-from kv.verify.checker import check
-from kv.verify.history import (
+from verification.checker import check
+from verification.history import (
     Op,
     describe,
     dump_history,

@@ -1,4 +1,4 @@
-"""Eventual-mode checks (kv/verify/eventual.py) on hand-made histories - each check with a
+"""Eventual-mode checks (verification/eventual.py) on hand-made histories - each check with a
 history it must accept and one it must reject - plus the staleness curve and the recorder
 against an in-memory fake of the eventual API."""
 
@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kv.errors import KeyNotFound, UnknownOutcome
-from kv.verify.eventual import (
+from verification.eventual import (
     EventualConfig,
     EventualOp,
     Ids,
@@ -31,7 +31,7 @@ from kv.verify.eventual import (
     record_eventual,
     staleness_curve,
 )
-from kv.verify.history import Outcome
+from verification.history import Outcome
 
 _ids = itertools.count(1)
 

@@ -1,4 +1,4 @@
-"""Fault schedules (kv/verify/faults.py): the plan's invariants for any seed, and the
+"""Fault schedules (verification/faults.py): the plan's invariants for any seed, and the
 executor on a manual clock with fake actions (no processes, no sleeping)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kv.verify.faults import (
+from verification.faults import (
     END,
     AppliedFault,
     FaultStep,

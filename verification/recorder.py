@@ -21,7 +21,7 @@ from typing import Any
 
 from kv.client import KvClient
 from kv.errors import ConditionFailed, KeyNotFound, KvError, Retryable, UnknownOutcome
-from kv.verify.history import Op
+from verification.history import Op
 
 Mix = dict[str, float]
 DEFAULT_MIX: Mix = {"read": 0.45, "write": 0.3, "cas": 0.2, "delete": 0.05}

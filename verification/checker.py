@@ -42,7 +42,7 @@ from dataclasses import dataclass, field, replace
 from itertools import accumulate
 from typing import Any, Literal, NamedTuple
 
-from kv.verify.history import Op, check_unique_ids, describe
+from verification.history import Op, check_unique_ids, describe
 
 Verdict = Literal["ok", "violation", "unknown"]
 

@@ -42,8 +42,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
 from kv.errors import KeyNotFound, KvError, UnknownOutcome
-from kv.verify.checker import Verdict
-from kv.verify.history import Outcome
+from verification.checker import Verdict
+from verification.history import Outcome
 
 EKind = Literal["read", "write", "final"]
 EVENTUAL_MIX: dict[str, float] = {"read": 0.3, "write": 0.15, "rmw": 0.4, "update": 0.15}

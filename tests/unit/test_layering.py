@@ -1,0 +1,202 @@
+"""The layering of DESIGN.md §1, enforced by reading every module's imports with `ast`.
+
+Rules (each failure names the file, the import and the rule it breaks):
+
+1. Pure modules (PURE below: decision code, models and wire messages) import no I/O —
+   no event loop, threads, sockets, processes, clocks read implicitly, HTTP, LevelDB or
+   pysyncobj. Time, randomness and peers are their parameters (DESIGN.md §8.2).
+2. Each third-party library has one importer in the runtime packages (ONE_IMPORTER).
+3. `kv` core does not import the mode packages, except the composition root
+   (kv/node.py, kv/__main__.py); the two modes do not import each other.
+4. Runtime packages never import verification tooling, ops or tests (what `pip install`
+   puts on a server holds what a server runs).
+5. `ops/` reaches nodes only through the API or `kv.client`: it may run pure code and
+   in-memory models (ops/ae_measure.py models anti-entropy over MemoryEngine replicas), but
+   never opens a node's storage, runs a node, its servers, transport or Raft groups.
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNTIME = ("kv", "raft_groups", "dynamo_mode")
+TOOLING = ("verification", "ops", "tests")
+
+PURE = (
+    "kv/errors.py",
+    "kv/hashing.py",
+    "kv/internode.py",
+    "kv/keyspace.py",
+    "kv/meta.py",
+    "kv/ring.py",
+    "kv/routing.py",
+    "kv/storage.py",
+    "dynamo_mode/hints.py",
+    "dynamo_mode/membership*.py",
+    "dynamo_mode/merkle*.py",
+    "dynamo_mode/messages.py",
+    "dynamo_mode/phi.py",
+    "dynamo_mode/quorum.py",
+    "dynamo_mode/siblings.py",
+    "dynamo_mode/vclock.py",
+    "raft_groups/commands.py",
+    "raft_groups/forwarding.py",
+    "raft_groups/placement.py",
+    "raft_groups/state_machine.py",
+)
+IO_MODULES = (
+    "asyncio",
+    "threading",
+    "socket",
+    "selectors",
+    "subprocess",
+    "multiprocessing",
+    "concurrent",
+    "time",
+    "aiohttp",
+    "plyvel",
+    "pysyncobj",
+    "kv.leveldb",
+    "kv.node",
+    "kv.transport",
+    "kv.memory",
+)
+# library → the runtime files allowed to import it (globs), and why there
+ONE_IMPORTER = {
+    "plyvel": ("kv/leveldb.py",),  # the StorageEngine over LevelDB
+    "pysyncobj": ("raft_groups/syncobj_adapter*",),  # camelCase, threads, FAIL_REASON stop here
+    "mmh3": ("kv/hashing.py",),  # ring tokens
+    # the HTTP server (kv/http), the internode client (kv/transport.py) and the public client
+    "aiohttp": ("kv/http/*", "kv/transport.py", "kv/client.py"),
+    "cryptography": (),  # through pysyncobj only, for now
+}
+COMPOSITION_ROOT = ("kv/node.py", "kv/__main__.py")
+OPS_MUST_NOT_IMPORT = (
+    "kv/leveldb.py",
+    "kv/node.py",
+    "kv/__main__.py",
+    "kv/transport.py",
+    "kv/http/*",
+    "raft_groups/syncobj_adapter/*",
+    "raft_groups/manager.py",
+    "raft_groups/meta_group.py",
+    "raft_groups/frontend.py",
+    "dynamo_mode/coordinator.py",
+    "dynamo_mode/gossip.py",
+    "dynamo_mode/handoff.py",
+    "dynamo_mode/tombstones.py",
+    "dynamo_mode/replica_server.py",
+)
+
+
+def imports(source: str) -> Iterator[str]:
+    """Every module name `source` imports (absolute; relative imports are not used here)."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module
+            yield from (f"{node.module}.{alias.name}" for alias in node.names)
+
+
+def matches(path: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatch(path, p) for p in patterns)
+
+
+def under(name: str, prefixes: Iterable[str]) -> str | None:
+    """The prefix `name` is (or is inside), if any."""
+    return next((p for p in prefixes if name == p or name.startswith(p + ".")), None)
+
+
+def module_file(name: str, known: Iterable[str]) -> str | None:
+    """The project file a dotted import names (module or package), if it is one of ours."""
+    parts = name.split(".")
+    for path in (f"{'/'.join(parts)}.py", f"{'/'.join(parts)}/__init__.py"):
+        if path in known:
+            return path
+    return None
+
+
+def violations(files: dict[str, str]) -> list[str]:
+    """All rule breaks in `files` (repo-relative path → source)."""
+    out: list[str] = []
+    for path, source in sorted(files.items()):
+        for name in sorted(set(imports(source))):
+            out.extend(f"{path}: imports {name} — {why}" for why in _broken(path, name, files))
+    return out
+
+
+def _broken(path: str, name: str, files: dict[str, str]) -> Iterator[str]:
+    top = path.split("/", 1)[0]
+    if matches(path, PURE) and (io := under(name, IO_MODULES)):
+        yield f"a pure module imports no I/O ({io}); pass it in as a parameter (rule 1)"
+    if top in RUNTIME:
+        for lib, allowed in ONE_IMPORTER.items():
+            if under(name, [lib]) and not matches(path, allowed):
+                yield f"only {', '.join(allowed) or 'no runtime module'} may import {lib} (rule 2)"
+    if top == "kv" and under(name, ["dynamo_mode", "raft_groups"]):
+        if path not in COMPOSITION_ROOT:
+            yield "kv core imports a mode package; only the composition root may (rule 3)"
+    if {top, name.split(".")[0]} == {"dynamo_mode", "raft_groups"}:
+        yield "the two modes do not import each other (rule 3)"
+    if top in RUNTIME and under(name, TOOLING):
+        yield "runtime code imports tooling (rule 4)"
+    if top == "ops" and under(name, RUNTIME) and name not in RUNTIME:
+        target = module_file(name, files)
+        if target is not None and matches(target, OPS_MUST_NOT_IMPORT):
+            yield "ops/ reaches nodes through the API or the client (rule 5)"
+
+
+def project_files() -> dict[str, str]:
+    out = {}
+    for top in (*RUNTIME, "verification", "ops"):
+        for file in sorted((ROOT / top).rglob("*.py")):
+            out[file.relative_to(ROOT).as_posix()] = file.read_text()
+    return out
+
+
+# ---------------------------------------------------------------------- the checks
+def test_the_project_keeps_its_layering() -> None:
+    found = violations(project_files())
+    assert not found, "layering broken:\n  " + "\n  ".join(found)
+
+
+def test_every_pure_pattern_names_a_module() -> None:
+    files = project_files()
+    for pattern in PURE:
+        assert any(fnmatch.fnmatch(f, pattern) for f in files), f"{pattern}: no such file"
+
+
+def test_a_pure_module_importing_asyncio_is_named_with_the_rule() -> None:
+    synthetic = {"kv/routing.py": "import asyncio\nfrom kv import errors\n"}
+    assert violations(synthetic) == [
+        "kv/routing.py: imports asyncio — a pure module imports no I/O (asyncio); "
+        "pass it in as a parameter (rule 1)"
+    ]
+
+
+def test_each_rule_names_its_offender() -> None:
+    synthetic = {
+        "dynamo_mode/vclock.py": "from time import monotonic\n",
+        "kv/ring.py": "import plyvel\n",
+        "kv/service.py": "from dynamo_mode import coordinator\n",
+        "raft_groups/manager.py": "from dynamo_mode.replica import KeyRef\n",
+        "kv/storage.py": "from verification import checker\n",
+        "ops/bench.py": "from kv.leveldb import LevelDBEngine\n",
+        "kv/leveldb.py": "",
+    }
+    found = "\n".join(violations(synthetic))
+    assert "dynamo_mode/vclock.py: imports time — a pure module" in found
+    assert "kv/ring.py: imports plyvel — only kv/leveldb.py may import plyvel" in found
+    assert "kv/service.py: imports dynamo_mode — kv core imports a mode package" in found
+    assert "raft_groups/manager.py: imports dynamo_mode.replica — the two modes" in found
+    assert "kv/storage.py: imports verification — runtime code imports tooling" in found
+    assert "ops/bench.py: imports kv.leveldb — ops/ reaches nodes through the API" in found
+
+
+def test_the_composition_root_may_wire_the_modes() -> None:
+    assert violations({"kv/node.py": "from dynamo_mode.replica import DynamoReplica\n"}) == []
