@@ -1,7 +1,7 @@
 """Active anti-entropy: periodic Merkle exchanges between replicas (Dynamo §4.7).
 
 Every `interval` this node takes the next partition it replicates (round robin), picks
-one other replica of it (seeded rng), walks the two trees with `merkle.diff_steps` — each
+one other replica of it (seeded rng), walks the two trees with `merkle_diff.diff_steps` — each
 query is one internode call, awaited between steps — and then repairs the differing keys
 in both directions by sending whole reconciled version sets (`store`, a CRDT merge, so a
 repair is idempotent and order-free). At most `budget` keys are repaired per exchange; a
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynamo_mode import merkle
+from dynamo_mode import merkle_diff
 from dynamo_mode.replica import DynamoReplica, KeyRef, decode_versions
 from kv.meta import Metadata
 from kv.periodic import Periodic
@@ -30,32 +30,32 @@ from kv.transport import Transport
 log = logging.getLogger(__name__)
 
 
-def encode_query(q: merkle.Query) -> dict[str, Any]:
-    if isinstance(q, merkle.HashesQuery):
+def encode_query(q: merkle_diff.Query) -> dict[str, Any]:
+    if isinstance(q, merkle_diff.HashesQuery):
         return {"t": "h", "level": q.level, "indexes": list(q.indexes)}
     return {"t": "b", "buckets": list(q.buckets)}
 
 
-def decode_query(d: Any) -> merkle.Query:
+def decode_query(d: Any) -> merkle_diff.Query:
     if not isinstance(d, dict) or d.get("t") not in ("h", "b"):
         raise ValueError("query must be an object with t = 'h' or 'b'")
     if d["t"] == "h":
-        return merkle.HashesQuery(int(d["level"]), tuple(int(i) for i in d["indexes"]))
-    return merkle.BucketsQuery(tuple(int(b) for b in d["buckets"]))
+        return merkle_diff.HashesQuery(int(d["level"]), tuple(int(i) for i in d["indexes"]))
+    return merkle_diff.BucketsQuery(tuple(int(b) for b in d["buckets"]))
 
 
 def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
 
-def encode_answer(a: merkle.Answer) -> list[Any]:
+def encode_answer(a: merkle_diff.Answer) -> list[Any]:
     return [
         {_b64(k): _b64(v) for k, v in item.items()} if isinstance(item, dict) else _b64(item)
         for item in a
     ]
 
 
-def decode_answer(raw: Any) -> merkle.Answer:
+def decode_answer(raw: Any) -> merkle_diff.Answer:
     if not isinstance(raw, list):
         raise ValueError("answer must be a list")
     if raw and isinstance(raw[0], dict):
@@ -84,7 +84,7 @@ class ExchangeReport:
     differing: int
     repaired: int
     truncated: bool
-    stats: merkle.DiffStats
+    stats: merkle_diff.DiffStats
     bytes_repaired: int = 0
 
 
@@ -156,7 +156,7 @@ class AntiEntropy:
     async def exchange(self, partition: int, peer: str) -> ExchangeReport:
         tree = self.replica.tree(partition)
         start = self._resume.pop((partition, peer), 0)
-        steps = merkle.diff_steps(tree, self.budget, start)
+        steps = merkle_diff.diff_steps(tree, self.budget, start)
         query = next(steps)
         try:
             while True:
@@ -168,7 +168,7 @@ class AntiEntropy:
                 )
                 query = steps.send(decode_answer(reply["answer"]))
         except StopIteration as stop:
-            result: merkle.DiffResult = stop.value
+            result: merkle_diff.DiffResult = stop.value
         if result.resume_bucket is not None:
             self._resume[(partition, peer)] = result.resume_bucket
         repaired, sent = await self._repair(peer, result.keys)
@@ -205,4 +205,4 @@ def handle_query(replica: DynamoReplica, payload: dict[str, Any]) -> dict[str, A
     ):
         raise ValueError(f"partition invalid: {partition!r}")
     query = decode_query(payload.get("query"))
-    return {"answer": encode_answer(merkle.answer(replica.tree(partition), query))}
+    return {"answer": encode_answer(merkle_diff.answer(replica.tree(partition), query))}

@@ -44,7 +44,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from dynamo_mode import merkle, siblings
+from dynamo_mode import merkle, merkle_diff, siblings
 from dynamo_mode.anti_entropy import AntiEntropy, encode_answer, encode_query
 from dynamo_mode.replica import PREFIX, DynamoReplica, KeyRef
 from dynamo_mode.siblings import Version, make_version
@@ -321,7 +321,7 @@ def _json_len(body: Any) -> int:
 
 
 def sweep_model(directory: str, partitions: int) -> Model:
-    """n3 exchanges with n1 once per partition, in process, through merkle.diff and the
+    """n3 exchanges with n1 once per partition, in process, through merkle_diff.diff and the
     wire encoding the nodes use; repairs are computed, not written."""
     engines = {n: LevelDBEngine(db_path(directory, n), create_if_missing=False) for n in NODES}
     out = Model()
@@ -331,13 +331,13 @@ def sweep_model(directory: str, partitions: int) -> Model:
         for p in range(partitions):
             theirs_tree = peer.tree(p)
 
-            def ask(q: merkle.Query, p: int = p, tree: merkle.MerkleTree = theirs_tree) -> Any:
-                a = merkle.answer(tree, q)
+            def ask(q: merkle_diff.Query, p: int = p, tree: merkle.MerkleTree = theirs_tree) -> Any:
+                a = merkle_diff.answer(tree, q)
                 out.json_bytes += _json_len({"partition": p, "query": encode_query(q)})
                 out.json_bytes += _json_len({"answer": encode_answer(a)})
                 return a
 
-            result = merkle.diff(local.tree(p), ask, BUDGET)
+            result = merkle_diff.diff(local.tree(p), ask, BUDGET)
             out.differing += len(result.keys)
             out.queries += result.stats.queries
             out.hashes += result.stats.hashes
