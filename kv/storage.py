@@ -1,9 +1,10 @@
 """The storage boundary: a narrow ordered byte store and its in-memory twin.
 
-`StorageEngine` is what every subsystem writes through (Raft state machines,
-Dynamo replicas, hints, metadata); `kv.leveldb.LevelDBEngine` is the durable
-implementation and `MemoryEngine` the twin. Both pass
-`tests/unit/test_storage_contract.py`. See docs/storage.md.
+`StorageEngine` is what a node's key-value data goes through (Raft state machines,
+Dynamo replicas, tombstone markers, hints; not the Raft journals, the cluster metadata
+or the gossip generation file: docs/storage.md lists what is stored where);
+`kv.leveldb.LevelDBEngine` is the durable implementation and `MemoryEngine` the twin.
+Both pass `tests/unit/test_storage_contract.py`.
 
 Contract shared by every engine:
 
