@@ -1,7 +1,7 @@
 """Active anti-entropy: periodic Merkle exchanges between replicas (Dynamo §4.7).
 
 Every `interval` this node takes the next partition it replicates (round robin), picks
-one other replica of it (seeded rng), walks the two trees with `merkle.diff_steps` — each
+one other replica of it (seeded rng), walks the two trees with `merkle_diff.diff_steps` — each
 query is one internode call, awaited between steps — and then repairs the differing keys
 in both directions by sending whole reconciled version sets (`store`, a CRDT merge, so a
 repair is idempotent and order-free). At most `budget` keys are repaired per exchange; a
@@ -19,7 +19,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dynamo_mode import merkle
+from dynamo_mode import merkle_diff
 from dynamo_mode.messages import AE_QUERY, FETCH, STORE, KeyRequest, StoreRequest, TreeQuery
 from dynamo_mode.replica import DynamoReplica, KeyRef
 from kv import routing
@@ -48,7 +48,7 @@ class ExchangeReport:
     differing: int
     repaired: int
     truncated: bool
-    stats: merkle.DiffStats
+    stats: merkle_diff.DiffStats
     bytes_repaired: int = 0
 
 
@@ -120,7 +120,7 @@ class AntiEntropy:
     async def exchange(self, partition: int, peer: str) -> ExchangeReport:
         tree = self.replica.tree(partition)
         start = self._resume.pop((partition, peer), 0)
-        steps = merkle.diff_steps(tree, self.budget, start)
+        steps = merkle_diff.diff_steps(tree, self.budget, start)
         query = next(steps)
         try:
             while True:
@@ -129,7 +129,7 @@ class AntiEntropy:
                 )
                 query = steps.send(reply.answer)
         except StopIteration as stop:
-            result: merkle.DiffResult = stop.value
+            result: merkle_diff.DiffResult = stop.value
         if result.resume_bucket is not None:
             self._resume[(partition, peer)] = result.resume_bucket
         repaired, sent = await self._repair(peer, result.keys)

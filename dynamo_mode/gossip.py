@@ -1,9 +1,10 @@
-"""Gossip failure detection, the I/O shell around dynamo_mode.membership (Dynamo §4.8).
+"""Gossip failure detection, the I/O shell around dynamo_mode.membership and
+membership_status (Dynamo §4.8).
 
 Every `cfg.interval` this node bumps its heartbeat, pushes its digest to `cfg.fanout` random
 members over /v1/internal/rpc/gossip and merges the digests they answer with (push-pull).
 Each advance of a member's version is a heartbeat arrival for that member's phi-accrual
-window; `status(node)` is the pure `membership.node_status` of that window.
+window; `status(node)` is the pure `membership_status.node_status` of that window.
 
 The generation is a counter persisted in the data directory and bumped at every start, so a
 restarted node outranks everything it gossiped before and is alive again from its first
@@ -18,8 +19,8 @@ import os
 import random
 from collections.abc import Callable, Collection
 
-from dynamo_mode import membership
-from dynamo_mode.membership import GossipConfig, Status
+from dynamo_mode import membership, membership_status
+from dynamo_mode.membership_status import GossipConfig, Status
 from dynamo_mode.messages import GOSSIP, GossipDigest
 from dynamo_mode.phi import PhiWindow
 from kv.internode import OpTable
@@ -75,7 +76,9 @@ class GossipDetector:
             return "alive"
         now = self._clock()
         n = max(len(self._members()), 1)
-        return membership.node_status(self._windows.get(node), now, n, self.cfg, self._started)
+        return membership_status.node_status(
+            self._windows.get(node), now, n, self.cfg, self._started
+        )
 
     def is_alive(self, node: str) -> bool:
         return self.status(node) != "down"
@@ -88,7 +91,7 @@ class GossipDetector:
         now = self._clock()
         after, changed = membership.merge(self._state, remote.digest, now)
         changed = frozenset(changed - {self.self_id})
-        membership.record_arrivals(self._windows, self._state, after, changed, now, self.cfg)
+        membership_status.record_arrivals(self._windows, self._state, after, changed, now, self.cfg)
         self._state = after
 
     def register(self, table: OpTable) -> None:

@@ -23,7 +23,7 @@ import base64
 from dataclasses import dataclass
 from typing import Any
 
-from dynamo_mode import membership, merkle, vclock
+from dynamo_mode import membership, merkle_diff, vclock
 from dynamo_mode.replica import KeyRef, decode_versions
 from dynamo_mode.siblings import Version
 from dynamo_mode.vclock import Dot
@@ -173,11 +173,11 @@ class Coordinated:
 @dataclass(frozen=True)
 class TreeQuery:
     partition: int
-    query: merkle.Query
+    query: merkle_diff.Query
 
     def to_wire(self) -> dict[str, Any]:
         q = self.query
-        if isinstance(q, merkle.HashesQuery):
+        if isinstance(q, merkle_diff.HashesQuery):
             wire = {"t": "h", "level": q.level, "indexes": list(q.indexes)}
         else:
             wire = {"t": "b", "buckets": list(q.buckets)}
@@ -189,13 +189,14 @@ class TreeQuery:
         return TreeQuery(integer(d.get("partition"), "partition", 0, 1 << 16), _query(d))
 
 
-def _query(d: dict[str, Any]) -> merkle.Query:
+def _query(d: dict[str, Any]) -> merkle_diff.Query:
     q = obj(d.get("query"), "query")
     if q.get("t") == "h":
         indexes = tuple(integer(i, "index", 0, 1 << 32) for i in q.get("indexes", ()))
-        return merkle.HashesQuery(integer(q.get("level"), "level", 0, 64), indexes)
+        return merkle_diff.HashesQuery(integer(q.get("level"), "level", 0, 64), indexes)
     if q.get("t") == "b":
-        return merkle.BucketsQuery(tuple(integer(b, "bucket", 0, 1 << 32) for b in q["buckets"]))
+        buckets = tuple(integer(b, "bucket", 0, 1 << 32) for b in q.get("buckets", ()))
+        return merkle_diff.BucketsQuery(buckets)
     raise ValueError("query must be an object with t = 'h' or 'b'")
 
 
@@ -205,7 +206,7 @@ def _b64(raw: bytes) -> str:
 
 @dataclass(frozen=True)
 class TreeAnswer:
-    answer: merkle.Answer
+    answer: merkle_diff.Answer
 
     def to_wire(self) -> dict[str, Any]:
         return {

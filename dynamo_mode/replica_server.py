@@ -7,7 +7,7 @@ tombstone reaper are its callers on other nodes (and on this one, without the wi
 
 from __future__ import annotations
 
-from dynamo_mode import merkle, siblings
+from dynamo_mode import merkle_diff, siblings
 from dynamo_mode.messages import (
     AE_QUERY,
     COORDINATE,
@@ -70,7 +70,7 @@ class ReplicaServer:
 
     async def tree_query(self, req: TreeQuery) -> TreeAnswer:
         """Answer one step of a peer's Merkle walk from this node's tree (Dynamo §4.7)."""
-        return TreeAnswer(merkle.answer(self.replica.tree(req.partition), req.query))
+        return TreeAnswer(merkle_diff.answer(self.replica.tree(req.partition), req.query))
 
 
 def serve(replica: DynamoReplica) -> OpTable:

@@ -1,9 +1,11 @@
 """The storage boundary: a narrow ordered byte store (pure: protocols and the write batch).
 
-`StorageEngine` is what the Raft state machines and the Dynamo replicas (with their
-hints) write through; `kv.leveldb.LevelDBEngine` is the durable implementation and
-`kv.memory.MemoryEngine` the in-memory twin. Both pass `tests/unit/test_storage_contract.py`.
-See docs/storage.md.
+`StorageEngine` is what a node's key-value data goes through (Raft state machines,
+Dynamo replicas, tombstone markers, hints; not the Raft journals, the cluster metadata
+or the gossip generation file: docs/storage.md lists what is stored where);
+`kv.leveldb.LevelDBEngine` is the durable implementation and `kv.memory.MemoryEngine` the
+in-memory twin.
+Both pass `tests/unit/test_storage_contract.py`.
 
 Contract shared by every engine:
 

@@ -51,7 +51,7 @@ from typing import Any, TypeVar
 # run as `python ops/ae_measure.py`, sys.path[0] is ops/: the repository root holds `ops`
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dynamo_mode import merkle, siblings
+from dynamo_mode import merkle, merkle_diff, siblings
 from dynamo_mode.anti_entropy import AntiEntropy
 from dynamo_mode.messages import TreeAnswer, TreeQuery
 from dynamo_mode.replica import DynamoReplica, KeyRef, decode_versions, encode_versions
@@ -325,20 +325,20 @@ def replicas_before_restart(state: Replicas) -> tuple[DynamoReplica, DynamoRepli
 
 def sweep_model(state: Replicas) -> Model:
     """n3 (as it was before the kill) exchanges with n1 once per partition, in process,
-    through merkle.diff and the wire encoding the nodes use; repairs are computed, not
+    through merkle_diff.diff and the wire encoding the nodes use; repairs are computed, not
     written."""
     peer, local = replicas_before_restart(state)
     out = Model()
     for p in range(state.partitions):
         theirs_tree = peer.tree(p)
 
-        def ask(q: merkle.Query, p: int = p, tree: merkle.MerkleTree = theirs_tree) -> Any:
-            a = merkle.answer(tree, q)
+        def ask(q: merkle_diff.Query, p: int = p, tree: merkle.MerkleTree = theirs_tree) -> Any:
+            a = merkle_diff.answer(tree, q)
             out.json_bytes += _json_len(TreeQuery(p, q).to_wire())
             out.json_bytes += _json_len(TreeAnswer(a).to_wire())
             return a
 
-        result = merkle.diff(local.tree(p), ask, BUDGET)
+        result = merkle_diff.diff(local.tree(p), ask, BUDGET)
         out.differing += len(result.keys)
         out.queries += result.stats.queries
         out.hashes += result.stats.hashes

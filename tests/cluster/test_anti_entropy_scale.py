@@ -17,7 +17,9 @@ from tests.cluster.harness import Cluster
 
 KEYS = 20_000
 DIVERGED = 50
-CONVERGE_DEADLINE_S = 45.0  # from the restart; one sweep of 64 partitions takes ~16-20 s
+# from the restart; one sweep of 64 partitions takes ~16-20 s on an idle machine: a poll with
+# room for a loaded one, not a bound
+CONVERGE_DEADLINE_S = 120.0
 MAX_FRACTION = 0.10  # bytes exchanged / the keyspace's stored bytes (measured: ~2 %)
 
 

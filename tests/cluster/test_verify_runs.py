@@ -6,39 +6,49 @@ into the test's tmp_path, so every node process of the run has that path on its 
 line: after the run the test looks for such processes by pid and fails if one survived
 (it kills them first - nothing a test starts may outlive it).
 
-Three runs use a loopback cluster (kill and pause faults; the negative control); two add
-partitions, for which ops/verify starts the cluster with `ops/cluster up --netns` (root,
-`ip` and `nft`, docs/netns.md). Those two skip with the reason when namespaces are not
-available, and check afterwards that no namespace, host link or registry entry of the run
-is left.
+Three tests use a loopback cluster (kill and pause faults; the negative control, which runs
+again until the checker catches a stale read); two add partitions, for which ops/verify
+starts the cluster with `ops/cluster up --netns` (root, `ip` and `nft`, docs/netns.md).
+Those two skip with the reason when namespaces are not available, and check afterwards that
+no namespace, host link or registry entry of the run is left.
 
 The seed is random and printed; it is drawn among the seeds whose fault plan (pure, the
 same `plan_faults` call ops/verify makes) has a window of every requested kind ending at
 least PLAN_SLACK_S before the fault-free tail, so a slow restart cannot push the last
 window out of the run.
+
+Nothing here asserts timings or throughput: a run must make progress (ops/verify's
+`progress` check: at least one ok read and one ok write), not a number of operations in
+its fixed duration, which depends on how loaded the machine is.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ops import netns
+from tests.cluster.stale_reads import provably_stale
 from verification.faults import PlanShape, plan_faults, windows
+from verification.history import op_from_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 VERIFY = ROOT / "ops" / "verify.py"
 NODES = ("n1", "n2", "n3")  # the private cluster's node ids, as ops/verify plans with them
 PLAN_SLACK_S = 2.0
 BUSY_WAIT_S = 60.0  # ops/verify's NETNS_BUSY_WAIT_S: a --netns run may wait that long first
+STALE_DEADLINE_S = 360.0  # the negative control starts new runs until then
+STALE_MIX = "read=0.6,write=0.3,cas=0.1"  # no deletes: versions only grow (stale_reads.py)
 
 
 def _node_pids(marker: str) -> list[int]:
@@ -182,21 +192,38 @@ def test_linearizable_keyspace_under_kill_and_pause_is_linearizable(tmp_path: Pa
     assert code == 0, out
     assert doc["verdict"] == "ok" and doc["checks"]["linearizable"]["verdict"] == "ok"
     assert {"kill", "start", "pause", "resume"} <= _applied(doc), doc["faults"]["applied"]
-    assert doc["counts"]["ok"] > 400, "the workload made too little progress"
+    assert doc["checks"]["progress"]["verdict"] == "ok", doc["checks"]["progress"]
 
 
 @pytest.mark.cluster
 def test_stale_reads_under_a_paused_leader_are_a_violation(tmp_path: Path) -> None:
-    """The negative control: a checker that cannot fail proves nothing."""
-    code, doc, out = run_verify(
-        tmp_path,
-        *("--keyspace", "lin", "--consistency", "linearizable", "--duration", "12"),
-        *("--faults", "pause", "--stale-reads"),
-        deadline_s=90,
-        seed=seed_with_every_kind(["pause"], 12),
-    )
-    print(_summary(doc))
-    assert code == 1, out
+    """The negative control: a checker that cannot fail proves nothing.
+
+    Whether a `consistency=stale` read lands on a replica that is behind in a 12 s run is
+    luck, so ops/verify runs until it reports the violation, up to STALE_DEADLINE_S. No
+    deletes in the mix, so versions only grow; every run the checker accepts must hold no
+    provably stale read (tests/cluster/stale_reads.py), or the checker missed one."""
+    end = time.monotonic() + STALE_DEADLINE_S
+    for attempt in itertools.count(1):
+        run_dir = tmp_path / f"run-{attempt}"
+        run_dir.mkdir()
+        history_path = run_dir / "history.json"
+        code, doc, out = run_verify(
+            run_dir,
+            *("--keyspace", "lin", "--consistency", "linearizable", "--duration", "12"),
+            *("--faults", "pause", "--stale-reads", "--mix", STALE_MIX),
+            *("--history", str(history_path)),
+            deadline_s=90,
+            seed=seed_with_every_kind(["pause"], 12),
+        )
+        print(f"attempt {attempt}: {_summary(doc)}")
+        if code == 1:
+            break
+        assert code in (0, 2), out  # 2: inconclusive (checker budget), never an error
+        history = [op_from_dict(d) for d in json.loads(history_path.read_text())["ops"]]
+        missed = provably_stale(history)
+        assert code == 2 or missed == [], f"checker accepted provably stale reads: {missed[:3]}"
+        assert time.monotonic() < end, f"no stale read was caught in {attempt} runs"
     lin = doc["checks"]["linearizable"]
     assert doc["verdict"] == "violation" and lin["verdict"] == "violation"
     assert lin["key"] in doc["keys"] and lin["ops_around"]
@@ -204,7 +231,8 @@ def test_stale_reads_under_a_paused_leader_are_a_violation(tmp_path: Path) -> No
 
 def _assert_eventual_ok(code: int, doc: dict[str, Any], out: str) -> None:
     checks = doc["checks"]
-    assert checks["lost_writes"]["counts"]["acknowledged"] > 200
+    assert checks["progress"]["verdict"] == "ok", checks["progress"]
+    assert checks["lost_writes"]["counts"]["acknowledged"] > 0
     assert checks["lost_writes"]["counts"]["lost"] == 0, checks["lost_writes"]
     assert checks["phantoms"]["verdict"] == "ok", checks["phantoms"]
     assert checks["convergence"]["verdict"] == "ok", checks["convergence"]
@@ -248,7 +276,7 @@ def test_linearizable_keyspace_under_kill_pause_and_partition_is_linearizable(
     assert doc["verdict"] == "ok" and doc["checks"]["linearizable"]["verdict"] == "ok"
     applied = _applied(doc)
     assert {"kill", "start", "pause", "resume", "partition", "heal"} <= applied, applied
-    assert doc["counts"]["ok"] > 400, "the workload made too little progress"
+    assert doc["checks"]["progress"]["verdict"] == "ok", doc["checks"]["progress"]
 
 
 @pytest.mark.cluster

@@ -26,18 +26,20 @@ from hypothesis import strategies as st
 from dynamo_mode.membership import (
     Digest,
     Entry,
-    GossipConfig,
-    Status,
     beat,
     choose_peers,
-    detection_bound,
     digest,
     dissemination_rounds,
     join,
     merge,
+    simulate_dissemination,
+)
+from dynamo_mode.membership_status import (
+    GossipConfig,
+    Status,
+    detection_bound,
     node_status,
     record_arrivals,
-    simulate_dissemination,
 )
 from dynamo_mode.phi import PhiWindow
 

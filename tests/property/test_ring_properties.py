@@ -134,6 +134,8 @@ def test_partitions_of_matches_preference_lists(ring: Ring, n: int) -> None:
 
 
 @settings(print_blob=True)
-@given(st.text(alphabet=st.characters(exclude_characters="\0")), st.text())
+# codec="utf-8": names and keys reach `token` as decoded UTF-8 (kv/http/app.py `key_of`),
+# so never as lone surrogates, which `st.characters()` draws now and then
+@given(st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\0")), st.text())
 def test_token_is_unsigned_64_bit(keyspace: str, key: str) -> None:
     assert 0 <= token(keyspace, key) < SPACE

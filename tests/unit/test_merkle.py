@@ -16,17 +16,19 @@ from dynamo_mode.merkle import (
     DEFAULT_FANOUT,
     DEFAULT_SEGMENTS,
     HASH_SIZE,
+    MerkleTree,
+    rebuild,
+    version_hash,
+)
+from dynamo_mode.merkle_diff import (
     Answer,
     BucketsQuery,
     DiffResult,
     DiffStats,
     HashesQuery,
-    MerkleTree,
     Query,
     answer,
     diff,
-    rebuild,
-    version_hash,
 )
 from dynamo_mode.replica import KeyRef
 from dynamo_mode.siblings import make_version
@@ -50,8 +52,8 @@ def diff_trees(local: MerkleTree, other: MerkleTree, budget: int = UNBOUNDED) ->
     return diff(local, remote(other), budget)
 
 
-# Frozen encodings: a change here silently breaks exchanges with older nodes and persisted
-# trees, so it must fail CI instead (as the ring's recorded tokens do, docs/ring.md).
+# Frozen encodings: a change here silently breaks exchanges with replicas running older code,
+# so it must fail CI instead (as the ring's recorded tokens do, docs/ring.md).
 
 
 def test_recorded_shape_buckets_and_hashes() -> None:
@@ -282,35 +284,6 @@ def test_answer_rejects_queries_outside_the_tree() -> None:
         answer(tree, HashesQuery(1, (2,)))
     with pytest.raises(ValueError):
         answer(tree, BucketsQuery((8,)))
-
-
-# Persistence ----------------------------------------------------------------------------
-
-
-def test_to_bytes_round_trips_and_is_canonical() -> None:
-    items = [(skey(f"k{i}"), h(i)) for i in range(300)] + [(b"", h("empty key"))]
-    tree = rebuild(items, segments=128, fanout=8)
-    data = tree.to_bytes()
-    back = MerkleTree.from_bytes(data)
-    assert (back.segments, back.fanout, len(back)) == (128, 8, len(items))
-    assert back.root() == tree.root() and dict(back.items()) == dict(items)
-    assert rebuild(reversed(items), segments=128, fanout=8).to_bytes() == data
-    assert MerkleTree.from_bytes(MerkleTree().to_bytes()).root() == MerkleTree().root()
-
-
-@pytest.mark.parametrize(
-    ("mutate", "message"),
-    [
-        (lambda d: d[:-1], "checksum"),
-        (lambda d: d[:10], "too short"),
-        (lambda d: d[:20] + bytes([d[20] ^ 1]) + d[21:], "checksum"),
-        (lambda d: b"XXXX" + d[4:], "checksum"),
-    ],
-)
-def test_from_bytes_rejects_corruption(mutate: Callable[[bytes], bytes], message: str) -> None:
-    data = rebuild([(b"a", h(1)), (b"b", h(2))]).to_bytes()
-    with pytest.raises(ValueError, match=message):
-        MerkleTree.from_bytes(mutate(data))
 
 
 # Cost grows with the difference, not with the data (DESIGN.md §4) ----------------------

@@ -1,10 +1,11 @@
-"""Quorum accounting for GET/PUT (Dynamo §4.5, read repair §5; Riak riak_kv_get_core)."""
+"""Quorum accounting for GET (Dynamo §4.5, read repair §5; Riak riak_kv_get_core); PUTs are
+counted by hints.SloppyWrite (tests/unit/test_hints.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from dynamo_mode.quorum import ReadQuorum, WriteQuorum
+from dynamo_mode.quorum import ReadQuorum
 from dynamo_mode.siblings import join_context, make_version
 
 NODES = ("a", "b", "c")
@@ -61,31 +62,10 @@ def test_each_replica_answers_once_and_strays_are_ignored() -> None:
     assert q.strays == 1
 
 
-def test_write_is_ok_after_w_acks() -> None:
-    q = WriteQuorum(NODES, 2)
-    q.add_ack("a")
-    q.add_ack("a")
-    assert q.status() == "pending"
-    q.add_error("b", "disk full")
-    q.add_ack("c")
-    assert q.status() == "ok"
-    assert q.acked == frozenset({"a", "c"})
-
-
-def test_write_fails_when_too_many_errors() -> None:
-    q = WriteQuorum(NODES, 3)
-    q.add_error("c", "down")
-    assert q.status() == "failed"
-    q.add_ack("x")
-    assert q.strays == 1
-
-
 @pytest.mark.parametrize("n", [0, 4])
 def test_quorum_sizes_are_validated(n: int) -> None:
     with pytest.raises(ValueError, match=f"r={n}"):
         ReadQuorum(NODES, n)
-    with pytest.raises(ValueError, match=f"w={n}"):
-        WriteQuorum(NODES, n)
 
 
 def test_replicas_must_be_distinct() -> None:
