@@ -13,6 +13,7 @@ Rules (each failure names the file, the import and the rule it breaks):
 5. `ops/` reaches nodes only through the API or `kv.client`: it may run pure code and
    in-memory models (ops/ae_measure.py models anti-entropy over MemoryEngine replicas), but
    never opens a node's storage, runs a node, its servers, transport or Raft groups.
+6. Runtime modules stay under 400 lines and the median function under 10 lines.
 """
 
 from __future__ import annotations
@@ -200,3 +201,26 @@ def test_each_rule_names_its_offender() -> None:
 
 def test_the_composition_root_may_wire_the_modes() -> None:
     assert violations({"kv/node.py": "from dynamo_mode.replica import DynamoReplica\n"}) == []
+
+
+# ---------------------------------------------------------------------- sizes (issue 8)
+MAX_MODULE_LINES = 400
+MAX_MEDIAN_FUNCTION_LINES = 10
+
+
+def test_runtime_modules_stay_small_and_functions_short() -> None:
+    lengths: list[int] = []
+    too_long = []
+    for path, source in project_files().items():
+        if path.split("/", 1)[0] not in RUNTIME:
+            continue
+        lines = source.count("\n")
+        if lines > MAX_MODULE_LINES:
+            too_long.append(f"{path}: {lines} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lengths.append((node.end_lineno or node.lineno) - node.lineno + 1)
+    assert not too_long, f"modules over {MAX_MODULE_LINES} lines: {too_long}"
+    lengths.sort()
+    median = lengths[len(lengths) // 2]
+    assert median < MAX_MEDIAN_FUNCTION_LINES, f"median function length {median}"
