@@ -37,3 +37,8 @@ def token(keyspace: str, key: str) -> int:
 def vnode_token(node_id: str, index: int) -> int:
     """Token of virtual node ``index`` of ``node_id``: hash of ``f"{node_id}#{index}"``."""
     return _token_of(f"{node_id}#{index}".encode())
+
+
+def rank_token(partition: int, node_id: str) -> int:
+    """Rendezvous rank of ``node_id`` for ``partition`` (kv/claim.py's seeded initial order)."""
+    return _token_of(f"claim/{partition}/{node_id}".encode())

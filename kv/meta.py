@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from kv import claim
 from kv.keyspace import KeyspaceConfig
 from kv.ring import Ring
 
@@ -39,6 +40,7 @@ class Metadata:
     partitions: int = 64
     vnodes: int = 64
     keyspaces: tuple[KeyspaceConfig, ...] = ()
+    chains: claim.Chains = ()  # explicit placement (kv/claim.py); () = vnode walks (legacy)
     _ring: Ring | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -47,7 +49,8 @@ class Metadata:
 
     def ring(self) -> Ring:
         if self._ring is None:
-            ring = Ring(tuple(m.id for m in self.members), self.partitions, self.vnodes)
+            ids = tuple(m.id for m in self.members)
+            ring = Ring(ids, self.partitions, self.vnodes, chains=self.chains)
             object.__setattr__(self, "_ring", ring)
             return ring
         return self._ring
@@ -65,6 +68,7 @@ class Metadata:
             "partitions": self.partitions,
             "vnodes": self.vnodes,
             "keyspaces": [k.to_dict() for k in self.keyspaces],
+            "chains": [list(chain) for chain in self.chains],
         }
 
     @staticmethod
@@ -75,6 +79,7 @@ class Metadata:
             partitions=int(d["partitions"]),
             vnodes=int(d["vnodes"]),
             keyspaces=tuple(KeyspaceConfig.from_dict(k) for k in d["keyspaces"]),
+            chains=tuple(tuple(str(n) for n in chain) for chain in d.get("chains", ())),
         )
 
 
@@ -104,11 +109,21 @@ def _bootstrap(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]
     # started with slightly different flags still agree on one metadata.
     if md.bootstrapped:
         return md, {"status": "unchanged"}
+    members = tuple(Member.from_dict(m) for m in change["members"])
+    partitions = int(change["partitions"])
+    # Nodes of this version ask for a claimed placement; a journal written by older nodes
+    # (no "claim") replays to the vnode placement it always had.
+    chains = (
+        claim.initial([m.id for m in members], partitions)
+        if change.get("claim") == "chains"
+        else ()
+    )
     new = Metadata(
         epoch=1,
-        members=tuple(Member.from_dict(m) for m in change["members"]),
-        partitions=int(change["partitions"]),
+        members=members,
+        partitions=partitions,
         vnodes=int(change["vnodes"]),
+        chains=chains,
     )
     return new, {"status": "created"}
 

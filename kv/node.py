@@ -152,6 +152,7 @@ class Node:
             "members": [m.to_dict() for m in cfg.initial_cluster],
             "partitions": cfg.partitions,
             "vnodes": cfg.vnodes,
+            "claim": "chains",  # placement by kv/claim.py (balanced, explicit in metadata)
         }
         await self.meta.bootstrap(change, BOOTSTRAP_DEADLINE_S)
         log.info("metadata bootstrapped at epoch %d", self.meta.metadata.epoch)

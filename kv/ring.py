@@ -1,6 +1,11 @@
-"""Consistent-hashing ring: Q fixed partitions, preference lists by walking vnode tokens.
+"""Consistent-hashing ring: Q fixed partitions, each with a walk of the nodes.
 
 Pure: no I/O, no clocks, no randomness. See docs/ring.md.
+
+Where the walks come from: clusters bootstrapped with a claim (kv/claim.py) carry an
+explicit assignment, `chains`, in their metadata: balanced, and updated with little movement
+by membership changes (Dynamo §6.2 strategy 3, Riak's claim). Older metadata has none; its
+walks come from hash-placed vnode tokens, as described next, and stay exactly as they were.
 
 Key space: a key's token (kv.hashing.token) falls in one of Q equal partitions,
 partition i covering [i * 2**64/Q, (i+1) * 2**64/Q) (Dynamo §6.2 strategy 3:
@@ -45,8 +50,10 @@ class Ring:
     nodes: tuple[str, ...]
     partitions: int = 64
     vnodes: int = 64
-    # Derived in __post_init__; excluded from eq/hash/repr, so a Ring is
-    # identified by (nodes, partitions, vnodes) alone.
+    # An explicit assignment (kv/claim.py): every partition's walk, given. Empty: the walks
+    # come from the hash-placed vnode tokens (metadata bootstrapped before claims existed).
+    chains: tuple[tuple[str, ...], ...] = field(default=(), repr=False)
+    # Derived in __post_init__; excluded from eq/hash/repr.
     _walks: tuple[tuple[str, ...], ...] = field(
         init=False, repr=False, compare=False, hash=False, default=()
     )
@@ -55,7 +62,12 @@ class Ring:
         _validate_partitions(self.partitions)
         _validate_vnodes(self.vnodes)
         _validate_nodes(self.nodes)
-        object.__setattr__(self, "_walks", _all_walks(self.nodes, self.partitions, self.vnodes))
+        if self.chains:
+            _validate_chains(self.chains, self.nodes, self.partitions)
+            walks = self.chains
+        else:
+            walks = _all_walks(self.nodes, self.partitions, self.vnodes)
+        object.__setattr__(self, "_walks", walks)
 
     # -- key space ---------------------------------------------------------
 
@@ -162,6 +174,17 @@ def _validate_nodes(nodes: tuple[str, ...]) -> None:
     if len(set(nodes)) != len(nodes):
         dupes = sorted({n for n in nodes if nodes.count(n) > 1})
         raise ValueError(f"nodes must be distinct: duplicates {dupes!r}")
+
+
+def _validate_chains(
+    chains: tuple[tuple[str, ...], ...], nodes: tuple[str, ...], partitions: int
+) -> None:
+    if len(chains) != partitions:
+        raise ValueError(f"chains must give all {partitions} partitions, got {len(chains)}")
+    members = sorted(nodes)
+    for p, chain in enumerate(chains):
+        if sorted(chain) != members:
+            raise ValueError(f"chain of partition {p} is not a permutation of the nodes")
 
 
 def _validate_n(n: int) -> None:

@@ -28,11 +28,13 @@ RUNTIME = ("kv", "raft_groups", "dynamo_mode")
 TOOLING = ("verification", "ops", "tests")
 
 PURE = (
+    "kv/claim.py",
     "kv/errors.py",
     "kv/hashing.py",
     "kv/internode.py",
     "kv/keyspace.py",
     "kv/meta.py",
+    "kv/plan.py",
     "kv/ring.py",
     "kv/routing.py",
     "kv/storage.py",
