@@ -35,7 +35,7 @@ def replicated_partitions(md: Metadata, node_id: str) -> dict[int, tuple[str, ..
     widest = max((k.replication for k in md.keyspaces if k.consistency == "eventual"), default=0)
     out = {}
     for p in range(md.partitions):
-        replicas = routing.replicas(md, p, widest) if widest else ()
+        replicas = routing.replicas(md, "eventual", p, widest) if widest else ()
         if node_id in replicas:
             out[p] = replicas
     return out

@@ -60,12 +60,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Placement:
-    """Where one key lives: its reference, its preference list (the primaries) and the rest
-    of its ring walk (the fallbacks, in sloppy-quorum order, Dynamo §4.6)."""
+    """Where one key lives: its reference, its preference list (the primaries), the rest
+    of its ring walk (the fallbacks, in sloppy-quorum order, Dynamo §4.6) and, while a
+    membership plan moves the partition, its incoming owners (sent every write, not
+    counted toward W: the transfer's completeness check does not depend on them)."""
 
     ref: KeyRef
     replicas: tuple[str, ...]
     fallbacks: tuple[str, ...] = ()
+    incoming: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,8 @@ class DynamoCoordinator:
         minted_by, new, merged = await self._mint(
             where, context, value, deleted, max_siblings, timeout
         )
+        for node in where.incoming:  # a partition moving to `node`: it must not miss this write
+            self._spawn(self._store(node, where.ref, merged, timeout))
         plan = SloppyWrite(where.replicas, where.fallbacks, w, pw, down)
         await self._replicate(plan, minted_by, where.ref, merged, deadline)
         if plan.status() != "ok":

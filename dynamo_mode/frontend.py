@@ -23,9 +23,8 @@ from kv.routing import DeleteRequest, GetRequest, KeyRequest, PutRequest
 
 def placement(req: KeyRequest) -> Placement:
     route = req.route
-    return Placement(
-        KeyRef(route.partition, req.keyspace.uid, req.key), route.replicas, route.fallbacks
-    )
+    ref = KeyRef(route.partition, req.keyspace.uid, req.key)
+    return Placement(ref, route.replicas, route.fallbacks, route.incoming)
 
 
 def decode_context(raw: str | None) -> Context:

@@ -101,4 +101,4 @@ def _replicas(md: Metadata, ref: KeyRef) -> tuple[str, ...]:
     ks = next((k for k in md.keyspaces if k.uid == ref.uid), None)
     if ks is None:
         return ()  # keyspace deleted: its data is dropped with it, not tombstone by tombstone
-    return routing.replicas(md, ref.partition, ks.replication)
+    return routing.replicas(md, "eventual", ref.partition, ks.replication)

@@ -6,6 +6,7 @@
     ├── KeyspaceNotFound         keyspace_not_found   create it / fix the name
     ├── KeyNotFound              not_found            (absent; eventual reads carry a context)
     ├── KeyspaceConflict         keyspace_conflict    delete and re-create, or keep the old config
+    ├── PlanConflict             plan_conflict        re-plan, or wait for / abort the plan
     ├── SiblingLimit             sibling_limit        read, resolve, write back with the context
     ├── ConditionFailed          condition_failed     re-read `current_version`, retry the CAS
     ├── TooLarge                 too_large            shrink the key or value
@@ -69,6 +70,13 @@ class KeyNotFound(KvError):
 
 class KeyspaceConflict(KvError):
     code = "keyspace_conflict"
+
+
+class PlanConflict(KvError):
+    """A membership commit or abort refused: `reason` is plan_changed (the metadata moved on
+    since the plan was shown), plan_in_flight (one plan at a time) or no_plan."""
+
+    code = "plan_conflict"
 
 
 class SiblingLimit(KvError):

@@ -1,17 +1,14 @@
-"""The cluster metadata model and its changes, pure (DESIGN.md §2).
+"""The cluster metadata model, pure (DESIGN.md §2): members, keyspaces, the partition
+placement (`chains`, kv/claim.py) and, while a membership plan runs, its `Transition`.
 
-`apply(metadata, change) -> (metadata, outcome)` is the state machine of the meta Raft group
-(raft_groups/meta_group.py). It runs on every member in log order, so it must be
-deterministic and must not raise on a bad change: a refused change is an outcome, and the
-metadata is returned unchanged.
-
+Its changes are applied by kv/meta_machine.py, the meta Raft group's state machine.
 Invariant: `epoch` increases by exactly one with every change that alters the metadata, so
 two nodes with the same epoch hold the same metadata.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from kv import claim
@@ -33,6 +30,57 @@ class Member:
         return Member(id=str(d["id"]), http=str(d["http"]), raft=str(d["raft"]))
 
 
+MoveKey = tuple[str, int, int]  # (mode, replication, partition)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A committed membership plan that is still moving data (kv/plan.py, DESIGN.md §2).
+
+    `Metadata.chains` is the placement moves start from, `chains` the one they lead to.
+    Until a move is done its (mode, replication, partition) is served by the starting
+    owners, and the incoming ones receive every write too; `move_done` flips it. When no
+    move is pending, `chains` and `members` become the metadata's own. An aborted plan is a
+    `reverting` transition back to the old placement whose pending moves are the ones the
+    plan had already flipped.
+    """
+
+    plan_id: str
+    changes: tuple[dict[str, Any], ...]  # the plan's changes, wire form
+    members: tuple[Member, ...]  # the members once the plan is done
+    chains: claim.Chains  # the placement once the plan is done
+    pending: frozenset[MoveKey]
+    done: frozenset[MoveKey] = frozenset()
+    reverting: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "plan_id": self.plan_id,
+            "changes": list(self.changes),
+            "members": [m.to_dict() for m in self.members],
+            "chains": [list(chain) for chain in self.chains],
+            "pending": sorted([list(k) for k in self.pending]),
+            "done": sorted([list(k) for k in self.done]),
+            "reverting": self.reverting,
+        }
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Transition:
+        return Transition(
+            plan_id=str(d["plan_id"]),
+            changes=tuple(d["changes"]),
+            members=tuple(Member.from_dict(m) for m in d["members"]),
+            chains=tuple(tuple(str(n) for n in chain) for chain in d["chains"]),
+            pending=_keys(d["pending"]),
+            done=_keys(d.get("done", [])),
+            reverting=bool(d.get("reverting", False)),
+        )
+
+
+def _keys(raw: Any) -> frozenset[MoveKey]:
+    return frozenset((str(m), int(r), int(p)) for m, r, p in raw)
+
+
 @dataclass(frozen=True)
 class Metadata:
     epoch: int = 0  # 0 = not bootstrapped yet
@@ -41,6 +89,7 @@ class Metadata:
     vnodes: int = 64
     keyspaces: tuple[KeyspaceConfig, ...] = ()
     chains: claim.Chains = ()  # explicit placement (kv/claim.py); () = vnode walks (legacy)
+    transition: Transition | None = None  # a committed plan still moving data
     _ring: Ring | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -49,7 +98,7 @@ class Metadata:
 
     def ring(self) -> Ring:
         if self._ring is None:
-            ids = tuple(m.id for m in self.members)
+            ids = tuple(claim.members_of(self.chains) or (m.id for m in self.members))
             ring = Ring(ids, self.partitions, self.vnodes, chains=self.chains)
             object.__setattr__(self, "_ring", ring)
             return ring
@@ -61,6 +110,18 @@ class Metadata:
     def member(self, node_id: str) -> Member | None:
         return next((m for m in self.members if m.id == node_id), None)
 
+    def owners(self, mode: str, n: int, partition: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(replicas, incoming) of a partition for keyspaces of this mode and replication:
+        while a plan moves it, the old owners serve and the incoming ones also take writes."""
+        old = self.ring().preference_list(partition, n)
+        t = self.transition
+        if t is None:
+            return old, ()
+        new = t.chains[partition][:n]
+        if (mode, n, partition) in t.pending:
+            return old, tuple(x for x in new if x not in old)
+        return new, ()
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
@@ -69,6 +130,7 @@ class Metadata:
             "vnodes": self.vnodes,
             "keyspaces": [k.to_dict() for k in self.keyspaces],
             "chains": [list(chain) for chain in self.chains],
+            "transition": self.transition.to_dict() if self.transition else None,
         }
 
     @staticmethod
@@ -80,88 +142,5 @@ class Metadata:
             vnodes=int(d["vnodes"]),
             keyspaces=tuple(KeyspaceConfig.from_dict(k) for k in d["keyspaces"]),
             chains=tuple(tuple(str(n) for n in chain) for chain in d.get("chains", ())),
+            transition=Transition.from_dict(d["transition"]) if d.get("transition") else None,
         )
-
-
-Outcome = dict[str, Any]
-
-
-def apply(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]:
-    """Apply one committed change. Unknown change types are refused, not raised."""
-    kind = str(change.get("type")) if isinstance(change, dict) else None
-    handler = _HANDLERS.get(kind or "")
-    if handler is None:
-        return md, _refused("invalid_request", f"unknown change type {kind!r}")
-    if not md.bootstrapped and kind != "bootstrap":
-        return md, _refused("not_ready", "the cluster metadata is not bootstrapped yet")
-    try:
-        return handler(md, change)
-    except (KeyError, TypeError, ValueError) as exc:
-        return md, _refused("invalid_request", f"malformed {kind} change: {exc!r}")
-
-
-def _refused(code: str, message: str) -> Outcome:
-    return {"status": "refused", "code": code, "message": message}
-
-
-def _bootstrap(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]:
-    # Every founding node proposes a bootstrap; the first one committed wins, so nodes
-    # started with slightly different flags still agree on one metadata.
-    if md.bootstrapped:
-        return md, {"status": "unchanged"}
-    members = tuple(Member.from_dict(m) for m in change["members"])
-    partitions = int(change["partitions"])
-    # Nodes of this version ask for a claimed placement; a journal written by older nodes
-    # (no "claim") replays to the vnode placement it always had.
-    chains = (
-        claim.initial([m.id for m in members], partitions)
-        if change.get("claim") == "chains"
-        else ()
-    )
-    new = Metadata(
-        epoch=1,
-        members=members,
-        partitions=partitions,
-        vnodes=int(change["vnodes"]),
-        chains=chains,
-    )
-    return new, {"status": "created"}
-
-
-def _put_keyspace(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]:
-    want = KeyspaceConfig.from_dict(change["keyspace"])
-    have = md.keyspace(want.name)
-    if have is None:
-        created = replace(want, uid=md.epoch + 1)
-        return _bump(md, keyspaces=(*md.keyspaces, created)), {"status": "created"}
-    if have.same_settings(replace(want, uid=have.uid)):
-        return md, {"status": "unchanged"}
-    fixed = have.fixed_fields_differ(want)
-    if fixed:
-        return md, _refused(
-            "keyspace_conflict",
-            f"keyspace {want.name!r} exists with a different {fixed[0]} "
-            f"({getattr(have, fixed[0])!r}); delete it first to change that",
-        )
-    updated = replace(want, uid=have.uid)
-    others = tuple(k if k.name != want.name else updated for k in md.keyspaces)
-    return _bump(md, keyspaces=others), {"status": "updated"}
-
-
-def _delete_keyspace(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]:
-    name = str(change["name"])
-    if md.keyspace(name) is None:
-        return md, _refused("keyspace_not_found", f"keyspace {name!r} does not exist")
-    remaining = tuple(k for k in md.keyspaces if k.name != name)
-    return _bump(md, keyspaces=remaining), {"status": "deleted"}
-
-
-def _bump(md: Metadata, **changes: Any) -> Metadata:
-    return replace(md, epoch=md.epoch + 1, _ring=None, **changes)
-
-
-_HANDLERS = {
-    "bootstrap": _bootstrap,
-    "put_keyspace": _put_keyspace,
-    "delete_keyspace": _delete_keyspace,
-}

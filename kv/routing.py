@@ -50,6 +50,7 @@ class Route:
     partition: int
     replicas: tuple[str, ...]
     fallbacks: tuple[str, ...] = ()
+    incoming: tuple[str, ...] = ()  # owners-to-be while a plan moves it: they get writes too
 
 
 @dataclass(frozen=True)
@@ -89,16 +90,21 @@ class DeleteRequest(KeyRequest):
 
 
 # ---------------------------------------------------------------------- placement
-def replicas(md: Metadata, partition: int, n: int) -> tuple[str, ...]:
-    """The preference list of `partition` for replication `n` (the one placement function)."""
-    return md.ring().preference_list(partition, n)
+def replicas(md: Metadata, mode: str, partition: int, n: int) -> tuple[str, ...]:
+    """The preference list of `partition` for keyspaces of `mode` and replication `n`, as
+    it stands now (the one placement function; a plan in flight flips it move by move)."""
+    return md.owners(mode, n, partition)[0]
 
 
 def place(md: Metadata, ks: KeyspaceConfig, key: str) -> Route:
     ring = md.ring()
     partition = ring.key_partition(ks.name, key)
-    fallbacks = ring.fallbacks(partition, ks.replication) if ks.consistency == "eventual" else ()
-    return Route(ks.consistency, partition, replicas(md, partition, ks.replication), fallbacks)
+    owners, incoming = md.owners(ks.consistency, ks.replication, partition)
+    fallbacks: tuple[str, ...] = ()
+    if ks.consistency == "eventual":
+        taken = {*owners, *incoming}
+        fallbacks = tuple(n for n in ring.walk(partition) if n not in taken)
+    return Route(ks.consistency, partition, owners, fallbacks, incoming)
 
 
 # ---------------------------------------------------------------------- requests

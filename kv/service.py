@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from kv import routing
+from kv import plan, routing
 from kv.errors import (
     InvalidRequest,
     KeyspaceConflict,
     KeyspaceNotFound,
     NotImplementedYet,
     NotReady,
+    PlanConflict,
 )
 from kv.keyspace import KeyspaceConfig, parse_keyspace
 from kv.meta import Metadata
@@ -96,6 +97,47 @@ class Service:
         outcome = await self._meta.change({"type": "delete_keyspace", "name": name}, timeout)
         _raise_refused(outcome)
 
+    # ------------------------------------------------------------------ membership
+    def membership_plan(self, body: Any) -> dict[str, Any]:
+        """Show what the staged changes would do (nothing is changed)."""
+        return plan.make_plan(self.metadata(), _changes(body)).to_wire()
+
+    async def membership_commit(self, body: Any, timeout: float) -> dict[str, Any]:
+        fields = routing.check_body(body, {"plan_id", "changes"})
+        plan_id = fields.get("plan_id")
+        if not isinstance(plan_id, str):
+            raise InvalidRequest("plan_id", "is required: the plan_id the plan call returned")
+        changes = [c.to_wire() for c in _changes(fields)]
+        change = {"type": "commit_plan", "plan_id": plan_id, "changes": changes}
+        outcome = await self._meta.change(change, timeout)
+        _raise_refused(outcome)
+        return self.membership_status()
+
+    async def membership_abort(self, body: Any, timeout: float) -> dict[str, Any]:
+        plan_id = routing.check_body(body, {"plan_id"}).get("plan_id")
+        if not isinstance(plan_id, str):
+            raise InvalidRequest("plan_id", "is required: the plan in flight")
+        outcome = await self._meta.change({"type": "abort_plan", "plan_id": plan_id}, timeout)
+        _raise_refused(outcome)
+        return self.membership_status()
+
+    def membership_status(self) -> dict[str, Any]:
+        md = self.metadata()
+        t = md.transition
+        if t is None:
+            return {"status": "idle", "epoch": md.epoch, "members": [m.id for m in md.members]}
+        return {
+            "status": "reverting" if t.reverting else "moving",
+            "epoch": md.epoch,
+            "plan_id": t.plan_id,
+            "changes": list(t.changes),
+            "moves_pending": len(t.pending),
+            "moves_done": len(t.done),
+            "pending": [
+                {"mode": m, "replication": r, "partition": p} for m, r, p in sorted(t.pending)
+            ],
+        }
+
     # ------------------------------------------------------------------ keys
     def _mode(self, req: KeyRequest) -> KeyOps:
         mode = self._modes.get(req.route.mode)
@@ -120,6 +162,14 @@ class Service:
         return self._mode(req).replica_state(req)
 
 
+def _changes(body: Any) -> list[plan.Change]:
+    fields = routing.check_body(body, {"changes", "plan_id"})
+    raw = fields.get("changes")
+    if not isinstance(raw, list):
+        raise InvalidRequest("changes", "must be a list of {kind, node, member?, force?}")
+    return [plan.Change.from_wire(c) for c in raw]
+
+
 def _raise_refused(outcome: dict[str, Any]) -> None:
     if outcome.get("status") != "refused":
         return
@@ -128,4 +178,6 @@ def _raise_refused(outcome: dict[str, Any]) -> None:
         raise KeyspaceConflict(message)
     if code == "keyspace_not_found":
         raise KeyspaceNotFound(message.split("'")[1] if "'" in message else message)
+    if code == "plan_conflict":
+        raise PlanConflict(message, reason=outcome.get("reason"))
     raise InvalidRequest("change", message)

@@ -1,6 +1,6 @@
 """The meta Raft group: cluster metadata replicated on the founding voters (DESIGN.md §2).
 
-The state machine is `kv.meta.apply` over JSON-encoded changes; this module only frames
+The state machine is `kv.meta_machine.apply` over JSON-encoded changes; this module only frames
 commands, keeps the current `Metadata` value and tells asyncio when it changes. The state
 is small (members, keyspaces), so a snapshot is the whole metadata as JSON.
 """
@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from kv import meta
+from kv import meta_machine
 from kv.errors import KvError, NotReady, UnknownOutcome
 from kv.meta import Metadata
 from raft_groups.syncobj_adapter import GroupSettings, RaftDriver, RaftGroup, RaftStatus
@@ -41,7 +41,7 @@ class MetaStateMachine:
                 "code": "invalid_request",
                 "message": "unknown command version",
             }
-        self.metadata, outcome = meta.apply(self.metadata, envelope["change"])
+        self.metadata, outcome = meta_machine.apply(self.metadata, envelope["change"])
         self.applied_index = index
         self._on_change(self.metadata)
         return outcome

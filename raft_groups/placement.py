@@ -45,7 +45,7 @@ def hosted_groups(md: Metadata, node_id: str) -> dict[str, GroupSpec]:
     out: dict[str, GroupSpec] = {}
     for rf in replication_factors(md):
         for partition in range(md.partitions):
-            members = routing.replicas(md, partition, rf)
+            members = routing.replicas(md, "linearizable", partition, rf)
             if node_id in members:
                 spec = GroupSpec(partition, rf, members)
                 out[spec.gid] = spec

@@ -200,6 +200,25 @@ async def cluster(request: web.Request) -> web.Response:
     return _json(request.app[SERVICE].cluster_info())
 
 
+# ---------------------------------------------------------------------- membership
+async def membership_status(request: web.Request) -> web.Response:
+    return _json(request.app[SERVICE].membership_status())
+
+
+async def membership_plan(request: web.Request) -> web.Response:
+    return _json(request.app[SERVICE].membership_plan(await read_json(request)))
+
+
+async def membership_commit(request: web.Request) -> web.Response:
+    service, body = request.app[SERVICE], await read_json(request)
+    return _json(await service.membership_commit(body, options(request).timeout_s), 202)
+
+
+async def membership_abort(request: web.Request) -> web.Response:
+    service, body = request.app[SERVICE], await read_json(request)
+    return _json(await service.membership_abort(body, options(request).timeout_s), 202)
+
+
 # ---------------------------------------------------------------------- internode routes
 def _check_secret(request: web.Request) -> None:
     given = request.headers.get(SECRET_HEADER, "")
@@ -246,6 +265,10 @@ def make_app(
     app.router.add_put(KEY, put_key)
     app.router.add_delete(KEY, delete_key)
     app.router.add_get("/v1/admin/replica/{ks}/{key:.+}", replica_state)
+    app.router.add_get("/v1/membership", membership_status)
+    app.router.add_post("/v1/membership/plan", membership_plan)
+    app.router.add_post("/v1/membership/commit", membership_commit)
+    app.router.add_post("/v1/membership/abort", membership_abort)
     app.router.add_post("/v1/internal/rpc/{op}", internal_rpc)
     app.router.add_get("/v1/internal/ping", internal_ping)
     return app

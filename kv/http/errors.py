@@ -21,6 +21,7 @@ STATUS: dict[type[e.KvError], int] = {
     e.KeyspaceNotFound: 404,
     e.KeyNotFound: 404,
     e.KeyspaceConflict: 409,
+    e.PlanConflict: 409,
     e.SiblingLimit: 409,
     e.ConditionFailed: 412,
     e.TooLarge: 413,

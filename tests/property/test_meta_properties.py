@@ -16,7 +16,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from kv.keyspace import DEFAULT_MAX_SIBLINGS
-from kv.meta import Metadata, apply
+from kv.meta import Metadata
+from kv.meta_machine import apply
 from kv.ring import Ring
 
 PROPS = settings(max_examples=120, deadline=None, print_blob=True)

@@ -34,6 +34,7 @@ PURE = (
     "kv/internode.py",
     "kv/keyspace.py",
     "kv/meta.py",
+    "kv/meta_machine.py",
     "kv/plan.py",
     "kv/ring.py",
     "kv/routing.py",

@@ -26,7 +26,8 @@ from kv.errors import (
 )
 from kv.internode import Operation, OpTable, Req, Resp
 from kv.keyspace import KeyspaceConfig
-from kv.meta import Metadata, apply
+from kv.meta import Metadata
+from kv.meta_machine import apply
 from kv.routing import Options
 from raft_groups import commands
 from raft_groups.forwarding import Forwarded

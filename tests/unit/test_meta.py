@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from kv.keyspace import KeyspaceConfig
-from kv.meta import Member, Metadata, apply
+from kv.meta import Member, Metadata
+from kv.meta_machine import apply
 from kv.ring import Ring
 
 MEMBERS = [

@@ -7,7 +7,8 @@ import pytest
 from kv import claim
 from kv.errors import InvalidRequest, KeyspaceConflict
 from kv.keyspace import KeyspaceConfig
-from kv.meta import Member, Metadata, apply
+from kv.meta import Member, Metadata
+from kv.meta_machine import apply
 from kv.plan import Change, make_plan
 
 

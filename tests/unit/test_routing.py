@@ -9,7 +9,8 @@ import pytest
 from kv import routing
 from kv.errors import InvalidRequest, KeyspaceNotFound, TooLarge
 from kv.keyspace import KeyspaceConfig
-from kv.meta import Metadata, apply
+from kv.meta import Metadata
+from kv.meta_machine import apply
 from kv.routing import Options
 
 MEMBERS = [{"id": f"n{i}", "http": f"h{i}:1", "raft": f"h{i}:2"} for i in range(1, 6)]
@@ -39,7 +40,7 @@ def test_the_route_is_the_rings_preference_list_and_fallbacks() -> None:
     assert req.route == routing.Route(
         "eventual", partition, ring.preference_list(partition, 3), ring.fallbacks(partition, 3)
     )
-    assert routing.replicas(MD, partition, 3) == req.route.replicas
+    assert routing.replicas(MD, "eventual", partition, 3) == req.route.replicas
 
 
 def test_linearizable_routes_carry_no_fallbacks() -> None:

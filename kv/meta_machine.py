@@ -1,0 +1,167 @@
+"""The meta Raft group's state machine, pure (DESIGN.md §2).
+
+`apply(metadata, change) -> (metadata, outcome)` runs on every member in log order
+(raft_groups/meta_group.py), so it must be deterministic and must not raise on a bad change:
+a refused change is an outcome, and the metadata is returned unchanged.
+
+Changes: `bootstrap`, `put_keyspace`, `delete_keyspace`, and the membership plan's
+`commit_plan`, `move_done`, `abort_plan` (kv/plan.py makes plans; a commit recomputes the
+plan it names and is refused if the metadata has moved on since — Riak's claimant).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from kv import claim
+from kv.errors import KvError
+from kv.keyspace import KeyspaceConfig
+from kv.meta import Member, Metadata, Transition
+from kv.plan import Change, make_plan
+
+Outcome = dict[str, Any]
+
+
+def apply(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]:
+    """Apply one committed change. Unknown change types are refused, not raised."""
+    kind = str(change.get("type")) if isinstance(change, dict) else None
+    handler = _HANDLERS.get(kind or "")
+    if handler is None:
+        return md, _refused("invalid_request", f"unknown change type {kind!r}")
+    if not md.bootstrapped and kind != "bootstrap":
+        return md, _refused("not_ready", "the cluster metadata is not bootstrapped yet")
+    try:
+        return handler(md, change)
+    except (KeyError, TypeError, ValueError) as exc:
+        return md, _refused("invalid_request", f"malformed {kind} change: {exc!r}")
+
+
+def _refused(code: str, message: str) -> Outcome:
+    return {"status": "refused", "code": code, "message": message}
+
+
+def _bootstrap(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]:
+    # Every founding node proposes a bootstrap; the first one committed wins, so nodes
+    # started with slightly different flags still agree on one metadata.
+    if md.bootstrapped:
+        return md, {"status": "unchanged"}
+    members = tuple(Member.from_dict(m) for m in change["members"])
+    partitions = int(change["partitions"])
+    # Nodes of this version ask for a claimed placement; a journal written by older nodes
+    # (no "claim") replays to the vnode placement it always had.
+    chains = (
+        claim.initial([m.id for m in members], partitions)
+        if change.get("claim") == "chains"
+        else ()
+    )
+    new = Metadata(
+        epoch=1,
+        members=members,
+        partitions=partitions,
+        vnodes=int(change["vnodes"]),
+        chains=chains,
+    )
+    return new, {"status": "created"}
+
+
+def _put_keyspace(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]:
+    want = KeyspaceConfig.from_dict(change["keyspace"])
+    have = md.keyspace(want.name)
+    if have is None:
+        created = replace(want, uid=md.epoch + 1)
+        return _bump(md, keyspaces=(*md.keyspaces, created)), {"status": "created"}
+    if have.same_settings(replace(want, uid=have.uid)):
+        return md, {"status": "unchanged"}
+    fixed = have.fixed_fields_differ(want)
+    if fixed:
+        return md, _refused(
+            "keyspace_conflict",
+            f"keyspace {want.name!r} exists with a different {fixed[0]} "
+            f"({getattr(have, fixed[0])!r}); delete it first to change that",
+        )
+    updated = replace(want, uid=have.uid)
+    others = tuple(k if k.name != want.name else updated for k in md.keyspaces)
+    return _bump(md, keyspaces=others), {"status": "updated"}
+
+
+def _delete_keyspace(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]:
+    name = str(change["name"])
+    if md.keyspace(name) is None:
+        return md, _refused("keyspace_not_found", f"keyspace {name!r} does not exist")
+    remaining = tuple(k for k in md.keyspaces if k.name != name)
+    return _bump(md, keyspaces=remaining), {"status": "deleted"}
+
+
+def _bump(md: Metadata, **changes: Any) -> Metadata:
+    return replace(md, epoch=md.epoch + 1, _ring=None, **changes)
+
+
+# ---------------------------------------------------------------------- membership plans
+def _commit_plan(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]:
+    """Compare-and-set on the plan: recompute it from the changes; refuse if one is in
+    flight, or if the plan id differs (the metadata moved on since it was shown)."""
+    if md.transition is not None:
+        return md, _conflict("plan_in_flight", f"plan {md.transition.plan_id} is in flight")
+    try:
+        plan = make_plan(md, [Change.from_wire(c) for c in change["changes"]])
+    except KvError as exc:
+        return md, _refused(exc.code, exc.message)
+    if plan.plan_id != change.get("plan_id"):
+        return md, _conflict("plan_changed", "the metadata changed since the plan was made")
+    joining = tuple(m for m in plan.members if md.member(m.id) is None)
+    transition = Transition(
+        plan.plan_id,
+        tuple(c.to_wire() for c in plan.changes),
+        plan.members,
+        plan.chains,
+        frozenset((m.mode, m.replication, m.partition) for m in plan.moves),
+    )
+    moving = _bump(md, members=(*md.members, *joining), transition=transition)
+    return _finish_if_done(moving), {"status": "committed", "plan_id": plan.plan_id}
+
+
+def _move_done(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]:
+    t = md.transition
+    key = (str(change["mode"]), int(change["replication"]), int(change["partition"]))
+    if t is None or t.plan_id != change.get("plan_id") or key not in t.pending:
+        return md, {"status": "unchanged"}  # a duplicate or stale report
+    flipped = _bump(md, transition=replace(t, pending=t.pending - {key}, done=t.done | {key}))
+    return _finish_if_done(flipped), {"status": "flipped"}
+
+
+def _abort_plan(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]:
+    """Back to the placement before the plan: moves not yet flipped are dropped (their old
+    owners never stopped serving); flipped ones move back, as a reverting transition that
+    starts from the plan's placement."""
+    t = md.transition
+    if t is None or t.reverting:
+        return md, _conflict("no_plan", "no plan in flight to abort")
+    if t.plan_id != change.get("plan_id"):
+        return md, _conflict("plan_changed", f"the plan in flight is {t.plan_id}")
+    before = claim.members_of(md.chains)
+    old = tuple(m for m in md.members if m.id in before)
+    back = Transition(t.plan_id, t.changes, old, md.chains, t.done, reverting=True)
+    aborted = _bump(md, chains=t.chains, transition=back)
+    return _finish_if_done(aborted), {"status": "aborting", "moving_back": len(t.done)}
+
+
+def _finish_if_done(md: Metadata) -> Metadata:
+    t = md.transition
+    if t is None or t.pending:
+        return md
+    return replace(md, members=t.members, chains=t.chains, transition=None, _ring=None)
+
+
+def _conflict(reason: str, message: str) -> Outcome:
+    return {**_refused("plan_conflict", message), "reason": reason}
+
+
+_HANDLERS = {
+    "bootstrap": _bootstrap,
+    "put_keyspace": _put_keyspace,
+    "delete_keyspace": _delete_keyspace,
+    "commit_plan": _commit_plan,
+    "move_done": _move_done,
+    "abort_plan": _abort_plan,
+}
