@@ -51,6 +51,7 @@ class Transition:
     chains: claim.Chains  # the placement once the plan is done
     pending: frozenset[MoveKey]
     done: frozenset[MoveKey] = frozenset()
+    ready: frozenset[tuple[str, int, int, str]] = frozenset()  # (*pending key, incoming node)
     reverting: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -61,6 +62,7 @@ class Transition:
             "chains": [list(chain) for chain in self.chains],
             "pending": sorted([list(k) for k in self.pending]),
             "done": sorted([list(k) for k in self.done]),
+            "ready": sorted([list(k) for k in self.ready]),
             "reverting": self.reverting,
         }
 
@@ -73,6 +75,7 @@ class Transition:
             chains=tuple(tuple(str(n) for n in chain) for chain in d["chains"]),
             pending=_keys(d["pending"]),
             done=_keys(d.get("done", [])),
+            ready=frozenset((str(m), int(r), int(p), str(n)) for m, r, p, n in d.get("ready", [])),
             reverting=bool(d.get("reverting", False)),
         )
 

@@ -115,19 +115,29 @@ def _commit_plan(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcom
         tuple(c.to_wire() for c in plan.changes),
         plan.members,
         plan.chains,
-        frozenset((m.mode, m.replication, m.partition) for m in plan.moves),
+        frozenset((m.mode, m.replication, m.partition) for m in plan.moves if m.target),
     )
     moving = _bump(md, members=(*md.members, *joining), transition=transition)
     return _finish_if_done(moving), {"status": "committed", "plan_id": plan.plan_id}
 
 
 def _move_done(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]:
+    """An incoming owner holds its copy of a moving partition; once every incoming owner of
+    it has said so, the partition flips to its new owners."""
     t = md.transition
     key = (str(change["mode"]), int(change["replication"]), int(change["partition"]))
+    node = str(change["node"])
+    incoming = set(md.owners(*key)[1])
     if t is None or t.plan_id != change.get("plan_id") or key not in t.pending:
         return md, {"status": "unchanged"}  # a duplicate or stale report
-    flipped = _bump(md, transition=replace(t, pending=t.pending - {key}, done=t.done | {key}))
-    return _finish_if_done(flipped), {"status": "flipped"}
+    if node not in incoming or (*key, node) in t.ready:
+        return md, {"status": "unchanged"}
+    ready = t.ready | {(*key, node)}
+    if not incoming <= {n for *k, n in ready if tuple(k) == key}:
+        return _bump(md, transition=replace(t, ready=ready)), {"status": "ready"}
+    ready = frozenset(r for r in ready if r[:3] != key)
+    flipped = replace(t, pending=t.pending - {key}, done=t.done | {key}, ready=ready)
+    return _finish_if_done(_bump(md, transition=flipped)), {"status": "flipped"}
 
 
 def _abort_plan(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]:

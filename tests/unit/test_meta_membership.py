@@ -49,9 +49,10 @@ def done(md: Metadata, key: tuple[str, int, int]) -> Metadata:
         "replication": n,
         "partition": p,
     }
-    after, outcome = apply(md, change)
+    for node in md.owners(mode, n, p)[1]:
+        md, outcome = apply(md, {**change, "node": node})
     assert outcome["status"] == "flipped"
-    return after
+    return md
 
 
 def test_commit_starts_a_transition_with_the_old_owners_serving() -> None:
@@ -124,7 +125,13 @@ def test_stale_and_duplicate_move_reports_change_nothing() -> None:
     key = sorted(moving.transition.pending)[0]
     flipped = done(moving, key)
     wire = {"type": "move_done", "plan_id": "other", "mode": key[0], "replication": key[1]}
-    assert apply(flipped, {**wire, "partition": key[2]})[1]["status"] == "unchanged"
+    assert apply(flipped, {**wire, "partition": key[2], "node": "n4"})[1]["status"] == "unchanged"
+    assert moving.transition is not None
+    twice = {**wire, "plan_id": moving.transition.plan_id, "partition": key[2], "node": "n4"}
+    assert apply(flipped, twice)[1]["status"] == "unchanged"  # already flipped
+    other = sorted(moving.transition.pending)[1]
+    not_incoming = {**twice, "partition": other[2], "replication": other[1], "node": "n1"}
+    assert apply(moving, not_incoming)[1]["status"] == "unchanged"  # n1 is not incoming
 
 
 def test_metadata_with_a_transition_round_trips() -> None:
