@@ -12,6 +12,8 @@ operations, anti-entropy queries) or dynamo_mode/gossip.py (push-pull rounds). E
     coordinate    CoordinateRequest Coordinated   mint a dot here and store (DVV; Dynamo §4.4)
     ae_query      TreeQuery         TreeAnswer    one step of a Merkle walk (Dynamo §4.7)
     gossip        GossipDigest      GossipDigest  push-pull heartbeat versions
+    part_scan     ScanRequest       ScanBatch     a partition transfer's batch of keys
+    part_digest   ScanRequest       DigestBatch   the same keys' version hashes (verification)
 
 Wire form of tree queries: {"t": "h", "level": L, "indexes": [...]} → ["<b64 hash>", ...];
 {"t": "b", "buckets": [...]} → [{"<b64 key>": "<b64 hash>"}, ...].
@@ -247,6 +249,70 @@ class GossipDigest:
         return GossipDigest(membership.parse_digest(obj(raw).get("digest")))
 
 
+@dataclass(frozen=True)
+class ScanRequest:
+    """One batch of a keyspace's keys in a partition, in key order, after `after`."""
+
+    partition: int
+    uid: int
+    after: str | None
+    limit: int
+
+    def to_wire(self) -> dict[str, Any]:
+        wire = {"partition": self.partition, "uid": self.uid, "after": self.after}
+        return {**wire, "limit": self.limit}
+
+    @staticmethod
+    def from_wire(raw: Any) -> ScanRequest:
+        d = obj(raw)
+        after = d.get("after")
+        return ScanRequest(
+            integer(d.get("partition"), "partition", 0, 1 << 16),
+            integer(d.get("uid"), "uid", 0, 1 << 32),
+            None if after is None else text(after, "after"),
+            integer(d.get("limit"), "limit", 1, 10_001),
+        )
+
+
+@dataclass(frozen=True)
+class ScanBatch:
+    items: tuple[tuple[str, tuple[Version, ...]], ...]  # (key, versions)
+    done: bool  # the range is exhausted
+
+    def to_wire(self) -> dict[str, Any]:
+        items = [[key, _versions_wire(versions)] for key, versions in self.items]
+        return {"items": items, "done": self.done}
+
+    @staticmethod
+    def from_wire(raw: Any) -> ScanBatch:
+        d = obj(raw)
+        items = tuple((text(k, "key"), decode_versions(v)) for k, v in _pairs(d.get("items")))
+        return ScanBatch(items, d.get("done") is True)
+
+
+@dataclass(frozen=True)
+class DigestBatch:
+    items: tuple[tuple[str, bytes], ...]  # (key, merkle.version_hash of its versions)
+    done: bool
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"items": [[k, _b64(h)] for k, h in self.items], "done": self.done}
+
+    @staticmethod
+    def from_wire(raw: Any) -> DigestBatch:
+        d = obj(raw)
+        items = tuple(
+            (text(k, "key"), base64.b64decode(text(h, "hash"))) for k, h in _pairs(d.get("items"))
+        )
+        return DigestBatch(items, d.get("done") is True)
+
+
+def _pairs(raw: Any) -> list[tuple[Any, Any]]:
+    if not isinstance(raw, list) or not all(isinstance(i, list) and len(i) == 2 for i in raw):
+        raise ValueError("items must be a list of [key, value] pairs")
+    return [(k, v) for k, v in raw]
+
+
 FETCH = Operation("fetch", KeyRequest.from_wire, Versions.from_wire)
 STORE = Operation("store", StoreRequest.from_wire, Versions.from_wire)
 HINT = Operation("hint", HintRequest.from_wire, Versions.from_wire)
@@ -254,3 +320,5 @@ PURGE = Operation("purge", PurgeRequest.from_wire, Purged.from_wire)
 COORDINATE = Operation("coordinate", CoordinateRequest.from_wire, Coordinated.from_wire)
 AE_QUERY = Operation("ae_query", TreeQuery.from_wire, TreeAnswer.from_wire)
 GOSSIP = Operation("gossip", GossipDigest.from_wire, GossipDigest.from_wire)
+PART_SCAN = Operation("part_scan", ScanRequest.from_wire, ScanBatch.from_wire)
+PART_DIGEST = Operation("part_digest", ScanRequest.from_wire, DigestBatch.from_wire)

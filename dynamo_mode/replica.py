@@ -27,7 +27,7 @@ from typing import Any
 from dynamo_mode import hints, merkle, siblings
 from dynamo_mode.siblings import Version
 from dynamo_mode.vclock import Dot, VClock
-from kv.storage import StorageEngine, WriteBatch
+from kv.storage import StorageEngine, WriteBatch, prefix_end
 
 PREFIX = b"e"
 GC_PREFIX = b"g"  # tombstone markers: b"g" | storage key → when it became tombstone-only
@@ -80,6 +80,12 @@ def decode_versions(raw: Any) -> tuple[Version, ...]:
     return tuple(Version.from_wire(v) for v in raw)
 
 
+def _prefix_end(prefix: bytes) -> bytes:
+    end = prefix_end(prefix)
+    assert end is not None  # a prefix starting with b"e" always has an end
+    return end
+
+
 def partition_prefix(partition: int) -> bytes:
     return PREFIX + struct.pack(">H", partition)
 
@@ -117,6 +123,20 @@ class DynamoReplica:
     def fetch(self, ref: KeyRef) -> tuple[Version, ...]:
         raw = self._engine.get(ref.storage_key())
         return decode_versions(json.loads(raw)) if raw is not None else ()
+
+    def scan(
+        self, partition: int, uid: int, after: str | None, limit: int
+    ) -> tuple[list[tuple[KeyRef, tuple[Version, ...]]], bool]:
+        """Up to `limit` keys of one keyspace in one partition, in key order, after `after`
+        (a partition transfer's batch); and whether the range is exhausted."""
+        prefix = PREFIX + struct.pack(">HI", partition, uid)
+        start = prefix + after.encode() + b"\0" if after is not None else prefix
+        out: list[tuple[KeyRef, tuple[Version, ...]]] = []
+        for raw, value in self._engine.iterate(start, _prefix_end(prefix)):
+            if len(out) == limit:
+                return out, False
+            out.append((KeyRef.from_storage_key(raw), decode_versions(json.loads(value))))
+        return out, True
 
     def store(self, ref: KeyRef, incoming: tuple[Version, ...]) -> tuple[Version, ...]:
         """Merge `incoming` into the local versions; write only if something changed."""

@@ -7,20 +7,25 @@ tombstone reaper are its callers on other nodes (and on this one, without the wi
 
 from __future__ import annotations
 
-from dynamo_mode import merkle_diff, siblings
+from dynamo_mode import merkle, merkle_diff, siblings
 from dynamo_mode.messages import (
     AE_QUERY,
     COORDINATE,
     FETCH,
     HINT,
+    PART_DIGEST,
+    PART_SCAN,
     PURGE,
     STORE,
     Coordinated,
     CoordinateRequest,
+    DigestBatch,
     HintRequest,
     KeyRequest,
     Purged,
     PurgeRequest,
+    ScanBatch,
+    ScanRequest,
     StoreRequest,
     TreeAnswer,
     TreeQuery,
@@ -42,6 +47,8 @@ class ReplicaServer:
         table.register(PURGE, self.purge)
         table.register(COORDINATE, self.coordinate)
         table.register(AE_QUERY, self.tree_query)
+        table.register(PART_SCAN, self.part_scan)
+        table.register(PART_DIGEST, self.part_digest)
 
     async def fetch(self, req: KeyRequest) -> Versions:
         return Versions(self.replica.fetch(req.ref))
@@ -67,6 +74,15 @@ class ReplicaServer:
         except siblings.SiblingLimitExceeded as exc:
             raise SiblingLimit(str(exc), count=exc.count, limit=exc.limit) from None
         return Coordinated(new, merged)
+
+    async def part_scan(self, req: ScanRequest) -> ScanBatch:
+        found, done = self.replica.scan(req.partition, req.uid, req.after, req.limit)
+        return ScanBatch(tuple((ref.key, versions) for ref, versions in found), done)
+
+    async def part_digest(self, req: ScanRequest) -> DigestBatch:
+        found, done = self.replica.scan(req.partition, req.uid, req.after, req.limit)
+        items = tuple((ref.key, merkle.version_hash(versions)) for ref, versions in found)
+        return DigestBatch(items, done)
 
     async def tree_query(self, req: TreeQuery) -> TreeAnswer:
         """Answer one step of a peer's Merkle walk from this node's tree (Dynamo §4.7)."""

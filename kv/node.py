@@ -23,6 +23,7 @@ from dynamo_mode.handoff import Handoff
 from dynamo_mode.replica import DynamoReplica
 from dynamo_mode.replica_server import ReplicaServer
 from dynamo_mode.tombstones import TombstoneReaper
+from dynamo_mode.transfer import Transfers
 from kv.config import NodeConfig
 from kv.http.app import Server, make_app
 from kv.internode import OpTable
@@ -61,7 +62,7 @@ class Node:
         self.meta.subscribe(self._on_metadata)
         app = make_app(self.service, self.ops.dispatch, cfg.cluster_secret, cfg.request_timeout_s)
         self._server = await Server.listen(app, cfg.listen)
-        for loop in (self.peers, self.anti_entropy, self.handoff, self.reaper):
+        for loop in (self.peers, self.anti_entropy, self.handoff, self.reaper, self.transfers):
             loop.start()
         self._bootstrap_task = asyncio.ensure_future(self._bootstrap())
         log.info(
@@ -125,6 +126,9 @@ class Node:
         self.handoff = Handoff(
             self.replica, self.transport, self.peers.is_alive, timeout=cfg.internode_timeout_s
         )
+        self.transfers = Transfers(
+            self.replica, self.transport, cfg.node_id, self._metadata, self._propose
+        )
 
     def _raft_node_settings(self) -> RaftNodeSettings:
         cfg = self.config
@@ -156,6 +160,9 @@ class Node:
         }
         await self.meta.bootstrap(change, BOOTSTRAP_DEADLINE_S)
         log.info("metadata bootstrapped at epoch %d", self.meta.metadata.epoch)
+
+    async def _propose(self, change: dict[str, Any]) -> dict[str, Any]:
+        return await self.meta.change(change, self.config.request_timeout_s)
 
     def _on_metadata(self, md: Metadata) -> None:
         if md.bootstrapped:
@@ -200,6 +207,7 @@ class Node:
             ],
             "anti_entropy": asdict(self.anti_entropy.totals),
             "tombstones_purged": self.reaper.purged,
+            "transfers": self.transfers.status(),
             "hinted_handoff": {
                 "pending": self.handoff.pending(),
                 "delivered": self.handoff.delivered,
@@ -223,6 +231,7 @@ class Node:
         await self.anti_entropy.stop()
         await self.handoff.stop()
         await self.reaper.stop()
+        await self.transfers.stop()
         await self.coordinator.close()
         await self.transport.close()
         await asyncio.to_thread(self.driver.stop)

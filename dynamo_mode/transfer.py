@@ -1,0 +1,178 @@
+"""Partition transfers of eventual keyspaces while a membership plan runs (DESIGN.md §2,
+Riak's ownership handoff).
+
+Pull model: every round, this node looks at the plan in flight; for each pending
+(eventual, replication n, partition) it is an incoming owner of, it copies the keys of every
+eventual keyspace with replication n in that partition from a current owner, in key-ordered
+batches (`part_scan`), merging each batch into its replica (a CRDT join: order and repeats
+do not matter). Writes made meanwhile reach it directly: the coordinator sends every write
+of a moving partition to its incoming owners too (kv/routing.py `Route.incoming`).
+
+Completeness before the flip: a verification pass reads the source's version hashes of the
+same keys (`part_digest`, the leaves a Merkle comparison would reach) and, for every key
+whose hash differs from the local one, fetches the source's versions and merges them. The
+transfer is complete when a whole pass merges nothing new: every version the source holds
+is then held here. Only then does this node report `move_done` to the meta group; the
+partition flips to its new owners once every incoming owner has (kv/meta_machine.py).
+
+A transfer that fails (source unreachable, timeout) is retried from the start next round,
+with the next current owner as source; progress and the last error are kept for
+`/v1/cluster` ("transfers").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from dynamo_mode import merkle
+from dynamo_mode.messages import FETCH, PART_DIGEST, PART_SCAN, KeyRequest, ScanRequest
+from dynamo_mode.replica import DynamoReplica, KeyRef
+from kv.errors import KvError
+from kv.meta import Metadata, MoveKey
+from kv.periodic import Periodic
+from kv.transport import Transport
+
+log = logging.getLogger(__name__)
+
+Propose = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+MAX_VERIFY_PASSES = 8
+
+
+@dataclass
+class Progress:
+    source: str = ""
+    keys_copied: int = 0
+    keys_repaired: int = 0  # merged in by verification passes
+    state: str = "copying"  # copying | verifying | reported | failed
+    error: str = ""
+
+
+@dataclass
+class Transfers:
+    replica: DynamoReplica
+    transport: Transport
+    self_id: str
+    metadata: Callable[[], Metadata]
+    propose: Propose  # a change to the meta group (kv/meta_machine.py)
+    interval: float = 0.5
+    batch: int = 256
+    timeout: float = 5.0
+    progress: dict[MoveKey, Progress] = field(default_factory=dict)
+    _loop: Periodic | None = None
+
+    def start(self) -> None:
+        self._loop = Periodic("partition transfers", self.interval, self.round_once)
+        self._loop.start()
+
+    async def stop(self) -> None:
+        if self._loop is not None:
+            await self._loop.stop()
+
+    def status(self) -> list[dict[str, Any]]:
+        return [
+            {"mode": m, "replication": n, "partition": p, **asdict(prog)}
+            for (m, n, p), prog in sorted(self.progress.items())
+        ]
+
+    async def round_once(self) -> int:
+        """Pull every partition this node is incoming for; returns how many it reported."""
+        md = self.metadata()
+        t = md.transition
+        if t is None:
+            self.progress.clear()
+            return 0
+        reported = 0
+        for key in sorted(t.pending):
+            if self._mine(md, key) and (*key, self.self_id) not in t.ready:
+                reported += await self._transfer(md, key)
+        return reported
+
+    def _mine(self, md: Metadata, key: MoveKey) -> bool:
+        mode, n, p = key
+        return mode == "eventual" and self.self_id in md.owners(mode, n, p)[1]
+
+    async def _transfer(self, md: Metadata, key: MoveKey) -> int:
+        sources = [s for s in md.owners(*key)[0] if s != self.self_id]
+        prog = self.progress.setdefault(key, Progress())
+        for source in _rotate(sources, prog.source):
+            prog.source, prog.state, prog.error = source, "copying", ""
+            try:
+                await self._pull(md, key, source, prog)
+                await self._report(md, key)
+            except KvError as exc:
+                prog.state, prog.error = "failed", f"{exc.__class__.__name__}: {exc}"
+                log.info("transfer %s from %s failed: %s", key, source, exc)
+                continue
+            prog.state = "reported"
+            return 1
+        return 0
+
+    async def _pull(self, md: Metadata, key: MoveKey, source: str, prog: Progress) -> None:
+        _, n, p = key
+        uids = [k.uid for k in md.keyspaces if k.consistency == "eventual" and k.replication == n]
+        for uid in uids:
+            prog.keys_copied += await self._copy(source, p, uid)
+        prog.state = "verifying"
+        for _ in range(MAX_VERIFY_PASSES):
+            repaired = sum([await self._verify(source, p, uid) for uid in uids])
+            prog.keys_repaired += repaired
+            if repaired == 0:
+                return
+        raise KvError(f"partition {p} still differs after {MAX_VERIFY_PASSES} passes")
+
+    async def _copy(self, source: str, partition: int, uid: int) -> int:
+        after, copied, done = None, 0, False
+        while not done:
+            req = ScanRequest(partition, uid, after, self.batch)
+            got = await self.transport.call(source, PART_SCAN, req, self.timeout)
+            for key, versions in got.items:
+                self.replica.store(KeyRef(partition, uid, key), versions)
+                after = key
+            copied, done = copied + len(got.items), got.done
+        return copied
+
+    async def _verify(self, source: str, partition: int, uid: int) -> int:
+        """One pass: merge every key whose hash differs; count the merges that changed
+        something here (0: this replica holds every version the source holds)."""
+        after, changed, done = None, 0, False
+        while not done:
+            req = ScanRequest(partition, uid, after, self.batch)
+            got = await self.transport.call(source, PART_DIGEST, req, self.timeout)
+            for key, digest in got.items:
+                changed += await self._settle(source, KeyRef(partition, uid, key), digest)
+                after = key
+            done = got.done
+        return changed
+
+    async def _settle(self, source: str, ref: KeyRef, digest: bytes) -> int:
+        local = self.replica.fetch(ref)
+        before = merkle.version_hash(local) if local else None
+        if before == digest:
+            return 0
+        theirs = await self.transport.call(source, FETCH, KeyRequest(ref), self.timeout)
+        merged = self.replica.store(ref, theirs.versions)
+        return int(merkle.version_hash(merged) != before)
+
+    async def _report(self, md: Metadata, key: MoveKey) -> None:
+        assert md.transition is not None
+        mode, n, p = key
+        change = {
+            "type": "move_done",
+            "plan_id": md.transition.plan_id,
+            "mode": mode,
+            "replication": n,
+            "partition": p,
+            "node": self.self_id,
+        }
+        await self.propose(change)
+
+
+def _rotate(sources: list[str], last: str) -> list[str]:
+    """Try the source after the one that failed last, so a dead owner is not retried first."""
+    if last in sources:
+        i = sources.index(last) + 1
+        return sources[i:] + sources[:i]
+    return sources
