@@ -17,6 +17,7 @@ read-modify-write below runs without an `await`, so it is atomic on the event lo
 
 from __future__ import annotations
 
+import itertools
 import json
 import struct
 import time
@@ -137,6 +138,23 @@ class DynamoReplica:
                 return out, False
             out.append((KeyRef.from_storage_key(raw), decode_versions(json.loads(value))))
         return out, True
+
+    def drop(self, partition: int, uid: int, limit: int) -> int:
+        """Delete up to `limit` keys of one keyspace in one partition (a copy this node no
+        longer owns, after a membership plan moved it away); returns how many."""
+        prefix = PREFIX + struct.pack(">HI", partition, uid)
+        found = self._engine.iterate(prefix, _prefix_end(prefix))
+        keys = [raw for raw, _ in itertools.islice(found, limit)]
+        batch = WriteBatch()
+        for raw in keys:
+            batch.delete(raw)
+            batch.delete(GC_PREFIX + raw)
+        self._engine.write(batch)
+        tree = self._trees.get(partition)
+        if tree is not None:
+            for raw in keys:
+                tree.update(raw, None)
+        return len(keys)
 
     def store(self, ref: KeyRef, incoming: tuple[Version, ...]) -> tuple[Version, ...]:
         """Merge `incoming` into the local versions; write only if something changed."""

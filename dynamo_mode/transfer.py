@@ -170,6 +170,58 @@ class Transfers:
         await self.propose(change)
 
 
+@dataclass
+class Disowned:
+    """Copies this node holds of partitions it no longer owns (a plan moved them away) are
+    deleted `grace` seconds after it first saw itself outside their owners — never while a
+    plan may still move them (DESIGN.md §2: the old copy goes only after the new owner holds
+    it, which the flip guarantees). The grace covers nodes acting on older metadata."""
+
+    replica: DynamoReplica
+    self_id: str
+    metadata: Callable[[], Metadata]
+    clock: Callable[[], float]
+    grace: float = 60.0
+    interval: float = 5.0
+    batch: int = 1000
+    dropped: int = 0
+    _since: dict[tuple[int, int], float] = field(default_factory=dict)
+    _loop: Periodic | None = None
+
+    def start(self) -> None:
+        self._loop = Periodic("drop disowned copies", self.interval, self.sweep_once)
+        self._loop.start()
+
+    async def stop(self) -> None:
+        if self._loop is not None:
+            await self._loop.stop()
+
+    async def sweep_once(self) -> int:
+        md, now, dropped = self.metadata(), self.clock(), 0
+        if not md.bootstrapped or md.transition is not None:
+            self._since.clear()  # a plan in flight (or an abort) may still need them
+            return 0
+        held = {(p, uid) for p, uid in self._disowned(md) if self.replica.scan(p, uid, None, 1)[0]}
+        self._since = {k: self._since.get(k, now) for k in held}
+        for (p, uid), since in self._since.items():
+            if now - since >= self.grace:
+                dropped += self.replica.drop(p, uid, self.batch)
+        self.dropped += dropped
+        return dropped
+
+    def _disowned(self, md: Metadata) -> list[tuple[int, int]]:
+        """(partition, keyspace uid) this node replicates for no eventual keyspace. A
+        partition it replicates for a wider keyspace is kept whole: anti-entropy exchanges
+        whole partitions among the widest replica set (dynamo_mode/anti_entropy.py)."""
+        eventual = [k for k in md.keyspaces if k.consistency == "eventual"]
+        widest = max((k.replication for k in eventual), default=0)
+        out: list[tuple[int, int]] = []
+        for p in range(md.partitions):
+            if self.self_id not in md.owners("eventual", widest, p)[0]:
+                out.extend((p, k.uid) for k in eventual)
+        return out
+
+
 def _rotate(sources: list[str], last: str) -> list[str]:
     """Try the source after the one that failed last, so a dead owner is not retried first."""
     if last in sources:

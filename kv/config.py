@@ -77,6 +77,9 @@ class NodeConfig:
     # the grace lets in-flight hints and repairs land first (Cassandra: gc_grace_seconds)
     tombstone_grace_s: float = 3600.0
     tombstone_gc_interval_s: float = 10.0
+    # after a membership plan moved a partition away, this node deletes its old copy once it
+    # has seen itself outside the owners for this long (nodes on older metadata catch up)
+    disowned_grace_s: float = 60.0
 
     def __post_init__(self) -> None:
         if not ID_RE.fullmatch(self.node_id):

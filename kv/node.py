@@ -23,7 +23,7 @@ from dynamo_mode.handoff import Handoff
 from dynamo_mode.replica import DynamoReplica
 from dynamo_mode.replica_server import ReplicaServer
 from dynamo_mode.tombstones import TombstoneReaper
-from dynamo_mode.transfer import Transfers
+from dynamo_mode.transfer import Disowned, Transfers
 from kv.config import NodeConfig
 from kv.http.app import Server, make_app
 from kv.internode import OpTable
@@ -62,7 +62,8 @@ class Node:
         self.meta.subscribe(self._on_metadata)
         app = make_app(self.service, self.ops.dispatch, cfg.cluster_secret, cfg.request_timeout_s)
         self._server = await Server.listen(app, cfg.listen)
-        for loop in (self.peers, self.anti_entropy, self.handoff, self.reaper, self.transfers):
+        loops = (self.peers, self.anti_entropy, self.handoff, self.reaper, self.transfers)
+        for loop in (*loops, self.disowned):
             loop.start()
         self._bootstrap_task = asyncio.ensure_future(self._bootstrap())
         log.info(
@@ -128,6 +129,9 @@ class Node:
         )
         self.transfers = Transfers(
             self.replica, self.transport, cfg.node_id, self._metadata, self._propose
+        )
+        self.disowned = Disowned(
+            self.replica, cfg.node_id, self._metadata, time.monotonic, grace=cfg.disowned_grace_s
         )
 
     def _raft_node_settings(self) -> RaftNodeSettings:
@@ -208,6 +212,7 @@ class Node:
             "anti_entropy": asdict(self.anti_entropy.totals),
             "tombstones_purged": self.reaper.purged,
             "transfers": self.transfers.status(),
+            "dropped_disowned": self.disowned.dropped,
             "hinted_handoff": {
                 "pending": self.handoff.pending(),
                 "delivered": self.handoff.delivered,
@@ -232,6 +237,7 @@ class Node:
         await self.handoff.stop()
         await self.reaper.stop()
         await self.transfers.stop()
+        await self.disowned.stop()
         await self.coordinator.close()
         await self.transport.close()
         await asyncio.to_thread(self.driver.stop)

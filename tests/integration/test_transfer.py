@@ -51,6 +51,7 @@ def configs(root: Path, count: int) -> list[NodeConfig]:
             cluster_secret=secret,
             initial_cluster=members,
             anti_entropy_interval_s=3600.0,  # only the transfer may move data here
+            disowned_grace_s=1.0,
         )
         for n, (h, r) in addrs.items()
     ]
@@ -153,6 +154,7 @@ def test_removing_a_node_moves_its_partitions_and_loses_no_acknowledged_write(
         if not apis[r].get(f"/v1/admin/replica/{KS}/{k}").json()["versions"]
     ]
     assert not holes, f"{len(holes)} replicas without their copy: {holes[:5]}"
+    wait_dropped(api_of(cluster["n4"]), [k for k in acked if k.startswith("pre-")])
     for name in ("n1", "n2", "n3"):
         api = api_of(cluster[name])
         missing = [
@@ -161,3 +163,14 @@ def test_removing_a_node_moves_its_partitions_and_loses_no_acknowledged_write(
             if api.get(f"{key_path(KS, k)}?r=3").json().get("value") != v
         ]
         assert not missing, f"{name}: {len(missing)} acknowledged writes not read: {missing[:5]}"
+
+
+def wait_dropped(api: Api, keys: list[str]) -> None:
+    """The removed node deletes its copies once the grace has passed (a poll, deadline)."""
+    end = time.monotonic() + PLAN_DEADLINE_S
+    while True:
+        held = [k for k in keys if api.get(f"/v1/admin/replica/{KS}/{k}").json()["versions"]]
+        if not held:
+            return
+        assert time.monotonic() < end, f"n4 still holds {len(held)} keys"
+        time.sleep(POLL_INTERVAL_S * 10)
