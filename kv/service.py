@@ -180,4 +180,6 @@ def _raise_refused(outcome: dict[str, Any]) -> None:
         raise KeyspaceNotFound(message.split("'")[1] if "'" in message else message)
     if code == "plan_conflict":
         raise PlanConflict(message, reason=outcome.get("reason"))
+    if code == "not_implemented":
+        raise NotImplementedYet(message)
     raise InvalidRequest("change", message)

@@ -137,3 +137,11 @@ def test_stale_and_duplicate_move_reports_change_nothing() -> None:
 def test_metadata_with_a_transition_round_trips() -> None:
     moving, _ = commit(metadata(), ADD4)
     assert Metadata.from_dict(moving.to_dict()) == moving
+
+
+def test_a_plan_moving_linearizable_replicas_is_refused_until_raft_moves_exist() -> None:
+    md = metadata()
+    ks = KeyspaceConfig("lin", "linearizable", 3)
+    md, _ = apply(md, {"type": "put_keyspace", "keyspace": ks.to_dict()})
+    after, outcome = commit(md, ADD4)
+    assert outcome["code"] == "not_implemented" and after == md
