@@ -75,7 +75,7 @@ class RaftGroup:
         self._synced_offset = -1
         self._commit_sent = -1
         self._joining = settings.joining
-        self._hold_until = 0.0  # a leadership transfer: not ticked (nothing appended) until
+        self._hold_until = 0.0  # transfer hold: no tick before this time.monotonic(); 0 = none
         with driver.lock:
             self.transport = GroupTransport(driver.mux, settings.gid, settings.peers)
             self._obj = _SyncObj(settings, machine, self.transport)
@@ -129,7 +129,8 @@ class RaftGroup:
     async def transfer_leadership(
         self, target: str | None = None, timeout: float = 5.0
     ) -> TransferOutcome:
-        """On the leader: hand leadership to `target` (default: a caught-up follower)."""
+        """On the leader: hand leadership to `target` (default: the most caught-up
+        connected follower); `Moved` once another leader is heard of."""
         return await self.reconfig.transfer_leadership(timeout, target)
 
     def tick(self) -> None:
