@@ -78,13 +78,24 @@ class LinearizableMachine:
                 incoming,
             )
             return
+        batch = self._delete_all()
+        for key, value in records:
+            batch.put(key, value)
+        self._engine.write(batch, sync=True)
+
+    def drop(self) -> None:
+        """Delete the group's whole range, `applied_index` included: for a member removed
+        from the group (docs/raft.md "Membership changes"), whose data no longer follows
+        the log. If it is ever added back it starts empty and installs a snapshot; kept,
+        its `applied_index` would make it ignore that snapshot."""
+        self._engine.write(self._delete_all(), sync=True)
+
+    def _delete_all(self) -> WriteBatch:
         start, stop = state_machine.group_range(self._group)
         batch = WriteBatch()
         for key, _ in self._engine.iterate(start, stop):
             batch.delete(key)
-        for key, value in records:
-            batch.put(key, value)
-        self._engine.write(batch, sync=True)
+        return batch
 
 
 def _records(data: bytes) -> Iterator[tuple[bytes, bytes]]:

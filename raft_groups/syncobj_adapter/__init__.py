@@ -9,7 +9,11 @@ pysyncobj's camelCase API, its FAIL_REASON codes and its threads stop here. Modu
 - `driver`: `RaftDriver`, ONE thread ticking every group; its `cycle` is the documented
   sequence tick → sync journals → flush (nothing leaves the node before its journal sync);
 - `snapshot`: snapshots streamed from a background thread through pysyncobj's hooks;
-- `group`: `RaftGroup`, one replica group: `propose(bytes)`, `status()`, typed errors.
+- `group`: `RaftGroup`, one replica group: `propose(bytes)`, `status()`, typed errors,
+  and its membership changes (`add_member`, `remove_member`, `wait_caught_up`,
+  `transfer_leadership`);
+- `membership` (pure: outcomes, checks, the per-group serializer), `reconfig` (the change
+  flows) and `changes` (pysyncobj's side of a change): docs/raft.md "Membership changes".
 
 State crosses from the driver thread into asyncio only through `call_soon_threadsafe`.
 The driver lock (`RaftDriver.lock`) is held for a whole driver cycle; see `group` for which
@@ -19,15 +23,33 @@ methods take it.
 from raft_groups.syncobj_adapter import shim  # noqa: F401 - version check before any use
 from raft_groups.syncobj_adapter.driver import RaftDriver
 from raft_groups.syncobj_adapter.group import RaftGroup, RaftStatus, StateMachine
+from raft_groups.syncobj_adapter.membership import (
+    ChangeOutcome,
+    Done,
+    Moved,
+    NotMoved,
+    Refusal,
+    Refused,
+    TransferOutcome,
+    Unknown,
+)
 from raft_groups.syncobj_adapter.mux import RaftMux
 from raft_groups.syncobj_adapter.settings import GroupSettings, RaftNodeSettings
 
 __all__ = [
+    "ChangeOutcome",
+    "Done",
     "GroupSettings",
+    "Moved",
+    "NotMoved",
     "RaftDriver",
     "RaftGroup",
     "RaftMux",
     "RaftNodeSettings",
     "RaftStatus",
+    "Refusal",
+    "Refused",
     "StateMachine",
+    "TransferOutcome",
+    "Unknown",
 ]

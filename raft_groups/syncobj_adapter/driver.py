@@ -89,13 +89,20 @@ class RaftDriver:
 
         Group creation and destruction go through here: the driver holds its lock while it
         polls, so a caller on another thread would otherwise wait for idle polls to end."""
-        if threading.current_thread() is self._thread or self._thread is None:
-            with self.lock:
-                return fn()
+        return self.submit(fn).result()
+
+    def submit(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """`call` without waiting: the future is done once `fn` ran on the driver thread
+        (at once, inline, on the driver thread itself or when no driver thread runs)."""
         done: concurrent.futures.Future[T] = concurrent.futures.Future()
+        thread = self._thread
+        if thread is None or thread is threading.current_thread() or not thread.is_alive():
+            with self.lock:
+                _run_call(fn, done)
+            return done
         self._calls.append((fn, done))
         self.mux.wake()
-        return done.result()
+        return done
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -131,11 +138,7 @@ class RaftDriver:
 
     def _run_calls(self) -> None:
         while self._calls:
-            fn, done = self._calls.popleft()
-            try:
-                done.set_result(fn())
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                done.set_exception(exc)
+            _run_call(*self._calls.popleft())
 
     def _tick_due(self, now: float) -> float:
         """Tick the groups that are due; return how long the poll may wait.
@@ -182,6 +185,13 @@ class RaftDriver:
                 group.destroy()
             self._groups.clear()
             self.mux.close()
+
+
+def _run_call(fn: Callable[[], T], done: concurrent.futures.Future[T]) -> None:
+    try:
+        done.set_result(fn())
+    except BaseException as exc:  # noqa: BLE001 - handed to the caller
+        done.set_exception(exc)
 
 
 def _tick_if_due(group: DrivenGroup, due: bool) -> bool:

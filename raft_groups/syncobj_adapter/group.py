@@ -9,6 +9,12 @@
 - The SyncObj runs with `autoTick=False` in batch mode: the one `RaftDriver` thread ticks
   it (`tick`) and syncs its journal (`sync_journal`); its transport is a view of the
   node's `RaftMux`.
+- Membership (docs/raft.md "Membership changes"): `add_member`, `remove_member`,
+  `wait_caught_up` and `transfer_leadership` are awaited on the leader and end in a typed
+  outcome (`membership.Done` / `Refused` / `Unknown`, `Moved` / `NotMoved`); the flows are
+  in `reconfig.py`, pysyncobj's side in `changes.py`. A removed member learns nothing
+  (the leader stops talking to it when the entry is appended): its caller closes it,
+  `close(delete_data=True)` also deleting its journal and snapshot.
 
 Threads: the driver thread calls `tick`, `has_queued_commands` and `sync_journal` in its
 cycle, under the driver lock; `__init__` and `close` take the lock themselves, and
@@ -22,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -29,8 +37,11 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 
 from kv.errors import KvError, NoLeader, Retryable, UnknownOutcome
 from raft_groups.syncobj_adapter import shim
+from raft_groups.syncobj_adapter.changes import SyncObjChanges, members_of
 from raft_groups.syncobj_adapter.driver import Schedule
+from raft_groups.syncobj_adapter.membership import ChangeOutcome, TransferOutcome
 from raft_groups.syncobj_adapter.mux import GroupTransport
+from raft_groups.syncobj_adapter.reconfig import ChangePolicy, Reconfigurator
 from raft_groups.syncobj_adapter.settings import GroupSettings
 from raft_groups.syncobj_adapter.snapshot import BackgroundSnapshot, Snapshots
 
@@ -63,12 +74,17 @@ class RaftGroup:
         self.schedule = Schedule()
         self._synced_offset = -1
         self._commit_sent = -1
+        self._joining = settings.joining
+        self._hold_until = 0.0  # transfer hold: no tick before this time.monotonic(); 0 = none
         with driver.lock:
             self.transport = GroupTransport(driver.mux, settings.gid, settings.peers)
             self._obj = _SyncObj(settings, machine, self.transport)
             self.transport.owner = self._obj
             driver.mux.register(self.transport)
         driver.add(self)
+        # the raw primitives (no serializer, no checks): use the methods below
+        self.changes = SyncObjChanges(self._obj, driver, lambda: driver.wake(self), self._hold)
+        self.reconfig = Reconfigurator(self.changes, ChangePolicy())
 
     def propose(self, command: bytes, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
         """Replicate `command`; the future resolves after it is applied on this node."""
@@ -92,6 +108,31 @@ class RaftGroup:
             ready=bool(obj.isReady()),
         )
 
+    # ------------------------------------------------------------------ membership
+    def members(self) -> tuple[str, ...]:
+        """This member's configuration (in effect from append, not commit), sorted."""
+        return members_of(self._obj)  # `otherNodes` is a copy: safe off the driver thread
+
+    async def add_member(self, address: str, timeout: float = 10.0) -> ChangeOutcome:
+        """On the leader: add `address` (started beforehand with `joining=True` and the
+        current members as its peers). Done once committed; then `wait_caught_up`."""
+        return await self.reconfig.add_member(address, timeout)
+
+    async def remove_member(self, address: str, timeout: float = 10.0) -> ChangeOutcome:
+        """On the leader: remove `address` (not the leader itself: move leadership off it
+        with `transfer_leadership` first, then call this on the new leader)."""
+        return await self.reconfig.remove_member(address, timeout)
+
+    async def wait_caught_up(self, address: str, timeout: float = 30.0) -> bool:
+        return await self.reconfig.wait_caught_up(address, timeout)
+
+    async def transfer_leadership(
+        self, target: str | None = None, timeout: float = 5.0
+    ) -> TransferOutcome:
+        """On the leader: hand leadership to `target` (default: the most caught-up
+        connected follower); `Moved` once another leader is heard of."""
+        return await self.reconfig.transfer_leadership(timeout, target)
+
     def tick(self) -> None:
         """One pysyncobj tick, then send what it left unsent.
 
@@ -104,13 +145,44 @@ class RaftGroup:
         follower, with the latest commit index. (Sending = queueing in the mux; the driver
         flushes after syncing the journal.)"""
         obj = self._obj
-        deadline = shim.next_append_entries_time(obj)
+        if self._held():
+            return
+        if self._joining:
+            self._joining = self._still_joining()
+        deadline, sent = shim.next_append_entries_time(obj), self.transport.log_sends
         obj.doTick(0.0)
         if not shim.is_leader(obj):
             return
         if shim.next_append_entries_time(obj) != deadline:
             self._commit_sent = obj.raftCommitIndex  # the tick sent, with this commit index
         self._send_unsent()
+        if self.transport.log_sends != sent and self._has_unsent_entries():
+            self.schedule.woken = True  # a follower catching up: send more next cycle
+
+    def _hold(self) -> None:
+        """Leadership transfer (thesis §3.10): the leader appends nothing more — its group
+        is not ticked, so queued commands wait — until it steps down or half an election
+        timeout passes (its silence stays shorter than any follower's election timeout).
+        Messages are still received: acks move match indexes, a vote request deposes it.
+        Driver thread; a hold in progress is not extended."""
+        if not self._hold_until:
+            self._hold_until = time.monotonic() + self.settings.election_timeout_min / 2
+
+    def _held(self) -> bool:
+        if self._hold_until and shim.is_leader(self._obj):
+            if time.monotonic() < self._hold_until:
+                return True
+        self._hold_until = 0.0
+        return False
+
+    def _still_joining(self) -> bool:
+        """A joining member campaigns only once it has heard from a leader: until then its
+        election deadline keeps moving (its term must not outrun the group's, or its first
+        vote request after the add would depose the leader)."""
+        if shim.leader_address(self._obj) is not None:
+            return False
+        shim.postpone_election(self._obj, self.settings.election_timeout_max)
+        return True
 
     def _send_unsent(self) -> None:
         commit = self._obj.raftCommitIndex
@@ -126,8 +198,9 @@ class RaftGroup:
         return any(index is not None and index <= last for index in indexes)
 
     def has_queued_commands(self) -> bool:
-        """Commands proposed here (or forwarded to this leader) not yet taken by a tick."""
-        return shim.queued_commands(self._obj) > 0
+        """Commands proposed here (or forwarded to this leader) not yet taken by a tick;
+        False during a transfer's hold, when no tick would take them."""
+        return shim.queued_commands(self._obj) > 0 and not self._hold_until
 
     def force_compaction(self) -> None:
         """Snapshot and truncate the log at the next tick (ops and tests)."""
@@ -152,17 +225,22 @@ class RaftGroup:
         """Destroy the SyncObj at once (its transport, its journal); caller holds the lock."""
         self._obj.destroy()  # autoTick=False: nothing waits for a tick thread
 
-    def close(self) -> None:
+    def close(self, delete_data: bool = False) -> None:
+        """Stop this member; `delete_data` also deletes its journal and snapshot (a removed
+        member: its state machine's data is the machine's to drop)."""
         self._driver.remove(self)
         with self._driver.lock:
             self.destroy()
+        if delete_data:
+            self._obj.snapshots.join()
+            shutil.rmtree(self.settings.data_dir, ignore_errors=True)
 
 
-class _SyncObj(SyncObj):  # type: ignore[misc]
+class _SyncObj(shim.MembershipGuard, SyncObj):  # type: ignore[misc]
     def __init__(self, settings: GroupSettings, machine: StateMachine, transport: Any) -> None:
         self._machine = machine
-        self._snapshots = BackgroundSnapshot(machine)
-        conf = _conf(settings, self._snapshots)
+        self.snapshots = BackgroundSnapshot(machine)
+        conf = _conf(settings, self.snapshots)
         super().__init__(settings.self_address, list(settings.peers), conf, transport=transport)
 
     @replicated  # type: ignore[untyped-decorator]
@@ -188,7 +266,7 @@ def _conf(settings: GroupSettings, snapshots: BackgroundSnapshot) -> Any:
         deserializer=snapshots.read,
         logCompactionMinEntries=settings.log_compaction_min_entries,
         logCompactionMinTime=settings.log_compaction_min_time,
-        dynamicMembershipChange=False,
+        dynamicMembershipChange=True,  # followers apply membership entries on append
         pollerType="poll",
     )
 

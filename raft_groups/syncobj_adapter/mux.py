@@ -10,10 +10,20 @@ port, so `RaftNodeSettings.secret` is mandatory.
 
 `GroupTransport` is one group's view of the mux, handed to its SyncObj as its transport.
 Except `wake`, which any thread may call, the mux is used only with the driver lock held.
+
+Membership changes (docs/raft.md "Membership changes"): a group's peer set changes when a
+membership entry is appended (pysyncobj calls `addNode` / `dropNode`). The mux connects to
+a new peer when some group (or a pending add, `pin_peer`) first names it, tells a group
+that adds an already connected peer at once, and forgets a peer no group, pin or node
+setting names any more. A message for a group from a node outside that group's peer set
+is dropped (`dropped` counts them): pysyncobj does not check who sent a vote request, so
+a removed member, or a new one not yet added, would otherwise depose the leader with a
+higher term (Raft thesis §4.2.3, disruptive servers).
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 from typing import Any
 
@@ -44,6 +54,8 @@ class RaftMux:
         self._connected: set[str] = set()
         self._outbox: dict[str, list[tuple[str, Any]]] = {}
         self.dirty: set[str] = set()  # groups whose received messages left work for a tick
+        self.dropped = 0  # messages from a node outside the addressed group's peer set
+        self._pinned: collections.Counter[str] = collections.Counter()
         for peer in settings.peers:
             self.add_peer(peer)
 
@@ -66,7 +78,36 @@ class RaftMux:
                 group.connected(self._nodes[address])
 
     def unregister(self, gid: str) -> None:
-        self._groups.pop(gid, None)
+        group = self._groups.pop(gid, None)
+        for address in group.peer_addresses if group is not None else ():
+            self.forget_if_unused(address)
+
+    def pin_peer(self, address: str) -> None:
+        """Connect to `address` before any group names it (a member about to be added)."""
+        self._pinned[address] += 1
+        self.add_peer(address)
+
+    def unpin_peer(self, address: str) -> None:
+        self._pinned[address] -= 1
+        if self._pinned[address] <= 0:
+            del self._pinned[address]
+        self.forget_if_unused(address)
+
+    def forget_if_unused(self, address: str) -> None:
+        """Drop the connection to `address` unless a group, a pin or the node's settings
+        still name it."""
+        if address in self.settings.peers or address in self._pinned:
+            return
+        if any(address in group.peer_addresses for group in self._groups.values()):
+            return
+        node = self._nodes.pop(address, None)
+        if node is not None:
+            self._transport.dropNode(node)  # no disconnect callback: its conn is gone first
+        self._connected.discard(address)
+        self._outbox.pop(address, None)
+
+    def knows(self, address: str) -> bool:
+        return address in self._nodes
 
     def is_connected(self, address: str) -> bool:
         return address in self._connected
@@ -108,10 +149,14 @@ class RaftMux:
             return
         for gid, payload in message:
             group = self._groups.get(gid)
-            if group is not None:
-                if group.needs_tick(payload):
-                    self.dirty.add(gid)
-                group.deliver(node, payload)
+            if group is None:
+                continue
+            if node.id not in group.peer_addresses:
+                self.dropped += 1  # a removed member, or a new one not yet added
+                continue
+            if group.needs_tick(payload):
+                self.dirty.add(gid)
+            group.deliver(node, payload)
 
     def _on_connected(self, node: Any) -> None:
         self._connected.add(node.id)
@@ -150,6 +195,7 @@ class GroupTransport(Transport):  # type: ignore[misc]
         self.gid = gid
         self.peer_addresses = set(peers)
         self.owner: Any = None  # the group's SyncObj, once it exists
+        self.log_sends = 0  # messages sent with entries or a snapshot chunk
         self._last_commit: Any = None
 
     def needs_tick(self, message: Any) -> bool:
@@ -202,13 +248,21 @@ class GroupTransport(Transport):  # type: ignore[misc]
         pass
 
     def addNode(self, node: Any) -> None:  # noqa: N802 - pysyncobj API
+        """A member joins this group's configuration (its entry was appended here)."""
         self.peer_addresses.add(node.id)
-        self.mux.add_peer(node.id)
+        peer = self.mux.add_peer(node.id)
+        if peer is not None and self.mux.is_connected(node.id):
+            self.connected(peer)  # the mux's connection predates this group's interest
 
     def dropNode(self, node: Any) -> None:  # noqa: N802 - pysyncobj API
+        """A member leaves this group's configuration (or an add was rolled back)."""
         self.peer_addresses.discard(node.id)
+        self.disconnected(node)
+        self.mux.forget_if_unused(node.id)
 
     def send(self, node: Any, message: Any) -> bool:
+        if _carries_log(message):
+            self.log_sends += 1
         return self.mux.send(node, self.gid, message)
 
     def destroy(self) -> None:
@@ -216,6 +270,13 @@ class GroupTransport(Transport):  # type: ignore[misc]
         self.setOnMessageReceivedCallback(None)
         self.setOnNodeConnectedCallback(None)
         self.setOnNodeDisconnectedCallback(None)
+
+
+def _carries_log(message: Any) -> bool:
+    """An append_entries with entries, or with a chunk of a snapshot (not a heartbeat)."""
+    if not isinstance(message, dict) or message.get("type") != "append_entries":
+        return False
+    return bool(message.get("entries")) or message.get("serialized") is not None
 
 
 def _is_success_ack(message: Any) -> bool:

@@ -65,6 +65,10 @@ class GroupSettings:
     # leader's own vote for commit both mean "on disk" — an acknowledged write is durable
     # on a majority. False: acknowledged writes survive a process crash, not a power loss.
     sync_journal: bool = True
+    # A member being added (docs/raft.md "Membership changes"): started with the current
+    # members as `peers`, it does not campaign until a leader has contacted it, so its term
+    # cannot run ahead of the group's while it waits for the add to be appended.
+    joining: bool = False
 
     def __post_init__(self) -> None:
         _require(bool(self.gid) and "/" not in self.gid, "gid", f"invalid group id {self.gid!r}")

@@ -31,8 +31,10 @@ from pysyncobj import SyncObj
 from pysyncobj import encryptor as pso_encryptor
 from pysyncobj import pipe_notifier as pso_pipe_notifier
 from pysyncobj import poller as pso_poller
+from pysyncobj import syncobj as pso_syncobj
 from pysyncobj.fast_queue import FastQueue
 from pysyncobj.journal import FileJournal
+from pysyncobj.node import Node
 from pysyncobj.transport import TCPTransport, Transport
 
 PINNED_VERSION = "0.3.17"
@@ -60,15 +62,27 @@ NEEDS = (
             "_isLeader",
             "_getLeader",
             "_getRaftLogSize",
+            "_applyCommand",
+            # membership changes (`MembershipGuard`, `propose_noop`, `postpone_election`)
+            "_SyncObj__changeCluster",
+            "addNodeToCluster",
+            "removeNodeFromCluster",
+            "transferLeadership",  # new in the 0.3.1x line: TimeoutNow
+            "otherNodes",
         ),
         instance_attributes=(
             "_SyncObj__newAppendEntriesTime",
             "_SyncObj__raftNextIndex",
+            "_SyncObj__raftMatchIndex",
             "_SyncObj__connectedNodes",
             "_SyncObj__commandsQueue",
             "_SyncObj__raftLog",
+            "_SyncObj__changeClusterIDx",
+            "_SyncObj__raftElectionDeadline",
         ),
     ),
+    Needs(pso_syncobj, members=("_COMMAND_TYPE", "monotonicTime")),
+    Needs(getattr(pso_syncobj, "_COMMAND_TYPE", object), members=("NO_OP",)),
     Needs(FileJournal, members=("flush",), instance_attributes=("_FileJournal__currentOffset",)),
     Needs(FastQueue, instance_attributes=("_FastQueue__queue",)),
     Needs(Transport, members=("_onMessageReceived", "_onNodeConnected", "_onNodeDisconnected")),
@@ -186,6 +200,45 @@ def journal_offset(obj: Any) -> int:
 def sync_journal(obj: Any) -> None:
     """msync the journal's mmap (pysyncobj never does, upstream #84)."""
     obj._SyncObj__raftLog.flush()
+
+
+# ---------------------------------------------------------------------- membership
+def match_index(obj: Any, address: str) -> int | None:
+    """The leader's matchIndex for the member at `address` (Raft fig. 2), None if it keeps
+    none (not the leader, or not a member in its configuration)."""
+    index: int | None = obj._SyncObj__raftMatchIndex.get(Node(address))
+    return index
+
+
+def propose_noop(obj: Any, callback: Callable[[Any, int], None]) -> None:
+    """Queue a pysyncobj no-op entry (what a new leader appends); `callback(None, reason)`
+    runs on the driver thread when it is applied here or fails. Thread-safe (a queue put).
+    The state machine never sees it; its index is a gap in the machine's applied indexes."""
+    obj._applyCommand(b"", callback, pso_syncobj._COMMAND_TYPE.NO_OP)
+
+
+def postpone_election(obj: Any, seconds: float) -> None:
+    """Move this member's election deadline `seconds` from now (driver thread). pysyncobj's
+    clock is CLOCK_MONOTONIC_RAW, not `time.monotonic` (measured 0.25 s apart here)."""
+    obj._SyncObj__raftElectionDeadline = pso_syncobj.monotonicTime() + seconds
+
+
+class MembershipGuard:
+    """Makes pysyncobj's "one membership change at a time" guard work (DESIGN.md §3).
+
+    On the leader, `_checkCommandsToApply` asks `__changeCluster(request)` before it appends
+    a membership entry; that refuses (REQUEST_DENIED) until the leader's own no-op is
+    applied, and while `__changeClusterIDx` (an uncommitted change's index) is set — but
+    nothing ever sets it. This override sets it to the index the accepted entry is about
+    to get (`_checkCommandsToApply` appends at last index + 1 right after), so a second
+    change, proposed on any member, is denied until the first is applied on the leader.
+    Mixed into the SyncObj subclass; `__changeCluster` is name-mangled, hence the name."""
+
+    def _SyncObj__changeCluster(self, request: Any) -> bool:  # noqa: N802 - pysyncobj's name
+        accepted = bool(SyncObj._SyncObj__changeCluster(self, request))
+        if accepted:
+            self._SyncObj__changeClusterIDx = last_log_index(self) + 1
+        return accepted
 
 
 # ---------------------------------------------------------------------- transports

@@ -14,6 +14,11 @@ between falls back to the untruncated journal.
 
 File format: one JSON header line (the last and previous log entries and the cluster, as
 pysyncobj hands them over), then the state machine's chunks. Never a pickle.
+
+The cluster (every member's address, this one's included) is handed back as `TCPNode`s:
+with dynamic membership pysyncobj replaces its peer set with it after loading a snapshot
+and drops itself with `node != selfNode`, which is never False for a plain string — a
+member restored from a snapshot would count itself as a peer it never hears from.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 from pysyncobj import SERIALIZER_STATE
+from pysyncobj.node import TCPNode
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +83,11 @@ class BackgroundSnapshot:
             log.exception("background snapshot to %s failed", final)
             self._result = SERIALIZER_STATE.FAILED
 
+    def join(self) -> None:
+        """Wait for a snapshot being written (before deleting the files)."""
+        if self._thread is not None:
+            self._thread.join()
+
     def check(self) -> int:
         """The serializeChecker hook (driver thread)."""
         if self._thread is None:
@@ -93,7 +104,8 @@ class BackgroundSnapshot:
             if header.get("incomplete"):
                 raise ValueError(f"{path} is an incomplete snapshot marker; the journal is intact")
             self._machine.restore(iter(lambda: f.read(1 << 20), b""))
-        return _entry_from_json(header["last"]), _entry_from_json(header["prev"]), header["cluster"]
+        last, prev = _entry_from_json(header["last"]), _entry_from_json(header["prev"])
+        return last, prev, [TCPNode(address) for address in header["cluster"]]
 
 
 def _leave_placeholder(tmp_path: str, final: str) -> None:
