@@ -7,6 +7,10 @@ owner acknowledged it, and only if it did not grow meanwhile (`hints.may_drop`, 
 inside `DynamoReplica.drop_hint` without an `await`, so atomically on the event loop).
 The first failed delivery ends that owner's round: the rest wait for the next one.
 
+A hint for an owner that is no longer a member (a membership plan removed it) goes to the
+key's current owners instead (`rehome`), so removed nodes are never addressed again and
+nothing they were owed is lost.
+
 Hints live in the StorageEngine (`b"h"`), so they survive a restart of this node; the
 loop needs no state of its own beyond counters. Anti-entropy (Dynamo §4.7) is the
 backstop for any hint lost or never written (docs/hinted_handoff.md).
@@ -26,7 +30,7 @@ from dataclasses import dataclass, field
 
 from dynamo_mode import hints
 from dynamo_mode.messages import STORE, StoreRequest
-from dynamo_mode.replica import DynamoReplica
+from dynamo_mode.replica import DynamoReplica, KeyRef
 from kv.errors import KvError
 from kv.periodic import Periodic
 from kv.transport import Transport
@@ -53,6 +57,9 @@ class Handoff:
     interval: float = 1.0  # seconds between rounds; a returning owner waits at most this
     batch: int = 256  # hints per owner per round: bounds a round's work and bandwidth
     timeout: float = 2.0  # per delivery call
+    # None: `owner` is a member, deliver to it; else the key's current owners (() if its
+    # keyspace is gone: the hint is dropped)
+    rehome: Callable[[str, KeyRef], tuple[str, ...] | None] = lambda owner, ref: None
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     reports: list[DeliveryReport] = field(default_factory=list)
@@ -73,15 +80,22 @@ class Handoff:
 
     async def deliver_once(self) -> list[DeliveryReport]:
         pending = self.replica.hint_counts()
-        down = {owner for owner in pending if not self.is_alive(owner)}
+        down = {o for o in pending if not self.is_alive(o) and not self._removed(o)}
         return [await self.deliver(owner) for owner in hints.owners_to_visit(pending, down)]
+
+    def _removed(self, owner: str) -> bool:
+        first = self.replica.hints_for(owner, 1)
+        return any(self.rehome(owner, ref) is not None for ref, _ in first)
 
     async def deliver(self, owner: str) -> DeliveryReport:
         delivered = dropped = 0
         failure = None
         for ref, versions in self.replica.hints_for(owner, self.batch):
+            targets = self.rehome(owner, ref)
             try:
-                await self.transport.call(owner, STORE, StoreRequest(ref, versions), self.timeout)
+                for target in (owner,) if targets is None else targets:
+                    request = StoreRequest(ref, versions)
+                    await self.transport.call(target, STORE, request, self.timeout)
             except KvError as exc:
                 failure = f"{exc.__class__.__name__}: {exc}"
                 break

@@ -20,10 +20,11 @@ from dynamo_mode.coordinator import DynamoCoordinator
 from dynamo_mode.frontend import EventualKeys
 from dynamo_mode.gossip import GossipDetector, next_generation
 from dynamo_mode.handoff import Handoff
-from dynamo_mode.replica import DynamoReplica
+from dynamo_mode.replica import DynamoReplica, KeyRef
 from dynamo_mode.replica_server import ReplicaServer
 from dynamo_mode.tombstones import TombstoneReaper
 from dynamo_mode.transfer import Disowned, Transfers
+from kv import routing
 from kv.config import NodeConfig
 from kv.http.app import Server, make_app
 from kv.internode import OpTable
@@ -125,7 +126,11 @@ class Node:
             interval=cfg.tombstone_gc_interval_s,
         )
         self.handoff = Handoff(
-            self.replica, self.transport, self.peers.is_alive, timeout=cfg.internode_timeout_s
+            self.replica,
+            self.transport,
+            self.peers.is_alive,
+            timeout=cfg.internode_timeout_s,
+            rehome=self._rehome_hint,
         )
         self.transfers = Transfers(
             self.replica, self.transport, cfg.node_id, self._metadata, self._propose
@@ -164,6 +169,17 @@ class Node:
         }
         await self.meta.bootstrap(change, BOOTSTRAP_DEADLINE_S)
         log.info("metadata bootstrapped at epoch %d", self.meta.metadata.epoch)
+
+    def _rehome_hint(self, owner: str, ref: KeyRef) -> tuple[str, ...] | None:
+        """Where a hint for `owner` goes: `owner` while it is a member, else the key's
+        current owners (none if its keyspace is gone)."""
+        md = self._metadata()
+        if md.member(owner) is not None:
+            return None
+        ks = next((k for k in md.keyspaces if k.uid == ref.uid), None)
+        if ks is None:
+            return ()
+        return routing.replicas(md, "eventual", ref.partition, ks.replication)
 
     async def _propose(self, change: dict[str, Any]) -> dict[str, Any]:
         return await self.meta.change(change, self.config.request_timeout_s)

@@ -344,3 +344,29 @@ def test_pr_pw_outside_1_to_n_are_a_400_naming_the_field(asked: int) -> None:
     with pytest.raises(InvalidRequest) as caught:
         _primaries("pr", asked, 3)
     assert caught.value.details["field"] == "pr"
+
+
+def test_hints_for_a_removed_owner_go_to_the_keys_current_owners() -> None:
+    async def scenario() -> None:
+        net = Net()
+        await hint(net, "d", "c", REF, V1)  # c was a primary when the write happened
+        removed = {"c"}
+        h = handoff(net, rehome=lambda owner, ref: ("a", "b") if owner in removed else None)
+        net.down.add("c")  # a removed node is usually gone too: it is visited anyway
+        reports = await h.deliver_once()
+        assert [(r.owner, r.delivered, r.dropped) for r in reports] == [("c", 1, 1)]
+        assert net.replicas["a"].fetch(REF) == (V1,) == net.replicas["b"].fetch(REF)
+        assert ("c", "store") not in net.calls and net.replicas["d"].hint_counts() == {}
+
+    run(scenario())
+
+
+def test_a_hint_whose_keyspace_is_gone_is_dropped() -> None:
+    async def scenario() -> None:
+        net = Net()
+        await hint(net, "d", "c", REF, V1)
+        h = handoff(net, rehome=lambda owner, ref: ())
+        await h.deliver_once()
+        assert net.replicas["d"].hint_counts() == {} and net.calls[-1] == ("d", "hint")
+
+    run(scenario())
