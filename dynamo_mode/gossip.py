@@ -30,14 +30,18 @@ from kv.transport import Transport
 log = logging.getLogger(__name__)
 
 
-def next_generation(path: str) -> int:
-    """Read, bump and durably store the generation counter (grows across restarts)."""
+def next_generation(path: str, now: float) -> int:
+    """Read, bump and durably store the generation (grows across restarts).
+
+    At least the wall-clock second of this start (Cassandra's generation): a node whose
+    data directory was wiped starts above the generation its peers remember, so its new
+    heartbeats are believed instead of being ignored as old ones forever."""
     try:
         with open(path) as f:
             previous = int(f.read().strip() or 0)
     except FileNotFoundError:
         previous = 0
-    generation = previous + 1
+    generation = max(previous + 1, int(now))
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(str(generation))

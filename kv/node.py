@@ -84,7 +84,7 @@ class Node:
         cfg = self.config
         self.replica = DynamoReplica(self.engine, cfg.node_id)
         ReplicaServer(self.replica).register(self.ops)
-        generation = next_generation(os.path.join(cfg.data_dir, "generation"))
+        generation = next_generation(os.path.join(cfg.data_dir, "generation"), time.time())
         self.peers = GossipDetector(
             cfg.node_id, lambda: list(self._addresses()), self.transport, generation, time.monotonic
         )
