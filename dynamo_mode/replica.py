@@ -32,6 +32,7 @@ from kv.storage import StorageEngine, WriteBatch, prefix_end
 
 PREFIX = b"e"
 GC_PREFIX = b"g"  # tombstone markers: b"g" | storage key → when it became tombstone-only
+ACTOR_KEY = b"a/actor"  # the causal actor this store mints dots as (see `local_actor`)
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,25 @@ def _prefix_end(prefix: bytes) -> bytes:
     return end
 
 
+def local_actor(engine: StorageEngine, node_id: str, incarnation: int) -> str:
+    """The causal actor of this node's store, kept in the store itself.
+
+    A store that already holds eventual data from before actors were recorded keeps
+    `node_id`. A fresh store — a new node, or one whose data directory was wiped — gets
+    `node_id@incarnation`, so dots it mints never collide with dots its earlier self minted
+    and peers still hold (a reused actor's new writes would be silently dominated: Riak
+    riak_kv#679)."""
+    stored = engine.get(ACTOR_KEY)
+    if stored is not None:
+        return stored.decode()
+    has_data = next(iter(engine.iterate_prefix(PREFIX)), None) is not None
+    actor = node_id if has_data else f"{node_id}@{incarnation}"
+    batch = WriteBatch()
+    batch.put(ACTOR_KEY, actor.encode())
+    engine.write(batch, sync=True)
+    return actor
+
+
 def partition_prefix(partition: int) -> bytes:
     return PREFIX + struct.pack(">H", partition)
 
@@ -102,9 +122,11 @@ class DynamoReplica:
         node_id: str,
         tree_segments: int = 1 << 12,
         clock: Callable[[], float] = time.time,
+        actor: str | None = None,
     ) -> None:
         self._engine = engine
         self.node_id = node_id
+        self.actor = actor or node_id  # the dot actor (DVV); node_id unless `local_actor` says
         self._clock = clock
         self._trees: dict[int, merkle.MerkleTree] = {}
         self._segments = tree_segments
@@ -179,7 +201,7 @@ class DynamoReplica:
         """
         local = self.fetch(ref)
         new, merged = siblings.coordinate(
-            local, self.node_id, context, value, deleted, max_siblings, context_dots
+            local, self.actor, context, value, deleted, max_siblings, context_dots
         )
         self._write(ref, merged)
         return new, merged

@@ -20,7 +20,7 @@ from dynamo_mode.coordinator import DynamoCoordinator
 from dynamo_mode.frontend import EventualKeys
 from dynamo_mode.gossip import GossipDetector, next_generation
 from dynamo_mode.handoff import Handoff
-from dynamo_mode.replica import DynamoReplica, KeyRef
+from dynamo_mode.replica import DynamoReplica, KeyRef, local_actor
 from dynamo_mode.replica_server import ReplicaServer
 from dynamo_mode.tombstones import TombstoneReaper
 from dynamo_mode.transfer import Disowned, Transfers
@@ -82,9 +82,10 @@ class Node:
 
     def _eventual_mode(self) -> EventualKeys:
         cfg = self.config
-        self.replica = DynamoReplica(self.engine, cfg.node_id)
-        ReplicaServer(self.replica).register(self.ops)
         generation = next_generation(os.path.join(cfg.data_dir, "generation"), time.time())
+        actor = local_actor(self.engine, cfg.node_id, generation)
+        self.replica = DynamoReplica(self.engine, cfg.node_id, actor=actor)
+        ReplicaServer(self.replica).register(self.ops)
         self.peers = GossipDetector(
             cfg.node_id, lambda: list(self._addresses()), self.transport, generation, time.monotonic
         )

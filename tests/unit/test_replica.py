@@ -22,6 +22,7 @@ from dynamo_mode.replica import (
     KeyRef,
     decode_versions,
     encode_versions,
+    local_actor,
 )
 from dynamo_mode.siblings import (
     SiblingLimitExceeded,
@@ -317,3 +318,23 @@ def test_decode_versions_round_trips_a_tombstone_and_json_values() -> None:
 def test_decode_versions_rejects_malformed(raw: Any) -> None:
     with pytest.raises(ValueError):
         decode_versions(raw)
+
+
+def test_a_fresh_store_gets_a_new_actor_and_keeps_it() -> None:
+    engine = MemoryEngine()
+    actor = local_actor(engine, "n1", 7)
+    assert actor == "n1@7"
+    assert local_actor(engine, "n1", 8) == "n1@7"  # restarts keep it: it is in the store
+    wiped = MemoryEngine()
+    assert local_actor(wiped, "n1", 9) == "n1@9"  # a wiped store never reuses the old one
+
+
+def test_a_store_with_data_from_before_actors_keeps_the_node_id() -> None:
+    engine = MemoryEngine()
+    replica = DynamoReplica(engine, "n1")
+    replica.coordinate(KeyRef(1, 1, "k"), {}, "v", False, 8)
+    assert local_actor(engine, "n1", 5) == "n1"
+    minted, _ = DynamoReplica(engine, "n1", actor="n1@5").coordinate(
+        KeyRef(1, 1, "j"), {}, "v", False, 8
+    )
+    assert minted.dot == ("n1@5", 1)
