@@ -28,7 +28,11 @@ def _parser() -> argparse.ArgumentParser:
     node.add_argument(
         "--initial-cluster",
         dest="initial_cluster",
-        help="founding members: ID=HOST:HTTP_PORT/HOST:RAFT_PORT,...",
+        help="founding members: ID=HOST:HTTP_PORT/HOST:RAFT_PORT,... (a founder)",
+    )
+    node.add_argument(
+        "--seeds",
+        help="HTTP addresses of live members: HOST:PORT,... (a node joining a running cluster)",
     )
     node.add_argument("--cluster-secret-file", dest="cluster_secret_file")
     node.add_argument("--partitions", type=int)

@@ -20,6 +20,13 @@ Example `node.toml`:
     id = "n1"
     http = "10.0.0.1:7001"
     raft = "10.0.0.1:7101"
+
+A node either founds the cluster (`initial_cluster`: the founding members, at most 5; they
+are the meta group's voters) or joins a running one (`seeds`: HTTP addresses of live
+members, e.g. `seeds = ["10.0.0.1:7001", "10.0.0.2:7001"]` or `--seeds a:7001,b:7001`).
+Exactly one of the two is set. A joiner reads the cluster metadata from its seeds and stays
+`joining` until a committed membership plan lists it (docs/membership.md); `partitions`
+and `vnodes` are the founders' settings, so a joiner's are ignored.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from kv.meta import Member
 
 ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_META_VOTERS = 5
+MAX_SEEDS = 16
 
 
 class ConfigError(ValueError):
@@ -61,7 +69,8 @@ class NodeConfig:
     raft_listen: str
     raft_advertise: str
     cluster_secret: str
-    initial_cluster: tuple[Member, ...]
+    initial_cluster: tuple[Member, ...] = ()  # a founder: the founding members (meta voters)
+    seeds: tuple[str, ...] = ()  # a joiner: HTTP addresses of live members
     partitions: int = 64
     vnodes: int = 64
     request_timeout_s: float = 2.0  # default per-request deadline (query `timeout_ms` overrides)
@@ -80,6 +89,10 @@ class NodeConfig:
     # after a membership plan moved a partition away, this node deletes its old copy once it
     # has seen itself outside the owners for this long (nodes on older metadata catch up)
     disowned_grace_s: float = 60.0
+    # a node that is not a meta voter polls a member for newer metadata this often (an
+    # unchanged epoch costs one small round trip); failures back off up to the maximum
+    meta_poll_interval_s: float = 0.5
+    meta_poll_max_backoff_s: float = 5.0
 
     def __post_init__(self) -> None:
         if not ID_RE.fullmatch(self.node_id):
@@ -101,14 +114,46 @@ class NodeConfig:
             _fail("partitions", f"must be a power of two ≤ 65536, got {self.partitions}")
         if not 1 <= self.vnodes <= 4096:
             _fail("vnodes", f"must be between 1 and 4096, got {self.vnodes}")
-        for name in ("request_timeout_s", "internode_timeout_s"):
+        for name in ("request_timeout_s", "internode_timeout_s", "meta_poll_interval_s"):
             if getattr(self, name) <= 0:
                 _fail(name, f"must be positive, got {getattr(self, name)}")
+        if self.meta_poll_max_backoff_s < self.meta_poll_interval_s:
+            _fail(
+                "meta_poll_max_backoff_s",
+                f"must be at least meta_poll_interval_s ({self.meta_poll_interval_s}), "
+                f"got {self.meta_poll_max_backoff_s}",
+            )
 
     def _check_cluster(self) -> None:
+        """Exactly one of initial_cluster (found a cluster) and seeds (join one)."""
+        if self.initial_cluster and self.seeds:
+            _fail(
+                "seeds",
+                "set either initial_cluster (founding a cluster) or seeds (joining one), not both",
+            )
+        if self.seeds:
+            self._check_seeds()
+            return
+        if not self.initial_cluster:
+            _fail(
+                "initial_cluster",
+                "must list the founding members (including this node); "
+                "a node joining a running cluster sets seeds instead",
+            )
+        self._check_founders()
+
+    def _check_seeds(self) -> None:
+        if len(self.seeds) > MAX_SEEDS:
+            _fail("seeds", f"at most {MAX_SEEDS} addresses, got {len(self.seeds)}")
+        if len(set(self.seeds)) != len(self.seeds):
+            _fail("seeds", f"duplicate address in {list(self.seeds)}")
+        for i, seed in enumerate(self.seeds):
+            _check_address(f"seeds[{i}]", seed, advertised=True)
+            if seed == self.advertise:
+                _fail(f"seeds[{i}]", f"{seed!r} is this node; seeds are live members to join")
+
+    def _check_founders(self) -> None:
         ids = [m.id for m in self.initial_cluster]
-        if not ids:
-            _fail("initial_cluster", "must list the founding members (including this node)")
         if len(set(ids)) != len(ids):
             _fail("initial_cluster", f"duplicate member id in {ids}")
         if len(ids) > MAX_META_VOTERS:
@@ -129,6 +174,17 @@ class NodeConfig:
                 _fail("initial_cluster", f"member id {m.id!r} must match {ID_RE.pattern}")
             _check_address(f"initial_cluster.{m.id}.http", m.http, advertised=True)
             _check_address(f"initial_cluster.{m.id}.raft", m.raft, advertised=True)
+
+    @property
+    def founder(self) -> bool:
+        """Whether this node founds the cluster (and votes in the meta group)."""
+        return bool(self.initial_cluster)
+
+    @property
+    def meta_voters(self) -> tuple[str, ...]:
+        """The meta group's voters as this node's configuration knows them: the founders (a
+        joiner learns them from the members it reads metadata from)."""
+        return tuple(m.id for m in self.initial_cluster)
 
     @property
     def meta_dir(self) -> str:
@@ -156,6 +212,11 @@ def parse_initial_cluster(spec: str) -> tuple[Member, ...]:
             _fail("initial_cluster", f"entry {item!r} must be ID=HOST:PORT/HOST:RAFT_PORT")
         members.append(Member(id=node_id, http=http, raft=raft))
     return tuple(members)
+
+
+def parse_seeds(spec: str) -> tuple[str, ...]:
+    """`HOST:PORT,HOST:PORT` → addresses (checked by NodeConfig)."""
+    return tuple(filter(None, (s.strip() for s in spec.split(","))))
 
 
 def load(path: str | None, overrides: dict[str, Any]) -> NodeConfig:
@@ -190,9 +251,10 @@ def _build(raw: dict[str, Any]) -> NodeConfig:
         raw["initial_cluster"] = parse_initial_cluster(cluster)
     elif isinstance(cluster, list):
         raw["initial_cluster"] = tuple(_member_table(i, m) for i, m in enumerate(cluster))
+    raw["seeds"] = _seeds(raw.get("seeds", ()))
     raw.setdefault("advertise", raw.get("listen"))
     raw.setdefault("raft_advertise", raw.get("raft_listen"))
-    for required in ("node_id", "data_dir", "listen", "raft_listen", "initial_cluster"):
+    for required in ("node_id", "data_dir", "listen", "raft_listen"):
         if required not in raw or raw[required] is None:
             _fail(required, "is required")
     _check_types(raw)
@@ -211,6 +273,18 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 
+def _seeds(raw: Any) -> tuple[str, ...]:
+    """Seeds from a flag (`a:1,b:2`) or a TOML list of strings."""
+    if isinstance(raw, str):
+        return parse_seeds(raw)
+    if not isinstance(raw, list | tuple):
+        _fail("seeds", f"must be a list of host:port strings, got {raw!r}")
+    for i, seed in enumerate(raw):
+        if not isinstance(seed, str):
+            _fail(f"seeds[{i}]", f"must be a host:port string, got {seed!r}")
+    return tuple(raw)
+
+
 def _member_table(i: int, table: Any) -> Member:
     field = f"initial_cluster[{i}]"
     if not isinstance(table, dict):
@@ -226,7 +300,7 @@ def _member_table(i: int, table: Any) -> Member:
 def _check_types(raw: dict[str, Any]) -> None:
     """Type errors name the field, instead of surfacing as AttributeError deep inside."""
     for f in fields(NodeConfig):
-        if f.name not in raw or f.name == "initial_cluster":
+        if f.name not in raw or f.name in ("initial_cluster", "seeds"):
             continue
         value = raw[f.name]
         want: type | tuple[type, ...] | None = _TYPES.get(str(f.type))
