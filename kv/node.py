@@ -1,9 +1,18 @@
 """The composition root: wires storage, the meta group, the Dynamo shells and the HTTP API.
 
 It holds no decisions of its own (DESIGN.md §1); each piece it builds is tested on its own.
-Start-up order: storage → Raft driver + meta group → HTTP (so peers and probes can reach
-us) → bootstrap of the founding metadata. `/v1/health` answers 503 until the metadata is
-bootstrapped. Shutdown reverses it.
+Start-up order: storage → Raft driver + the node's metadata → HTTP (so peers and probes can
+reach us) → bootstrap of the founding metadata (a founder) or the first poll of the seeds
+(a joiner). `/v1/health` answers 503 until the node holds bootstrapped metadata. Shutdown
+reverses it.
+
+A founder (`initial_cluster`) is a voter of the meta group (raft_groups/meta_group.py); any
+other node reads the metadata from members with kv/meta_reader.py `MetaReader`. Either is
+`self.meta`. Every node serves `meta_get` (and voters `meta_change`) through `MetaServer`.
+A node the metadata does not list is `joining` (docs/membership.md): it coordinates and
+forwards requests by the metadata like any node, and hosts no replica — placement lists
+members only, so its Raft groups and Dynamo partitions are empty until a committed plan
+lists it.
 """
 
 from __future__ import annotations
@@ -26,10 +35,13 @@ from dynamo_mode.tombstones import TombstoneReaper
 from dynamo_mode.transfer import Disowned, Transfers
 from kv import routing
 from kv.config import NodeConfig
-from kv.http.app import Server, make_app
+from kv.errors import NotReady
+from kv.http.app import NODE_STATE, Server, make_app
 from kv.internode import OpTable
 from kv.leveldb import LevelDBEngine
-from kv.meta import Metadata
+from kv.meta import Member, Metadata
+from kv.meta_ops import membership_of
+from kv.meta_reader import MetaReader, MetaServer
 from kv.service import KeyOps, Service
 from kv.transport import HttpTransport
 from raft_groups.frontend import LinearizableKeys
@@ -48,12 +60,15 @@ class Node:
         self._server: Server | None = None
         self._bootstrap_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.reader: MetaReader | None = None  # a node outside the meta group's voters
+        self.group: MetaGroup | None = None  # a voter (founder)
 
     async def start(self) -> None:
         cfg = self.config
-        self._start_raft()
         self.ops = OpTable()  # every internode operation this node serves
         self.transport = HttpTransport(cfg.node_id, self._resolve, cfg.cluster_secret, self.ops)
+        self._start_raft()
+        MetaServer(self.meta, votes=cfg.founder).register(self.ops)
         modes: dict[str, KeyOps] = {
             "eventual": self._eventual_mode(),
             "linearizable": self._linearizable_mode(),
@@ -62,22 +77,41 @@ class Node:
         self._background_loops()
         self.meta.subscribe(self._on_metadata)
         app = make_app(self.service, self.ops.dispatch, cfg.cluster_secret, cfg.request_timeout_s)
+        app[NODE_STATE] = self.node_state
         self._server = await Server.listen(app, cfg.listen)
         loops = (self.peers, self.anti_entropy, self.handoff, self.reaper, self.transfers)
         for loop in (*loops, self.disowned):
             loop.start()
-        self._bootstrap_task = asyncio.ensure_future(self._bootstrap())
+        if self.group is not None:
+            self._bootstrap_task = asyncio.ensure_future(self._bootstrap(self.group))
+        if self.reader is not None:
+            self.reader.start()  # a joiner: learn the metadata from the seeds
         log.info(
             "node %s serving http://%s (advertised %s)", cfg.node_id, cfg.listen, cfg.advertise
         )
 
     def _start_raft(self) -> None:
-        """Storage, the node's one Raft driver and mux, and the meta group on them."""
+        """Storage, the node's one Raft driver and mux, and the node's metadata: the meta
+        group on them (a founder, a voter) or a reader of other members' (any other node)."""
         cfg = self.config
         os.makedirs(cfg.db_dir, exist_ok=True)
         self.engine = LevelDBEngine(cfg.db_dir)
         self.driver = RaftDriver(RaftMux(self._raft_node_settings()))
-        self.meta = MetaGroup(self._meta_settings(), self.driver, asyncio.get_running_loop())
+        self.meta: MetaGroup | MetaReader
+        if cfg.founder:
+            loop = asyncio.get_running_loop()
+            self.meta = self.group = MetaGroup(
+                self._meta_settings(), self.driver, loop, cfg.meta_voters
+            )
+        else:
+            self.meta = self.reader = MetaReader(
+                cfg.advertise,
+                cfg.seeds,
+                self.transport,
+                interval=cfg.meta_poll_interval_s,
+                max_backoff=cfg.meta_poll_max_backoff_s,
+                call_timeout=cfg.internode_timeout_s,
+            )
         self.driver.start()
 
     def _eventual_mode(self) -> EventualKeys:
@@ -159,7 +193,7 @@ class Node:
             sync_journal=cfg.raft_sync_journal,
         )
 
-    async def _bootstrap(self) -> None:
+    async def _bootstrap(self, group: MetaGroup) -> None:
         cfg = self.config
         change = {
             "type": "bootstrap",
@@ -168,8 +202,8 @@ class Node:
             "vnodes": cfg.vnodes,
             "claim": "chains",  # placement by kv/claim.py (balanced, explicit in metadata)
         }
-        await self.meta.bootstrap(change, BOOTSTRAP_DEADLINE_S)
-        log.info("metadata bootstrapped at epoch %d", self.meta.metadata.epoch)
+        await group.bootstrap(change, BOOTSTRAP_DEADLINE_S)
+        log.info("metadata bootstrapped at epoch %d", group.metadata.epoch)
 
     def _rehome_hint(self, owner: str, ref: KeyRef) -> tuple[str, ...] | None:
         """Where a hint for `owner` goes: `owner` while it is a member, else the key's
@@ -186,8 +220,31 @@ class Node:
         return await self.meta.change(change, self.config.request_timeout_s)
 
     def _on_metadata(self, md: Metadata) -> None:
-        if md.bootstrapped:
+        """Host the Raft groups the metadata gives this node (none while it is joining). A
+        node whose id the metadata lists at other addresses hosts nothing: it is not that
+        member (membership_of, `id_conflict`)."""
+        if md.bootstrapped and membership_of(md, self._me) != "id_conflict":
             self._track(asyncio.ensure_future(self.groups.reconcile(md)))
+        elif md.bootstrapped:
+            log.error("%s", _conflict_message(md, self._me))
+
+    @property
+    def _me(self) -> Member:
+        cfg = self.config
+        return Member(id=cfg.node_id, http=cfg.advertise, raft=cfg.raft_advertise)
+
+    def node_state(self) -> dict[str, Any]:
+        """`/v1/health` details: member, or joining (a node the metadata does not list yet).
+        A node whose id belongs to another member is not ready (503): it must not serve."""
+        md = self._metadata()
+        state = membership_of(md, self._me)
+        if state == "id_conflict":
+            raise NotReady(_conflict_message(md, self._me), retry_after=5.0)
+        return {
+            "status": "ok" if state == "member" else "joining",
+            "node": self.config.node_id,
+            "member": state == "member",
+        }
 
     def _track(self, task: asyncio.Task[Any]) -> None:
         self._tasks.add(task)
@@ -202,6 +259,8 @@ class Node:
         return self.meta.metadata
 
     def _addresses(self) -> dict[str, str]:
+        """Member id → HTTP address: the metadata's members (before the bootstrap the
+        founders; for a joiner that has read nothing yet, nobody)."""
         md = self._metadata()
         members = md.members if md.bootstrapped else self.config.initial_cluster
         return {m.id: m.http for m in members}
@@ -212,17 +271,16 @@ class Node:
     def cluster_info(self) -> dict[str, Any]:
         """`GET /v1/cluster`: this node's view of members, partitions and its subsystems."""
         md = self.service.metadata()
-        raft = self.meta.status()
         ring = md.ring()
+        state = self.node_state()
         return {
             "node": self.config.node_id,
+            "member": state["member"],
             "epoch": md.epoch,
             "members": [{**m.to_dict(), "status": self.peers.status(m.id)} for m in md.members],
-            "meta_group": {
-                "leader": raft.leader,
-                "term": raft.term,
-                "commit_index": raft.commit_index,
-            },
+            # nodes not (yet) in the metadata; this node's own view: itself, when joining
+            "joining": [] if state["member"] else [{**self._me.to_dict(), "status": "joining"}],
+            "meta_group": self.meta.summary(),
             "partitions": [
                 {"partition": p, "replicas": list(ring.walk(p)[:7])} for p in range(md.partitions)
             ],
@@ -244,6 +302,8 @@ class Node:
         if self._bootstrap_task is not None:
             self._bootstrap_task.cancel()
             await asyncio.gather(self._bootstrap_task, return_exceptions=True)
+        if self.reader is not None:
+            await self.reader.stop()
         if self._server is not None:
             await self._server.close()
         for task in list(self._tasks):
@@ -260,6 +320,15 @@ class Node:
         await asyncio.to_thread(self.driver.stop)
         self.engine.close()
         log.info("node %s stopped", self.config.node_id)
+
+
+def _conflict_message(md: Metadata, me: Member) -> str:
+    listed = md.member(me.id)
+    return (
+        f"node id {me.id!r} is a member at http={listed.http if listed else None} "
+        f"raft={listed.raft if listed else None}, but this node advertises http={me.http} "
+        f"raft={me.raft}: another node's identity (use a new node id)"
+    )
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

@@ -66,6 +66,19 @@ class HttpTransport:
         address = self._resolve(node)
         if address is None:
             raise PeerUnreachable(f"node {node!r} is not a member", retry_after=0.5)
+        return await self.call_at(address, op, request, timeout, peer=node)
+
+    async def call_at(
+        self,
+        address: str,
+        op: Operation[Req, Resp],
+        request: Req,
+        timeout: float,
+        peer: str | None = None,
+    ) -> Resp:
+        """Call a node by its HTTP address rather than its member id: a joining node knows
+        only the addresses of its seeds (kv/meta_reader.py). Same failures as `call`."""
+        who = f"{peer} at {address}" if peer else address
         url = f"http://{address}/v1/internal/rpc/{op.name}"
         try:
             async with self._client().post(
@@ -76,11 +89,11 @@ class HttpTransport:
                     raise from_wire(resp.status, body)
                 return op.reply(body)
         except aiohttp.ClientConnectorError as exc:
-            raise PeerUnreachable(f"{node} at {address}: {exc}", retry_after=0.5) from None
+            raise PeerUnreachable(f"{who}: {exc}", retry_after=0.5) from None
         except TimeoutError:
-            raise PeerTimeout(f"{node} did not answer {op.name} within {timeout:.2f}s") from None
+            raise PeerTimeout(f"{who} did not answer {op.name} within {timeout:.2f}s") from None
         except (aiohttp.ClientError, ValueError, TypeError, KeyError) as exc:
-            raise PeerTimeout(f"{node} {op.name}: {exc.__class__.__name__}: {exc}") from None
+            raise PeerTimeout(f"{who} {op.name}: {exc.__class__.__name__}: {exc}") from None
 
     async def close(self) -> None:
         if self._session is not None:

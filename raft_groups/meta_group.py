@@ -1,8 +1,15 @@
-"""The meta Raft group: cluster metadata replicated on the founding voters (DESIGN.md §2).
+"""The meta Raft group: cluster metadata replicated on the voters (DESIGN.md §2).
 
 The state machine is `kv.meta_machine.apply` over JSON-encoded changes; this module only frames
 commands, keeps the current `Metadata` value and tells asyncio when it changes. The state
 is small (members, keyspaces), so a snapshot is the whole metadata as JSON.
+
+The voters are the founding members (`initial_cluster`, at most 5) and stay so for now:
+replacing a voter that leaves comes with the membership commit (issue 9). Every other
+member — any number of them — reads the metadata without voting through
+kv/meta_reader.py `MetaReader`, which has this class's face (`metadata`, `subscribe`,
+`change`), so nothing outside kv/node.py knows which of the two a node runs. Nothing may
+assume that the members are the voters.
 """
 
 from __future__ import annotations
@@ -61,8 +68,13 @@ class MetaStateMachine:
 
 class MetaGroup:
     def __init__(
-        self, settings: GroupSettings, driver: RaftDriver, loop: asyncio.AbstractEventLoop
+        self,
+        settings: GroupSettings,
+        driver: RaftDriver,
+        loop: asyncio.AbstractEventLoop,
+        voters: tuple[str, ...] = (),
     ) -> None:
+        self.voters = voters  # node ids of the group's voters (settings hold their Raft ids)
         self._loop = loop
         self._listeners: list[Callable[[Metadata], None]] = []
         self.machine = MetaStateMachine(self._from_driver_thread)
@@ -74,6 +86,17 @@ class MetaGroup:
 
     def status(self) -> RaftStatus:
         return self.group.status()
+
+    def summary(self) -> dict[str, Any]:
+        """This voter's view of the group, for `GET /v1/cluster`."""
+        raft = self.status()
+        return {
+            "voter": True,
+            "voters": list(self.voters),
+            "leader": raft.leader,
+            "term": raft.term,
+            "commit_index": raft.commit_index,
+        }
 
     def subscribe(self, listener: Callable[[Metadata], None]) -> None:
         self._listeners.append(listener)

@@ -191,9 +191,17 @@ async def replica_state(request: web.Request) -> web.Response:
     return _json(service.replica_state(m["ks"], key_of(request)))
 
 
+# The node's own state for /v1/health, set by the composition root (kv/node.py): whether the
+# metadata lists it — {"status": "ok" | "joining", "node": id, "member": bool}.
+NODE_STATE: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("node_state", object)  # type: ignore[arg-type]
+
+
 async def health(request: web.Request) -> web.Response:
+    """200 once the node holds bootstrapped metadata (503 before): `ok` on a member,
+    `joining` on a node the metadata does not list yet (docs/membership.md)."""
     md = request.app[SERVICE].metadata()  # NotReady (503) until bootstrapped
-    return _json({"status": "ok", "epoch": md.epoch})
+    state = request.app.get(NODE_STATE)
+    return _json({"status": "ok", "epoch": md.epoch, **(state() if state is not None else {})})
 
 
 async def cluster(request: web.Request) -> web.Response:

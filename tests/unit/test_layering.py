@@ -35,6 +35,7 @@ PURE = (
     "kv/keyspace.py",
     "kv/meta.py",
     "kv/meta_machine.py",
+    "kv/meta_ops.py",
     "kv/plan.py",
     "kv/ring.py",
     "kv/routing.py",
