@@ -1,6 +1,7 @@
 """Local multi-process cluster launcher (DESIGN.md §6). Standard library only.
 
     ops/cluster up [-n 3] [--dir DIR] [--base-port P] [--no-examples] [--netns]
+    ops/cluster add [--id ID] [--dir DIR]
     ops/cluster down | status [--json] | kill ID | pause ID | resume ID | start ID   [--dir DIR]
     ops/cluster cleanup [--dir DIR] [--stale]
     ops/cluster partition [--dir DIR] isolate ID... | split IDS IDS... | oneway SRC DST | heal
@@ -9,6 +10,12 @@
 Node i (1-based) listens on HTTP port P+i-1 and meta-Raft port P+100+i-1 on 127.0.0.1.
 Each node gets DIR/<id>/ with its data, `node.pid` and `node.log`; DIR/cluster.json records
 the layout and DIR/secret the cluster secret (generated once, mode 0600).
+
+`add` starts one more node as a joiner (docs/membership.md): `--seeds` = the HTTP addresses
+of the running members, the next free port pair of the layout, its own DIR/<id>/. It stays
+`joining` (`status --json`: "member": false) until a membership plan is committed; `down`
+stops it with the others, `up` and `start` restart it with the same seeds. A --netns
+cluster cannot grow yet (`add` refuses and says so).
 
 With --netns (root, iproute2 and nftables needed; exit code 3 names what is missing) node i
 runs in its own network namespace on 10.77.0.(10+i), the namespaces joined by a bridge and
@@ -22,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -35,8 +43,10 @@ from typing import Any
 
 try:
     from ops import netns
+    from ops.ports import port_bindable
 except ModuleNotFoundError:  # run as `python ops/cluster.py`: ops/ itself is sys.path[0]
     import netns  # type: ignore[no-redef]
+    from ports import port_bindable  # type: ignore[no-redef]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DIR = os.path.join(ROOT, "cluster-data")
@@ -155,10 +165,22 @@ def _running(pid: int) -> bool:
         return False
 
 
+def _joiner(node: dict[str, Any]) -> bool:
+    """A node added by `add` (it joins through seeds) rather than a founder of `up`."""
+    return "seeds" in node
+
+
+def _cluster_flags(layout: dict[str, Any], node: dict[str, Any]) -> list[str]:
+    """Founders name each other (the meta group's voters); a joiner names its seeds."""
+    if _joiner(node):
+        return ["--seeds", ",".join(node["seeds"])]
+    founders = [m for m in layout["nodes"] if not _joiner(m)]
+    return ["--initial-cluster", ",".join(f"{m['id']}={m['http']}/{m['raft']}" for m in founders)]
+
+
 def _start(d: str, layout: dict[str, Any], node: dict[str, Any]) -> int:
     ndir = os.path.join(d, node["id"])
     os.makedirs(ndir, exist_ok=True)
-    cluster = ",".join(f"{m['id']}={m['http']}/{m['raft']}" for m in layout["nodes"])
     topo = _topology(layout)
     # `ip netns exec NS` execs the interpreter in place, so proc.pid is the node's pid
     prefix = topo.exec_prefix(node["id"]) if topo else []
@@ -169,7 +191,7 @@ def _start(d: str, layout: dict[str, Any], node: dict[str, Any]) -> int:
         "--data-dir", os.path.join(ndir, "data"),
         "--listen", node["http"],
         "--raft-listen", node["raft"],
-        "--initial-cluster", cluster,
+        *_cluster_flags(layout, node),
         "--cluster-secret-file", _secret_file(d),
     ]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -189,12 +211,26 @@ def _healthy(node: dict[str, Any]) -> bool:
 
 def _all_up(d: str, layout: dict[str, Any]) -> bool:
     for node in layout["nodes"]:
-        if _pid(d, node["id"]) is None:
-            log = os.path.join(d, node["id"], "node.log")
-            with open(log, errors="replace") as f:
-                tail = "".join(f.readlines()[-15:])
-            sys.exit(f"ops/cluster: {node['id']} exited during start-up; end of {log}:\n{tail}")
+        _exit_if_gone(d, node)
     return all(_healthy(nd) for nd in layout["nodes"])
+
+
+def _exit_if_gone(d: str, node: dict[str, Any]) -> None:
+    if _pid(d, node["id"]) is None:
+        log = os.path.join(d, node["id"], "node.log")
+        with open(log, errors="replace") as f:
+            tail = "".join(f.readlines()[-15:])
+        sys.exit(f"ops/cluster: {node['id']} exited during start-up; end of {log}:\n{tail}")
+
+
+def _members(layout: dict[str, Any]) -> set[str] | None:
+    """Member ids in the cluster metadata, as the first node that answers `/v1/cluster`
+    sees them (founders first: they vote); None when no node answers."""
+    for node in sorted(layout["nodes"], key=_joiner):
+        status, info = _http("GET", f"http://{node['http']}/v1/cluster", timeout=2.0)
+        if status == 200 and isinstance(info, dict):
+            return {str(m["id"]) for m in info.get("members", [])}
+    return None
 
 
 def _wait(pred: Any, deadline_s: float, what: str) -> None:
@@ -441,6 +477,7 @@ def cmd_heal(a: argparse.Namespace) -> None:
 
 def cmd_status(a: argparse.Namespace) -> None:
     layout = _load(a.dir)
+    members = _members(layout)
     nodes = [
         {
             "id": nd["id"],
@@ -448,6 +485,9 @@ def cmd_status(a: argparse.Namespace) -> None:
             "http": nd["http"],
             "raft": nd["raft"],
             "healthy": _healthy(nd),
+            # in the cluster metadata (None: no node answered); false while joining
+            "member": None if members is None else nd["id"] in members,
+            **({"seeds": nd["seeds"]} if _joiner(nd) else {}),
             **({"netns": nd["netns"]} if "netns" in nd else {}),
         }
         for nd in layout["nodes"]
@@ -461,10 +501,68 @@ def cmd_status(a: argparse.Namespace) -> None:
         return
     for nd in nodes:
         state = "healthy" if nd["healthy"] else ("running" if nd["pid"] else "stopped")
-        print(f"{nd['id']}  {nd['http']}  pid={nd['pid']}  {state}")
+        role = {True: "member", False: "joining", None: "membership unknown"}[nd["member"]]
+        print(f"{nd['id']}  {nd['http']}  pid={nd['pid']}  {state}  {role}")
     if rec is not None:
         part = rec.get("partition")
         print(f"partition: {part['kind']} {' '.join(part['args'])}" if part else "partition: none")
+
+
+def cmd_add(a: argparse.Namespace) -> None:
+    """Start one more node as a joiner of the running cluster; it stays `joining` until a
+    membership plan that adds it is committed (docs/membership.md)."""
+    layout = _load(a.dir)
+    if _topology(layout) is not None:
+        sys.exit(
+            "ops/cluster add: a --netns cluster cannot grow yet (its namespaces and bridge "
+            "ports are made at `up`); add nodes to a loopback cluster"
+        )
+    node_id = a.id or _next_id(layout)
+    _check_new_id(layout, node_id)
+    members = _members(layout) or set()
+    seeds = [nd["http"] for nd in layout["nodes"] if nd["id"] in members and _healthy(nd)]
+    if not seeds:
+        sys.exit(f"ops/cluster add: no running member to join through (`up --dir {a.dir}`)")
+    http, raft = _fresh_addresses(layout)
+    node = {"id": node_id, "http": http, "raft": raft, "seeds": seeds}
+    layout["nodes"].append(node)
+    _save(a.dir, layout)  # recorded before it starts: `down` and `cleanup` find it
+    _start(a.dir, layout, node)
+    try:
+        _wait(lambda: _all_up(a.dir, {"nodes": [node]}), 60, f"{node_id} to answer /v1/health")
+    except SystemExit:
+        _stop_all(a.dir, {"nodes": [node]})
+        layout["nodes"].remove(node)
+        _save(a.dir, layout)
+        raise
+    pid = _pid(a.dir, node_id)
+    print(f"{node_id}  http://{http}  pid {pid}  joining (seeds {','.join(seeds)})")
+
+
+def _next_id(layout: dict[str, Any]) -> str:
+    taken = {nd["id"] for nd in layout["nodes"]}
+    return next(f"n{i}" for i in range(len(taken) + 1, len(taken) + 1000) if f"n{i}" not in taken)
+
+
+def _check_new_id(layout: dict[str, Any], node_id: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", node_id):
+        sys.exit(f"ops/cluster add: --id must match [A-Za-z0-9_.-]{{1,64}}, got {node_id!r}")
+    if any(nd["id"] == node_id for nd in layout["nodes"]):
+        sys.exit(f"ops/cluster add: {node_id} is already a node of this cluster (never reuse ids)")
+
+
+def _fresh_addresses(layout: dict[str, Any]) -> tuple[str, str]:
+    """The next HTTP/Raft port pair of the layout (P+k, P+100+k; P = the first node's HTTP
+    port) that no node uses and the OS lets us bind."""
+    host, _, port = layout["nodes"][0]["http"].rpartition(":")
+    base = int(port)
+    used = {nd[kind] for nd in layout["nodes"] for kind in ("http", "raft")}
+    for k in range(len(layout["nodes"]), 100):
+        http, raft = f"{host}:{base + k}", f"{host}:{base + 100 + k}"
+        if used.isdisjoint({http, raft}) and port_bindable(base + k, host):
+            if port_bindable(base + 100 + k, host):
+                return http, raft
+    sys.exit(f"ops/cluster add: no free port pair left in {base}..{base + 199}")
 
 
 def cmd_start(a: argparse.Namespace) -> None:
@@ -489,6 +587,8 @@ def main(argv: list[str] | None = None) -> None:
     up.add_argument("--base-port", dest="base_port", type=int, default=7001)
     up.add_argument("--netns", action="store_true")
     up.add_argument("--no-examples", dest="no_examples", action="store_true")
+    add = sub.add_parser("add", help="start one more node as a joiner (it stays joining)")
+    add.add_argument("--id", help="node id (default: the next free n<i>)")
     sub.add_parser("down")
     st = sub.add_parser("status")
     st.add_argument("--json", action="store_true")
@@ -513,6 +613,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     commands: dict[str, Callable[[argparse.Namespace], None]] = {
         "up": cmd_up,
+        "add": cmd_add,
         "down": cmd_down,
         "status": cmd_status,
         "start": cmd_start,

@@ -5,6 +5,7 @@ ops/verify, ops/ae_measure and the cluster tests (tests/cluster/harness.py) shar
     with c:                        # leaving the block always runs c.down()
         c.up()                     # ops/cluster up -n 3 --base-port P --no-examples
         c.kill("n3"); c.start("n3")
+        c.add()                    # ops/cluster add: one more node, joining (returns its id)
     c = LocalCluster("data")       # someone else's: status() reads it, nothing stops it
 
 Every method runs `ops/cluster.py CMD ... --dir DIR` with this interpreter, under a
@@ -155,7 +156,9 @@ class LocalCluster:
         return r
 
     def status(self) -> list[dict[str, Any]]:
-        """`status --json` nodes: {"id", "pid", "http", "raft", "healthy"[, "netns"]}."""
+        """`status --json` nodes: {"id", "pid", "http", "raft", "healthy", "member"[, "seeds"]
+        [, "netns"]}; "member" is false for a node that is still joining, None when no node
+        answered."""
         doc = json.loads(self.run("status", "--json").stdout)
         nodes: list[dict[str, Any]] = doc["nodes"]
         self.nodes = {nd["id"]: nd for nd in nodes}
@@ -235,6 +238,18 @@ class LocalCluster:
             if r.returncode in (EXIT_UNAVAILABLE, EXIT_BUSY):
                 raise NetnsRefused(r.returncode, reason)
             raise ClusterError(args, r, "\n" + self.logs() if self.logs_in_errors else "")
+
+    def add(self, node_id: str | None = None, timeout: float = COMMAND_TIMEOUT_S) -> str:
+        """Start one more node as a joiner (`ops/cluster add [--id ID]`); its id. It answers
+        /v1/health as `joining` until a membership plan adding it is committed."""
+        self.refresh()
+        before = set(self.nodes)
+        try:
+            self.run("add", *(["--id", node_id] if node_id else []), timeout=timeout)
+        finally:
+            self.refresh()
+        (added,) = set(self.nodes) - before
+        return added
 
     def stop(self) -> None:
         """Stop every node and keep the data (`ops/cluster down`); `up()` restarts them."""
