@@ -146,12 +146,20 @@ class MetaReader:
         then every `interval`, backing off while nobody answers."""
         delay = self._interval
         while True:
-            ok = await self.poll()
+            ok = await self._poll_logged()
             self.failed_polls = 0 if ok else self.failed_polls + 1
             if self.failed_polls in (1, 10) or (self.failed_polls and not self._md.bootstrapped):
                 log.info("no node answered meta_get (%d polls in a row)", self.failed_polls)
             delay = meta_ops.next_delay(delay, ok, self._interval, self._max_backoff)
             await self._sleep(delay)
+
+    async def _poll_logged(self) -> bool:
+        """A poll that fails unexpectedly counts as failed; the loop must not die of it."""
+        try:
+            return await self.poll()
+        except Exception:  # noqa: BLE001 - logged; the next poll retries
+            log.exception("metadata poll failed")
+            return False
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self.run())

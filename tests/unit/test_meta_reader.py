@@ -238,3 +238,24 @@ def test_a_non_voter_refuses_a_change_instead_of_forwarding_it_again() -> None:
     with pytest.raises(NotReady, match="does not vote"):
         run(net.tables[ME].dispatch("meta_change", {"change": ks_change("f"), "timeout_s": 1}))
     assert voter.changes == []
+
+
+def test_an_unexpected_failure_is_a_failed_poll_not_the_end_of_the_loop() -> None:
+    net = Net()
+    polls: list[int] = []
+
+    async def sleep(delay: float) -> None:
+        polls.append(r.failed_polls)
+        if len(polls) == 3:
+            raise asyncio.CancelledError
+
+    async def broken(*args: Any, **kw: Any) -> Any:
+        raise RuntimeError("bug")
+
+    net.call_at = broken  # type: ignore[method-assign]
+    r = MetaReader(
+        ME, ("10.0.0.9:7001",), net, interval=0.5, max_backoff=4.0, call_timeout=1.0, sleep=sleep
+    )
+    with pytest.raises(asyncio.CancelledError):
+        run(r.run())
+    assert polls == [1, 2, 3]
