@@ -77,6 +77,9 @@ def _http(method: str, url: str, body: Any = None, timeout: float = 2.0) -> tupl
         return 0, None
 
 
+PLAN_DEADLINE_S = 600.0  # --wait: how long a plan may take before add/remove give up
+
+
 def _layout_path(d: str) -> str:
     return os.path.join(d, "cluster.json")
 
@@ -509,8 +512,9 @@ def cmd_status(a: argparse.Namespace) -> None:
 
 
 def cmd_add(a: argparse.Namespace) -> None:
-    """Start one more node as a joiner of the running cluster; it stays `joining` until a
-    membership plan that adds it is committed (docs/membership.md)."""
+    """Start one more node as a joiner of the running cluster and add it with a membership
+    plan (plan + commit, docs/membership.md); `--wait` until every transfer is done;
+    `--no-commit` leaves it `joining`."""
     layout = _load(a.dir)
     if _topology(layout) is not None:
         sys.exit(
@@ -537,6 +541,73 @@ def cmd_add(a: argparse.Namespace) -> None:
         raise
     pid = _pid(a.dir, node_id)
     print(f"{node_id}  http://{http}  pid {pid}  joining (seeds {','.join(seeds)})")
+    if not a.no_commit:
+        member = {"id": node_id, "http": http, "raft": raft}
+        _change(layout, {"kind": "add", "node": node_id, "member": member}, a.wait)
+
+
+def cmd_remove(a: argparse.Namespace) -> None:
+    """Remove a member with a membership plan (plan + commit); with `--wait`, wait until
+    every transfer is done, then stop its process: it holds nothing the cluster needs (its
+    partitions flipped to their new owners) and its data directory can be deleted."""
+    layout = _load(a.dir)
+    if not any(nd["id"] == a.id for nd in layout["nodes"]):
+        sys.exit(f"ops/cluster remove: no node {a.id!r}")
+    change: dict[str, Any] = {"kind": "remove", "node": a.id}
+    if a.force:
+        change["force"] = True
+    _change(layout, change, a.wait, leaving=a.id)
+    if a.wait:
+        _stop_all(a.dir, {"nodes": [nd for nd in layout["nodes"] if nd["id"] == a.id]})
+        print(f"{a.id} stopped; it is no member: its data in {a.dir}/{a.id} can be deleted")
+
+
+def _change(layout: dict[str, Any], change: dict[str, Any], wait: bool, leaving: str = "") -> None:
+    """Plan one change, show it, commit it; with `wait`, follow it to the end."""
+    url = _member_url(layout, avoid=leaving)
+    status, plan = _http("POST", f"{url}/v1/membership/plan", {"changes": [change]}, 10.0)
+    if status != 200:
+        sys.exit(f"ops/cluster: plan refused: {_reason(status, plan)}")
+    moving = plan["summary"]["replicas_moving"]
+    print(f"plan {plan['plan_id']}: {moving} replicas move {plan['summary']['by_mode']}")
+    body = {"plan_id": plan["plan_id"], "changes": [change]}
+    status, reply = _http("POST", f"{url}/v1/membership/commit", body, 30.0)
+    if status != 202:
+        sys.exit(f"ops/cluster: commit refused: {_reason(status, reply)}")
+    print(f"committed plan {plan['plan_id']}")
+    if wait:
+        _wait_plan(url, PLAN_DEADLINE_S)
+
+
+def _member_url(layout: dict[str, Any], avoid: str = "") -> str:
+    members = _members(layout) or set()
+    for nd in sorted(layout["nodes"], key=_joiner):
+        if nd["id"] in members and nd["id"] != avoid and _healthy(nd):
+            return f"http://{nd['http']}"
+    sys.exit("ops/cluster: no running member answers (`ops/cluster status`)")
+
+
+def _reason(status: int, body: Any) -> str:
+    err = body.get("error", {}) if isinstance(body, dict) else {}
+    return f"HTTP {status} {err.get('code', '')}: {err.get('message', body)}"
+
+
+def _wait_plan(url: str, deadline_s: float) -> None:
+    """Poll `GET /v1/membership` until the plan is done; a line per change of progress.
+    Exits non-zero with what is still pending when the deadline passes."""
+    end, last = time.monotonic() + deadline_s, None
+    while True:
+        status, info = _http("GET", f"{url}/v1/membership", timeout=5.0)
+        if status == 200 and info.get("status") == "idle":
+            print(f"done: members {', '.join(info['members'])}")
+            return
+        if status == 200 and info.get("moves_pending") != last:
+            last = info.get("moves_pending")
+            print(f"{info['status']}: {last} moves pending, {info.get('moves_done')} done")
+        if time.monotonic() > end:
+            pending = info.get("pending", [])[:5] if status == 200 else []
+            sys.exit(f"ops/cluster: plan not done after {deadline_s:.0f}s; pending {pending}")
+        time.sleep(0.5)
 
 
 def _next_id(layout: dict[str, Any]) -> str:
@@ -587,8 +658,14 @@ def main(argv: list[str] | None = None) -> None:
     up.add_argument("--base-port", dest="base_port", type=int, default=7001)
     up.add_argument("--netns", action="store_true")
     up.add_argument("--no-examples", dest="no_examples", action="store_true")
-    add = sub.add_parser("add", help="start one more node as a joiner (it stays joining)")
+    add = sub.add_parser("add", help="start one more node and add it (plan + commit)")
     add.add_argument("--id", help="node id (default: the next free n<i>)")
+    add.add_argument("--wait", action="store_true", help="until every transfer is done")
+    add.add_argument("--no-commit", dest="no_commit", action="store_true", help="stay joining")
+    rm = sub.add_parser("remove", help="remove a member (plan + commit)")
+    rm.add_argument("id")
+    rm.add_argument("--wait", action="store_true", help="until done, then stop its process")
+    rm.add_argument("--force", action="store_true", help="the node is gone for good")
     sub.add_parser("down")
     st = sub.add_parser("status")
     st.add_argument("--json", action="store_true")
@@ -614,6 +691,7 @@ def main(argv: list[str] | None = None) -> None:
     commands: dict[str, Callable[[argparse.Namespace], None]] = {
         "up": cmd_up,
         "add": cmd_add,
+        "remove": cmd_remove,
         "down": cmd_down,
         "status": cmd_status,
         "start": cmd_start,

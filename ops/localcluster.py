@@ -239,17 +239,36 @@ class LocalCluster:
                 raise NetnsRefused(r.returncode, reason)
             raise ClusterError(args, r, "\n" + self.logs() if self.logs_in_errors else "")
 
-    def add(self, node_id: str | None = None, timeout: float = COMMAND_TIMEOUT_S) -> str:
-        """Start one more node as a joiner (`ops/cluster add [--id ID]`); its id. It answers
-        /v1/health as `joining` until a membership plan adding it is committed."""
+    def add(
+        self,
+        node_id: str | None = None,
+        timeout: float = COMMAND_TIMEOUT_S,
+        commit: bool = False,
+        wait: bool = False,
+    ) -> str:
+        """Start one more node (`ops/cluster add [--id ID]`); its id. Without `commit` it
+        answers /v1/health as `joining` (no plan adds it); with it, a plan adds it and
+        `wait` follows the plan to the end."""
         self.refresh()
         before = set(self.nodes)
+        flags = [*(["--id", node_id] if node_id else []), *([] if commit else ["--no-commit"])]
         try:
-            self.run("add", *(["--id", node_id] if node_id else []), timeout=timeout)
+            self.run("add", *flags, *(["--wait"] if wait else []), timeout=timeout)
         finally:
             self.refresh()
         (added,) = set(self.nodes) - before
         return added
+
+    def remove(
+        self, node_id: str, force: bool = False, wait: bool = True, timeout: float = 700.0
+    ) -> None:
+        """`ops/cluster remove ID [--force] [--wait]`: a plan removes it; with `wait`, its
+        process is stopped once every transfer is done."""
+        flags = [*(["--force"] if force else []), *(["--wait"] if wait else [])]
+        try:
+            self.run("remove", node_id, *flags, timeout=timeout)
+        finally:
+            self.refresh()
 
     def stop(self) -> None:
         """Stop every node and keep the data (`ops/cluster down`); `up()` restarts them."""
