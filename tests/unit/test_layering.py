@@ -40,6 +40,7 @@ PURE = (
     "kv/ring.py",
     "kv/routing.py",
     "kv/storage.py",
+    "kv/voters.py",
     "dynamo_mode/hints.py",
     "dynamo_mode/membership*.py",
     "dynamo_mode/merkle*.py",
