@@ -4,15 +4,16 @@ metadata without voting).
 
 `MetaReader` holds a non-voter's current `Metadata` with the same face as the meta group
 (raft_groups/meta_group.py `MetaGroup`): a `metadata` property, `subscribe(listener)` and
-`change(change, timeout)`, so kv/node.py wires either one. It polls (`meta_get`, every
-`interval`, doubling up to `max_backoff` while no node answers) the voters, the other
-members and the seeds — a joining node knows only its seeds until the first answer. A
-keyspace change proposed on a non-voter is sent to a voter (`meta_change`); its outcome and
-the voter's metadata come back together, so the change is visible here when it returns.
+`change(change, timeout)`; kv/meta_role.py switches a node between the two at runtime.
+It polls (`meta_get`, every `interval`, doubling up to `max_backoff` while no node
+answers) the voters, the other members and the seeds — a joining node knows only its
+seeds until the first answer. A keyspace change proposed on a non-voter is sent to a voter
+(`meta_change`); its outcome and the voter's metadata come back together, so the change is
+visible here when it returns.
 
 `MetaServer` serves both operations on every node: `meta_get` from whatever bootstrapped
-metadata the node holds, `meta_change` only on a voter (a non-voter answers `not_ready`, so
-a change is never forwarded twice).
+metadata the node holds (a voter adds its group's leader and configuration), `meta_change`
+only on a voter (a non-voter answers `not_ready`, so a change is never forwarded twice).
 
 Listeners run on the event loop, in epoch order; the metadata never moves backwards.
 """
@@ -42,7 +43,10 @@ Listener = Callable[[Metadata], None]
 class MetaView(Protocol):
     """What the node reads cluster metadata through: the meta group or a MetaReader."""
 
-    voters: tuple[str, ...]  # node ids of the meta group's voters, as this node knows them
+    @property
+    def voters(self) -> tuple[str, ...]:
+        """Node ids of the meta group's voters, as this node knows them."""
+        ...
 
     @property
     def metadata(self) -> Metadata: ...
@@ -52,6 +56,11 @@ class MetaView(Protocol):
     async def change(self, change: dict[str, Any], timeout: float) -> dict[str, Any]: ...
 
     def summary(self) -> dict[str, Any]: ...
+
+    def raft_view(self) -> tuple[str | None, tuple[str, ...]]:
+        """A voter's meta group: (the leader's Raft address, the configuration's addresses);
+        (None, ()) on a node that does not vote."""
+        ...
 
 
 class AddressedTransport(Protocol):
@@ -100,6 +109,9 @@ class MetaReader:
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
+
+    def raft_view(self) -> tuple[str | None, tuple[str, ...]]:
+        return None, ()
 
     def summary(self) -> dict[str, Any]:
         """This non-voter's view of the meta group, for `GET /v1/cluster`."""
@@ -197,9 +209,11 @@ class MetaReader:
 class MetaServer:
     """`meta_get` and `meta_change` on this node (kv/node.py registers one on every node)."""
 
-    def __init__(self, view: MetaView, votes: bool) -> None:
+    def __init__(self, view: MetaView, votes: bool | Callable[[], bool]) -> None:
         self._view = view
-        self._votes = votes  # whether this node is a voter of the meta group
+        # whether this node votes in the meta group: fixed, or asked at each request (a
+        # node's role changes at runtime, kv/meta_role.py)
+        self._is_voter = votes if callable(votes) else lambda: votes
 
     def register(self, table: OpTable) -> None:
         table.register(META_GET, self.get)
@@ -210,10 +224,11 @@ class MetaServer:
         if not md.bootstrapped:
             raise NotReady("cluster metadata is not bootstrapped here yet", retry_after=0.5)
         newer = md if md.epoch > req.known_epoch else None
-        return MetaReply(md.epoch, self._view.voters, newer)
+        leader, members = self._view.raft_view() if self._is_voter() else (None, ())
+        return MetaReply(md.epoch, self._view.voters, newer, leader, members)
 
     async def change(self, req: MetaChange) -> MetaChangeReply:
-        if not self._votes:
+        if not self._is_voter():
             raise NotReady(
                 "this node does not vote in the meta group; send the change to a voter",
                 retry_after=0.2,

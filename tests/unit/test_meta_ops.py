@@ -76,7 +76,9 @@ def test_meta_reply_round_trips_with_and_without_metadata() -> None:
     [
         ({"voters": "n1"}, "voters"),
         ({"voters": ["n 1"]}, "voters"),
-        ({"voters": [f"n{i}" for i in range(6)]}, "voters"),
+        ({"voters": [f"n{i}" for i in range(12)]}, "voters"),
+        ({"leader": "nohost"}, "leader"),
+        ({"members": ["a:1", 7]}, "members"),
         ({"epoch": -1}, "epoch"),
         ({"metadata": {"epoch": 3}}, "metadata"),
         ({"metadata": {**metadata().to_dict(), "epoch": 0}}, "metadata"),

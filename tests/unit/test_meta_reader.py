@@ -65,6 +65,9 @@ class Voter:
     def summary(self) -> dict[str, Any]:
         return {"voter": True}
 
+    def raft_view(self) -> tuple[str | None, tuple[str, ...]]:
+        return MEMBERS[0].raft, tuple(m.raft for m in MEMBERS)
+
 
 class Net:
     """HTTP address → the node's OpTable; requests and replies cross as wire JSON."""
@@ -133,6 +136,8 @@ def test_an_unchanged_epoch_is_not_sent_again_and_a_newer_one_is_taken() -> None
             "epoch": 1,
             "voters": list(VOTERS),
             "metadata": None,
+            "leader": MEMBERS[0].raft,  # a voter's group: its leader and configuration
+            "members": [m.raft for m in MEMBERS],
         }
         await r.poll()
         await voter.change(ks_change("a"), 1.0)
