@@ -6,9 +6,11 @@ reach us) → bootstrap of the founding metadata (a founder) or the first poll o
 (a joiner). `/v1/health` answers 503 until the node holds bootstrapped metadata. Shutdown
 reverses it.
 
-A founder (`initial_cluster`) is a voter of the meta group (raft_groups/meta_group.py); any
-other node reads the metadata from members with kv/meta_reader.py `MetaReader`. Either is
-`self.meta`. Every node serves `meta_get` (and voters `meta_change`) through `MetaServer`.
+`self.meta` (kv/meta_role.py `MetaRole`) is the node's one metadata source: the meta group
+while the node votes (a founder starts as a voter), kv/meta_reader.py `MetaReader`
+otherwise, switching at runtime as raft_groups/meta_voters.py (on the group's leader)
+moves the voters. Every node serves `meta_get` (and voters `meta_change`) through
+`MetaServer`, and `meta_join` (the leader asking it to join the group) through `MetaRole`.
 A node the metadata does not list is `joining` (docs/membership.md): it coordinates and
 forwards requests by the metadata like any node, and hosts no replica — placement lists
 members only, so its Raft groups and Dynamo partitions are empty until a committed plan
@@ -21,6 +23,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -40,14 +43,16 @@ from kv.http.app import NODE_STATE, Server, make_app
 from kv.internode import OpTable
 from kv.leveldb import LevelDBEngine
 from kv.meta import Member, Metadata
-from kv.meta_ops import membership_of
+from kv.meta_ops import META_JOIN, MetaJoin, Role, membership_of
 from kv.meta_reader import MetaReader, MetaServer
+from kv.meta_role import MetaRole
 from kv.service import KeyOps, Service
 from kv.transport import HttpTransport
 from raft_groups.frontend import LinearizableKeys
 from raft_groups.manager import RaftGroups
-from raft_groups.meta_group import MetaGroup
-from raft_groups.syncobj_adapter import GroupSettings, RaftDriver, RaftMux, RaftNodeSettings
+from raft_groups.meta_group import MetaGroup, MetaGroups
+from raft_groups.meta_voters import MetaVoters
+from raft_groups.syncobj_adapter import RaftDriver, RaftMux, RaftNodeSettings
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +65,14 @@ class Node:
         self._server: Server | None = None
         self._bootstrap_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.reader: MetaReader | None = None  # a node outside the meta group's voters
-        self.group: MetaGroup | None = None  # a voter (founder)
 
     async def start(self) -> None:
         cfg = self.config
         self.ops = OpTable()  # every internode operation this node serves
         self.transport = HttpTransport(cfg.node_id, self._resolve, cfg.cluster_secret, self.ops)
-        self._start_raft()
-        MetaServer(self.meta, votes=cfg.founder).register(self.ops)
+        await self._start_raft()
+        MetaServer(self.meta, votes=lambda: self.meta.votes).register(self.ops)
+        self.ops.register(META_JOIN, self.meta.join)
         modes: dict[str, KeyOps] = {
             "eventual": self._eventual_mode(),
             "linearizable": self._linearizable_mode(),
@@ -80,39 +84,54 @@ class Node:
         app[NODE_STATE] = self.node_state
         self._server = await Server.listen(app, cfg.listen)
         loops = (self.peers, self.anti_entropy, self.handoff, self.reaper, self.transfers)
-        for loop in (*loops, self.disowned):
+        for loop in (*loops, self.disowned, self.voters):
             loop.start()
-        if self.group is not None:
-            self._bootstrap_task = asyncio.ensure_future(self._bootstrap(self.group))
-        if self.reader is not None:
-            self.reader.start()  # a joiner: learn the metadata from the seeds
+        if cfg.founder and self.meta.group is not None:
+            self._bootstrap_task = asyncio.ensure_future(self._bootstrap(self.meta.group))
         log.info(
             "node %s serving http://%s (advertised %s)", cfg.node_id, cfg.listen, cfg.advertise
         )
 
-    def _start_raft(self) -> None:
+    async def _start_raft(self) -> None:
         """Storage, the node's one Raft driver and mux, and the node's metadata: the meta
-        group on them (a founder, a voter) or a reader of other members' (any other node)."""
+        group on them while it votes (a founder, at first), else a reader of members'."""
         cfg = self.config
         os.makedirs(cfg.db_dir, exist_ok=True)
         self.engine = LevelDBEngine(cfg.db_dir)
         self.driver = RaftDriver(RaftMux(self._raft_node_settings()))
-        self.meta: MetaGroup | MetaReader
-        if cfg.founder:
-            loop = asyncio.get_running_loop()
-            self.meta = self.group = MetaGroup(
-                self._meta_settings(), self.driver, loop, cfg.meta_voters
-            )
-        else:
-            self.meta = self.reader = MetaReader(
-                cfg.advertise,
-                cfg.seeds,
-                self.transport,
-                interval=cfg.meta_poll_interval_s,
-                max_backoff=cfg.meta_poll_max_backoff_s,
-                call_timeout=cfg.internode_timeout_s,
-            )
+        loop = asyncio.get_running_loop()
+        groups = MetaGroups(
+            self.driver, loop, cfg.raft_advertise, cfg.meta_dir, cfg.raft_sync_journal
+        )
+        self.meta: MetaRole[MetaGroup] = MetaRole(
+            self._me,
+            groups,
+            self._reader,
+            self.transport,
+            os.path.join(cfg.data_dir, "meta_role.json"),
+            time.monotonic,
+        )
+        founders = tuple(m.raft for m in cfg.initial_cluster if m.id != cfg.node_id)
+        seeds = (*cfg.seeds, *(m.http for m in cfg.initial_cluster))
+        await self.meta.start(founders if cfg.founder else None, seeds)
         self.driver.start()
+
+    def _reader(self, seeds: Sequence[str]) -> MetaReader:
+        cfg = self.config
+        return MetaReader(
+            cfg.advertise,
+            seeds,
+            self.transport,
+            interval=cfg.meta_poll_interval_s,
+            max_backoff=cfg.meta_poll_max_backoff_s,
+            call_timeout=cfg.internode_timeout_s,
+        )
+
+    async def _ask_to_join(self, member: Member, peers: tuple[str, ...]) -> Role:
+        """`meta_join` on `member`: the meta group's leader is about to add it."""
+        timeout = self.config.internode_timeout_s
+        reply = await self.transport.call_at(member.http, META_JOIN, MetaJoin(peers), timeout)
+        return reply.role
 
     def _eventual_mode(self) -> EventualKeys:
         cfg = self.config
@@ -173,6 +192,14 @@ class Node:
         self.disowned = Disowned(
             self.replica, cfg.node_id, self._metadata, time.monotonic, grace=cfg.disowned_grace_s
         )
+        self.voters = MetaVoters(
+            lambda: self.meta.voting_group,
+            cfg.node_id,
+            self._metadata,
+            self._ask_to_join,
+            self.peers.is_alive,
+            time.monotonic,
+        )
 
     def _raft_node_settings(self) -> RaftNodeSettings:
         cfg = self.config
@@ -181,16 +208,6 @@ class Node:
             bind_address=cfg.raft_listen,
             secret=cfg.cluster_secret,
             peers=tuple(m.raft for m in cfg.initial_cluster if m.id != cfg.node_id),
-        )
-
-    def _meta_settings(self) -> GroupSettings:
-        cfg = self.config
-        return GroupSettings(
-            gid="meta",
-            self_address=cfg.raft_advertise,
-            peers=tuple(m.raft for m in cfg.initial_cluster if m.id != cfg.node_id),
-            data_dir=cfg.meta_dir,
-            sync_journal=cfg.raft_sync_journal,
         )
 
     async def _bootstrap(self, group: MetaGroup) -> None:
@@ -280,7 +297,7 @@ class Node:
             "members": [{**m.to_dict(), "status": self.peers.status(m.id)} for m in md.members],
             # nodes not (yet) in the metadata; this node's own view: itself, when joining
             "joining": [] if state["member"] else [{**self._me.to_dict(), "status": "joining"}],
-            "meta_group": self.meta.summary(),
+            "meta_group": {**self.meta.summary(), "driver": self.voters.status()},
             "partitions": [
                 {"partition": p, "replicas": list(ring.walk(p)[:7])} for p in range(md.partitions)
             ],
@@ -302,8 +319,8 @@ class Node:
         if self._bootstrap_task is not None:
             self._bootstrap_task.cancel()
             await asyncio.gather(self._bootstrap_task, return_exceptions=True)
-        if self.reader is not None:
-            await self.reader.stop()
+        await self.meta.stop()
+        await self.voters.stop()
         if self._server is not None:
             await self._server.close()
         for task in list(self._tasks):

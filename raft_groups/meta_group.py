@@ -4,12 +4,13 @@ The state machine is `kv.meta_machine.apply` over JSON-encoded changes; this mod
 commands, keeps the current `Metadata` value and tells asyncio when it changes. The state
 is small (members, keyspaces), so a snapshot is the whole metadata as JSON.
 
-The voters are the founding members (`initial_cluster`, at most 5) and stay so for now:
-replacing a voter that leaves comes with the membership commit (issue 9). Every other
-member — any number of them — reads the metadata without voting through
+The voters are at most 5 members chosen by kv/voters.py and moved one at a time by
+raft_groups/meta_voters.py on the leader; the group's own configuration is the voter set
+of record (`raft_view`). A node runs this group only while it votes or joins (kv/meta_role.py
+opens and closes it through `MetaGroups`); every other node reads the metadata through
 kv/meta_reader.py `MetaReader`, which has this class's face (`metadata`, `subscribe`,
-`change`), so nothing outside kv/node.py knows which of the two a node runs. Nothing may
-assume that the members are the voters.
+`change`), so nothing outside kv/node.py and kv/meta_role.py knows which a node runs.
+Nothing may assume that the members are the voters.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,10 +26,13 @@ from kv import meta_machine
 from kv.errors import KvError, NotReady, UnknownOutcome
 from kv.meta import Metadata
 from raft_groups.syncobj_adapter import GroupSettings, RaftDriver, RaftGroup, RaftStatus
+from raft_groups.syncobj_adapter.membership import live_members
 
 log = logging.getLogger(__name__)
 
 COMMAND_VERSION = 1
+GID = "meta"
+COMPACTED_LOG = 4  # entries left in the log once a compaction has just run
 
 
 class MetaStateMachine:
@@ -68,17 +73,12 @@ class MetaStateMachine:
 
 class MetaGroup:
     def __init__(
-        self,
-        settings: GroupSettings,
-        driver: RaftDriver,
-        loop: asyncio.AbstractEventLoop,
-        voters: tuple[str, ...] = (),
+        self, settings: GroupSettings, driver: RaftDriver, loop: asyncio.AbstractEventLoop
     ) -> None:
-        self.voters = voters  # node ids of the group's voters (settings hold their Raft ids)
         self._loop = loop
         self._listeners: list[Callable[[Metadata], None]] = []
         self.machine = MetaStateMachine(self._from_driver_thread)
-        self.group = RaftGroup(driver, settings, self.machine)
+        self.group = RaftGroup(driver, settings, machine=self.machine)
 
     @property
     def metadata(self) -> Metadata:
@@ -87,16 +87,33 @@ class MetaGroup:
     def status(self) -> RaftStatus:
         return self.group.status()
 
+    def raft_view(self) -> tuple[str | None, tuple[str, ...]]:
+        """(the leader this member knows, the configuration it has), as Raft addresses."""
+        return self.status().leader, self.group.members()
+
     def summary(self) -> dict[str, Any]:
-        """This voter's view of the group, for `GET /v1/cluster`."""
+        """This member's view of the group, for `GET /v1/cluster`."""
         raft = self.status()
-        return {
-            "voter": True,
-            "voters": list(self.voters),
-            "leader": raft.leader,
-            "term": raft.term,
-            "commit_index": raft.commit_index,
-        }
+        return {"leader": raft.leader, "term": raft.term, "commit_index": raft.commit_index}
+
+    async def live(self, max_lag: int = 1000) -> frozenset[str]:
+        """On the leader: itself and the connected members within `max_lag` entries of its
+        commit index (the same test the membership checks use)."""
+        return live_members(await self.group.changes.view(), max_lag)
+
+    async def compact(self, timeout: float) -> bool:
+        """Snapshot and truncate the log (a member added next is sent the snapshot, whose
+        configuration is the current one, instead of replaying every earlier membership
+        change from its first peers: docs/membership.md, "Meta group voters")."""
+        if self.group.log_size() <= COMPACTED_LOG:
+            return True
+        self.group.force_compaction()
+        end = self._loop.time() + timeout
+        while self.group.log_size() > COMPACTED_LOG:
+            if self._loop.time() > end:
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     def subscribe(self, listener: Callable[[Metadata], None]) -> None:
         self._listeners.append(listener)
@@ -131,3 +148,40 @@ class MetaGroup:
             except KvError as exc:
                 log.info("bootstrap not committed yet: %s", exc.message)
                 await asyncio.sleep(0.2)
+
+
+class MetaGroups:
+    """Opens and closes this node's meta group on its Raft driver (kv/meta_role.py `Groups`):
+    creation and destruction run on the driver thread, as raft_groups/manager.py does."""
+
+    def __init__(
+        self,
+        driver: RaftDriver,
+        loop: asyncio.AbstractEventLoop,
+        self_address: str,
+        data_dir: str,
+        sync_journal: bool = True,
+    ) -> None:
+        self._driver = driver
+        self._loop = loop
+        self._self_address = self_address
+        self._data_dir = data_dir
+        self._sync_journal = sync_journal
+
+    async def open(self, peers: tuple[str, ...], joining: bool) -> MetaGroup:
+        settings = GroupSettings(
+            gid=GID,
+            self_address=self._self_address,
+            peers=peers,
+            data_dir=self._data_dir,
+            sync_journal=self._sync_journal,
+            joining=joining,
+        )
+        make = lambda: MetaGroup(settings, self._driver, self._loop)  # noqa: E731
+        return await asyncio.to_thread(self._driver.call, make)
+
+    async def close(self, group: MetaGroup, delete_data: bool) -> None:
+        await asyncio.to_thread(self._driver.call, lambda: group.group.close(delete_data))
+
+    def wipe(self) -> None:
+        shutil.rmtree(self._data_dir, ignore_errors=True)
