@@ -35,7 +35,7 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -130,6 +130,7 @@ class MetaRole(Generic[G]):
         state_path: str,
         clock: Callable[[], float],
         timing: Timing | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._me = me
         self._groups = groups
@@ -146,7 +147,7 @@ class MetaRole(Generic[G]):
         self._since: float | None = None  # joining since / leaderless since
         self._next_probe = 0.0
         self._switching = asyncio.Lock()
-        self._loop = Periodic("meta role", self.timing.check_interval, self.check)
+        self._loop = Periodic("meta role", self.timing.check_interval, self.check, sleep)
 
     # ------------------------------------------------------------------ the face
     @property
