@@ -234,3 +234,32 @@ def _three_voters_among(staying: list[NodeThread]) -> bool:
         return False
     (agreed,) = voters
     return len(agreed) == 3 and "n1" not in agreed
+
+
+def restart(nodes: dict[str, NodeThread], node_id: str) -> NodeThread:
+    old = nodes[node_id]
+    old.stop()
+    nodes[node_id] = NodeThread(old.config)
+    nodes[node_id].start()
+    wait_healthy(api_of(nodes[node_id]), START_DEADLINE_S)
+    return nodes[node_id]
+
+
+def test_restarted_nodes_keep_their_roles(nodes: dict[str, NodeThread]) -> None:
+    """After the test above: the meta group's leader (a voter that may have joined with
+    seeds) and a removed founder restart; the voter rebuilds its group from its journal and
+    saved peers, the founder reads without founding again, and the group still commits."""
+    leader = meta_group(nodes["n3"])["leader"]
+    assert leader in ("n3", "n4", "n5")
+    restart(nodes, leader)
+    restart(nodes, "n1")
+    staying = [nodes[n] for n in ("n3", "n4", "n5")]
+    poll(lambda: converged(staying, {"n3", "n4", "n5"}), "the voters after the restarts")
+    assert meta_group(nodes["n1"])["role"] == "reader"
+    assert ok(api_of(nodes["n1"]).get("/v1/health"))["member"] is False  # removed, reading
+    put = lambda: api_of(nodes[leader]).put("/v1/keyspaces/after", EVENTUAL)  # noqa: E731
+    poll(lambda: put().status in (200, 201), "a metadata change through the restarted voter")
+    poll(
+        lambda: api_of(nodes["n1"]).get("/v1/keyspaces/after").status == 200,
+        "the removed founder to read the change",
+    )
