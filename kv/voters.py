@@ -14,11 +14,14 @@ keeps ≤ 5 voters; other members read metadata without voting").
   the oldest nodes; the same ranking breaks ties when too many current voters are eligible.
   Candidates the caller knows to be unavailable (down, or not answering) are skipped.
 
-`next_step(current, desired)` is the one change to make now (one at a time, Raft
-single-server changes): add a missing voter while that grows the group to at most one more
-than its desired size — so a voter that goes is replaced *first* and the group never
-shrinks below a majority of what it was — else remove an extra one, the leader last (its
-leadership must move first). Deterministic for the same inputs on every node.
+`next_step(current, desired, leader, live)` is the one change to make now (one at a time,
+Raft single-server changes): add a missing voter while that grows the group to at most one
+more than its desired size — so a voter that goes is replaced *first* and the group never
+shrinks below a majority of what it was — else remove an extra one: a voter that is not
+live first, the leader last (its leadership must move first). An add needs the current
+live voters to be a majority of the bigger group (3 → 4 needs all three); when an extra
+voter is down and that is not so, it is removed first (3 with one down → 2 → 3), or the
+group could never be repaired. Deterministic for the same inputs on every node.
 """
 
 from __future__ import annotations
@@ -74,13 +77,25 @@ class Step:
     node: str
 
 
-def next_step(current: Sequence[str], want: Sequence[str], leader: str | None) -> Step | None:
+def quorum(size: int) -> int:
+    return size // 2 + 1
+
+
+def next_step(
+    current: Sequence[str],
+    want: Sequence[str],
+    leader: str | None,
+    live: Collection[str] | None = None,
+) -> Step | None:
     """The one change to make now, or None when `current` is what is wanted. `current` may
-    hold voters that are no longer members (they are extra); `leader` is removed last."""
+    hold voters that are no longer members (they are extra); `leader` is removed last;
+    `live`: the voters the leader counts on (None: all of them)."""
     if not want:
         return None  # never empty the group: nothing eligible is a transient state
+    up = set(current) if live is None else set(live) & set(current)
     missing = [n for n in want if n not in current]
+    order = sorted((n for n in current if n not in want), key=lambda n: (n == leader, n in up, n))
     if missing and len(current) <= len(want):
-        return Step("add", missing[0])
-    extra = sorted((n for n in current if n not in want), key=lambda n: (n == leader, n))
-    return Step("remove", extra[0]) if extra else None
+        if len(up) >= quorum(len(current) + 1) or not order or order[0] in up:
+            return Step("add", missing[0])
+    return Step("remove", order[0]) if order else None

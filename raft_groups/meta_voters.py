@@ -9,7 +9,9 @@ across restarts and leader changes; nothing is remembered but back-offs and stat
    to run the group (`meta_join`, at most every `heal_every` s each): a node that lost its
    role, or restarted without it, takes it up again;
 2. `voters.desired` (≤ 5, stable, spread; candidates that gossip says are down or that
-   did not answer `meta_join` lately are skipped) and `voters.next_step` give one change:
+   did not answer `meta_join` lately are skipped) and `voters.next_step` (with the voters
+   the leader sees live: a down voter that must go is removed before an add it would
+   block) give one change:
    - **add** X: X is asked to start the group as a *joining* member whose peers are the
      configuration (`meta_join`), the log is compacted (X is then sent a snapshot with the
      current configuration), `add_member` (refused unless the current live members are a
@@ -82,9 +84,10 @@ class MetaVoters:
         configuration = group.raft_view()[1]
         current = [_id_of(md, address) for address in configuration]
         me = _id_of(md, group.group.settings.self_address)  # a removed member: its address
-        await self._heal(group, md, configuration)
+        live = await group.live()
+        await self._heal(md, configuration, live)
         want = voters.desired(md, current, self._unavailable(md))
-        step = voters.next_step(current, want, leader=me)
+        step = voters.next_step(current, want, me, {_id_of(md, a) for a in live})
         self.state = {"state": "idle" if step is None else step.kind, "voters": current}
         self.state["desired"] = list(want)
         if step is not None:
@@ -135,9 +138,11 @@ class MetaVoters:
         skipped = {n for n, until in self._skip.items() if until > now}
         return skipped | {m.id for m in md.members if not self.is_alive(m.id)}
 
-    async def _heal(self, group: MetaGroup, md: Metadata, configuration: tuple[str, ...]) -> None:
+    async def _heal(
+        self, md: Metadata, configuration: tuple[str, ...], live: frozenset[str]
+    ) -> None:
         """Ask each member of the configuration that is not live to run the group."""
-        live, now = await group.live(), self.clock()
+        now = self.clock()
         for address in configuration:
             member = next((m for m in md.members if m.raft == address), None)
             if address in live or member is None:

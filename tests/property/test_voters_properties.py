@@ -5,7 +5,8 @@ member the plan in flight removes is never desired; current voters that are fine
 adding members never moves one); the result does not depend on input order; the oracle —
 "keep the eligible current voters, best ranked first; fill with the best ranked others" —
 agrees; and following `next_step` from any voter set reaches the desired one, one change at
-a time, never with more than one voter above the desired size (unless it started above).
+a time, never with more than one voter above the desired size (unless it started above),
+and never adding while a down voter it could remove first keeps the add from a majority.
 """
 
 from __future__ import annotations
@@ -91,10 +92,14 @@ def test_next_step_converges_one_change_at_a_time(
     want = voters.desired(md, current, unavailable)
     group = list(current) or ["seed"]
     bound = max(len(group), len(want) + 1)
+    down = {n for n in group if n in unavailable and n != group[0]}  # the leader is up
     for _ in range(20):
-        step = voters.next_step(group, want, leader=group[0])
+        live = [n for n in group if n not in down]
+        step = voters.next_step(group, want, leader=group[0], live=live)
         if step is None:
             break
+        if step.kind == "add":
+            assert len(live) >= voters.quorum(len(group) + 1) or not down & set(group) - set(want)
         group = [*group, step.node] if step.kind == "add" else [n for n in group if n != step.node]
         assert 1 <= len(group) <= bound
     assert not want or sorted(group) == sorted(want)

@@ -211,3 +211,12 @@ def test_a_configured_member_that_is_not_live_is_asked_to_run_the_group() -> Non
     now[0] += d.heal_every
     run(d.round_once())
     assert len(joins.asked) == 2
+
+
+def test_a_leaving_voter_that_is_down_goes_before_its_replacement_comes() -> None:
+    meta = FakeMeta("n1", ["n1", "n2", "n3"])
+    meta.lagging = {RAFT["n3"]}  # stopped once its plan finished, still a voter
+    d = driver(meta, md_of("n1", "n2", "n3", "n4", leaving=("n3",)), Joins(), [0.0])
+    assert run(d.round_once()) == voters.Step("remove", "n3")  # 3 → 4 would need n3 live
+    assert run(d.round_once()) == voters.Step("add", "n4")
+    assert sorted(meta.group.members) == sorted(RAFT[n] for n in ("n1", "n2", "n4"))

@@ -99,3 +99,22 @@ def test_growing_and_shrinking_go_one_voter_at_a_time() -> None:
 def test_a_stranger_address_is_extra_and_nothing_empties_the_group() -> None:
     assert next_step(["n1", "h9:2"], ["n1"], "n1") == Step("remove", "h9:2")
     assert next_step(["n1"], [], "n1") is None
+
+
+def test_a_dead_extra_voter_is_removed_before_an_add_it_would_block() -> None:
+    # 3 voters, one leaving and already down: 3 → 4 would need three live voters
+    assert next_step(["a", "b", "c"], ["b", "c", "d"], "b", live={"b", "c"}) == Step("remove", "a")
+    assert next_step(["b", "c"], ["b", "c", "d"], "b", live={"b", "c"}) == Step("add", "d")
+    # with enough live voters the replacement still comes first
+    assert next_step(["a", "b", "c", "d", "e"], ["b", "c", "d", "e", "f"], "b", live="bcde") == (
+        Step("add", "f")
+    )
+
+
+def test_dead_extra_voters_go_before_live_ones() -> None:
+    assert next_step(["a", "b", "c", "d", "e"], ["c", "d", "e"], "c", live="abcde") == Step(
+        "remove", "a"
+    )
+    assert next_step(["a", "b", "c", "d", "e"], ["c", "d", "e"], "c", live="acde") == Step(
+        "remove", "b"
+    )
