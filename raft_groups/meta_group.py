@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 COMMAND_VERSION = 1
 GID = "meta"
-COMPACTED_LOG = 4  # entries left in the log once a compaction has just run
+COMPACTED_LOG = 4  # a log this short holds no earlier membership change to replay
 
 
 class MetaStateMachine:
@@ -105,11 +105,12 @@ class MetaGroup:
         """Snapshot and truncate the log (a member added next is sent the snapshot, whose
         configuration is the current one, instead of replaying every earlier membership
         change from its first peers: docs/membership.md, "Meta group voters")."""
-        if self.group.log_size() <= COMPACTED_LOG:
+        before = self.group.log_size()
+        if before <= COMPACTED_LOG:
             return True
         self.group.force_compaction()
         end = self._loop.time() + timeout
-        while self.group.log_size() > COMPACTED_LOG:
+        while self.group.log_size() >= before:  # entries appended meanwhile stay
             if self._loop.time() > end:
                 return False
             await asyncio.sleep(0.02)

@@ -19,7 +19,11 @@ across restarts and leader changes; nothing is remembered but back-offs and stat
      the group by itself (kv/meta_role.py);
    - **remove** X, a follower: `remove_member` (refused unless the remaining live members
      are a quorum); X finds out by asking the leader (kv/meta_role.py);
-   - **remove** the leader itself: `transfer_leadership`; the next leader removes it.
+   - **remove** the leader itself: `transfer_leadership`; the next leader removes it. Not
+     while metadata changes are committing (the commit index moved since the last round),
+     for up to `handover_patience` s: a change forwarded by a follower is answered once that
+     follower learns its commit, which a leader in its transfer hold no longer sends, so the
+     change that made this leader leave (a plan's commit) would end as an unknown outcome.
 
 The adapter's checks refuse any step that would leave fewer live voters than a majority;
 a refused or unknown step is retried next round from the actual configuration.
@@ -58,10 +62,13 @@ class MetaVoters:
     catch_up_timeout: float = 30.0
     heal_every: float = 10.0  # between two meta_join calls to one lagging member
     backoff: float = 15.0  # a candidate that did not answer meta_join is skipped this long
+    handover_patience: float = 5.0  # longest wait for a quiet moment to move leadership
     state: dict[str, Any] = field(default_factory=lambda: {"state": "idle"})
     changes: int = 0  # configuration changes this node made
     _skip: dict[str, float] = field(default_factory=dict)  # candidate → skipped until
     _healed: dict[str, float] = field(default_factory=dict)  # address → last meta_join
+    _last_commit: int | None = None  # the commit index when a hand-over last waited
+    _waiting_since: float | None = None  # since when a hand-over waits for a quiet moment
     _loop: Periodic | None = None
 
     def start(self) -> None:
@@ -107,6 +114,8 @@ class MetaVoters:
         if step.kind == "add" and member is not None:
             return await self._add(group, member, configuration)
         if step.node == me:
+            if not self._quiet_enough(group.status().commit_index):
+                return "leadership stays while metadata changes commit"
             return _moved(await group.group.transfer_leadership(None, timeout=5.0))
         address = member.raft if member is not None else step.node  # a stranger: its address
         removed = await group.group.remove_member(address, self.change_timeout)
@@ -125,6 +134,17 @@ class MetaVoters:
             return self._outcome("added", outcome)
         caught_up = await group.group.wait_caught_up(member.raft, self.catch_up_timeout)
         return self._outcome("added", outcome) + f" (was {role}; caught up: {caught_up})"
+
+    def _quiet_enough(self, commit_index: int) -> bool:
+        """Whether nothing committed since the last round asked, or we waited long enough."""
+        now = self.clock()
+        if self._waiting_since is None:
+            self._waiting_since = now
+        quiet, self._last_commit = commit_index == self._last_commit, commit_index
+        if quiet or now - self._waiting_since >= self.handover_patience:
+            self._waiting_since = self._last_commit = None
+            return True
+        return False
 
     def _outcome(self, what: str, outcome: Any) -> str:
         if isinstance(outcome, Done):

@@ -39,6 +39,7 @@ class Settings:
 @dataclass
 class Status:
     is_leader: bool
+    commit_index: int
 
 
 @dataclass
@@ -77,9 +78,10 @@ class FakeMeta:
         self.leader = leader
         self.compactions = 0
         self.lagging: set[str] = set()
+        self.commit_index = 10
 
     def status(self) -> Status:
-        return Status(self.leader)
+        return Status(self.leader, self.commit_index)
 
     def raft_view(self) -> tuple[str | None, tuple[str, ...]]:
         return self.group.settings.self_address, tuple(sorted(self.group.members))
@@ -152,12 +154,26 @@ def test_a_leaving_follower_is_replaced_first_then_removed() -> None:
     assert run(d.round_once()) is None
 
 
-def test_the_leader_moves_its_leadership_instead_of_removing_itself() -> None:
-    meta = FakeMeta("n1", ["n1", "n2", "n3", "n4"])
-    d = driver(meta, md_of("n1", "n2", "n3", "n4", leaving=("n1",)), Joins(), [0.0])
+def test_the_leader_moves_its_leadership_at_a_quiet_moment_instead_of_removing_itself() -> None:
+    meta, now = FakeMeta("n1", ["n1", "n2", "n3", "n4"]), [0.0]
+    d = driver(meta, md_of("n1", "n2", "n3", "n4", leaving=("n1",)), Joins(), now)
     assert run(d.round_once()) == voters.Step("remove", "n1")
+    assert meta.group.calls == [] and "stays" in d.state["outcome"]  # first look
+    run(d.round_once())  # nothing committed since: a quiet moment
     assert meta.group.calls == [("transfer", RAFT["n1"])]
     assert "leadership moved" in d.state["outcome"]
+
+
+def test_busy_metadata_delays_a_hand_over_for_at_most_its_patience() -> None:
+    meta, now = FakeMeta("n1", ["n1", "n2", "n3", "n4"]), [0.0]
+    d = driver(meta, md_of("n1", "n2", "n3", "n4", leaving=("n1",)), Joins(), now)
+    while now[0] < d.handover_patience:
+        run(d.round_once())
+        assert meta.group.calls == []
+        meta.commit_index += 3  # a change committed every round
+        now[0] += 1.0
+    run(d.round_once())
+    assert meta.group.calls == [("transfer", RAFT["n1"])]
 
 
 def test_a_voter_the_metadata_no_longer_lists_is_removed_by_address() -> None:
@@ -170,6 +186,7 @@ def test_a_voter_the_metadata_no_longer_lists_is_removed_by_address() -> None:
 def test_a_removed_leader_hands_over_when_it_is_the_stranger() -> None:
     meta = FakeMeta("n1", ["n1", "n2", "n3", "n4"])
     d = driver(meta, md_of("n2", "n3", "n4"), Joins(), [0.0])  # n1 left the metadata
+    assert run(d.round_once()) == voters.Step("remove", RAFT["n1"])
     assert run(d.round_once()) == voters.Step("remove", RAFT["n1"])
     assert meta.group.calls == [("transfer", RAFT["n1"])]
 
