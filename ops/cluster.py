@@ -78,6 +78,7 @@ def _http(method: str, url: str, body: Any = None, timeout: float = 2.0) -> tupl
 
 
 PLAN_DEADLINE_S = 600.0  # --wait: how long a plan may take before add/remove give up
+VOTERS_DEADLINE_S = 60.0  # remove --wait: for the leaving node to be replaced as a voter
 
 
 def _layout_path(d: str) -> str:
@@ -558,8 +559,24 @@ def cmd_remove(a: argparse.Namespace) -> None:
         change["force"] = True
     _change(layout, change, a.wait, leaving=a.id)
     if a.wait:
-        _stop_all(a.dir, {"nodes": [nd for nd in layout["nodes"] if nd["id"] == a.id]})
+        leaving = [nd for nd in layout["nodes"] if nd["id"] == a.id]
+        _wait_not_voting(leaving[0], VOTERS_DEADLINE_S)
+        _stop_all(a.dir, {"nodes": leaving})
         print(f"{a.id} stopped; it is no member: its data in {a.dir}/{a.id} can be deleted")
+
+
+def _wait_not_voting(node: dict[str, Any], deadline_s: float) -> None:
+    """Until the leaving node no longer votes in the meta group: the leader replaces it
+    (docs/membership.md "Meta group voters"), and stopping a voter — worse, the leader —
+    before that costs the group a voter or an election. Gives up quietly if the node does
+    not answer (it is stopped anyway)."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        status, info = _http("GET", f"http://{node['http']}/v1/cluster", timeout=5.0)
+        if status != 200 or info.get("meta_group", {}).get("role") == "reader":
+            return
+        time.sleep(0.5)
+    print(f"{node['id']} still votes in the meta group after {deadline_s:.0f}s; stopping it")
 
 
 def _change(layout: dict[str, Any], change: dict[str, Any], wait: bool, leaving: str = "") -> None:
