@@ -8,8 +8,8 @@
     │                                          │ not contacted for join_grace_s and        │
     │                                          │ the leader's configuration lacks it       │
     └──────────────────────────────────────────┴───────────────────────────────────────────┘
-      leaderless for leaderless_s and the leader's configuration lacks it: close the
-      group and delete its journal, read again
+      out of contact for leaderless_s and the leader's configuration lacks it: close
+      the group and delete its journal, read again
 ```
 
 `MetaRole` has the meta group's face (`metadata`, `subscribe`, `change`, `summary`), so
@@ -18,11 +18,13 @@ any source published (never older than what the node already showed), `change` g
 the group on a voter and to a voter (`meta_change`) otherwise.
 
 A removed voter is never told by Raft (pysyncobj ignores a removal of itself, DESIGN.md
-§3): once its group has had no leader for a while, it asks the members for the leader's
-configuration (`meta_get`: only the leader's own reply counts, kv/meta_ops.py
-`leader_excludes`). A joining member that was contacted by a leader may have acknowledged
-entries, so it is only dropped the same way; one never contacted is dropped after
-`join_grace_s` if the leader does not list it (the leader asked, then chose otherwise).
+§3): once its group has been out of contact with a leader for a while (no leader, or the
+one it names is not connected: the members drop their connections to it, and a member
+connected to nobody never campaigns, so it keeps naming its old leader), it asks the
+members for the leader's configuration (`meta_get`: only the leader's own reply counts,
+kv/meta_ops.py `leader_excludes`). A joining member is dropped the same way once it has
+been out of contact for `join_grace_s` since it joined (the leader asked, then chose
+otherwise, or removed it again).
 
 The role survives restarts in `state_path` (role, the group's peers, HTTP seeds), written
 before each switch: a voter restarts its group from its journal, a joining node its group
@@ -62,6 +64,12 @@ class Group(Protocol):
     def summary(self) -> dict[str, Any]: ...
 
     def raft_view(self) -> tuple[str | None, tuple[str, ...]]: ...
+
+    async def in_contact(self) -> bool:
+        """Whether this member hears from a leader: it leads, or the leader it knows is
+        connected (a removed member may keep naming its old leader: once every peer has
+        dropped its connection it never campaigns, so its leader is never reset)."""
+        ...
 
 
 G = TypeVar("G", bound=Group)
@@ -240,16 +248,15 @@ class MetaRole(Generic[G]):
     async def join(self, req: MetaJoin) -> MetaJoinReply:
         """`meta_join`: the leader is about to add this node; run the group, joining."""
         async with self._switching:
-            if self.role == "voter" and self._removed_per(req.peers):
+            if self.role == "voter" and await self._removed_per(req.peers):
                 await self._leave("the leader asks a voter outside its configuration to join")
             if self.role == "reader":
                 await self._begin_join(req.peers)
             return MetaJoinReply(self.role)
 
-    def _removed_per(self, peers: Sequence[str]) -> bool:
+    async def _removed_per(self, peers: Sequence[str]) -> bool:
         assert self.group is not None
-        leader, _ = self.group.raft_view()
-        return leader is None and self._me.raft not in peers
+        return self._me.raft not in peers and not await self.group.in_contact()
 
     async def _begin_join(self, peers: Sequence[str]) -> None:
         log.info("joining the meta group (peers %s)", ", ".join(peers))
@@ -289,21 +296,21 @@ class MetaRole(Generic[G]):
         async with self._switching:
             if self.group is None or self.role == "reader":
                 return
-            leader, members = self.group.raft_view()
+            contact = await self.group.in_contact()
             if self.role == "joining":
-                await self._check_joining(leader)
-            elif leader is None:
+                await self._check_joining(contact)
+            elif not contact:
                 await self._check_leaderless()
             else:
                 self._since = None
-                self._save_configuration(members)
+                self._save_configuration(self.group.raft_view()[1])
 
-    async def _check_joining(self, leader: str | None) -> None:
+    async def _check_joining(self, contact: bool) -> None:
         assert self.group is not None
         md = self.group.metadata
-        if leader is not None and md.bootstrapped and md.epoch >= self._md.epoch:
+        if contact and md.bootstrapped and md.epoch >= self._md.epoch:
             await self._promote()
-        elif leader is None and self._waited(self.timing.join_grace_s):
+        elif not contact and self._waited(self.timing.join_grace_s):
             if (reply := await self.probe()) is not None:
                 await self._leave("the leader did not add this node", reply.voters)
 

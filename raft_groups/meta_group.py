@@ -96,6 +96,13 @@ class MetaGroup:
         raft = self.status()
         return {"leader": raft.leader, "term": raft.term, "commit_index": raft.commit_index}
 
+    async def in_contact(self) -> bool:
+        """Whether this member hears from a leader: it leads, or the leader it names is
+        connected. pysyncobj resets the leader only when it campaigns, and a member that
+        is connected to nobody (removed: its peers dropped their connections) never does."""
+        view = await self.group.changes.view()
+        return view.is_leader or (view.leader is not None and view.leader in view.connected)
+
     async def live(self, max_lag: int = 1000) -> frozenset[str]:
         """On the leader: itself and the connected members within `max_lag` entries of its
         commit index (the same test the membership checks use)."""

@@ -68,14 +68,32 @@ def api_of(node: NodeThread) -> Api:
     return Api(host, int(port), node.config.cluster_secret)
 
 
+RUNNING: dict[str, NodeThread] = {}  # for the failure message of `poll`
+
+
 def poll(probe: Callable[[], Any], what: str, deadline_s: float = DEADLINE_S) -> Any:
     end = time.monotonic() + deadline_s
     while True:
         last = probe()
         if last:
             return last
-        assert time.monotonic() < end, f"timed out waiting for {what}"
+        assert time.monotonic() < end, f"timed out waiting for {what}:\n{views()}"
         time.sleep(POLL_INTERVAL_S)
+
+
+def views() -> str:
+    """Every running node's meta_group view, one line each."""
+    lines = []
+    for name, node in sorted(RUNNING.items()):
+        try:
+            info = api_of(node).get("/v1/cluster", timeout=5.0).json()
+            group = {k: v for k, v in info["meta_group"].items() if k != "driver"}
+            lines.append(
+                f"{name} epoch {info['epoch']}: {group} driver {info['meta_group']['driver']}"
+            )
+        except Exception as exc:  # noqa: BLE001 - a diagnostic
+            lines.append(f"{name}: {exc!r}")
+    return "\n".join(lines)
 
 
 def ok(reply: Any, *statuses: int) -> dict[str, Any]:
@@ -86,7 +104,8 @@ def ok(reply: Any, *statuses: int) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, NodeThread]]:
-    running: dict[str, NodeThread] = {}
+    running = RUNNING
+    running.clear()
     try:
         for cfg in configs(tmp_path_factory.mktemp("voters")):
             running[cfg.node_id] = NodeThread(cfg)
@@ -246,15 +265,17 @@ def restart(nodes: dict[str, NodeThread], node_id: str) -> NodeThread:
 
 
 def test_restarted_nodes_keep_their_roles(nodes: dict[str, NodeThread]) -> None:
-    """After the test above: the meta group's leader (a voter that may have joined with
-    seeds) and a removed founder restart; the voter rebuilds its group from its journal and
-    saved peers, the founder reads without founding again, and the group still commits."""
+    """After the test above: the three voters restart one at a time, the meta group's
+    leader first (two of them joined with seeds: they rebuild the group from their journal
+    and saved peers, not from a founding configuration), and a removed founder restarts:
+    it reads without founding again. The group still commits."""
     leader = meta_group(nodes["n3"])["leader"]
     assert leader in ("n3", "n4", "n5")
-    restart(nodes, leader)
+    for voter in [leader, *sorted({"n3", "n4", "n5"} - {leader})]:
+        restart(nodes, voter)
+        staying = [nodes[n] for n in ("n3", "n4", "n5")]
+        poll(lambda s=staying: converged(s, {"n3", "n4", "n5"}), f"the voters after {voter}")
     restart(nodes, "n1")
-    staying = [nodes[n] for n in ("n3", "n4", "n5")]
-    poll(lambda: converged(staying, {"n3", "n4", "n5"}), "the voters after the restarts")
     assert meta_group(nodes["n1"])["role"] == "reader"
     assert ok(api_of(nodes["n1"]).get("/v1/health"))["member"] is False  # removed, reading
     put = lambda: api_of(nodes[leader]).put("/v1/keyspaces/after", EVENTUAL)  # noqa: E731

@@ -35,6 +35,7 @@ class FakeGroup:
         self.peers, self.joining = peers, joining
         self.metadata = Metadata()
         self.leader: str | None = None
+        self.connected_to_leader = True  # False: it names a leader it is cut off from
         self.members = (*peers, ME.raft)
         self.listeners: list[Callable[[Metadata], None]] = []
         self.changes: list[dict[str, Any]] = []
@@ -56,6 +57,9 @@ class FakeGroup:
 
     def raft_view(self) -> tuple[str | None, tuple[str, ...]]:
         return self.leader, self.members
+
+    async def in_contact(self) -> bool:
+        return self.leader is not None and self.connected_to_leader
 
 
 class FakeGroups:
@@ -301,3 +305,22 @@ def test_metadata_never_moves_backwards_across_sources(tmp_path: Path) -> None:
 
     run(scenario())
     assert seen == [5, 6] and node.role.metadata.partitions == 64
+
+
+def test_a_voter_naming_a_leader_it_is_cut_off_from_asks_too(tmp_path: Path) -> None:
+    """Removed, it keeps naming its old leader: every peer dropped its connection, and a
+    member connected to nobody never campaigns (so pysyncobj never resets its leader)."""
+    node = voter(tmp_path)
+    node.net.replies[MEMBERS[2].http] = leader_reply((RAFT[0], RAFT[1], RAFT[2]))
+
+    async def scenario() -> None:
+        await node.role.start(None, [])
+        node.group.publish(md_at(9))
+        node.group.leader, node.group.connected_to_leader = RAFT[2], False
+        await node.role.check()
+        node.clock.now += Timing().leaderless_s
+        await node.role.check()
+        assert node.role.role == "reader"
+        await node.role.stop()
+
+    run(scenario())
