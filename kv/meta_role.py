@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from kv import meta_ops
-from kv.errors import KvError
+from kv.errors import KvError, NoLeader
 from kv.meta import Member, Metadata
 from kv.meta_ops import META_GET, MetaGet, MetaJoin, MetaJoinReply, MetaReply, Role
 from kv.meta_reader import AddressedTransport, Listener, MetaReader
@@ -186,6 +186,8 @@ class MetaRole(Generic[G]):
     async def change(self, change: dict[str, Any], timeout: float) -> dict[str, Any]:
         group = self.voting_group
         if group is not None:
+            if not await group.in_contact():  # e.g. removed, not knowing it yet
+                raise NoLeader("this voter is out of contact with a meta leader", retry_after=0.5)
             return await group.change(change, timeout)
         assert self.reader is not None  # a node that does not vote always reads
         return await self.reader.change(change, timeout)

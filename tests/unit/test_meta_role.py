@@ -14,7 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from kv.errors import PeerUnreachable
+import pytest
+
+from kv.errors import NoLeader, PeerUnreachable
 from kv.internode import Operation, Req, Resp
 from kv.meta import Member, Metadata
 from kv.meta_ops import META_GET, MetaJoin, MetaReply
@@ -317,6 +319,8 @@ def test_a_voter_naming_a_leader_it_is_cut_off_from_asks_too(tmp_path: Path) -> 
         await node.role.start(None, [])
         node.group.publish(md_at(9))
         node.group.leader, node.group.connected_to_leader = RAFT[2], False
+        with pytest.raises(NoLeader):  # a change it could not commit: the sender tries another
+            await node.role.change({"type": "x"}, 1.0)
         await node.role.check()
         node.clock.now += Timing().leaderless_s
         await node.role.check()
