@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
+from kv.errors import KvError
 from kv.meta import Metadata
 from kv.periodic import Periodic
 from raft_groups import moves
@@ -139,7 +140,8 @@ class RaftMoves:
                 await self._steps(hosted, prog)
             except Exception as exc:  # noqa: BLE001 - the next round starts over
                 prog.state, prog.detail = "failed", f"{exc.__class__.__name__}: {exc}"
-                log.warning("move of %s failed: %s", spec.gid, prog.detail)
+                level = logging.INFO if isinstance(exc, KvError) else logging.WARNING
+                log.log(level, "move of %s: %s (next round retries)", spec.gid, prog.detail)
 
     async def _steps(self, hosted: Hosted, prog: GroupProgress) -> None:
         for _ in range(MAX_STEPS):

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from kv.client import KvClient
+from kv.errors import NotReady
 from raft_groups import state_machine
 from raft_groups.placement import GroupSpec
 from tests.integration.conftest import (
@@ -91,8 +92,9 @@ class Writers:
     version seen (acknowledged or read) must be at least the highest one that an operation
     completed before this one started (`backwards` otherwise: real-time order)."""
 
-    def __init__(self, apis: list[Api]) -> None:
+    def __init__(self, apis: list[Api], fresh: str = "e") -> None:
         self.apis = apis
+        self.fresh = fresh  # prefix of the eventual keys, new in every test
         self.lock = threading.Lock()
         self.acked: dict[str, dict[int, Any]] = collections.defaultdict(dict)
         self.completed: dict[str, int] = {}
@@ -109,7 +111,7 @@ class Writers:
             value = {"writer": i, "n": n}
             try:
                 if n % 3 == 0:
-                    self.put_eventual(api, f"e{i}-{n}", value)
+                    self.put_eventual(api, f"{self.fresh}{i}-{n}", value)
                 elif n % 3 == 1:
                     self.put(api, f"u{i}-{n % 20}", value)
                 else:
@@ -184,9 +186,9 @@ class Writers:
 class History(threading.Thread):
     """verification/recorder.py on its own loop: clients spread over every node's API."""
 
-    def __init__(self, endpoints: list[str], seed: int) -> None:
+    def __init__(self, endpoints: list[str], seed: int, prefix: str) -> None:
         super().__init__()
-        keys = [f"h{i}" for i in range(12)]
+        keys = [f"{prefix}{i}" for i in range(12)]  # new keys: the checker starts from absent
         self.cfg = RecorderConfig(LIN, keys, clients=4, duration_s=HISTORY_S, seed=seed)
         self.endpoints = endpoints
         self.ops: list[Any] = []
@@ -232,7 +234,7 @@ def test_removing_a_node_moves_its_raft_groups_and_loses_no_acknowledged_write(
     seed = int(time.time())
     print(f"recorder seed {seed}")
     changes = {"changes": [{"kind": "remove", "node": "n4"}]}
-    history = History([c.node.config.advertise for c in cluster.values()], seed)
+    history = History([c.node.config.advertise for c in cluster.values()], seed, "h")
     with Writers([api_of(node) for node in cluster.values()]) as writers:
         writers.wait_acked(50)  # some writes before the plan
         history.start()
@@ -280,7 +282,10 @@ def check_read_back(apis: dict[str, Api], writers: Writers) -> None:
             for k, v in writers.eventual.items()
             if api.get(f"{key_path(EV, k)}?r=3").json().get("value") != v
         ]
-        assert not missing, f"{name}: {len(missing)} eventual writes not read: {missing[:5]}"
+        assert not missing, (
+            f"{name}: {len(missing)} eventual writes not read: {missing[:5]} "
+            f"{api.get(f'{key_path(EV, missing[0])}?r=3')}"
+        )
 
 
 def check_configurations(cluster: dict[str, NodeThread]) -> None:
@@ -315,3 +320,78 @@ def wait_gone(node: NodeThread) -> None:
 
 def _range(number: int) -> tuple[bytes, bytes]:
     return state_machine.group_range(number)
+
+
+def test_an_abort_mid_move_brings_every_group_back_to_its_owners(
+    cluster: dict[str, NodeThread],
+) -> None:
+    """Add n4 back, with n1's mover unable to report: the groups n1 leads reach their
+    target configuration but stay pending, the others flip. Then abort: the flipped groups
+    move back (a reverting transition), the pending ones are dropped by the abort and
+    their configuration is brought back to the owners (n4 removed, the old member added
+    back). Nothing acknowledged is lost; n4 ends hosting nothing."""
+    n1, mover = api_of(cluster["n1"]), cluster["n1"].node.raft_moves
+    n4 = cluster["n4"].config
+    member = {"id": "n4", "http": n4.advertise, "raft": n4.raft_advertise}
+    changes = {"changes": [{"kind": "add", "node": "n4", "member": member}]}
+    report, mover.propose = mover.propose, _refuse
+    seed = int(time.time())
+    print(f"recorder seed {seed}")
+    history = History([c.node.config.advertise for c in cluster.values()], seed, "g")
+    try:
+        with Writers([api_of(node) for node in cluster.values()], "a") as writers:
+            writers.wait_acked(50)
+            history.start()
+            plan = n1.request("POST", "/v1/membership/plan", json_body=changes).json()
+            body = {"plan_id": plan["plan_id"], **changes}
+            assert n1.request("POST", "/v1/membership/commit", json_body=body).status == 202
+            held = wait_held(cluster)
+            abort = {"plan_id": plan["plan_id"]}
+            reply = n1.request("POST", "/v1/membership/abort", json_body=abort)
+            assert reply.status == 202, reply
+            mover.propose = report
+            status = wait_idle(n1, PLAN_DEADLINE_S, cluster)
+            history.join(timeout=HISTORY_S + 60)
+    finally:
+        mover.propose = report
+    print(f"aborted with {held}; writes {dict(writers.counts)}")
+    assert status["members"] == ["n1", "n2", "n3"]
+    assert not writers.violations, writers.violations[:10]
+    check_read_back({n: api_of(cluster[n]) for n in ("n1", "n2", "n3")}, writers)
+    check_configurations(cluster)
+    assert not cluster["n4"].node.groups.running()
+    result = check(history.ops, time_limit_s=60.0)
+    print(f"history: {len(history.ops)} ops, verdict {result.verdict} {result.stats}")
+    assert result.verdict == "ok", result.message
+
+
+async def _refuse(change: dict[str, Any]) -> dict[str, Any]:
+    raise NotReady("move reports held back by the test")
+
+
+def wait_held(cluster: dict[str, NodeThread]) -> dict[str, int]:
+    """Until no eventual move is pending and every pending Raft group is at its target
+    configuration, held there by n1's mover (it cannot report); at least one of each kind
+    (flipped, held)."""
+    end = time.monotonic() + PLAN_DEADLINE_S
+    while True:
+        md = cluster["n1"].node._metadata()
+        t = md.transition
+        assert t is not None, "the plan finished: n1's reports were not held back"
+        held = [k for k in t.pending if k[0] == "linearizable"]
+        flipped = [k for k in t.done if k[0] == "linearizable"]
+        at_target = all(_at_target(cluster, md, p) for _, _, p in held)
+        if held and flipped and at_target and all(k[0] != "eventual" for k in t.pending):
+            return {"held": len(held), "flipped": len(flipped)}
+        assert time.monotonic() < end, f"not held: {len(held)=} {len(flipped)=} {at_target=}"
+        time.sleep(POLL_INTERVAL_S * 4)
+
+
+def _at_target(cluster: dict[str, NodeThread], md: Any, partition: int) -> bool:
+    raft = {m.id: m.raft for m in md.members}
+    target = tuple(sorted(raft[n] for n in md.transition.chains[partition][:3]))
+    for node in cluster.values():
+        for hosted in node.node.groups.running():
+            if hosted.spec.partition == partition and hosted.group.status().is_leader:
+                return hosted.group.members() == target
+    return False
