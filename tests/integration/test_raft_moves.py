@@ -216,7 +216,10 @@ def stuck(cluster: dict[str, NodeThread], status: dict[str, Any]) -> dict[str, A
     gids = {f"p{m['partition']}r{m['replication']}" for m in status.get("pending", [])}
     out = {}
     for name, node in cluster.items():
-        moves = api_of(node).get("/v1/cluster").json()["raft_moves"]
+        try:
+            moves = api_of(node).get("/v1/cluster").json()["raft_moves"]
+        except OSError:
+            continue  # a stopped node
         groups = {g: p for g, p in moves["groups"].items() if g in gids}
         raft = {
             h.spec.gid: (h.group.status().leader, h.group.members())
@@ -395,3 +398,47 @@ def _at_target(cluster: dict[str, NodeThread], md: Any, partition: int) -> bool:
             if hosted.spec.partition == partition and hosted.group.status().is_leader:
                 return hosted.group.members() == target
     return False
+
+
+def test_removing_a_dead_node_removes_it_from_each_group_before_adding(
+    cluster: dict[str, NodeThread],
+) -> None:
+    """n4 joins again, then dies (its node stops) and is removed: in each of its groups the
+    dead member goes first — 3 → 4 members with one dead would need the other three live
+    and a majority of four — then the incoming one is added (docs/raft.md)."""
+    n1 = api_of(cluster["n1"])
+    n4 = cluster["n4"].config
+    member = {"id": "n4", "http": n4.advertise, "raft": n4.raft_advertise}
+    run_plan(n1, cluster, [{"kind": "add", "node": "n4", "member": member}])
+    cluster["n4"].stop()
+    before = mover_totals(cluster)
+    with Writers([api_of(cluster[n]) for n in ("n1", "n2", "n3")], "d") as writers:
+        writers.wait_acked(50)
+        plan, took = run_plan(n1, cluster, [{"kind": "remove", "node": "n4"}])
+    steps = mover_totals(cluster)
+    steps.subtract(before)
+    print(f"dead n4 removed: {plan['summary']['by_mode']} moves in {took:.1f}s; {dict(steps)}")
+    lin = plan["summary"]["by_mode"]["linearizable"]
+    assert steps["removes"] >= lin and steps["adds"] >= lin and steps["transfers"] == 0
+    assert not writers.violations, writers.violations[:10]
+    check_read_back({n: api_of(cluster[n]) for n in ("n1", "n2", "n3")}, writers)
+    check_configurations(cluster)
+
+
+def run_plan(
+    api: Api, cluster: dict[str, NodeThread], changes: list[dict[str, Any]]
+) -> tuple[dict[str, Any], float]:
+    plan = api.request("POST", "/v1/membership/plan", json_body={"changes": changes}).json()
+    start = time.monotonic()
+    body = {"plan_id": plan["plan_id"], "changes": changes}
+    assert api.request("POST", "/v1/membership/commit", json_body=body).status == 202
+    wait_idle(api, PLAN_DEADLINE_S, cluster)
+    return plan, time.monotonic() - start
+
+
+def mover_totals(cluster: dict[str, NodeThread]) -> collections.Counter[str]:
+    """The movers' step counts, summed over the running nodes."""
+    out: collections.Counter[str] = collections.Counter()
+    for name in ("n1", "n2", "n3"):
+        out.update(api_of(cluster[name]).get("/v1/cluster").json()["raft_moves"]["totals"])
+    return out
