@@ -431,7 +431,7 @@ def run_plan(
     plan = api.request("POST", "/v1/membership/plan", json_body={"changes": changes}).json()
     start = time.monotonic()
     body = {"plan_id": plan["plan_id"], "changes": changes}
-    assert api.request("POST", "/v1/membership/commit", json_body=body).status == 202
+    commit(api, body)
     wait_idle(api, PLAN_DEADLINE_S, cluster)
     return plan, time.monotonic() - start
 
@@ -442,3 +442,16 @@ def mover_totals(cluster: dict[str, NodeThread]) -> collections.Counter[str]:
     for name in ("n1", "n2", "n3"):
         out.update(api_of(cluster[name]).get("/v1/cluster").json()["raft_moves"]["totals"])
     return out
+
+
+def commit(api: Api, body: dict[str, Any]) -> None:
+    """Commit a plan; a 504 (the meta leader just died) may have committed it: look."""
+    end = time.monotonic() + START_DEADLINE_S
+    while True:
+        reply = api.request("POST", "/v1/membership/commit", json_body=body)
+        if reply.status == 202:
+            return
+        assert reply.status in (503, 504) and time.monotonic() < end, reply
+        if api.get("/v1/membership").json().get("plan_id") == body["plan_id"]:
+            return
+        time.sleep(POLL_INTERVAL_S * 4)
