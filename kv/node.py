@@ -47,6 +47,7 @@ from kv.transport import HttpTransport
 from raft_groups.frontend import LinearizableKeys
 from raft_groups.manager import RaftGroups
 from raft_groups.meta_group import MetaGroup
+from raft_groups.mover import RaftMoves
 from raft_groups.syncobj_adapter import GroupSettings, RaftDriver, RaftMux, RaftNodeSettings
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class Node:
         }
         self.service = Service(self.meta, modes, self.cluster_info)
         self._background_loops()
+        self.raft_moves = RaftMoves(self.groups, cfg.node_id, self._metadata, self._propose)
         self.meta.subscribe(self._on_metadata)
         app = make_app(self.service, self.ops.dispatch, cfg.cluster_secret, cfg.request_timeout_s)
         app[NODE_STATE] = self.node_state
@@ -82,6 +84,7 @@ class Node:
         loops = (self.peers, self.anti_entropy, self.handoff, self.reaper, self.transfers)
         for loop in (*loops, self.disowned):
             loop.start()
+        self.raft_moves.start()
         if self.group is not None:
             self._bootstrap_task = asyncio.ensure_future(self._bootstrap(self.group))
         if self.reader is not None:
@@ -287,6 +290,7 @@ class Node:
             "anti_entropy": asdict(self.anti_entropy.totals),
             "tombstones_purged": self.reaper.purged,
             "transfers": self.transfers.status(),
+            "raft_moves": self.raft_moves.status(),
             "dropped_disowned": self.disowned.dropped,
             "hinted_handoff": {
                 "pending": self.handoff.pending(),
@@ -314,6 +318,7 @@ class Node:
         await self.handoff.stop()
         await self.reaper.stop()
         await self.transfers.stop()
+        await self.raft_moves.stop()
         await self.disowned.stop()
         await self.coordinator.close()
         await self.transport.close()
