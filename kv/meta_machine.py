@@ -109,10 +109,6 @@ def _commit_plan(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcom
         return md, _refused(exc.code, exc.message)
     if plan.plan_id != change.get("plan_id"):
         return md, _conflict("plan_changed", "the metadata changed since the plan was made")
-    if any(m.mode == "linearizable" for m in plan.moves):
-        # Raft groups move by reconfiguration, one member at a time; until that driver is
-        # in, a plan that would move a linearizable replica is refused, never left hanging.
-        return md, _refused("not_implemented", "moving linearizable replicas is not built yet")
     joining = tuple(m for m in plan.members if md.member(m.id) is None)
     transition = Transition(
         plan.plan_id,

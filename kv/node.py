@@ -52,6 +52,7 @@ from raft_groups.frontend import LinearizableKeys
 from raft_groups.manager import RaftGroups
 from raft_groups.meta_group import MetaGroup, MetaGroups
 from raft_groups.meta_voters import MetaVoters
+from raft_groups.mover import RaftMoves
 from raft_groups.syncobj_adapter import RaftDriver, RaftMux, RaftNodeSettings
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class Node:
         }
         self.service = Service(self.meta, modes, self.cluster_info)
         self._background_loops()
+        self.raft_moves = RaftMoves(self.groups, cfg.node_id, self._metadata, self._propose)
         self.meta.subscribe(self._on_metadata)
         app = make_app(self.service, self.ops.dispatch, cfg.cluster_secret, cfg.request_timeout_s)
         app[NODE_STATE] = self.node_state
@@ -86,6 +88,7 @@ class Node:
         loops = (self.peers, self.anti_entropy, self.handoff, self.reaper, self.transfers)
         for loop in (*loops, self.disowned, self.voters):
             loop.start()
+        self.raft_moves.start()
         if cfg.founder and self.meta.group is not None:
             self._bootstrap_task = asyncio.ensure_future(self._bootstrap(self.meta.group))
         log.info(
@@ -304,6 +307,7 @@ class Node:
             "anti_entropy": asdict(self.anti_entropy.totals),
             "tombstones_purged": self.reaper.purged,
             "transfers": self.transfers.status(),
+            "raft_moves": self.raft_moves.status(),
             "dropped_disowned": self.disowned.dropped,
             "hinted_handoff": {
                 "pending": self.handoff.pending(),
@@ -331,6 +335,7 @@ class Node:
         await self.handoff.stop()
         await self.reaper.stop()
         await self.transfers.stop()
+        await self.raft_moves.stop()
         await self.disowned.stop()
         await self.coordinator.close()
         await self.transport.close()

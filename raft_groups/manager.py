@@ -25,7 +25,7 @@ from kv.meta import Metadata
 from kv.storage import StorageEngine, WriteBatch
 from raft_groups import commands, state_machine
 from raft_groups.barriers import ReadBarriers
-from raft_groups.placement import GroupSpec, hosted_groups
+from raft_groups.placement import GroupSpec, hosted_groups, replication_factors
 from raft_groups.syncobj_adapter import GroupSettings, RaftDriver, RaftGroup, RaftStatus
 
 log = logging.getLogger(__name__)
@@ -120,9 +120,10 @@ def _snapshot_applied(records: list[tuple[bytes, bytes]], group: int) -> int:
 
 @dataclass
 class Hosted:
-    spec: GroupSpec
+    spec: GroupSpec  # as of the last reconcile (an incoming owner becomes an owner in place)
     group: RaftGroup
     barriers: ReadBarriers
+    machine: LinearizableMachine
 
 
 class RaftGroups:
@@ -148,28 +149,58 @@ class RaftGroups:
         self._reconciling = asyncio.Lock()
 
     async def reconcile(self, md: Metadata) -> None:
-        """Start the groups the metadata gives this node; stop the others (data stays)."""
+        """Start the groups the metadata gives this node and stop the others.
+
+        A group this node owned and no longer hosts (while its replication factor is in
+        use) was moved away: its move flipped only once the configuration was the target,
+        without this node, so its journal and data range are deleted. One it owned and now
+        joins again (an abort moves it back) restarts empty as a joining member. Any other
+        group stops with its data kept (its keyspaces deleted, or a join that an abort
+        dropped)."""
         async with self._reconciling:
             want = hosted_groups(md, self._node_id)
+            stop = [g for g in self._running if g not in want or self._rejoins(g, want[g])]
+            gone = [self._running.pop(gid) for gid in stop]
+            moved = [h for h in gone if self._moved_away(md, h)]
+            kept = [h for h in gone if all(h is not m for m in moved)]
+            await asyncio.to_thread(self._driver.call, partial(_close, kept))
+            await self._delete(moved)
+            for gid, hosted in self._running.items():
+                hosted.spec = want[gid]
             new = [spec for gid, spec in want.items() if gid not in self._running]
             started = await asyncio.to_thread(
                 self._driver.call, lambda: [self._start(s) for s in new]
             )
             self._running.update((h.spec.gid, h) for h in started)
-            gone = [self._running.pop(gid) for gid in set(self._running) - set(want)]
-            await asyncio.to_thread(self._driver.call, partial(_close, gone))
+
+    def _rejoins(self, gid: str, spec: GroupSpec) -> bool:
+        """An owner's replica that the metadata now lists as joining (it was removed)."""
+        return not self._running[gid].spec.joining(self._node_id) and spec.joining(self._node_id)
+
+    def _moved_away(self, md: Metadata, hosted: Hosted) -> bool:
+        owned = not hosted.spec.joining(self._node_id)
+        return owned and hosted.spec.replication in replication_factors(md)
+
+    async def _delete(self, moved: list[Hosted]) -> None:
+        """Close each group, delete its journal and snapshot, then its data range (a crash
+        in between leaves a range without a journal: consistent with its applied_index)."""
+        await asyncio.to_thread(self._driver.call, partial(_close, moved, True))
+        for hosted in moved:
+            await asyncio.to_thread(hosted.machine.drop)
+            log.info("group %s moved off this node: journal and data deleted", hosted.spec.gid)
 
     def _start(self, spec: GroupSpec) -> Hosted:
         settings = GroupSettings(
             gid=spec.gid,
             self_address=self._address(self._node_id),
-            peers=tuple(self._address(m) for m in spec.members if m != self._node_id),
+            peers=tuple(self._address(m) for m in spec.peers(self._node_id)),
             data_dir=os.path.join(self._data_dir, spec.gid),
             sync_journal=self._sync_journal,
+            joining=spec.joining(self._node_id),
         )
         machine = LinearizableMachine(self._engine, spec.number)
         group = RaftGroup(self._driver, settings, machine)
-        return Hosted(spec, group, ReadBarriers(group, self._loop))
+        return Hosted(spec, group, ReadBarriers(group, self._loop), machine)
 
     def _address(self, node_id: str) -> str:
         address = self._raft_address(node_id)
@@ -190,7 +221,9 @@ class RaftGroups:
         leader; reconciles first so the groups exist. Returns whether that happened."""
         await self.reconcile(md)
         want = [
-            g for g in hosted_groups(md, self._node_id).values() if g.replication == replication
+            g
+            for g in hosted_groups(md, self._node_id).values()
+            if g.replication == replication and not g.joining(self._node_id)
         ]
         end = self._loop.time() + timeout
         while self._loop.time() < end:
@@ -200,6 +233,9 @@ class RaftGroups:
                 return True
             await asyncio.sleep(0.05)
         return False
+
+    def running(self) -> list[Hosted]:
+        return list(self._running.values())
 
     def statuses(self) -> dict[str, RaftStatus]:
         return {gid: h.group.status() for gid, h in sorted(self._running.items())}
@@ -237,7 +273,7 @@ class RaftGroups:
         await asyncio.to_thread(self._driver.call, partial(_close, gone))
 
 
-def _close(hosted: list[Hosted]) -> None:
-    """Stop these groups (on the driver thread); their data stays."""
+def _close(hosted: list[Hosted], delete_data: bool = False) -> None:
+    """Stop these groups (on the driver thread); `delete_data`: their journals too."""
     for h in hosted:
-        h.group.close()
+        h.group.close(delete_data=delete_data)

@@ -3,14 +3,18 @@
 One group per (partition, replication factor in use by a linearizable keyspace): keyspaces
 are key prefixes inside a partition, so the number of groups is Q per replication factor,
 not Q × keyspaces. A group's members are the partition's preference list for that factor,
-as `kv.routing.replicas` (the one placement function) gives it.
+as `Metadata.owners` gives it (which `kv.routing.replicas`, the one placement function, reads).
+
+While a membership plan moves a group (docs/raft.md "Linearizable moves"), its incoming
+owners host it too, as *joining* members: started with the owners and the other incoming
+owners as peers, they do not campaign until a leader has contacted them, and the leader
+adds them one at a time (raft_groups/mover.py). After the flip they are owners like any.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kv import routing
 from kv.meta import Metadata
 from kv.routing import KeyRequest
 
@@ -19,7 +23,8 @@ from kv.routing import KeyRequest
 class GroupSpec:
     partition: int
     replication: int
-    members: tuple[str, ...]  # node ids, preference-list order
+    members: tuple[str, ...]  # node ids, preference-list order: the current owners
+    incoming: tuple[str, ...] = ()  # joining owners while a plan moves the group
 
     @staticmethod
     def of(req: KeyRequest) -> GroupSpec:
@@ -35,18 +40,30 @@ class GroupSpec:
         """Dense id used as the group's storage prefix: replication in the high byte."""
         return (self.replication << 16) | self.partition
 
+    def joining(self, node_id: str) -> bool:
+        """Whether `node_id` hosts this group as a joining member (not an owner yet)."""
+        return node_id in self.incoming and node_id not in self.members
+
+    def peers(self, node_id: str) -> tuple[str, ...]:
+        """The members `node_id` starts its replica with: an owner, the other owners (the
+        membership of record; its journal replays the committed changes since); a joining
+        member, every owner and incoming owner, so it accepts a leader among them."""
+        others = self.members + (self.incoming if self.joining(node_id) else ())
+        return tuple(m for m in others if m != node_id)
+
 
 def replication_factors(md: Metadata) -> list[int]:
     return sorted({k.replication for k in md.keyspaces if k.consistency == "linearizable"})
 
 
 def hosted_groups(md: Metadata, node_id: str) -> dict[str, GroupSpec]:
-    """The groups `node_id` must run under this metadata, by gid."""
+    """The groups `node_id` must run under this metadata, by gid: those it owns, and those
+    a plan in flight moves to it (joining)."""
     out: dict[str, GroupSpec] = {}
     for rf in replication_factors(md):
         for partition in range(md.partitions):
-            members = routing.replicas(md, "linearizable", partition, rf)
-            if node_id in members:
-                spec = GroupSpec(partition, rf, members)
+            owners, incoming = md.owners("linearizable", rf, partition)
+            if node_id in owners or node_id in incoming:
+                spec = GroupSpec(partition, rf, owners, incoming)
                 out[spec.gid] = spec
     return out

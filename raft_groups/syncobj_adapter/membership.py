@@ -111,6 +111,11 @@ def check_add(view: GroupView, address: str, max_lag: int) -> Refused | None:
         return refused
     if address in view.members:
         return Refused(Refusal.ALREADY_MEMBER, f"{address} is already a member")
+    if len(view.members) == 1:
+        # A lone leader has no quorum to protect, and 1 → 2 is the only way a one-member
+        # group grows (a replication-1 group moving, or a 2-member one that lost one):
+        # it commits again once the new member acknowledges (etcd allows it too).
+        return None
     return _check_live(view, set(view.members) | {address}, max_lag)
 
 

@@ -6,8 +6,11 @@ its data directory is deleted. Writers write fresh keys (W=2, unique values) thr
 member the whole time. Afterwards every replica of the final placement holds its copy of
 every acknowledged write (checked per replica before any read could repair it), and every
 acknowledged write reads back with R=N. The replicas moved are printed against the ideal.
-Linearizable keyspaces are not in this test: plans that move Raft replicas are refused
-until Raft moves land (docs/membership.md).
+A linearizable keyspace moves at the same time (its Raft groups reconfigure one member at a
+time): a second set of writers creates keys with `if_version: 0` and bumps each with a
+compare-and-set; every acknowledged version reads back (or a later one), through every
+final member. Recorded-history checking of linearizable moves is in
+tests/integration/test_raft_moves.py.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from urllib.parse import quote
 from tests.cluster.harness import Cluster
 
 KS = "grow"
+LIN = "grow_lin"
 
 
 def call(method: str, url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
@@ -45,8 +49,24 @@ class Writers:
     def __init__(self, addresses: list[str]) -> None:
         self.addresses = addresses
         self.acked: dict[str, Any] = {}
+        self.versions: dict[str, int] = {}  # linearizable: the last acknowledged version
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self.run, args=(i,)) for i in range(3)]
+        self.threads += [threading.Thread(target=self.run_cas, args=(i,)) for i in range(2)]
+
+    def run_cas(self, i: int) -> None:
+        """Create a key (if_version 0), then bump it once with a compare-and-set."""
+        n = 0
+        while not self.stop.is_set():
+            key = f"c{i}-{n}"
+            address = self.addresses[n % len(self.addresses)]
+            url = f"http://{address}/v1/keyspaces/{LIN}/keys/{quote(key)}"
+            for version in (0, 1):
+                status, reply = call("PUT", url, {"value": [key, version], "if_version": version})
+                if status != 200:
+                    break
+                self.versions[key] = reply["version"]
+            n += 1
 
     def run(self, i: int) -> None:
         n = 0
@@ -75,6 +95,8 @@ def test_grow_to_four_then_remove_a_founder_losing_no_acknowledged_write(
     n1 = f"http://{cluster.http('n1')}"
     body = {"consistency": "eventual", "replication": 3, "read_quorum": 2, "write_quorum": 2}
     assert call("PUT", f"{n1}/v1/keyspaces/{KS}", body)[0] in (200, 201)
+    lin = {"consistency": "linearizable", "replication": 3}
+    assert call("PUT", f"{n1}/v1/keyspaces/{LIN}", lin, timeout=60)[0] in (200, 201)
     survivors = ["n2", "n3"]
     with Writers([cluster.http(n) for n in survivors]) as writers:
         added = cluster.add(commit=True, wait=True)
@@ -100,4 +122,15 @@ def test_grow_to_four_then_remove_a_founder_losing_no_acknowledged_write(
             != v
         ]
         assert not lost, f"{name}: {len(lost)} acknowledged writes not read: {lost[:5]}"
-    print(f"{len(writers.acked)} acknowledged writes; members now {final}")
+    assert writers.versions, "no compare-and-set was acknowledged"
+    for name in final:
+        behind = []
+        for key, version in writers.versions.items():
+            got = call("GET", f"{url[name]}/v1/keyspaces/{LIN}/keys/{quote(key)}")[1]
+            if got.get("version", 0) < version or got.get("value") != [key, got["version"] - 1]:
+                behind.append((key, version, got))
+        assert not behind, f"{name}: {len(behind)} linearizable keys behind: {behind[:3]}"
+    print(
+        f"{len(writers.acked)} eventual and {len(writers.versions)} linearizable keys "
+        f"acknowledged; members now {final}"
+    )

@@ -51,6 +51,7 @@ PURE = (
     "dynamo_mode/vclock.py",
     "raft_groups/commands.py",
     "raft_groups/forwarding.py",
+    "raft_groups/moves.py",
     "raft_groups/placement.py",
     "raft_groups/syncobj_adapter/membership.py",
     "raft_groups/state_machine.py",

@@ -139,9 +139,19 @@ def test_metadata_with_a_transition_round_trips() -> None:
     assert Metadata.from_dict(moving.to_dict()) == moving
 
 
-def test_a_plan_moving_linearizable_replicas_is_refused_until_raft_moves_exist() -> None:
+def test_a_plan_moving_linearizable_replicas_commits_and_flips_group_by_group() -> None:
+    """Raft groups move by reconfiguration (raft_groups/mover.py): each moving group is a
+    pending move like an eventual partition, flipped once its incoming owner reports."""
     md = metadata()
     ks = KeyspaceConfig("lin", "linearizable", 3)
     md, _ = apply(md, {"type": "put_keyspace", "keyspace": ks.to_dict()})
-    after, outcome = commit(md, ADD4)
-    assert outcome["code"] == "not_implemented" and after == md
+    moving, outcome = commit(md, ADD4)
+    assert outcome["status"] == "committed" and moving.transition is not None
+    lin = sorted(k for k in moving.transition.pending if k[0] == "linearizable")
+    assert lin and all(k[1] == 3 for k in lin)
+    assert all(moving.owners(*k)[1] == ("n4",) for k in lin)
+    flipped = done(moving, lin[0])
+    assert "n4" in flipped.owners(*lin[0])[0]
+    for key in sorted(moving.transition.pending - {lin[0]}):
+        flipped = done(flipped, key)
+    assert flipped.transition is None

@@ -77,6 +77,12 @@ def test_an_add_needs_a_live_quorum_of_the_larger_group() -> None:
     assert "2 of the 4" in refused.detail
 
 
+def test_a_lone_leader_may_add_a_second_member() -> None:
+    """1 → 2 is the only way a one-member group grows (a replication-1 group moving, a
+    2-member group whose other member died): it has no quorum to protect."""
+    assert check_add(view(members=(A,), connected=frozenset()), D, max_lag=0) is None
+
+
 def test_an_add_is_refused_off_the_leader_with_the_leader_named() -> None:
     refused = check_add(view(self_address=C, is_leader=False), D, max_lag=0)
     assert refused == Refused(Refusal.NOT_LEADER, refused.detail if refused else "", B)
