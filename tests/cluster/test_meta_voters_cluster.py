@@ -2,13 +2,16 @@
 group keeps at most 5 voters and never loses its majority; docs/membership.md "Meta group
 voters").
 
-Two nodes are added (plans committed and waited for by `ops/cluster add --wait`): with five
-members all five vote. Then two founders are removed, one at a time (`ops/cluster remove
+An eventual and a linearizable keyspace hold a few keys (their replicas move with every
+plan: transfers and Raft reconfiguration, alongside the meta group's own). Two nodes are
+added (plans committed and waited for by `ops/cluster add --wait`): with five members all
+five vote. Then two founders are removed, one at a time (`ops/cluster remove
 --wait` stops each once its plan is done — possibly before the voters moved, so the group
 must also cope with a leaving voter that is already down). Meanwhile a thread makes a
 metadata change every 0.2 s through the nodes that stay, and each commits (retryable
 answers retried). At the end the three remaining members are the voters, agree on the
-epoch and the voters, and a keyspace created afterwards is seen by all of them.
+epoch and the voters, a keyspace created afterwards is seen by all of them, and every key
+reads back.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from typing import Any
 from tests.cluster.harness import Cluster, wait_until
 
 EVENTUAL = {"consistency": "eventual", "replication": 3, "read_quorum": 2, "write_quorum": 2}
+LINEARIZABLE = {"consistency": "linearizable", "replication": 3}
+KEYS = [f"k{i}" for i in range(12)]
 
 
 def call(method: str, url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
@@ -110,6 +115,16 @@ class MetaChanges:
 def test_three_to_five_to_three_keeps_the_meta_groups_majority(cluster: Cluster) -> None:
     n1 = f"http://{cluster.http('n1')}"
     assert call("PUT", f"{n1}/v1/keyspaces/ev", EVENTUAL)[0] in (200, 201)
+    assert call("PUT", f"{n1}/v1/keyspaces/lin", LINEARIZABLE)[0] in (200, 201)
+    for ks in ("ev", "lin"):
+        for key in KEYS:
+            wait_until(
+                lambda ks=ks, key=key: (
+                    call("PUT", f"{n1}/v1/keyspaces/{ks}/keys/{key}", {"value": key})[0] == 200
+                ),
+                30,
+                f"{ks}/{key} written",
+            )
     added = [cluster.add(commit=True, wait=True) for _ in range(2)]
     everyone = ["n1", "n2", "n3", *added]
     wait_agreed(cluster, everyone, set(everyone), "five voters")
@@ -132,4 +147,8 @@ def test_three_to_five_to_three_keeps_the_meta_groups_majority(cluster: Cluster)
             30,
             f"{n} to see the keyspace",
         )
+    for ks in ("ev", "lin"):
+        for key in KEYS:
+            status, got = call("GET", f"{url}/v1/keyspaces/{ks}/keys/{key}")
+            assert status == 200 and got["value"] == key, (ks, key, status, got)
     print(f"{changes.committed} metadata changes committed while two founders left")
