@@ -177,14 +177,9 @@ class NodeConfig:
 
     @property
     def founder(self) -> bool:
-        """Whether this node founds the cluster (and votes in the meta group)."""
+        """Whether this node founds the cluster (its founders are the meta group's first
+        voters; kv/voters.py moves them with the membership afterwards)."""
         return bool(self.initial_cluster)
-
-    @property
-    def meta_voters(self) -> tuple[str, ...]:
-        """The meta group's voters as this node's configuration knows them: the founders (a
-        joiner learns them from the members it reads metadata from)."""
-        return tuple(m.id for m in self.initial_cluster)
 
     @property
     def meta_dir(self) -> str:

@@ -45,7 +45,7 @@ def fails_naming(field: str, overrides: dict[str, Any], path: str | None = None)
 def test_a_joiner_has_seeds_and_no_founders() -> None:
     cfg = load(None, joiner())
     assert cfg.seeds == ("10.0.0.1:7001", "10.0.0.2:7001")
-    assert cfg.initial_cluster == () and not cfg.founder and cfg.meta_voters == ()
+    assert cfg.initial_cluster == () and not cfg.founder
 
 
 def test_a_founder_votes_in_the_meta_group() -> None:
@@ -59,7 +59,7 @@ def test_a_founder_votes_in_the_meta_group() -> None:
             initial_cluster=FOUNDERS,
         ),
     )
-    assert cfg.founder and cfg.meta_voters == ("n1", "n2") and cfg.seeds == ()
+    assert cfg.founder and cfg.seeds == ()
 
 
 def test_seeds_and_initial_cluster_are_exclusive() -> None:
