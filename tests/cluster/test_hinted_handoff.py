@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -26,7 +27,7 @@ import pytest
 
 from kv.client import KvClient
 from kv.errors import KvError, QuorumUnavailable
-from tests.cluster.harness import Cluster, hint_backlog
+from tests.cluster.harness import Cluster, hint_backlog, wait_until
 
 KS = "hh"
 VICTIM = "n3"
@@ -55,6 +56,9 @@ async def _scenario(cluster: Cluster) -> None:
         await client.create_keyspace(
             KS, consistency="eventual", replication=3, read_quorum=2, write_quorum=2
         )
+        # a node that does not vote in the meta group reads the new metadata by polling
+        for address in [*others, victim]:
+            await asyncio.to_thread(_wait_keyspace, address)
         owned = await _keys_replicated_on(client, others[0], VICTIM, 300)
         missed_w2, missed_w3, probes = owned[:80], owned[80:100], iter(owned[100:])
 
@@ -146,3 +150,16 @@ async def _poll(check: Callable[[], Awaitable[Any]], what: str) -> None:
             last = exc
         await asyncio.sleep(0.2)
     raise AssertionError(f"timed out after {DEADLINE_S}s waiting for {what} (last: {last!r})")
+
+
+def _wait_keyspace(address: str) -> None:
+    """Poll (deadline) until `address` knows the keyspace."""
+
+    def known() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{address}/v1/keyspaces/{KS}", timeout=5) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    wait_until(known, 30.0, f"{address} to know keyspace {KS}")

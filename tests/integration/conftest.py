@@ -17,7 +17,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,6 +166,45 @@ def single_node_config(data_dir: Path) -> NodeConfig:
         cluster_secret=secrets.token_hex(16),  # 32 characters
         initial_cluster=(Member(id="n1", http=http_addr, raft=raft_addr),),
     )
+
+
+def founder_configs(root: Path, count: int, **settings: Any) -> list[NodeConfig]:
+    """Configs of `count` founders n1..n<count> on loopback ports the OS gave, one secret;
+    `settings` are NodeConfig fields for all of them."""
+    secret = secrets.token_hex(16)
+    ids = [f"n{i}" for i in range(1, count + 1)]
+    addrs = {n: (f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}") for n in ids}
+    members = tuple(Member(id=n, http=h, raft=r) for n, (h, r) in addrs.items())
+    return [
+        NodeConfig(
+            node_id=n,
+            data_dir=str(root / n),
+            listen=h,
+            advertise=h,
+            raft_listen=r,
+            raft_advertise=r,
+            cluster_secret=secret,
+            initial_cluster=members,
+            **settings,
+        )
+        for n, (h, r) in addrs.items()
+    ]
+
+
+def api_of(node: NodeThread) -> Api:
+    host, _, port = node.config.advertise.rpartition(":")
+    return Api(host, int(port), node.config.cluster_secret)
+
+
+def stop_all(nodes: Iterable[NodeThread]) -> None:
+    """Stop every node, even if one fails to; then report the failures."""
+    errors = []
+    for node in nodes:
+        try:
+            node.stop()
+        except Exception as exc:
+            errors.append(exc)
+    assert not errors, errors
 
 
 def wait_healthy(api: Api, deadline_s: float) -> None:

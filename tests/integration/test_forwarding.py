@@ -16,21 +16,20 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kv.config import NodeConfig
-from kv.meta import Member
 from tests.integration.conftest import (
     POLL_INTERVAL_S,
     START_DEADLINE_S,
     Api,
     NodeThread,
+    api_of,
     error_of,
-    free_port,
+    founder_configs,
     key_path,
+    stop_all,
     wait_healthy,
 )
 
@@ -39,33 +38,9 @@ BLOCK_S = 3.0  # how long the member's loop is blocked; the forwarded deadline i
 SHORT_TIMEOUT_MS = 300
 
 
-def three_node_configs(root: Path) -> list[NodeConfig]:
-    secret = secrets.token_hex(16)
-    addrs = {f"n{i}": (f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}") for i in (1, 2, 3)}
-    members = tuple(Member(id=n, http=h, raft=r) for n, (h, r) in addrs.items())
-    return [
-        NodeConfig(
-            node_id=n,
-            data_dir=str(root / n),
-            listen=h,
-            advertise=h,
-            raft_listen=r,
-            raft_advertise=r,
-            cluster_secret=secret,
-            initial_cluster=members,
-        )
-        for n, (h, r) in addrs.items()
-    ]
-
-
-def api_of(node: NodeThread) -> Api:
-    host, _, port = node.config.advertise.rpartition(":")
-    return Api(host, int(port), node.config.cluster_secret)
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, NodeThread]]:
-    nodes = {c.node_id: NodeThread(c) for c in three_node_configs(tmp_path_factory.mktemp("c"))}
+    nodes = {c.node_id: NodeThread(c) for c in founder_configs(tmp_path_factory.mktemp("c"), 3)}
     try:
         for node in nodes.values():
             node.start()
@@ -79,13 +54,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node
             wait_groups_led(api_of(node))
         yield nodes
     finally:
-        errors = []
-        for node in nodes.values():
-            try:
-                node.stop()
-            except Exception as exc:  # stop every node even if one fails to
-                errors.append(exc)
-        assert not errors, errors
+        stop_all(nodes.values())
 
 
 def wait_groups_led(api: Api) -> None:

@@ -21,10 +21,11 @@ from tests.integration.conftest import (
     POLL_INTERVAL_S,
     START_DEADLINE_S,
     NodeThread,
+    api_of,
     key_path,
     wait_healthy,
 )
-from tests.integration.test_joining import EVENTUAL, api_of, configs
+from tests.integration.test_joining import EVENTUAL, configs
 
 KEYS = [f"k{i}" for i in range(24)]
 

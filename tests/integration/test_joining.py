@@ -24,8 +24,8 @@ from kv.meta import Member
 from tests.integration.conftest import (
     POLL_INTERVAL_S,
     START_DEADLINE_S,
-    Api,
     NodeThread,
+    api_of,
     free_port,
     key_path,
     wait_healthy,
@@ -48,11 +48,6 @@ def configs(root: Path) -> tuple[list[NodeConfig], NodeConfig]:
     seeds = (founders[0].http, founders[1].http)
     joiner = NodeConfig("n4", str(root / "n4"), http, http, raft, raft, seeds=seeds, **common)
     return made, joiner
-
-
-def api_of(node: NodeThread) -> Api:
-    host, _, port = node.config.advertise.rpartition(":")
-    return Api(host, int(port), node.config.cluster_secret)
 
 
 def poll(probe: Callable[[], Any], what: str) -> Any:

@@ -30,6 +30,7 @@ from tests.integration.conftest import (
     START_DEADLINE_S,
     Api,
     NodeThread,
+    api_of,
     free_port,
     key_path,
     wait_healthy,
@@ -61,11 +62,6 @@ def configs(root: Path) -> list[NodeConfig]:
         )
         made.append(NodeConfig(n, str(root / n), h, h, r, r, **role, **common))
     return made
-
-
-def api_of(node: NodeThread) -> Api:
-    host, _, port = node.config.advertise.rpartition(":")
-    return Api(host, int(port), node.config.cluster_secret)
 
 
 RUNNING: dict[str, NodeThread] = {}  # for the failure message of `poll`

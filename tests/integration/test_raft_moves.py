@@ -33,10 +33,12 @@ from tests.integration.conftest import (
     START_DEADLINE_S,
     Api,
     NodeThread,
+    api_of,
+    founder_configs,
     key_path,
+    stop_all,
     wait_healthy,
 )
-from tests.integration.test_transfer import api_of, configs
 from verification.checker import check
 from verification.recorder import RecorderConfig, record
 
@@ -48,7 +50,9 @@ SHARED = 8  # compare-and-set keys shared by all writers
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, NodeThread]]:
-    nodes = {c.node_id: NodeThread(c) for c in configs(tmp_path_factory.mktemp("m"), 4)}
+    settings = {"anti_entropy_interval_s": 3600.0, "disowned_grace_s": 1.0}
+    root = tmp_path_factory.mktemp("m")
+    nodes = {c.node_id: NodeThread(c) for c in founder_configs(root, 4, **settings)}
     try:
         for node in nodes.values():
             node.start()
@@ -63,13 +67,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node
             wait_groups(api_of(node))
         yield nodes
     finally:
-        errors = []
-        for node in nodes.values():
-            try:
-                node.stop()
-            except Exception as exc:  # stop every node even if one fails to
-                errors.append(exc)
-        assert not errors, errors
+        stop_all(nodes.values())
 
 
 def wait_groups(api: Api) -> None:

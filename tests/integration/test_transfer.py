@@ -10,24 +10,22 @@ acknowledged is ever lost, including during membership changes).
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kv.config import NodeConfig
-from kv.meta import Member
 from tests.integration.conftest import (
     POLL_INTERVAL_S,
     START_DEADLINE_S,
     Api,
     NodeThread,
-    free_port,
+    api_of,
+    founder_configs,
     key_path,
+    stop_all,
     wait_healthy,
 )
 
@@ -35,36 +33,12 @@ KS = "moving"
 PLAN_DEADLINE_S = 120.0
 
 
-def configs(root: Path, count: int) -> list[NodeConfig]:
-    secret = secrets.token_hex(16)
-    ids = [f"n{i}" for i in range(1, count + 1)]
-    addrs = {n: (f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}") for n in ids}
-    members = tuple(Member(id=n, http=h, raft=r) for n, (h, r) in addrs.items())
-    return [
-        NodeConfig(
-            node_id=n,
-            data_dir=str(root / n),
-            listen=h,
-            advertise=h,
-            raft_listen=r,
-            raft_advertise=r,
-            cluster_secret=secret,
-            initial_cluster=members,
-            anti_entropy_interval_s=3600.0,  # only the transfer may move data here
-            disowned_grace_s=1.0,
-        )
-        for n, (h, r) in addrs.items()
-    ]
-
-
-def api_of(node: NodeThread) -> Api:
-    host, _, port = node.config.advertise.rpartition(":")
-    return Api(host, int(port), node.config.cluster_secret)
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, NodeThread]]:
-    nodes = {c.node_id: NodeThread(c) for c in configs(tmp_path_factory.mktemp("t"), 4)}
+    # only the transfer may move data here: anti-entropy is off
+    settings = {"anti_entropy_interval_s": 3600.0, "disowned_grace_s": 1.0}
+    root = tmp_path_factory.mktemp("t")
+    nodes = {c.node_id: NodeThread(c) for c in founder_configs(root, 4, **settings)}
     try:
         for node in nodes.values():
             node.start()
@@ -74,13 +48,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node
         assert api_of(nodes["n1"]).put(f"/v1/keyspaces/{KS}", body).status in (200, 201)
         yield nodes
     finally:
-        errors = []
-        for node in nodes.values():
-            try:
-                node.stop()
-            except Exception as exc:  # stop every node even if one fails to
-                errors.append(exc)
-        assert not errors, errors
+        stop_all(nodes.values())
 
 
 class Writers:
