@@ -10,6 +10,7 @@ control exactly what the server parses. The only waits are fixture polls with a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import re
@@ -205,6 +206,32 @@ def stop_all(nodes: Iterable[NodeThread]) -> None:
         except Exception as exc:
             errors.append(exc)
     assert not errors, errors
+
+
+@contextlib.contextmanager
+def running(configs: Iterable[NodeConfig]) -> Iterator[dict[str, NodeThread]]:
+    """Start in-process nodes, wait until each answers /v1/health, and stop every one of
+    them on the way out, also on failure."""
+    nodes = {c.node_id: NodeThread(c) for c in configs}
+    try:
+        for node in nodes.values():
+            node.start()
+        for node in nodes.values():
+            wait_healthy(api_of(node), START_DEADLINE_S)
+        yield nodes
+    finally:
+        stop_all(nodes.values())
+
+
+def wait_groups_led(api: Api) -> None:
+    """Every Raft group this node hosts has a leader (a poll with a deadline)."""
+    end = time.monotonic() + START_DEADLINE_S
+    while True:
+        groups = api.get("/v1/cluster").json().get("raft_groups", {})
+        if groups and all(g["leader"] for g in groups.values()):
+            return
+        assert time.monotonic() < end, f"groups not led on {api.base_url}: {groups}"
+        time.sleep(POLL_INTERVAL_S)
 
 
 def wait_healthy(api: Api, deadline_s: float) -> None:

@@ -29,8 +29,8 @@ from tests.integration.conftest import (
     error_of,
     founder_configs,
     key_path,
-    stop_all,
-    wait_healthy,
+    running,
+    wait_groups_led,
 )
 
 KS = "fwd"
@@ -40,12 +40,7 @@ SHORT_TIMEOUT_MS = 300
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, NodeThread]]:
-    nodes = {c.node_id: NodeThread(c) for c in founder_configs(tmp_path_factory.mktemp("c"), 3)}
-    try:
-        for node in nodes.values():
-            node.start()
-        for node in nodes.values():
-            wait_healthy(api_of(node), START_DEADLINE_S)
+    with running(founder_configs(tmp_path_factory.mktemp("c"), 3)) as nodes:
         reply = api_of(nodes["n1"]).put(
             f"/v1/keyspaces/{KS}", {"consistency": "linearizable", "replication": 1}
         )
@@ -53,19 +48,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node
         for node in nodes.values():
             wait_groups_led(api_of(node))
         yield nodes
-    finally:
-        stop_all(nodes.values())
-
-
-def wait_groups_led(api: Api) -> None:
-    """Every Raft group this node hosts has a leader (a poll with a deadline)."""
-    end = time.monotonic() + START_DEADLINE_S
-    while True:
-        groups = api.get("/v1/cluster").json().get("raft_groups", {})
-        if groups and all(g["leader"] for g in groups.values()):
-            return
-        assert time.monotonic() < end, f"groups not led on {api.base_url}: {groups}"
-        time.sleep(POLL_INTERVAL_S)
 
 
 def owner_of(api: Api, key: str) -> str:

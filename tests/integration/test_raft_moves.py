@@ -36,8 +36,8 @@ from tests.integration.conftest import (
     api_of,
     founder_configs,
     key_path,
-    stop_all,
-    wait_healthy,
+    running,
+    wait_groups_led,
 )
 from verification.checker import check
 from verification.recorder import RecorderConfig, record
@@ -52,33 +52,15 @@ SHARED = 8  # compare-and-set keys shared by all writers
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, NodeThread]]:
     settings = {"anti_entropy_interval_s": 3600.0, "disowned_grace_s": 1.0}
     root = tmp_path_factory.mktemp("m")
-    nodes = {c.node_id: NodeThread(c) for c in founder_configs(root, 4, **settings)}
-    try:
-        for node in nodes.values():
-            node.start()
-        for node in nodes.values():
-            wait_healthy(api_of(node), START_DEADLINE_S)
+    with running(founder_configs(root, 4, **settings)) as nodes:
         n1 = api_of(nodes["n1"])
         lin = {"consistency": "linearizable", "replication": 3}
         ev = {"consistency": "eventual", "replication": 3, "read_quorum": 2, "write_quorum": 2}
         assert n1.put(f"/v1/keyspaces/{LIN}", lin).status in (200, 201)
         assert n1.put(f"/v1/keyspaces/{EV}", ev).status in (200, 201)
         for node in nodes.values():
-            wait_groups(api_of(node))
+            wait_groups_led(api_of(node))
         yield nodes
-    finally:
-        stop_all(nodes.values())
-
-
-def wait_groups(api: Api) -> None:
-    """Every group this node hosts has a leader (a poll with a deadline)."""
-    end = time.monotonic() + START_DEADLINE_S
-    while True:
-        groups = api.get("/v1/cluster").json().get("raft_groups", {})
-        if groups and all(g["leader"] for g in groups.values()):
-            return
-        assert time.monotonic() < end, f"groups without a leader: {groups}"
-        time.sleep(POLL_INTERVAL_S)
 
 
 class Writers:

@@ -19,14 +19,12 @@ import pytest
 
 from tests.integration.conftest import (
     POLL_INTERVAL_S,
-    START_DEADLINE_S,
     Api,
     NodeThread,
     api_of,
     founder_configs,
     key_path,
-    stop_all,
-    wait_healthy,
+    running,
 )
 
 KS = "moving"
@@ -38,17 +36,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node
     # only the transfer may move data here: anti-entropy is off
     settings = {"anti_entropy_interval_s": 3600.0, "disowned_grace_s": 1.0}
     root = tmp_path_factory.mktemp("t")
-    nodes = {c.node_id: NodeThread(c) for c in founder_configs(root, 4, **settings)}
-    try:
-        for node in nodes.values():
-            node.start()
-        for node in nodes.values():
-            wait_healthy(api_of(node), START_DEADLINE_S)
+    with running(founder_configs(root, 4, **settings)) as nodes:
         body = {"consistency": "eventual", "replication": 3, "read_quorum": 2, "write_quorum": 2}
         assert api_of(nodes["n1"]).put(f"/v1/keyspaces/{KS}", body).status in (200, 201)
         yield nodes
-    finally:
-        stop_all(nodes.values())
 
 
 class Writers:
