@@ -7,6 +7,8 @@ a refused change is an outcome, and the metadata is returned unchanged.
 Changes: `bootstrap`, `put_keyspace`, `delete_keyspace`, and the membership plan's
 `commit_plan`, `move_done`, `abort_plan` (kv/plan.py makes plans; a commit recomputes the
 plan it names and is refused if the metadata has moved on since — Riak's claimant).
+`sync` changes nothing: it is the meta group's read barrier (kv/barriers.py): once it is
+applied on a node, that node's metadata holds every change committed before it was proposed.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from kv.plan import Change, make_plan
 
 Outcome = dict[str, Any]
 
+SYNC: dict[str, Any] = {"type": "sync"}
+
 
 def apply(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]:
     """Apply one committed change. Unknown change types are refused, not raised."""
@@ -29,7 +33,7 @@ def apply(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]:
     handler = _HANDLERS.get(kind or "")
     if handler is None:
         return md, _refused("invalid_request", f"unknown change type {kind!r}")
-    if not md.bootstrapped and kind != "bootstrap":
+    if not md.bootstrapped and kind not in ("bootstrap", SYNC["type"]):
         return md, _refused("not_ready", "the cluster metadata is not bootstrapped yet")
     try:
         return handler(md, change)
@@ -167,7 +171,12 @@ def _conflict(reason: str, message: str) -> Outcome:
     return {**_refused("plan_conflict", message), "reason": reason}
 
 
+def _sync(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]:
+    return md, {"status": "unchanged"}
+
+
 _HANDLERS = {
+    "sync": _sync,
     "bootstrap": _bootstrap,
     "put_keyspace": _put_keyspace,
     "delete_keyspace": _delete_keyspace,

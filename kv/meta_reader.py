@@ -26,9 +26,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from kv import meta_ops
+from kv.barriers import ReadBarriers
 from kv.errors import KvError, NoLeader, NotReady, Retryable
 from kv.internode import Operation, OpTable, Req, Resp
 from kv.meta import Metadata
+from kv.meta_machine import SYNC
 from kv.meta_ops import META_CHANGE, META_GET, MetaChange, MetaChangeReply, MetaGet, MetaReply
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,7 @@ class MetaReader:
         self.voters: tuple[str, ...] = ()  # the meta group's voters, as the last answer said
         self.source: str | None = None  # the address the current metadata came from
         self.failed_polls = 0  # consecutive polls no node answered
+        self._barriers: ReadBarriers | None = None  # `sync` rounds, made on the loop
 
     @property
     def metadata(self) -> Metadata:
@@ -200,6 +203,24 @@ class MetaReader:
             self.adopt(reply.metadata, address)
             return reply.outcome
         raise NoLeader(f"no meta-group voter took the change: {'; '.join(errors)}", retry_after=1.0)
+
+    async def sync(self, timeout: float) -> None:
+        """Return once this node's metadata holds every change committed before the call:
+        a `sync` barrier applied on a voter, whose metadata comes back with the outcome
+        (concurrent calls share rounds, kv/barriers.py). NotReady if none completes in time."""
+        if self._barriers is None:
+            loop = asyncio.get_running_loop()
+            call = self._call_timeout
+            self._barriers = ReadBarriers(
+                lambda: asyncio.ensure_future(self.change(SYNC, call)), loop
+            )
+        try:
+            await asyncio.wait_for(asyncio.shield(self._barriers.wait()), timeout)
+        except TimeoutError:
+            raise NotReady(
+                f"cluster metadata not confirmed by a meta voter within {timeout:.2f}s",
+                retry_after=0.5,
+            ) from None
 
     async def _send(self, address: str, request: MetaChange) -> MetaChangeReply:
         timeout = request.timeout_s + CHANGE_CALL_MARGIN_S

@@ -44,6 +44,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from kv import meta_ops
 from kv.errors import KvError, NoLeader
 from kv.meta import Member, Metadata
+from kv.meta_machine import SYNC
 from kv.meta_ops import META_GET, MetaGet, MetaJoin, MetaJoinReply, MetaReply, Role
 from kv.meta_reader import AddressedTransport, Listener, MetaReader
 from kv.periodic import Periodic
@@ -60,6 +61,8 @@ class Group(Protocol):
     def subscribe(self, listener: Listener) -> None: ...
 
     async def change(self, change: dict[str, Any], timeout: float) -> dict[str, Any]: ...
+
+    async def sync(self, timeout: float) -> None: ...
 
     def summary(self) -> dict[str, Any]: ...
 
@@ -188,9 +191,24 @@ class MetaRole(Generic[G]):
         if group is not None:
             if not await group.in_contact():  # e.g. removed, not knowing it yet
                 raise NoLeader("this voter is out of contact with a meta leader", retry_after=0.5)
+            if change == SYNC:  # a reader's barrier: coalesced with this node's own
+                await group.sync(timeout)
+                return {"status": "unchanged"}
             return await group.change(change, timeout)
         assert self.reader is not None  # a node that does not vote always reads
         return await self.reader.change(change, timeout)
+
+    async def sync(self, timeout: float) -> None:
+        """Return once `metadata` holds every change committed before the call (a read
+        barrier through the meta group; NotReady or NoLeader if it cannot be had in time)."""
+        group = self.voting_group
+        if group is not None:
+            if not await group.in_contact():
+                raise NoLeader("this voter is out of contact with a meta leader", retry_after=0.5)
+            await group.sync(timeout)
+            return
+        assert self.reader is not None
+        await self.reader.sync(timeout)
 
     def summary(self) -> dict[str, Any]:
         """This node's view of the meta group, for `GET /v1/cluster`."""

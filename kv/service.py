@@ -5,6 +5,13 @@ lets kv/routing turn the request into a typed, routed request, and hands it to t
 frontend named by its route — the one step down per request. Keyspace changes go to the
 meta group. It raises only typed `KvError`s; the one HTTP table in kv/http/errors.py maps
 them.
+
+A node's metadata may lag the meta group (it restarted and is replaying, or it does not
+vote and polls): a keyspace created through another node may not be here yet. So a request
+naming a keyspace this node does not know waits for a metadata read barrier (`sync`) first,
+and answers 404 only if the keyspace is still unknown after it — once a keyspace's creation
+was acknowledged, no node answers 404 for it; a node that cannot reach the meta group
+answers 503 (retryable) instead.
 """
 
 from __future__ import annotations
@@ -20,8 +27,9 @@ from kv.errors import (
     NotImplementedYet,
     NotReady,
     PlanConflict,
+    Retryable,
 )
-from kv.keyspace import KeyspaceConfig, parse_keyspace
+from kv.keyspace import KeyspaceConfig, parse_keyspace, validate_name
 from kv.meta import Metadata
 from kv.routing import DeleteRequest, GetRequest, KeyRequest, Options, PutRequest
 
@@ -31,6 +39,9 @@ class MetaStore(Protocol):
     def metadata(self) -> Metadata: ...
 
     async def change(self, change: dict[str, Any], timeout: float) -> dict[str, Any]: ...
+
+    async def sync(self, timeout: float) -> None:
+        """Return once `metadata` holds every change committed before the call."""
 
 
 class KeyOps(Protocol):
@@ -73,6 +84,25 @@ class Service:
     def keyspace(self, name: str) -> KeyspaceConfig:
         return routing.keyspace(self.metadata(), name)
 
+    async def current(self, name: str, timeout: float) -> Metadata:
+        """This node's metadata, confirmed by a read barrier if it lacks keyspace `name`."""
+        md = self.metadata()
+        validate_name(name)  # a malformed name is a 400 without a barrier
+        if md.keyspace(name) is not None:
+            return md
+        try:
+            await self._meta.sync(timeout)
+        except Retryable as exc:
+            raise NotReady(
+                f"keyspace {name!r} is not in this node's metadata (epoch {md.epoch}) and the "
+                f"meta group could not confirm it: {exc.message}",
+                retry_after=exc.retry_after,
+            ) from None
+        return self.metadata()
+
+    async def describe_keyspace(self, name: str, timeout: float) -> KeyspaceConfig:
+        return routing.keyspace(await self.current(name, timeout), name)
+
     def list_keyspaces(self) -> list[dict[str, Any]]:
         return [k.to_wire() for k in self.metadata().keyspaces]
 
@@ -93,7 +123,7 @@ class Service:
         return outcome["status"], ks.to_wire()
 
     async def delete_keyspace(self, name: str, timeout: float) -> None:
-        self.keyspace(name)
+        await self.describe_keyspace(name, timeout)
         outcome = await self._meta.change({"type": "delete_keyspace", "name": name}, timeout)
         _raise_refused(outcome)
 
@@ -146,19 +176,22 @@ class Service:
         return mode
 
     async def get_key(self, name: str, key: str, opts: Options) -> dict[str, Any]:
-        req = routing.get_request(self.metadata(), name, key, opts)
+        md = await self.current(name, opts.timeout_s)
+        req = routing.get_request(md, name, key, opts)
         return await self._mode(req).get(req)
 
     async def put_key(self, name: str, key: str, body: Any, opts: Options) -> dict[str, Any]:
-        req = routing.put_request(self.metadata(), name, key, body, opts)
+        md = await self.current(name, opts.timeout_s)
+        req = routing.put_request(md, name, key, body, opts)
         return await self._mode(req).put(req)
 
     async def delete_key(self, name: str, key: str, body: Any, opts: Options) -> dict[str, Any]:
-        req = routing.delete_request(self.metadata(), name, key, body, opts)
+        md = await self.current(name, opts.timeout_s)
+        req = routing.delete_request(md, name, key, body, opts)
         return await self._mode(req).delete(req)
 
-    def replica_state(self, name: str, key: str) -> dict[str, Any]:
-        req = routing.locate(self.metadata(), name, key, routing.MAX_TIMEOUT_S)
+    async def replica_state(self, name: str, key: str, timeout: float) -> dict[str, Any]:
+        req = routing.locate(await self.current(name, timeout), name, key, routing.MAX_TIMEOUT_S)
         return self._mode(req).replica_state(req)
 
 

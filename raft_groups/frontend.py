@@ -172,6 +172,12 @@ class LinearizableKeys:
     async def serve_forwarded(self, fwd: Forwarded) -> ForwardReply:
         """The `lin_forward` op: re-route under this node's metadata and serve here."""
         md = self._metadata()
+        if fwd.uid > md.epoch:  # uids are epochs: the sender's metadata is newer than ours
+            raise NotReady(
+                f"this node's metadata (epoch {md.epoch}) does not have keyspace "
+                f"{fwd.keyspace!r} yet",
+                retry_after=0.2,
+            )
         ks = md.keyspace(fwd.keyspace)
         if ks is None or ks.uid != fwd.uid:
             raise KeyspaceNotFound(fwd.keyspace)

@@ -4,7 +4,7 @@ linearizable operations on them (DESIGN.md §3).
 Writes are proposed to the key's group; a command that is not applied within the
 caller's timeout ends as `UnknownOutcome` carrying its `request_id` (a retry with it is
 deduplicated by the state machine). Reads are never served from local state alone: a read
-waits for a coalesced no-op barrier proposed after it arrived (`barriers.ReadBarriers`),
+waits for a coalesced no-op barrier proposed after it arrived (kv/barriers.py `ReadBarriers`),
 then reads local LevelDB; `stale=True` skips the barrier.
 """
 
@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from kv.barriers import ReadBarriers
 from kv.errors import NotReady, UnknownOutcome
 from kv.memory import MemoryEngine
 from kv.meta import Metadata
 from kv.storage import StorageEngine, WriteBatch
 from raft_groups import commands, state_machine
-from raft_groups.barriers import ReadBarriers
 from raft_groups.placement import GroupSpec, hosted_groups, replication_factors
 from raft_groups.syncobj_adapter import GroupSettings, RaftDriver, RaftGroup, RaftStatus
 
@@ -200,7 +200,9 @@ class RaftGroups:
         )
         machine = LinearizableMachine(self._engine, spec.number)
         group = RaftGroup(self._driver, settings, machine)
-        return Hosted(spec, group, ReadBarriers(group, self._loop), machine)
+        barrier = commands.encode(commands.BARRIER)
+        barriers = ReadBarriers(lambda: group.propose(barrier, self._loop), self._loop)
+        return Hosted(spec, group, barriers, machine)
 
     def _address(self, node_id: str) -> str:
         address = self._raft_address(node_id)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from kv import meta_machine
+from kv.barriers import ReadBarriers
 from kv.errors import KvError, NotReady, UnknownOutcome
 from kv.meta import Metadata
 from raft_groups.syncobj_adapter import GroupSettings, RaftDriver, RaftGroup, RaftStatus
@@ -79,6 +80,8 @@ class MetaGroup:
         self._listeners: list[Callable[[Metadata], None]] = []
         self.machine = MetaStateMachine(self._from_driver_thread)
         self.group = RaftGroup(driver, settings, machine=self.machine)
+        sync = _command(meta_machine.SYNC)
+        self._barriers = ReadBarriers(lambda: self.group.propose(sync, loop), loop)
 
     @property
     def metadata(self) -> Metadata:
@@ -135,8 +138,7 @@ class MetaGroup:
 
     async def change(self, change: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Propose one change; returns the outcome once it is applied on this node."""
-        command = json.dumps({"v": COMMAND_VERSION, "change": change}).encode()
-        fut = self.group.propose(command, self._loop)
+        fut = self.group.propose(_command(change), self._loop)
         try:
             outcome: dict[str, Any] = await asyncio.wait_for(fut, timeout)
         except TimeoutError:
@@ -144,6 +146,17 @@ class MetaGroup:
                 f"metadata change not applied within {timeout:.1f}s; it may still be applied"
             ) from None
         return outcome
+
+    async def sync(self, timeout: float) -> None:
+        """Return once this member's metadata holds every change committed before the call
+        (a coalesced `sync` barrier, kv/barriers.py); NotReady if none commits in time."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self._barriers.wait()), timeout)
+        except TimeoutError:
+            raise NotReady(
+                f"cluster metadata not confirmed within {timeout:.2f}s (no meta-group quorum?)",
+                retry_after=0.5,
+            ) from None
 
     async def bootstrap(self, change: dict[str, Any], deadline_s: float) -> None:
         """Propose the founding metadata until some bootstrap has been committed."""
@@ -156,6 +169,10 @@ class MetaGroup:
             except KvError as exc:
                 log.info("bootstrap not committed yet: %s", exc.message)
                 await asyncio.sleep(0.2)
+
+
+def _command(change: dict[str, Any]) -> bytes:
+    return json.dumps({"v": COMMAND_VERSION, "change": change}).encode()
 
 
 class MetaGroups:

@@ -141,7 +141,8 @@ async def list_keyspaces(request: web.Request) -> web.Response:
 
 
 async def get_keyspace(request: web.Request) -> web.Response:
-    return _json(request.app[SERVICE].keyspace(request.match_info["ks"]).to_wire())
+    service, name = request.app[SERVICE], request.match_info["ks"]
+    return _json((await service.describe_keyspace(name, options(request).timeout_s)).to_wire())
 
 
 async def put_keyspace(request: web.Request) -> web.Response:
@@ -188,7 +189,7 @@ def _delete_query(request: web.Request) -> dict[str, Any] | None:
 
 async def replica_state(request: web.Request) -> web.Response:
     service, m = request.app[SERVICE], request.match_info
-    return _json(service.replica_state(m["ks"], key_of(request)))
+    return _json(await service.replica_state(m["ks"], key_of(request), options(request).timeout_s))
 
 
 # The node's own state for /v1/health, set by the composition root (kv/node.py): whether the

@@ -11,6 +11,7 @@ is stopped even when the test fails.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -173,3 +174,25 @@ def test_a_keyspace_created_through_the_joiner_goes_to_a_voter(
     assert conflict.status == 409, conflict
     assert joiner.delete("/v1/keyspaces/via_joiner").status == 204
     assert joiner.get("/v1/keyspaces/via_joiner").status == 404
+
+
+def test_a_keyspace_acknowledged_elsewhere_is_never_404_on_a_lagging_node(
+    nodes: dict[str, NodeThread],
+) -> None:
+    """kv/service.py: a node whose metadata lacks a keyspace waits for a meta read barrier
+    before answering 404. The joiner's metadata poll is stopped, so only the barrier can
+    bring it the keyspace created through n1."""
+    joiner = nodes["n4"]
+    reader = joiner.node.meta.reader
+    assert reader is not None
+    asyncio.run_coroutine_threadsafe(reader.stop(), joiner.loop).result(timeout=10.0)
+    try:
+        create(nodes["n1"], "unseen", EVENTUAL)
+        api, path = api_of(joiner), key_path("unseen", "k")
+        assert body(api.put(path, {"value": "v"}))["context"]
+        assert body(api.get(path))["value"] == "v"
+        assert body(api.get("/v1/keyspaces/unseen"))["name"] == "unseen"
+        missing = api.get("/v1/keyspaces/never_created")
+        assert missing.status == 404 and missing.json()["error"]["code"] == "keyspace_not_found"
+    finally:
+        joiner.loop.call_soon_threadsafe(reader.start)

@@ -233,3 +233,9 @@ def test_keyspace_changes_keep_the_ring_equal(booted: Metadata) -> None:
     before = booted.ring()
     md, _ = apply(booted, put("ks"))
     assert md.ring() == before
+
+
+def test_sync_changes_nothing_before_or_after_bootstrap(booted: Metadata) -> None:
+    """`sync` is the meta group's read barrier (kv/barriers.py): applied, it changes nothing."""
+    for md in (Metadata(), booted):
+        assert apply(md, {"type": "sync"}) == (md, {"status": "unchanged"})

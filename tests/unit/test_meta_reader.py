@@ -20,6 +20,7 @@ from kv.errors import (
     NotReady,
     PeerTimeout,
     PeerUnreachable,
+    Retryable,
     UnknownOutcome,
 )
 from kv.internode import Operation, OpTable, Req, Resp
@@ -264,3 +265,36 @@ def test_an_unexpected_failure_is_a_failed_poll_not_the_end_of_the_loop() -> Non
     with pytest.raises(asyncio.CancelledError):
         run(r.run())
     assert polls == [1, 2, 3]
+
+
+LATE = {"name": "late", "consistency": "eventual", "replication": 1}
+
+
+def test_sync_brings_what_the_voters_committed_and_concurrent_syncs_share_rounds() -> None:
+    """`sync` is a barrier sent to a voter (kv/barriers.py): a keyspace committed after the
+    last poll is here when it returns; syncs arriving while one is in flight share the next
+    round, so three calls make at most two round trips."""
+    net, voter = cluster()
+    r = reader(net)
+
+    async def scenario() -> None:
+        await r.poll()
+        await voter.change({"type": "put_keyspace", "keyspace": LATE}, 1.0)
+        assert r.metadata.keyspace("late") is None
+        net.calls.clear()
+        await asyncio.gather(r.sync(1.0), r.sync(1.0), r.sync(1.0))
+        assert r.metadata.keyspace("late") is not None
+        assert [op for _, op in net.calls] in (["meta_change"], ["meta_change"] * 2)
+        assert voter.changes[-1] == {"type": "sync"}
+
+    run(scenario())
+
+
+def test_a_sync_no_voter_answers_is_retryable() -> None:
+    net, _ = cluster()
+    r = reader(net)
+    run(r.poll())
+    for m in MEMBERS:
+        net.broken[m.http] = PeerUnreachable(f"{m.http}: connection refused")
+    with pytest.raises(Retryable):
+        run(r.sync(1.0))

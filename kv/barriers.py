@@ -1,9 +1,12 @@
-"""Coalesced read barriers of one Raft group (DESIGN.md §3 "Linearizable reads").
+"""Coalesced read barriers (DESIGN.md §3 "Linearizable reads"; Raft thesis §6.4).
 
 A linearizable read is never served from local state alone: pysyncobj has no ReadIndex or
 lease, and a deposed leader believes it leads for up to `leaderFallbackTimeout`. A read
-waits for a replicated no-op (`commands.BARRIER`) to be applied on this node, then reads
-local state: every write acknowledged before the read arrived is applied by then.
+waits for a replicated no-op to be applied on this node, then reads local state: every
+write acknowledged before the read arrived is applied by then. `start` proposes one such
+no-op and returns its future: a data group's `commands.BARRIER`
+(raft_groups/manager.py), the meta group's `sync` change (raft_groups/meta_group.py), or a
+`sync` sent to a meta voter from a node that does not vote (kv/meta_reader.py).
 
 Invariant: the barrier a read waits for was proposed AFTER the read arrived. So a read
 that arrives while a barrier is in flight does not join it (that barrier may have been
@@ -28,22 +31,17 @@ Runs on the event loop thread only.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
-
-from raft_groups import commands
-
-
-class Proposer(Protocol):
-    """What a read barrier needs of a Raft group (`RaftGroup`)."""
-
-    def propose(self, command: bytes, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]: ...
+from collections.abc import Callable
+from typing import Any
 
 
 class ReadBarriers:
     """Coalesced read barriers of one group (see the module docstring)."""
 
-    def __init__(self, group: Proposer, loop: asyncio.AbstractEventLoop) -> None:
-        self._group = group
+    def __init__(
+        self, start: Callable[[], asyncio.Future[Any]], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._start = start
         self._loop = loop
         self._in_flight: asyncio.Future[Any] | None = None
         self._next: asyncio.Future[Any] | None = None
@@ -57,7 +55,7 @@ class ReadBarriers:
         return self._next
 
     def _launch(self) -> asyncio.Future[Any]:
-        fut = self._group.propose(commands.encode(commands.BARRIER), self._loop)
+        fut = self._start()
         self._in_flight = fut
         fut.add_done_callback(self._done)
         return fut

@@ -1,4 +1,4 @@
-"""Coalesced read barriers (raft_groups/barriers.py; DESIGN.md §3 "Linearizable reads",
+"""Coalesced read barriers (kv/barriers.py; DESIGN.md §3 "Linearizable reads",
 Raft thesis §6.4: a read is linearizable once an entry committed after it arrived is
 applied locally).
 
@@ -16,8 +16,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kv.barriers import ReadBarriers
 from raft_groups import commands
-from raft_groups.barriers import ReadBarriers
 
 
 class FakeGroup:
@@ -56,7 +56,9 @@ async def _run_callbacks() -> None:
 
 def _run(scenario: Callable[[FakeGroup, ReadBarriers], Awaitable[None]]) -> FakeGroup:
     async def main() -> None:
-        await scenario(group, ReadBarriers(group, asyncio.get_running_loop()))
+        loop = asyncio.get_running_loop()
+        barrier = commands.encode(commands.BARRIER)
+        await scenario(group, ReadBarriers(lambda: group.propose(barrier, loop), loop))
 
     group = FakeGroup()
     asyncio.run(main())
