@@ -114,7 +114,7 @@ class Transfers:
         _, n, p = key
         uids = [k.uid for k in md.keyspaces if k.consistency == "eventual" and k.replication == n]
         for uid in uids:
-            prog.keys_copied += await self._copy(source, p, uid)
+            await self._copy(source, p, uid, prog)
         prog.state = "verifying"
         for _ in range(MAX_VERIFY_PASSES):
             repaired = sum([await self._verify(source, p, uid) for uid in uids])
@@ -123,16 +123,17 @@ class Transfers:
                 return
         raise KvError(f"partition {p} still differs after {MAX_VERIFY_PASSES} passes")
 
-    async def _copy(self, source: str, partition: int, uid: int) -> int:
-        after, copied, done = None, 0, False
+    async def _copy(self, source: str, partition: int, uid: int, prog: Progress) -> None:
+        """Copy one keyspace's keys of the partition; `prog` counts them batch by batch."""
+        after, done = None, False
         while not done:
             req = ScanRequest(partition, uid, after, self.batch)
             got = await self.transport.call(source, PART_SCAN, req, self.timeout)
             for key, versions in got.items:
                 self.replica.store(KeyRef(partition, uid, key), versions)
                 after = key
-            copied, done = copied + len(got.items), got.done
-        return copied
+            prog.keys_copied += len(got.items)
+            done = got.done
 
     async def _verify(self, source: str, partition: int, uid: int) -> int:
         """One pass: merge every key whose hash differs; count the merges that changed
