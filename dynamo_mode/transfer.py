@@ -18,10 +18,15 @@ partition flips to its new owners once every incoming owner has (kv/meta_machine
 A transfer that fails (source unreachable, timeout) is retried from the start next round,
 with the next current owner as source; progress and the last error are kept for
 `/v1/cluster` ("transfers").
+
+Throttle: with `keys_per_s` set (node setting `transfer_keys_per_s`), the copy waits after
+each batch so that it pulls at most that many keys a second; verification passes are not
+throttled (they move hashes, and only the few keys that differ).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -60,6 +65,8 @@ class Transfers:
     interval: float = 0.5
     batch: int = 256
     timeout: float = 5.0
+    keys_per_s: float = 0.0  # copy at most this many keys a second (0: no limit)
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     progress: dict[MoveKey, Progress] = field(default_factory=dict)
     _loop: Periodic | None = None
 
@@ -134,6 +141,9 @@ class Transfers:
                 after = key
             prog.keys_copied += len(got.items)
             done = got.done
+            delay = pause(len(got.items), self.keys_per_s)
+            if delay > 0:
+                await self.sleep(delay)
 
     async def _verify(self, source: str, partition: int, uid: int) -> int:
         """One pass: merge every key whose hash differs; count the merges that changed
@@ -221,6 +231,11 @@ class Disowned:
             if self.self_id not in md.owners("eventual", widest, p)[0]:
                 out.extend((p, k.uid) for k in eventual)
         return out
+
+
+def pause(keys: int, keys_per_s: float) -> float:
+    """Seconds to wait after copying `keys` so the copy stays under `keys_per_s` (0: none)."""
+    return keys / keys_per_s if keys_per_s > 0 else 0.0
 
 
 def _rotate(sources: list[str], last: str) -> list[str]:

@@ -89,6 +89,11 @@ class NodeConfig:
     # after a membership plan moved a partition away, this node deletes its old copy once it
     # has seen itself outside the owners for this long (nodes on older metadata catch up)
     disowned_grace_s: float = 60.0
+    # while a plan moves a partition here, this node pulls its keys in batches of
+    # transfer_batch, at most transfer_keys_per_s keys a second (0: no limit) — a throttle
+    # that keeps a handoff from crowding out client requests (Riak's handoff throttle)
+    transfer_batch: int = 256
+    transfer_keys_per_s: float = 0.0
     # a node that is not a meta voter polls a member for newer metadata this often (an
     # unchanged epoch costs one small round trip); failures back off up to the maximum
     meta_poll_interval_s: float = 0.5
@@ -117,6 +122,13 @@ class NodeConfig:
         for name in ("request_timeout_s", "internode_timeout_s", "meta_poll_interval_s"):
             if getattr(self, name) <= 0:
                 _fail(name, f"must be positive, got {getattr(self, name)}")
+        if self.transfer_batch < 1:
+            _fail("transfer_batch", f"must be at least 1, got {self.transfer_batch}")
+        if self.transfer_keys_per_s < 0:
+            _fail(
+                "transfer_keys_per_s",
+                f"must be 0 (no limit) or more, got {self.transfer_keys_per_s}",
+            )
         if self.meta_poll_max_backoff_s < self.meta_poll_interval_s:
             _fail(
                 "meta_poll_max_backoff_s",

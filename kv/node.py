@@ -190,7 +190,13 @@ class Node:
             rehome=self._rehome_hint,
         )
         self.transfers = Transfers(
-            self.replica, self.transport, cfg.node_id, self._metadata, self._propose
+            self.replica,
+            self.transport,
+            cfg.node_id,
+            self._metadata,
+            self._propose,
+            batch=cfg.transfer_batch,
+            keys_per_s=cfg.transfer_keys_per_s,
         )
         self.disowned = Disowned(
             self.replica, cfg.node_id, self._metadata, time.monotonic, grace=cfg.disowned_grace_s

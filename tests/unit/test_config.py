@@ -345,3 +345,14 @@ def test_initial_cluster_table_missing_raft_names_the_field(tmp_path: Path) -> N
 def test_unknown_key_in_initial_cluster_table_is_an_error(tmp_path: Path) -> None:
     # Appended after the last [[initial_cluster]] header, so TOML puts it in that table.
     fails({}, write_toml(tmp_path, TOML + 'zone = "eu-1"\n'))
+
+
+@pytest.mark.parametrize(("field", "value"), [("transfer_batch", 0), ("transfer_keys_per_s", -1.0)])
+def test_transfer_throttle_is_checked(field: str, value: float) -> None:
+    assert_fails_naming(field, flags(**{field: value}))
+
+
+def test_transfer_throttle_defaults_to_none() -> None:
+    cfg = load(None, flags())
+    assert (cfg.transfer_batch, cfg.transfer_keys_per_s) == (256, 0.0)
+    assert load(None, flags(transfer_keys_per_s=25)).transfer_keys_per_s == 25

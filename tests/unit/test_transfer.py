@@ -1,6 +1,6 @@
 """Partition transfers (dynamo_mode/transfer.py) over MemoryEngine replicas and a transport
 that calls the source's replica server directly: progress counts keys as batches arrive (so
-`/v1/cluster` shows a copy under way)."""
+`/v1/cluster` shows a copy under way), and the copy keeps under `keys_per_s`."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 from dynamo_mode.messages import PART_SCAN
 from dynamo_mode.replica import DynamoReplica, KeyRef
 from dynamo_mode.replica_server import serve
 from dynamo_mode.siblings import make_version
-from dynamo_mode.transfer import Transfers
+from dynamo_mode.transfer import Transfers, pause
 from kv.internode import Operation
 from kv.keyspace import KeyspaceConfig
 from kv.memory import MemoryEngine
@@ -67,12 +69,13 @@ class Rig:
     key: MoveKey  # the pending move of the partition holding the keys
     uid: int
     proposed: list[dict[str, Any]] = field(default_factory=list)
+    slept: list[float] = field(default_factory=list)
 
     def run(self) -> None:
         asyncio.run(self.transfers._transfer(self.md, self.key))
 
 
-def rig(keys: int, batch: int) -> Rig:
+def rig(keys: int, batch: int, keys_per_s: float = 0.0) -> Rig:
     """n4 pulls one partition holding `keys` keys from its first current owner."""
     md = moving_metadata()
     assert md.transition is not None
@@ -86,6 +89,9 @@ def rig(keys: int, batch: int) -> Rig:
         r.proposed.append(change)
         return {"status": "ready"}
 
+    async def sleep(seconds: float) -> None:
+        r.slept.append(seconds)
+
     transport = Direct(source)
     transfers = Transfers(
         DynamoReplica(MemoryEngine(), "n4"),
@@ -94,6 +100,8 @@ def rig(keys: int, batch: int) -> Rig:
         lambda: md,
         propose,
         batch=batch,
+        keys_per_s=keys_per_s,
+        sleep=sleep,
     )
     transport.transfers = transfers
     r = Rig(transfers, transport, md, key, uid)
@@ -107,6 +115,20 @@ def test_progress_counts_keys_as_each_batch_arrives() -> None:
     assert r.transport.copied_at_scan == [0, 3, 6, 9]
     prog = r.transfers.progress[r.key]
     assert (prog.keys_copied, prog.state) == (10, "reported")
-    assert [c["partition"] for c in r.proposed] == [r.key[2]]
+    assert [c["partition"] for c in r.proposed] == [r.key[2]] and r.slept == []
     held = [r.transfers.replica.fetch(KeyRef(r.key[2], r.uid, f"k{i:03}")) for i in range(10)]
     assert all(held)
+
+
+def test_the_copy_waits_after_each_batch_to_keep_under_the_rate() -> None:
+    r = rig(keys=10, batch=4, keys_per_s=20.0)
+    r.run()
+    assert r.slept == pytest.approx([0.2, 0.2, 0.1])  # 4 + 4 + 2 keys at 20 keys/s
+    assert len(r.proposed) == 1
+
+
+@pytest.mark.parametrize(
+    ("keys", "rate", "seconds"), [(4, 0.0, 0.0), (0, 10.0, 0.0), (5, 10.0, 0.5), (256, 256.0, 1.0)]
+)
+def test_pause(keys: int, rate: float, seconds: float) -> None:
+    assert pause(keys, rate) == pytest.approx(seconds)
