@@ -12,6 +12,8 @@ Every method runs `ops/cluster.py CMD ... --dir DIR` with this interpreter, unde
 timeout; ops/cluster itself waits for health with deadlines. `LocalCluster(netns=True)`
 starts the nodes with `up --netns` (one network namespace per node, docs/netns.md), which
 `partition(...)` and `heal()` need; where that is impossible `up()` raises NetnsRefused.
+`LocalCluster(settings={...})`: node settings (kv/config.py names) for every node it
+starts — `up`, `add` and `start` alike — passed as KV_NODE_SETTINGS (kv/__main__.py).
 
 Every node pid ever seen (in `status --json` and in DIR/<node>/node.pid) is remembered.
 `down()` runs `ops/cluster down` and `cleanup`, SIGKILLs each remembered pid whose command
@@ -127,6 +129,7 @@ class LocalCluster:
         prefix: str = "kv-cluster-",
         keep: bool = False,
         logs_in_errors: bool = False,
+        settings: dict[str, Any] | None = None,
     ) -> None:
         self.private = directory is None
         self.dir = (
@@ -139,6 +142,7 @@ class LocalCluster:
         self.base_port = base_port  # None: an existing layout's ports (`up` keeps them)
         self.keep = keep
         self.logs_in_errors = logs_in_errors  # append the nodes' log tails to ClusterError
+        self.settings = dict(settings or {})  # node settings for every node started here
         self.nodes: dict[str, dict[str, Any]] = {}  # id -> `status --json` entry
         self.pids: set[int] = set()  # every node pid seen, for down()'s final sweep
         self.netns_status: dict[str, Any] | None = None  # status --json "netns" (run_id, partition)
@@ -150,7 +154,10 @@ class LocalCluster:
     ) -> subprocess.CompletedProcess[str]:
         """`ops/cluster ARGS --dir DIR`; ClusterError on a non-zero exit when `check`."""
         cmd = [sys.executable, CLUSTER_PY, *args, "--dir", self.dir]
-        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        env = None
+        if self.settings:
+            env = dict(os.environ, KV_NODE_SETTINGS=json.dumps(self.settings))
+        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
         if check and r.returncode != 0:
             raise ClusterError(args, r, "\n" + self.logs() if self.logs_in_errors else "")
         return r

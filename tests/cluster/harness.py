@@ -51,7 +51,13 @@ def wait_until(pred: Callable[[], Any], deadline_s: float, what: str, interval: 
 
 
 class Cluster(LocalCluster):
-    def __init__(self, n: int = 3, seed: int | None = None, netns: bool = False) -> None:
+    def __init__(
+        self,
+        n: int = 3,
+        seed: int | None = None,
+        netns: bool = False,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
         self.seed = seed if seed is not None else random.SystemRandom().randrange(1 << 30)
         print(f"cluster seed={self.seed}")
         super().__init__(
@@ -60,6 +66,7 @@ class Cluster(LocalCluster):
             rng=random.Random(self.seed),
             prefix="kv-cluster-",
             logs_in_errors=True,
+            settings=settings,
         )
 
     def ops(
