@@ -34,6 +34,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from kv.errors import NotReady
+
 
 class ReadBarriers:
     """Coalesced read barriers of one group (see the module docstring)."""
@@ -53,6 +55,15 @@ class ReadBarriers:
         if self._next is None:
             self._next = self._loop.create_future()
         return self._next
+
+    async def passed(self, timeout: float, what: str) -> None:
+        """Wait (bounded by `timeout`) for a barrier proposed after this call; NotReady
+        naming `what` if none is applied in time. The shared future is shielded: one
+        caller's timeout does not cancel it for the others."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self.wait()), timeout)
+        except TimeoutError:
+            raise NotReady(f"{what} not confirmed within {timeout:.2f}s", retry_after=0.5) from None
 
     def _launch(self) -> asyncio.Future[Any]:
         fut = self._start()

@@ -214,13 +214,7 @@ class MetaReader:
             self._barriers = ReadBarriers(
                 lambda: asyncio.ensure_future(self.change(SYNC, call)), loop
             )
-        try:
-            await asyncio.wait_for(asyncio.shield(self._barriers.wait()), timeout)
-        except TimeoutError:
-            raise NotReady(
-                f"cluster metadata not confirmed by a meta voter within {timeout:.2f}s",
-                retry_after=0.5,
-            ) from None
+        await self._barriers.passed(timeout, "cluster metadata (by a meta voter)")
 
     async def _send(self, address: str, request: MetaChange) -> MetaChangeReply:
         timeout = request.timeout_s + CHANGE_CALL_MARGIN_S

@@ -261,13 +261,7 @@ class RaftGroups:
     ) -> tuple[Any, int] | None:
         hosted = self.hosted(spec)
         if not stale:
-            try:
-                await asyncio.wait_for(asyncio.shield(hosted.barriers.wait()), timeout)
-            except TimeoutError:
-                raise NotReady(
-                    f"read barrier not committed within {timeout:.2f}s (no quorum?)",
-                    retry_after=0.5,
-                ) from None
+            await hosted.barriers.passed(timeout, "read barrier (no quorum?)")
         return state_machine.read(self._engine, spec.number, uid, key)
 
     async def close(self) -> None:

@@ -150,13 +150,7 @@ class MetaGroup:
     async def sync(self, timeout: float) -> None:
         """Return once this member's metadata holds every change committed before the call
         (a coalesced `sync` barrier, kv/barriers.py); NotReady if none commits in time."""
-        try:
-            await asyncio.wait_for(asyncio.shield(self._barriers.wait()), timeout)
-        except TimeoutError:
-            raise NotReady(
-                f"cluster metadata not confirmed within {timeout:.2f}s (no meta-group quorum?)",
-                retry_after=0.5,
-            ) from None
+        await self._barriers.passed(timeout, "cluster metadata (no meta-group quorum?)")
 
     async def bootstrap(self, change: dict[str, Any], deadline_s: float) -> None:
         """Propose the founding metadata until some bootstrap has been committed."""
