@@ -187,13 +187,11 @@ class MetaRole(Generic[G]):
         return group.raft_view() if group is not None else (None, ())
 
     async def change(self, change: dict[str, Any], timeout: float) -> dict[str, Any]:
-        group = self.voting_group
+        if change == SYNC:  # a reader's barrier: coalesced with this node's own
+            await self.sync(timeout)
+            return {"status": "unchanged"}
+        group = await self._voting_in_contact()
         if group is not None:
-            if not await group.in_contact():  # e.g. removed, not knowing it yet
-                raise NoLeader("this voter is out of contact with a meta leader", retry_after=0.5)
-            if change == SYNC:  # a reader's barrier: coalesced with this node's own
-                await group.sync(timeout)
-                return {"status": "unchanged"}
             return await group.change(change, timeout)
         assert self.reader is not None  # a node that does not vote always reads
         return await self.reader.change(change, timeout)
@@ -201,14 +199,20 @@ class MetaRole(Generic[G]):
     async def sync(self, timeout: float) -> None:
         """Return once `metadata` holds every change committed before the call (a read
         barrier through the meta group; NotReady or NoLeader if it cannot be had in time)."""
-        group = self.voting_group
+        group = await self._voting_in_contact()
         if group is not None:
-            if not await group.in_contact():
-                raise NoLeader("this voter is out of contact with a meta leader", retry_after=0.5)
             await group.sync(timeout)
             return
         assert self.reader is not None
         await self.reader.sync(timeout)
+
+    async def _voting_in_contact(self) -> G | None:
+        """The group on a voter (None on a node that does not vote); NoLeader on a voter
+        out of contact with a leader (e.g. removed, not knowing it yet)."""
+        group = self.voting_group
+        if group is not None and not await group.in_contact():
+            raise NoLeader("this voter is out of contact with a meta leader", retry_after=0.5)
+        return group
 
     def summary(self) -> dict[str, Any]:
         """This node's view of the meta group, for `GET /v1/cluster`."""

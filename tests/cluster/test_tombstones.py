@@ -8,8 +8,6 @@ the replica returns; once every replica holds the tombstone it is purged everywh
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import time
 
 import pytest
@@ -24,19 +22,11 @@ GRACE_S = 1.0
 
 @pytest.fixture
 def fast_gc_cluster() -> object:
-    old = os.environ.get("KV_NODE_SETTINGS")
-    os.environ["KV_NODE_SETTINGS"] = json.dumps(
-        {"tombstone_grace_s": GRACE_S, "tombstone_gc_interval_s": 0.3}
-    )
-    c = Cluster(n=3)
+    c = Cluster(n=3, settings={"tombstone_grace_s": GRACE_S, "tombstone_gc_interval_s": 0.3})
     try:
         yield c.up()
     finally:
         c.down()
-        if old is None:
-            os.environ.pop("KV_NODE_SETTINGS", None)
-        else:
-            os.environ["KV_NODE_SETTINGS"] = old
 
 
 async def _versions(client: KvClient, node: str, key: str) -> list[object]:

@@ -16,34 +16,16 @@ from dynamo_mode.replica_server import serve
 from dynamo_mode.siblings import make_version
 from dynamo_mode.transfer import Transfers, pause
 from kv.internode import Operation
-from kv.keyspace import KeyspaceConfig
 from kv.memory import MemoryEngine
-from kv.meta import Member, Metadata, MoveKey
-from kv.meta_machine import apply
-from kv.plan import Change, make_plan
-
-
-def member(i: int) -> Member:
-    return Member(f"n{i}", f"h{i}:1", f"h{i}:2")
+from kv.meta import Metadata, MoveKey
+from tests.unit.test_meta_membership import ADD4, commit, metadata
 
 
 def moving_metadata() -> Metadata:
-    """n1..n3 with one eventual keyspace (N=3), and a committed plan adding n4."""
-    boot = {
-        "type": "bootstrap",
-        "members": [member(i).to_dict() for i in (1, 2, 3)],
-        "partitions": 8,
-        "vnodes": 8,
-        "claim": "chains",
-    }
-    md, _ = apply(Metadata(), boot)
-    ks = KeyspaceConfig("ev", "eventual", 3, read_quorum=2, write_quorum=2)
-    md, _ = apply(md, {"type": "put_keyspace", "keyspace": ks.to_dict()})
-    changes = [Change("add", "n4", member(4))]
-    wire = [c.to_wire() for c in changes]
-    plan_id = make_plan(md, changes).plan_id
-    md, outcome = apply(md, {"type": "commit_plan", "plan_id": plan_id, "changes": wire})
+    """n1..n3 with one eventual keyspace, and a committed plan adding n4."""
+    md, outcome = commit(metadata(), ADD4)
     assert outcome["status"] == "committed"
+    assert isinstance(md, Metadata)
     return md
 
 
