@@ -188,6 +188,11 @@ class RaftDriver:
 
 
 def _run_call(fn: Callable[[], T], done: concurrent.futures.Future[T]) -> None:
+    """Run `fn` unless its caller gave up first (an awaiting task cancelled: `wrap_future`
+    cancels the future); setting a cancelled future's result would raise in the driver
+    (or in `stop`, which runs the calls left)."""
+    if not done.set_running_or_notify_cancel():
+        return
     try:
         done.set_result(fn())
     except BaseException as exc:  # noqa: BLE001 - handed to the caller

@@ -10,6 +10,7 @@ test calls `RaftDriver.cycle(now)` with the time it wants.
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Callable
 from typing import Any
 
@@ -209,3 +210,18 @@ def test_stop_destroys_every_group_and_closes_the_mux() -> None:
     driver, mux, _ = _driver(("a", 0), ("b", 0))
     driver.stop()
     assert mux.events == ["destroy a", "destroy b", "close"]
+
+
+def test_a_call_its_caller_cancelled_is_not_run_and_does_not_break_the_others() -> None:
+    """A task awaiting `submit` through `asyncio.wrap_future` and cancelled (a timeout, a
+    node stopping) cancels the future; the driver skips it and runs the next call."""
+    driver, _, _ = _driver()
+    ran: list[str] = []
+    cancelled: concurrent.futures.Future[None] = concurrent.futures.Future()
+    cancelled.cancel()
+    kept: concurrent.futures.Future[None] = concurrent.futures.Future()
+    driver._calls.extend(
+        [(lambda: ran.append("skipped"), cancelled), (lambda: ran.append("kept"), kept)]
+    )
+    driver.stop()  # runs the calls left, as a stopping node does
+    assert ran == ["kept"] and kept.done() and cancelled.cancelled()
