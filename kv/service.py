@@ -30,7 +30,7 @@ from kv.errors import (
     Retryable,
 )
 from kv.keyspace import KeyspaceConfig, parse_keyspace, validate_name
-from kv.meta import Metadata
+from kv.meta import Metadata, MoveKey
 from kv.routing import DeleteRequest, GetRequest, KeyRequest, Options, PutRequest
 
 
@@ -163,9 +163,7 @@ class Service:
             "changes": list(t.changes),
             "moves_pending": len(t.pending),
             "moves_done": len(t.done),
-            "pending": [
-                {"mode": m, "replication": r, "partition": p} for m, r, p in sorted(t.pending)
-            ],
+            "pending": [_pending(md, key) for key in sorted(t.pending)],
         }
 
     # ------------------------------------------------------------------ keys
@@ -193,6 +191,22 @@ class Service:
     async def replica_state(self, name: str, key: str, timeout: float) -> dict[str, Any]:
         req = routing.locate(await self.current(name, timeout), name, key, routing.MAX_TIMEOUT_S)
         return self._mode(req).replica_state(req)
+
+
+def _pending(md: Metadata, key: MoveKey) -> dict[str, Any]:
+    """A pending move as `GET /v1/membership` shows it: the owners serving it now (`from`),
+    the owners it moves to (`to`), and the incoming owners that reported it (`ready`)."""
+    t = md.transition
+    assert t is not None
+    mode, n, p = key
+    return {
+        "mode": mode,
+        "replication": n,
+        "partition": p,
+        "from": list(md.owners(mode, n, p)[0]),
+        "to": list(t.chains[p][:n]),
+        "ready": sorted(node for *k, node in t.ready if tuple(k) == key),
+    }
 
 
 def _changes(body: Any) -> list[plan.Change]:
