@@ -177,6 +177,45 @@ class KvClient:
     async def cluster(self, node: str | None = None) -> dict[str, Any]:
         return _obj(await self.request("GET", "/v1/cluster", idempotent=True, node=node))
 
+    async def clusters(self, nodes: Sequence[str]) -> dict[str, dict[str, Any] | KvError]:
+        """Each node's own `/v1/cluster`, all asked at once and each once (no retries, no
+        other node): a node that does not answer maps to its typed error."""
+
+        async def one(node: str) -> dict[str, Any] | KvError:
+            try:
+                return _obj(await self._once("GET", _url(node) + "/v1/cluster", None))
+            except _NotSent as exc:
+                return exc.error
+            except KvError as exc:
+                return exc
+
+        return dict(zip(nodes, await asyncio.gather(*(one(n) for n in nodes)), strict=True))
+
+    # ------------------------------------------------------------------ membership
+    async def membership_status(self) -> dict[str, Any]:
+        """`GET /v1/membership`: idle, or the plan in flight and its pending moves."""
+        return _obj(await self.request("GET", "/v1/membership", idempotent=True))
+
+    async def membership_plan(self, changes: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """What the changes would move (changes nothing, so safe to retry)."""
+        body = {"changes": list(changes)}
+        return _obj(await self.request("POST", "/v1/membership/plan", body, idempotent=True))
+
+    async def membership_commit(
+        self, plan_id: str, changes: Sequence[dict[str, Any]], **query: Any
+    ) -> dict[str, Any]:
+        """Start the plan `plan_id` (a compare-and-set: PlanConflict if the metadata moved
+        on since the plan was made, or another plan is in flight). Query: timeout_ms."""
+        body = {"plan_id": plan_id, "changes": list(changes)}
+        path = "/v1/membership/commit"
+        return _obj(await self.request("POST", path, body, query=query, idempotent=False))
+
+    async def membership_abort(self, plan_id: str, **query: Any) -> dict[str, Any]:
+        """Stop the plan in flight: unflipped moves are dropped, flipped ones move back."""
+        body = {"plan_id": plan_id}
+        path = "/v1/membership/abort"
+        return _obj(await self.request("POST", path, body, query=query, idempotent=False))
+
     async def health(self, node: str) -> bool:
         try:
             await self.request("GET", "/v1/health", idempotent=True, node=_url(node))
