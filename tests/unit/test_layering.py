@@ -10,9 +10,10 @@ Rules (each failure names the file, the import and the rule it breaks):
    (kv/node.py, kv/__main__.py); the two modes do not import each other.
 4. Runtime packages never import verification tooling, ops or tests (what `pip install`
    puts on a server holds what a server runs).
-5. `ops/` reaches nodes only through the API or `kv.client`: it may run pure code and
-   in-memory models (ops/ae_measure.py models anti-entropy over MemoryEngine replicas), but
-   never opens a node's storage, runs a node, its servers, transport or Raft groups.
+5. `ops/` and `kvctl/` (the operator CLI) reach nodes only through the API or `kv.client`:
+   they may run pure code and in-memory models (ops/ae_measure.py models anti-entropy over
+   MemoryEngine replicas), but never open a node's storage, run a node, its servers,
+   transport or Raft groups; the node's packages never import kvctl.
 6. Runtime modules stay under 400 lines and the median function under 10 lines.
 """
 
@@ -24,7 +25,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-RUNTIME = ("kv", "raft_groups", "dynamo_mode")
+RUNTIME = ("kv", "raft_groups", "dynamo_mode", "kvctl")
+SERVER = ("kv", "raft_groups", "dynamo_mode")
+CLIENTS = ("ops", "kvctl")  # rule 5
 TOOLING = ("verification", "ops", "tests")
 
 PURE = (
@@ -55,6 +58,9 @@ PURE = (
     "raft_groups/placement.py",
     "raft_groups/syncobj_adapter/membership.py",
     "raft_groups/state_machine.py",
+    "kvctl/errors.py",
+    "kvctl/render.py",
+    "kvctl/status.py",
 )
 IO_MODULES = (
     "asyncio",
@@ -81,6 +87,7 @@ ONE_IMPORTER = {
     # the HTTP server (kv/http), the internode client (kv/transport.py) and the public client
     "aiohttp": ("kv/http/*", "kv/transport.py", "kv/client.py"),
     "cryptography": (),  # through pysyncobj only, for now
+    "click": ("kvctl/cli.py",),  # the operator CLI's commands
 }
 COMPOSITION_ROOT = ("kv/node.py", "kv/__main__.py")
 OPS_MUST_NOT_IMPORT = (
@@ -153,10 +160,12 @@ def _broken(path: str, name: str, files: dict[str, str]) -> Iterator[str]:
         yield "the two modes do not import each other (rule 3)"
     if top in RUNTIME and under(name, TOOLING):
         yield "runtime code imports tooling (rule 4)"
-    if top == "ops" and under(name, RUNTIME) and name not in RUNTIME:
+    if top in SERVER and under(name, ["kvctl"]):
+        yield "the node's packages do not import the CLI (rule 5)"
+    if top in CLIENTS and under(name, SERVER) and name not in SERVER:
         target = module_file(name, files)
         if target is not None and matches(target, OPS_MUST_NOT_IMPORT):
-            yield "ops/ reaches nodes through the API or the client (rule 5)"
+            yield f"{top}/ reaches nodes through the API or the client (rule 5)"
 
 
 def project_files() -> dict[str, str]:
@@ -204,6 +213,25 @@ def test_each_rule_names_its_offender() -> None:
     assert "raft_groups/manager.py: imports dynamo_mode.replica — the two modes" in found
     assert "kv/storage.py: imports verification — runtime code imports tooling" in found
     assert "ops/bench.py: imports kv.leveldb — ops/ reaches nodes through the API" in found
+
+
+def test_the_cli_keeps_to_the_api_and_click_to_one_module() -> None:
+    synthetic = {
+        "kvctl/cli.py": "from kv.node import Node\nimport click\n",
+        "kvctl/render.py": "import click\n",
+        "kvctl/status.py": "import time\n",
+        "kv/service.py": "from kvctl import status\n",
+        "kv/node.py": "",
+    }
+    assert violations(synthetic) == [
+        "kv/service.py: imports kvctl — the node's packages do not import the CLI (rule 5)",
+        "kv/service.py: imports kvctl.status — the node's packages do not import the CLI (rule 5)",
+        "kvctl/cli.py: imports kv.node — kvctl/ reaches nodes through the API or the client "
+        "(rule 5)",
+        "kvctl/render.py: imports click — only kvctl/cli.py may import click (rule 2)",
+        "kvctl/status.py: imports time — a pure module imports no I/O (time); pass it in as a "
+        "parameter (rule 1)",
+    ]
 
 
 def test_the_composition_root_may_wire_the_modes() -> None:

@@ -1,0 +1,5 @@
+"""`python -m kvctl ...` (ops/kvctl runs this)."""
+
+from kvctl.cli import main
+
+main()
