@@ -1,0 +1,181 @@
+"""kvctl against a real cluster (issue 9, item 8): the commands run in-process through
+click's CliRunner and talk HTTP to in-process nodes, as in the rest of this tier.
+
+Three founders with an eventual keyspace holding data, and n4 started as a joiner (seeds
+only). Pulls are throttled (`transfer_keys_per_s`) so that moving n4's partitions takes a
+few seconds and `status --wait` sees the plan move. Each test has its own state file and
+leaves no plan in flight; every wait is a poll with a deadline (`status --wait --timeout`);
+every node is stopped even when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from kvctl import errors
+from kvctl.cli import cli
+from tests.integration.conftest import (
+    START_DEADLINE_S,
+    NodeThread,
+    api_of,
+    free_port,
+    key_path,
+    wait_healthy,
+)
+from tests.integration.test_joining import EVENTUAL, configs
+
+KEYS = 240
+THROTTLE = {"transfer_keys_per_s": 80.0, "transfer_batch": 16, "partitions": 16}
+WAIT_S = "120"  # status --wait deadline: the move takes a few seconds
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, NodeThread]]:
+    founders, joiner = configs(tmp_path_factory.mktemp("kvctl"))
+    running: dict[str, NodeThread] = {}
+    try:
+        for cfg in (*founders, joiner):
+            running[cfg.node_id] = NodeThread(replace(cfg, **THROTTLE))
+            running[cfg.node_id].start()
+        for node in running.values():
+            wait_healthy(api_of(node), START_DEADLINE_S)
+        api = api_of(running["n1"])
+        assert api.put("/v1/keyspaces/ev", EVENTUAL).status == 201
+        for i in range(KEYS):
+            assert api.put(key_path("ev", f"k{i}"), {"value": i}).status == 200
+        yield running
+    finally:
+        errors_ = []
+        for node in running.values():
+            try:
+                node.stop()
+            except Exception as exc:  # stop every node even if one fails to
+                errors_.append(exc)
+        assert not errors_, errors_
+
+
+@pytest.fixture
+def kvctl(nodes: dict[str, NodeThread], tmp_path: Path) -> Any:
+    """Run kvctl with the founders as endpoints and this test's own state file."""
+    endpoints = ",".join(nodes[n].config.advertise for n in ("n1", "n2", "n3"))
+    state = tmp_path / "plan.json"
+
+    def run(*args: str, endpoints: str = endpoints) -> Result:
+        argv = ["--endpoints", endpoints, "--state-file", str(state), "--timeout", "10", *args]
+        result = CliRunner().invoke(cli, argv)
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result
+
+    return run
+
+
+def ok(result: Result) -> str:
+    assert result.exit_code == 0, (result.exit_code, result.output)
+    return result.stdout
+
+
+def failed(result: Result, code: int) -> str:
+    """The exit code, and the one line on stderr."""
+    assert result.exit_code == code, (result.exit_code, result.output)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kvctl: "), result.stderr
+    return lines[0]
+
+
+def test_adding_the_joiner_plan_show_commit_and_wait(
+    nodes: dict[str, NodeThread], kvctl: Any
+) -> None:
+    cfg = nodes["n4"].config
+    staged = ok(kvctl("plan", "add", "n4", "--http", cfg.advertise, "--raft", cfg.raft_advertise))
+    assert "staged: add n4" in staged
+
+    plan = json.loads(ok(kvctl("--json", "plan", "show")))
+    assert plan["moves"] and {m["to"] for m in plan["moves"]} == {"n4"}
+    shown = ok(kvctl("plan", "show"))  # the same plan, as text: every replica that moves
+    assert f"plan {plan['plan_id']}" in shown
+    assert sum(" → n4" in line for line in shown.splitlines()) == len(plan["moves"])
+
+    assert f"committed plan {plan['plan_id']}" in ok(kvctl("commit"))
+    moving = json.loads(ok(kvctl("--json", "status")))
+    assert moving["status"] in ("moving", "idle")
+    for move in moving["moves"]:
+        assert move["mode"] == "eventual" and "n4" in move["to"] and "n4" not in move["from"]
+
+    waited = ok(kvctl("status", "--wait", "--timeout", WAIT_S, "--interval", "0.2"))
+    lines = waited.splitlines()
+    assert lines[-1].startswith("no plan in flight") and lines[-1].endswith("n1, n2, n3, n4")
+    if moving["status"] == "moving":
+        assert any("moves done" in line for line in lines[:-1]), waited
+    assert ok(kvctl("plan", "clear")) == "nothing was staged\n"  # the commit cleared it
+    assert "n4" in ok(kvctl("cluster", "status"))
+
+
+def test_a_commit_after_the_cluster_changed_is_refused(
+    nodes: dict[str, NodeThread], kvctl: Any
+) -> None:
+    ghost = ("--http", f"127.0.0.1:{free_port()}", "--raft", f"127.0.0.1:{free_port()}")
+    ok(kvctl("plan", "add", "n9", *ghost))
+    ok(kvctl("plan", "show"))
+    api = api_of(nodes["n1"])
+    assert api.put("/v1/keyspaces/ev_other", EVENTUAL).status == 201  # the metadata moves on
+    line = failed(kvctl("commit"), errors.REFUSED)
+    assert line == f"kvctl: {errors.PLAN_CHANGED}"
+    assert ok(kvctl("plan", "clear")) == "staged changes dropped\n"  # kept for a re-plan
+    assert json.loads(ok(kvctl("--json", "status")))["status"] == "idle"
+
+
+def test_a_plan_that_cannot_finish_times_out_with_its_reason_and_aborts(kvctl: Any) -> None:
+    """n9 is added, but nothing runs at its addresses: its pulls never start."""
+    ghost = ("--http", f"127.0.0.1:{free_port()}", "--raft", f"127.0.0.1:{free_port()}")
+    ok(kvctl("plan", "add", "n9", *ghost))
+    ok(kvctl("plan", "show"))
+    ok(kvctl("commit"))
+    try:
+        result = kvctl("status", "--wait", "--timeout", "2", "--interval", "0.5")
+        line = failed(result, errors.NOT_DONE)
+        assert "not done after 2s: stuck: eventual n=3 partition" in line
+        assert "n9: does not answer" in line and "not answering: n9: cannot connect" in line
+        assert "stuck: eventual" in result.stdout  # the last status, in full
+    finally:
+        aborted = ok(kvctl("abort"))
+    assert aborted.startswith("aborted plan")
+    final = json.loads(ok(kvctl("--json", "status", "--wait", "--timeout", WAIT_S)))
+    assert final["status"] == "idle" and "n9" not in final["members"]
+
+
+def test_refusals_and_usage_errors_are_one_line_and_change_nothing(kvctl: Any) -> None:
+    line = failed(kvctl("commit"), errors.REFUSED)
+    assert line == "kvctl: nothing staged: stage changes with `kvctl plan add|remove|replace`"
+    assert failed(kvctl("abort"), errors.REFUSED) == "kvctl: no plan in flight to abort"
+    ok(kvctl("plan", "add", "n1", "--http", "127.0.0.1:1", "--raft", "127.0.0.1:2"))
+    line = failed(kvctl("plan", "show"), errors.REFUSED)
+    assert line == "kvctl: refused: member: id 'n1' is already a member"
+    line = failed(kvctl("commit"), errors.REFUSED)
+    assert "run `kvctl plan show` first" in line
+    assert ok(kvctl("plan", "clear")) == "staged changes dropped\n"
+    bad = kvctl("plan", "add", "n5", "--http", "nowhere", "--raft", "127.0.0.1:2")
+    assert bad.exit_code == errors.USAGE and "'nowhere' is not HOST:PORT" in bad.stderr
+
+
+def test_an_endpoint_nobody_listens_on_is_unavailable(kvctl: Any) -> None:
+    nobody = f"127.0.0.1:{free_port()}"
+    line = failed(kvctl("cluster", "status", endpoints=nobody), errors.UNAVAILABLE)
+    assert line.startswith(f"kvctl: unavailable: cannot connect to http://{nobody}/v1/cluster")
+
+
+def test_cluster_status_as_json_and_endpoints_from_the_environment(
+    nodes: dict[str, NodeThread], tmp_path: Path
+) -> None:
+    env = {"KV_ENDPOINTS": nodes["n2"].config.advertise, "KVCTL_STATE": str(tmp_path / "s")}
+    result = CliRunner().invoke(cli, ["--json", "cluster", "status"], env=env)
+    assert result.exit_code == 0, result.output
+    view = json.loads(result.stdout)
+    assert view["node"] == "n2" and {"n1", "n2", "n3"} <= {m["id"] for m in view["members"]}
