@@ -77,7 +77,9 @@ class RaftGroup:
         self._joining = settings.joining
         self._hold_until = 0.0  # transfer hold: no tick before this time.monotonic(); 0 = none
         with driver.lock:
-            self.transport = GroupTransport(driver.mux, settings.gid, settings.peers)
+            self.transport = GroupTransport(
+                driver.mux, settings.gid, settings.peers, lease=settings.election_timeout_min
+            )
             self._obj = _SyncObj(settings, machine, self.transport)
             self.transport.owner = self._obj
             driver.mux.register(self.transport)

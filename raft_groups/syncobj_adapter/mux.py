@@ -18,13 +18,17 @@ that adds an already connected peer at once, and forgets a peer no group, pin or
 setting names any more. A message for a group from a node outside that group's peer set
 is dropped (`dropped` counts them): pysyncobj does not check who sent a vote request, so
 a removed member, or a new one not yet added, would otherwise depose the leader with a
-higher term (Raft thesis §4.2.3, disruptive servers).
+higher term (Raft thesis §4.2.3, disruptive servers). A member that has not applied a
+removal yet still names the removed node; `lease.py` keeps its vote requests from
+unseating that member's leader too (a leader lease, and term notices to a stale leader).
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from pysyncobj import SyncObjConf
@@ -32,6 +36,7 @@ from pysyncobj.node import TCPNode
 from pysyncobj.transport import Transport
 
 from raft_groups.syncobj_adapter import shim
+from raft_groups.syncobj_adapter.lease import VoteLease, kind
 from raft_groups.syncobj_adapter.settings import RaftNodeSettings
 
 log = logging.getLogger(__name__)
@@ -189,13 +194,22 @@ def _transport_conf(settings: RaftNodeSettings) -> Any:
 class GroupTransport(Transport):  # type: ignore[misc]
     """One group's view of the mux: pysyncobj's Transport interface, addressed by gid."""
 
-    def __init__(self, mux: RaftMux, gid: str, peers: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        mux: RaftMux,
+        gid: str,
+        peers: tuple[str, ...],
+        lease: float = 0.6,  # the group's minimum election timeout (GroupSettings' default)
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__(None, None, [])
         self.mux = mux
         self.gid = gid
         self.peer_addresses = set(peers)
         self.owner: Any = None  # the group's SyncObj, once it exists
         self.log_sends = 0  # messages sent with entries or a snapshot chunk
+        self.votes = VoteLease(lease)
+        self._clock = clock
         self._last_commit: Any = None
 
     def needs_tick(self, message: Any) -> bool:
@@ -215,14 +229,37 @@ class GroupTransport(Transport):  # type: ignore[misc]
         return True
 
     def deliver(self, node: Any, message: Any) -> None:
-        """Hand a message to the SyncObj, keeping a leader's nextIndex from moving backwards.
+        """Hand a message to the SyncObj, unless the leader lease drops it (lease.py).
+
+        A vote request from another member while this one hears from its leader is
+        dropped; an append from an older term gets a term notice back; a leader's
+        TimeoutNow marks this member's coming vote requests as a transfer's."""
+        obj = self.owner
+        if obj is None:
+            shim.deliver(self, node, message)
+            return
+        now, leader = self._clock(), shim.leader_address(obj)
+        if self.votes.ignore_vote(message, node.id, leader, shim.is_leader(obj), now):
+            return
+        term = int(obj.raftCurrentTerm)
+        notice = self.votes.notice(message, node.id, term, now)
+        if notice is not None:
+            self.send(node, notice)
+        if kind(message) == "timeout_now" and node.id == leader:
+            self.votes.transfer_ordered(now)
+        self._deliver(obj, node, message)
+        if kind(message) == "append_entries" and shim.leader_address(obj) == node.id:
+            if int(message.get("term", -1)) == int(obj.raftCurrentTerm):
+                self.votes.heard_leader(now)
+
+    def _deliver(self, obj: Any, node: Any, message: Any) -> None:
+        """Deliver, keeping a leader's nextIndex from moving backwards.
 
         pysyncobj sets it to the acknowledged index + 1 on every successful response, even
         when later entries are already in flight, so the next send repeats them and the
         follower truncates and re-appends entries it may already have applied (logged
         CRITICAL, DESIGN.md §3). A refusal (`reset`) still moves it back, as Raft requires."""
-        obj = self.owner
-        if obj is None or not _is_success_ack(message):
+        if not _is_success_ack(message):
             shim.deliver(self, node, message)
             return
         before = shim.next_index(obj, node)
@@ -263,7 +300,7 @@ class GroupTransport(Transport):  # type: ignore[misc]
     def send(self, node: Any, message: Any) -> bool:
         if _carries_log(message):
             self.log_sends += 1
-        return self.mux.send(node, self.gid, message)
+        return self.mux.send(node, self.gid, self.votes.outgoing(message, self._clock()))
 
     def destroy(self) -> None:
         self.mux.unregister(self.gid)

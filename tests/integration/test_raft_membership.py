@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pysyncobj.node import TCPNode
 
 from kv.errors import KvError
 from kv.leveldb import LevelDBEngine
@@ -265,8 +266,8 @@ def test_move_a_member_while_a_client_writes(cluster: list[Member]) -> None:
     final = [m for m in cluster if m.group is not None]
     assert len(final) == 3 and d in final
     want = tuple(sorted(m.address for m in final))
-    for m in final:
-        assert m.group is not None and m.group.members() == want, m.name
+    for m in final:  # a follower applies the removal a moment after the leader's commit
+        _poll(lambda m=m: m.group is not None and m.group.members() == want, f"{m.name}'s peers")
     _poll(lambda: _same_state(final), "the final members to converge")
     assert len(acked) > 70
     for m in final:  # every acknowledged write, applied exactly once (a 2nd apply: version 2)
@@ -403,5 +404,97 @@ def test_an_unreachable_member_is_not_added(cluster: list[Member]) -> None:
         assert leader.driver is not None and not leader.driver.mux.knows(ghost)
         refused = await leader.group.remove_member(leader.address)
         assert isinstance(refused, Refused) and refused.reason is Refusal.IS_LEADER
+
+    asyncio.run(scenario())
+
+
+def _inject(member: Member, sender: Member, message: dict[str, Any]) -> None:
+    """Hand `message` to `member`'s group as if `sender` had sent it (driver thread)."""
+    assert member.driver is not None and member.group is not None
+    transport = member.group.transport
+    member.driver.call(lambda: transport.deliver(TCPNode(sender.address), message))
+
+
+def _vote(term: int) -> dict[str, Any]:
+    """A vote request whose log looks at least as long as anyone's (it would be granted)."""
+    return {"type": "request_vote", "term": term, "last_log_index": 10**6, "last_log_term": 10**6}
+
+
+def test_a_follower_that_hears_its_leader_ignores_another_members_vote_request(
+    cluster: list[Member],
+) -> None:
+    """Leader lease (lease.py rule 1, Raft thesis §4.2.3). As a member still catching up
+    names a member the leader already removed (its removal not applied here yet), a vote
+    request with a higher term reaches a follower through the mux's filter; taking that
+    term would make it drop its leader's appends (seen: a move stalled for good)."""
+    originals = cluster[:3]
+
+    async def scenario() -> None:
+        leader = _leader(originals)
+        assert leader.group is not None
+        await _fill(leader, 5)
+        y, x = (m for m in originals if m is not leader)
+        assert y.group is not None
+        await _apoll(lambda: y.group.status().leader == leader.address, "y to follow")
+        await _fill(leader, 1)  # an append just reached y: it heard its leader
+        term = leader.group.status().term
+        _inject(y, x, _vote(term + 5))
+        assert y.group.status().term == term, "the vote request took y's term"
+        assert y.group.transport.votes.ignored == 1
+        await _fill(leader, 5)
+        assert _terms(originals) == {m.name: term for m in originals}
+
+    asyncio.run(scenario())
+    _poll(lambda: _same_state(originals), "the members to converge")
+
+
+def test_a_follower_pushed_past_its_leaders_term_brings_the_group_to_its_term(
+    cluster: list[Member],
+) -> None:
+    """Stale leader notice (lease.py rule 2). y took a higher term from x's vote request
+    (marked as a transfer's, to get past the lease: as if y had not heard its leader yet),
+    and x keeps campaigning as a removed member that never learned of it would, with a log
+    as long as y's: y grants every vote, so its own election timer never runs out, and
+    pysyncobj drops the leader's appends from the older term without a word. The notice y
+    sends back makes the leader step down; the members elect one at a higher term, y
+    follows it and applies what is written next."""
+    originals = cluster[:3]
+
+    async def scenario() -> None:
+        leader = _leader(originals)
+        assert leader.group is not None
+        await _fill(leader, 5)
+        y, x = (m for m in originals if m is not leader)
+        assert y.group is not None
+        term = leader.group.status().term
+        _inject(y, x, {**_vote(term + 3), "transfer": True})
+        assert y.group.status().term == term + 3
+        campaigning, zombie_term = True, term + 3
+
+        async def zombie() -> None:
+            nonlocal zombie_term
+            while campaigning:
+                await asyncio.sleep(0.5)
+                zombie_term += 1
+                _inject(y, x, _vote(zombie_term))
+
+        task = asyncio.create_task(zombie())
+        try:
+
+            def elected() -> Member | None:
+                lead = _leader_now(originals)
+                if lead is None or lead.group is None:
+                    return None
+                return lead if lead.group.status().term > term + 3 else None
+
+            await _apoll(elected, "a leader at a higher term")
+            writer = Writer(originals)  # to whichever member leads, retried
+            for i in range(5):
+                await writer._write(f"after{i}")
+            await _apoll(lambda: _same_state(originals), "y to apply the new writes")
+        finally:
+            campaigning = False
+            await task
+        assert y.group.transport.votes.notices >= 1
 
     asyncio.run(scenario())
