@@ -29,6 +29,9 @@ from kv.errors import KvError, QuorumUnavailable
 from ops import netns
 from tests.cluster.harness import ROOT, Cluster, alive, sigterm_raises, wait_until
 
+# one --netns cluster at a time: every module using 10.77.0.0/24 runs on one worker
+pytestmark = pytest.mark.xdist_group("netns")
+
 CLUSTER_PY = os.path.join(ROOT, "ops", "cluster.py")
 NODES = ("n1", "n2", "n3")
 KS = "ev"
