@@ -14,8 +14,9 @@ the layout and DIR/secret the cluster secret (generated once, mode 0600).
 `add` starts one more node as a joiner (docs/membership.md): `--seeds` = the HTTP addresses
 of the running members, the next free port pair of the layout, its own DIR/<id>/. It stays
 `joining` (`status --json`: "member": false) until a membership plan is committed; `down`
-stops it with the others, `up` and `start` restart it with the same seeds. A --netns
-cluster cannot grow yet (`add` refuses and says so).
+stops it with the others, `up` and `start` restart it with the same seeds. In a --netns
+cluster the new node gets its own namespace and address, made like `up` makes them (a
+partition in force does not cover it until the next `partition`).
 
 With --netns (root, iproute2 and nftables needed; exit code 3 names what is missing) node i
 runs in its own network namespace on 10.77.0.(10+i), the namespaces joined by a bridge and
@@ -517,19 +518,27 @@ def cmd_add(a: argparse.Namespace) -> None:
     plan (plan + commit, docs/membership.md); `--wait` until every transfer is done;
     `--no-commit` leaves it `joining`."""
     layout = _load(a.dir)
-    if _topology(layout) is not None:
-        sys.exit(
-            "ops/cluster add: a --netns cluster cannot grow yet (its namespaces and bridge "
-            "ports are made at `up`); add nodes to a loopback cluster"
-        )
     node_id = a.id or _next_id(layout)
     _check_new_id(layout, node_id)
     members = _members(layout) or set()
     seeds = [nd["http"] for nd in layout["nodes"] if nd["id"] in members and _healthy(nd)]
     if not seeds:
         sys.exit(f"ops/cluster add: no running member to join through (`up --dir {a.dir}`)")
-    http, raft = _fresh_addresses(layout)
-    node = {"id": node_id, "http": http, "raft": raft, "seeds": seeds}
+    node: dict[str, Any] = {"id": node_id, "seeds": seeds}
+    topo = _topology(layout)
+    if topo is None:
+        node["http"], node["raft"] = _fresh_addresses(layout)
+    else:  # a --netns cluster: the node gets its own namespace and 10.77.0.x (docs/netns.md)
+        if not netns.exists(topo):
+            sys.exit(f"ops/cluster add: the namespaces of {a.dir} are gone; `ops/cluster up` first")
+        try:
+            topo = netns.grow(topo, node_id, a.dir)
+        except netns.NetnsError as exc:
+            sys.exit(f"ops/cluster add: {exc}")
+        node["http"], node["raft"] = _netns_addresses(layout, topo, node_id)
+        node["netns"] = topo.ns(node_id)
+        layout["netns"] = {**topo.record(), "partition": layout["netns"].get("partition")}
+    http, raft = node["http"], node["raft"]
     layout["nodes"].append(node)
     _save(a.dir, layout)  # recorded before it starts: `down` and `cleanup` find it
     _start(a.dir, layout, node)
@@ -651,6 +660,14 @@ def _fresh_addresses(layout: dict[str, Any]) -> tuple[str, str]:
             if port_bindable(base + 100 + k, host):
                 return http, raft
     sys.exit(f"ops/cluster add: no free port pair left in {base}..{base + 199}")
+
+
+def _netns_addresses(layout: dict[str, Any], topo: netns.Topology, node: str) -> tuple[str, str]:
+    """A --netns node's HTTP/Raft pair: its own 10.77.0.x, ports P+k and P+100+k as `up`
+    numbers them (k = its place in the run; its fresh namespace has nothing bound)."""
+    base = int(layout["nodes"][0]["http"].rpartition(":")[2])
+    k = topo.nodes.index(node)
+    return f"{topo.address(node)}:{base + k}", f"{topo.address(node)}:{base + 100 + k}"
 
 
 def cmd_start(a: argparse.Namespace) -> None:

@@ -321,6 +321,29 @@ def create(topo: Topology, d: str) -> None:
         raise
 
 
+def grow(topo: Topology, node: str, d: str) -> Topology:
+    """The run with one more node: its namespace and its bridge port, made like `up` makes
+    them (recorded in the registry first). On failure its namespace is removed, the
+    registry names the old topology again, and NetnsUnavailable names the failing command."""
+    if node in topo.nodes:
+        raise ValueError(f"{node} is already a node of run {topo.run_id}")
+    grown = Topology(topo.run_id, (*topo.nodes, node))
+    with registry_lock():
+        _register(grown, d)
+        try:
+            _create_node(grown, node)
+        except BaseException as exc:
+            for table in (FAULT_TABLE, CT_TABLE):
+                _quiet(_delete_table(grown.ns(node), table))
+            _quiet(["ip", "netns", "del", grown.ns(node)])
+            _quiet(["ip", "-n", grown.bridge_ns, "link", "del", node])
+            _register(topo, d)
+            if isinstance(exc, NetnsError):
+                raise NetnsUnavailable(f"could not add {node}'s namespace: {exc}") from None
+            raise
+    return grown
+
+
 def _create_bridge(topo: Topology) -> None:
     br = topo.bridge_ns
     run(["ip", "netns", "add", br])

@@ -1,18 +1,15 @@
 """`ops/cluster add` (issue 9, item 1; DESIGN.md §6): one more node process started as a
 joiner of a running local cluster — seeds = the members' HTTP addresses, fresh ports, its
 own data dir. No membership plan is committed, so it stays `joining`: `status --json` lists
-it with "member": false, and `down` stops it with the founders. A --netns cluster refuses
-to grow, saying why.
+it with "member": false, and `down` stops it with the founders. (`add` in a cluster of
+network namespaces: tests/cluster/test_netns.py.)
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 from tests.cluster.harness import ROOT, Cluster, alive, wait_until
@@ -51,20 +48,3 @@ def test_add_starts_a_joiner_that_status_lists_as_no_member(cluster: Cluster) ->
     cluster.stop()  # ops/cluster down
     wait_until(lambda: not alive(pid), 30, "the joiner to exit after down")
     assert all(nd["pid"] is None for nd in cluster.status())
-
-
-def test_add_refuses_a_netns_cluster_and_says_why(tmp_path: Path) -> None:
-    layout = {
-        "dir": str(tmp_path),
-        "nodes": [{"id": "n1", "http": "10.77.0.11:7001", "raft": "10.77.0.11:7101"}],
-        "netns": {"run_id": "abc123", "nodes": ["n1"], "partition": None},
-    }
-    (tmp_path / "cluster.json").write_text(json.dumps(layout))
-    r = subprocess.run(
-        [sys.executable, CLUSTER_PY, "add", "--dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert r.returncode != 0 and "--netns cluster cannot grow yet" in r.stderr
-    assert json.loads((tmp_path / "cluster.json").read_text()) == layout  # nothing recorded

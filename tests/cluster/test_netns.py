@@ -29,9 +29,6 @@ from kv.errors import KvError, QuorumUnavailable
 from ops import netns
 from tests.cluster.harness import ROOT, Cluster, alive, sigterm_raises, wait_until
 
-# one --netns cluster at a time: every module using 10.77.0.0/24 runs on one worker
-pytestmark = pytest.mark.xdist_group("netns")
-
 CLUSTER_PY = os.path.join(ROOT, "ops", "cluster.py")
 NODES = ("n1", "n2", "n3")
 KS = "ev"
@@ -297,20 +294,22 @@ with ThreadPoolExecutor(len(sys.argv) - 1) as pool:
 """
 
 
-def _reachability(c: NetnsCluster) -> set[tuple[str, str]]:
+def _reachability(c: NetnsCluster, nodes: tuple[str, ...] = NODES) -> set[tuple[str, str]]:
     """(from, to) pairs whose HTTP request and reply both got through, probed from inside
     each node's namespace (one probe process per namespace, all targets in parallel)."""
-    targets = [c.http(n) for n in NODES]
+    targets = [c.http(n) for n in nodes]
     ok = set()
-    for src in NODES:
+    for src in nodes:
         cmd = ["ip", "netns", "exec", c.ns(src), sys.executable, "-c", PROBE, *targets]
         out = netns.run(cmd).split()
-        ok |= {(src, dst) for dst, bit in zip(NODES, out, strict=True) if bit == "1"}
+        ok |= {(src, dst) for dst, bit in zip(nodes, out, strict=True) if bit == "1"}
     return ok
 
 
-def _all_pairs_but(cut: set[tuple[str, str]]) -> set[tuple[str, str]]:
-    return {(a, b) for a in NODES for b in NODES} - cut
+def _all_pairs_but(
+    cut: set[tuple[str, str]], nodes: tuple[str, ...] = NODES
+) -> set[tuple[str, str]]:
+    return {(a, b) for a in nodes for b in nodes} - cut
 
 
 @pytest.mark.cluster
@@ -336,6 +335,33 @@ def test_each_partition_cuts_exactly_its_links_and_heal_removes_the_tables(
     assert _reachability(c) == _all_pairs_but(set())
     for node in NODES:
         assert f"inet {netns.FAULT_TABLE}" not in netns.nft_tables(c.ns(node))
+    c.down()
+    c.assert_nothing_left()
+
+
+@pytest.mark.cluster
+def test_add_gives_the_new_node_its_own_namespace_and_partitions_cover_it(
+    netns_cluster: NetnsCluster,
+) -> None:
+    """`ops/cluster add --wait` in a --netns cluster (issue 9, item 8): the node gets its own
+    namespace and 10.77.0.x, joins, becomes a member; `partition` cuts its links like any
+    node's, and `down` removes its namespace with the others."""
+    c = netns_cluster
+    assert c.add(commit=True, wait=True) == "n4"
+    c.refresh()
+    assert c.topo is not None and c.topo.nodes == (*NODES, "n4")
+    n4 = {nd["id"]: nd for nd in c.status()}["n4"]
+    assert n4["member"] is True and n4["netns"] == c.topo.ns("n4")
+    assert n4["http"].startswith(c.topo.address("n4") + ":")
+    everyone = (*NODES, "n4")
+    wait_until(
+        lambda: _reachability(c, everyone) == _all_pairs_but(set(), everyone), 30, "full mesh"
+    )
+    c.partition("isolate", "n4")
+    cut = {p for n in NODES for p in (("n4", n), (n, "n4"))}
+    assert _reachability(c, everyone) == _all_pairs_but(cut, everyone)
+    c.heal()
+    assert _reachability(c, everyone) == _all_pairs_but(set(), everyone)
     c.down()
     c.assert_nothing_left()
 
