@@ -1,20 +1,41 @@
-"""Test-run wiring shared by every tier.
+"""Test-run wiring shared by every tier: how `ops/test` spreads files over two workers.
 
-`ops/test` runs pytest on two workers (pytest-xdist, `--dist loadgroup`). Every test is put
-in a group: the group a module names with `pytest.mark.xdist_group`, else its own file. A
-file's tests therefore run on one worker, in order, sharing its module-scoped fixtures
-(one cluster, not one per worker); the modules that need the network-namespace range
-10.77.0.0/24 (only one --netns cluster at a time, docs/netns.md) share the group "netns",
-so they never wait for each other or skip because the range is busy. Without xdist
-(`-p no:xdist`, or pytest run directly) the marker is inert.
+`ops/test` runs pytest on two workers (pytest-xdist, `--dist loadfile`): a file's tests run
+on one worker, in order, sharing its module-scoped fixtures (one cluster, not one per
+worker). The modules that need the network-namespace range 10.77.0.0/24 (one --netns
+cluster at a time on a machine, docs/netns.md) form one unit, so they never run at the
+same time, never wait for each other, and never skip because the range is busy.
+
+(xdist's own `--dist loadgroup` would do this with markers, but with pytest 9 it did not
+group anything: measured, tests of one marked module ran on both workers.)
 """
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+from typing import Any
+
 import pytest
 
+# every module that starts a --netns cluster (ops/cluster up --netns, directly, through the
+# harness, or through ops/verify); tests/unit/test_test_wiring.py keeps this list complete
+NETNS_MODULES = frozenset({"test_netns.py", "test_verify_runs.py", "test_randomized_eventual.py"})
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(str(item.path)))
+
+def unit_of(nodeid: str) -> str:
+    """The scheduling unit of a test: its file, or "netns" for the NETNS_MODULES."""
+    path = nodeid.split("::", 1)[0]
+    return "netns" if PurePosixPath(path).name in NETNS_MODULES else path
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadfile`, with the NETNS_MODULES as one unit."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of(nodeid)
+
+    return ByFile(config, log)

@@ -39,9 +39,6 @@ from tests.cluster.harness import Cluster, hint_backlog, sigterm_raises
 from verification import eventual
 from verification.faults import AppliedFault, PlanShape, plan_faults, run_faults
 
-# one --netns cluster at a time: every module using 10.77.0.0/24 runs on one worker
-pytestmark = pytest.mark.xdist_group("netns")
-
 KS = "rand_ev"
 KEYS = 32
 CLIENTS = 6

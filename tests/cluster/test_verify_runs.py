@@ -42,9 +42,6 @@ from tests.cluster.stale_reads import provably_stale
 from verification.faults import PlanShape, plan_faults, windows
 from verification.history import op_from_dict
 
-# one --netns cluster at a time: every module using 10.77.0.0/24 runs on one worker
-pytestmark = pytest.mark.xdist_group("netns")
-
 ROOT = Path(__file__).resolve().parents[2]
 VERIFY = ROOT / "ops" / "verify.py"
 NODES = ("n1", "n2", "n3")  # the private cluster's node ids, as ops/verify plans with them

@@ -326,6 +326,7 @@ def test_an_abort_mid_move_brings_every_group_back_to_its_owners(
             writers.wait_acked(50)
             history.start()
             plan = n1.request("POST", "/v1/membership/plan", json_body=changes).json()
+            assert "plan_id" in plan, plan
             body = {"plan_id": plan["plan_id"], **changes}
             assert n1.request("POST", "/v1/membership/commit", json_body=body).status == 202
             held = wait_held(cluster)
