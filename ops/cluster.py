@@ -79,6 +79,8 @@ def _http(method: str, url: str, body: Any = None, timeout: float = 2.0) -> tupl
 
 
 PLAN_DEADLINE_S = 600.0  # --wait: how long a plan may take before add/remove give up
+COMMIT_ATTEMPTS = 5  # add/remove: plan + commit, again while the metadata moves on
+RETRY_STATUSES = (0, 503, 504)  # no answer, not ready, unknown outcome
 VOTERS_DEADLINE_S = 60.0  # remove --wait: for the leaving node to be replaced as a voter
 
 
@@ -589,20 +591,49 @@ def _wait_not_voting(node: dict[str, Any], deadline_s: float) -> None:
 
 
 def _change(layout: dict[str, Any], change: dict[str, Any], wait: bool, leaving: str = "") -> None:
-    """Plan one change, show it, commit it; with `wait`, follow it to the end."""
+    """Plan one change, show it, commit it; with `wait`, follow it to the end.
+
+    The operator asked for the change, not for one plan of it: when the metadata moved on
+    between plan and commit (409 plan_changed, e.g. the last flip of the previous plan) it
+    plans again; when a commit's outcome is unknown (no answer, 503, 504: a meta leader
+    hand-over) it looks whether that plan is in flight, and else commits again — a commit
+    is a compare-and-set on the plan id, so a repeat can never apply it twice."""
     url = _member_url(layout, avoid=leaving)
-    status, plan = _http("POST", f"{url}/v1/membership/plan", {"changes": [change]}, 10.0)
-    if status != 200:
-        sys.exit(f"ops/cluster: plan refused: {_reason(status, plan)}")
-    moving = plan["summary"]["replicas_moving"]
-    print(f"plan {plan['plan_id']}: {moving} replicas move {plan['summary']['by_mode']}")
-    body = {"plan_id": plan["plan_id"], "changes": [change]}
-    status, reply = _http("POST", f"{url}/v1/membership/commit", body, 30.0)
-    if status != 202:
-        sys.exit(f"ops/cluster: commit refused: {_reason(status, reply)}")
-    print(f"committed plan {plan['plan_id']}")
+    tried: set[str] = set()  # plan ids sent in a commit
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        status, plan = _http("POST", f"{url}/v1/membership/plan", {"changes": [change]}, 10.0)
+        if status in RETRY_STATUSES and attempt < COMMIT_ATTEMPTS:
+            time.sleep(1.0)
+            continue
+        if status != 200:
+            sys.exit(f"ops/cluster: plan refused: {_reason(status, plan)}")
+        moving = plan["summary"]["replicas_moving"]
+        print(f"plan {plan['plan_id']}: {moving} replicas move {plan['summary']['by_mode']}")
+        body = {"plan_id": plan["plan_id"], "changes": [change]}
+        tried.add(plan["plan_id"])
+        status, reply = _http("POST", f"{url}/v1/membership/commit", body, 30.0)
+        committed = plan["plan_id"] if status == 202 else _in_flight(url)
+        if committed in tried:  # this commit, or an earlier one whose answer was lost
+            print(f"committed plan {committed}")
+            break
+        again = status in RETRY_STATUSES or _conflict_reason(reply) == "plan_changed"
+        if not again or attempt == COMMIT_ATTEMPTS:
+            sys.exit(f"ops/cluster: commit refused: {_reason(status, reply)}")
+        print(f"commit not applied ({_reason(status, reply)}); planning again")
+        time.sleep(1.0)
     if wait:
         _wait_plan(url, PLAN_DEADLINE_S)
+
+
+def _in_flight(url: str) -> str | None:
+    """The plan id in flight as `url` sees it (None: none, or no answer)."""
+    status, info = _http("GET", f"{url}/v1/membership", timeout=5.0)
+    return str(info["plan_id"]) if status == 200 and info.get("plan_id") else None
+
+
+def _conflict_reason(body: Any) -> str | None:
+    err = body.get("error", {}) if isinstance(body, dict) else {}
+    return str(err["reason"]) if err.get("code") == "plan_conflict" and "reason" in err else None
 
 
 def _member_url(layout: dict[str, Any], avoid: str = "") -> str:
