@@ -247,21 +247,27 @@ def _augmenting_path(
 def _shortest(
     lists: list[list[str]], j: int, starts: list[str], ends: set[str]
 ) -> list[tuple[int, int]] | None:
-    edges: dict[str, list[tuple[str, int, int]]] = {}
+    """Breadth first from `starts`; a node's edges in order of (deeper position, chain)."""
+    held: dict[str, list[int]] = {}  # node -> the chains where it holds position j
     for p, chain in enumerate(lists):
-        edges.setdefault(chain[j], []).extend((v, p, k) for k, v in enumerate(chain) if k > j)
+        held.setdefault(chain[j], []).append(p)
+    everyone = len(lists[0])
     parent: dict[str, tuple[str, int, int] | None] = dict.fromkeys(starts)
     frontier = list(starts)
     while frontier:
         nxt = []
         for u in frontier:
-            for v, p, k in sorted(edges.get(u, ()), key=lambda e: (e[2], e[1])):
-                if v in parent:
-                    continue
-                parent[v] = (u, p, k)
-                if v in ends:
-                    return _unwind(parent, v)
-                nxt.append(v)
+            for k in range(j + 1, everyone):
+                for p in held.get(u, ()):
+                    v = lists[p][k]
+                    if v in parent:
+                        continue
+                    parent[v] = (u, p, k)
+                    if v in ends:
+                        return _unwind(parent, v)
+                    nxt.append(v)
+                if len(parent) == everyone:
+                    return None  # every node reached, none of them an end
         frontier = nxt
     return None
 
