@@ -315,7 +315,9 @@ def _jumper(
 
 def _pressure(levels: _Levels, chances: list[dict[str, int]], m: int, node: str) -> float:
     """How badly node needs each chance it has left to gain prefix m: 0 while its shortfall
-    under the floor is at most half its chances, rising to 1 when it needs every one."""
+    under the floor is at most half its chances, rising to 1 when it needs every one.
+    (A float, summed in chain order: IEEE-754 division and addition are correctly rounded,
+    so every member of the meta group computes the same chains.)"""
     short, left = levels.targets[m][0] - levels.have[m][node], chances[m][node]
     return max(0.0, 2 * short / left - 1) if short > 0 and left > 0 else 0.0
 
