@@ -2,11 +2,11 @@
 
 Properties: every chain is a permutation of the members (never two replicas of a partition
 on one node); the same inputs give the same chains; every operation ends balanced (each
-node within [floor, ceil] of Q·n/M for every n ≤ DEPTH); adding or removing one node moves
-little more than that node's own replicas; removing the node just added restores the
-placement exactly whenever the add only swapped it in (at most one swap per chain, each
-with the new node; the balancing pass of `add` may also have to move others' replicas:
-docs/ring.md measures how often).
+node within [floor, ceil] of Q·n/M for every n ≤ DEPTH); adding or removing one node copies
+at most 1.2× that node's share of replicas (+1, its rounding) for every n ≤ 5; removing the
+node just added restores the placement exactly whenever the add only swapped it in (at most
+one swap per chain, each with the new node; the balancing pass of `add` may also have to
+move others' replicas: docs/ring.md measures how often).
 """
 
 from __future__ import annotations
@@ -86,23 +86,49 @@ def swapped_in(old: tuple[str, ...], new: tuple[str, ...], x: str) -> bool:
     return not diff or (len(diff) == 2 and new[diff[0]] == x and diff[1] == len(old))
 
 
-def copies(before: claim.Chains, after: claim.Chains, n: int) -> int:
-    return sum(1 for _, _, to in claim.moves(before, after, n) if to)
+# Movement: copies (what a plan transfers, claim.copies) against the ideal Q·n/M, the share
+# of the node joining or leaving, for every replication n up to 5 that the cluster can
+# hold (removal below n members is refused by the planner). Bound: 1.2 × ideal + 1. The
+# +1 is the node's own rounding — it holds ⌊Q·n/M⌋ or ⌈Q·n/M⌉, up to one replica more than
+# the ideal, which 1.2× does not cover while the ideal is under 5 replicas (64 partitions,
+# 16 nodes, n=1: ideal 4). Q from 64 up: with fewer replicas per node, balance at every
+# prefix can cost a few replicas more than that (docs/ring.md). At these sizes a stress run
+# of 1,500 random histories (up to 16 nodes) stayed within 1.2 × ideal with no slack.
+history_st = st.lists(
+    st.tuples(st.sampled_from(["add", "remove", "replace"]), st.integers(0, 99)), max_size=4
+)
 
 
-@settings(max_examples=60, deadline=None)
-@given(nodes_st, st.sampled_from([64, 128, 256]), st.integers(0, 99))
-def test_one_node_in_or_out_moves_about_its_share(
-    nodes: list[str], partitions: int, pick: int
+@settings(max_examples=50, deadline=None)
+@given(nodes_st, st.sampled_from([64, 128, 256]), history_st, st.integers(0, 99))
+def test_one_node_in_or_out_copies_at_most_1_2_times_its_share(
+    nodes: list[str], partitions: int, steps: list[tuple[str, int]], pick: int
 ) -> None:
-    before = claim.initial(nodes, partitions)
-    m = len(nodes)
-    n = min(3, m)
+    before = run(nodes, partitions, steps)
+    members = claim.members_of(before)
+    m = len(members)
     grown = claim.add(before, "newcomer")
-    assert copies(before, grown, n) <= 1.2 * partitions * n / (m + 1) + 2
-    if m > n:  # removal below the replication factor is refused by the planner
-        gone = sorted(nodes)[pick % m]
-        assert copies(before, claim.remove(before, gone), n) <= 1.2 * partitions * n / m + 2
+    for n in range(1, min(5, m + 1) + 1):
+        assert claim.copies(before, grown, n) <= 1.2 * partitions * n / (m + 1) + 1, n
+    gone = members[pick % m]
+    if m > 1:
+        shrunk = claim.remove(before, gone)
+        for n in range(1, min(5, m - 1) + 1):
+            assert claim.copies(before, shrunk, n) <= 1.2 * partitions * n / m + 1, n
+            # never below the leaving node's own replicas: each needs a new holder
+            assert claim.copies(before, shrunk, n) >= claim.counts(before, n)[gone]
+
+
+def test_one_node_out_of_100_at_1024_partitions_copies_its_share() -> None:
+    """The case that showed the gap: the balancing pass after a removal copied 47 replicas
+    for N=3 against an ideal of 30.7."""
+    nodes = [f"node-{i}" for i in range(100)]
+    before = claim.initial(nodes, 1024)
+    shrunk = claim.remove(before, "node-0")
+    grown = claim.add(before, "node-100")
+    for n in range(1, 6):
+        assert claim.copies(before, shrunk, n) <= 1.2 * 1024 * n / 100
+        assert claim.copies(before, grown, n) <= 1.2 * 1024 * n / 101
 
 
 @settings(max_examples=40, deadline=None)
