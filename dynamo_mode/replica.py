@@ -28,9 +28,11 @@ from typing import Any
 from dynamo_mode import hints, merkle, siblings
 from dynamo_mode.siblings import Version
 from dynamo_mode.vclock import Dot, VClock
+from kv.sizes import Layout
 from kv.storage import StorageEngine, WriteBatch, prefix_end
 
 PREFIX = b"e"
+LAYOUT = Layout(PREFIX, 2)  # partition | uid: what partition sizes count (kv/tally.py)
 GC_PREFIX = b"g"  # tombstone markers: b"g" | storage key → when it became tombstone-only
 ACTOR_KEY = b"a/actor"  # the causal actor this store mints dots as (see `local_actor`)
 

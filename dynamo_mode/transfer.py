@@ -15,6 +15,9 @@ transfer is complete when a whole pass merges nothing new: every version the sou
 is then held here. Only then does this node report `move_done` to the meta group; the
 partition flips to its new owners once every incoming owner has (kv/meta_machine.py).
 
+Progress counts the keys copied and their bytes (as the source stores them: what the plan's
+expected bytes count, kv/sizes.py), and the keys verification merged in.
+
 A transfer that fails (source unreachable, timeout) is retried from the start next round,
 with the next current owner as source; progress and the last error are kept for
 `/v1/cluster` ("transfers").
@@ -34,7 +37,7 @@ from typing import Any
 
 from dynamo_mode import merkle
 from dynamo_mode.messages import FETCH, PART_DIGEST, PART_SCAN, KeyRequest, ScanRequest
-from dynamo_mode.replica import DynamoReplica, KeyRef
+from dynamo_mode.replica import DynamoReplica, KeyRef, encode_versions
 from kv.errors import KvError
 from kv.meta import Metadata, MoveKey
 from kv.periodic import Periodic
@@ -50,6 +53,7 @@ MAX_VERIFY_PASSES = 8
 class Progress:
     source: str = ""
     keys_copied: int = 0
+    bytes_copied: int = 0  # of the keys copied, as the source stores them (key + versions)
     keys_repaired: int = 0  # merged in by verification passes
     state: str = "copying"  # copying | verifying | reported | failed
     error: str = ""
@@ -131,13 +135,16 @@ class Transfers:
         raise KvError(f"partition {p} still differs after {MAX_VERIFY_PASSES} passes")
 
     async def _copy(self, source: str, partition: int, uid: int, prog: Progress) -> None:
-        """Copy one keyspace's keys of the partition; `prog` counts them batch by batch."""
+        """Copy one keyspace's keys of the partition; `prog` counts them batch by batch, and
+        their bytes as partition sizes count them (kv/sizes.py: storage key + stored value)."""
         after, done = None, False
         while not done:
             req = ScanRequest(partition, uid, after, self.batch)
             got = await self.transport.call(source, PART_SCAN, req, self.timeout)
             for key, versions in got.items:
-                self.replica.store(KeyRef(partition, uid, key), versions)
+                ref = KeyRef(partition, uid, key)
+                self.replica.store(ref, versions)
+                prog.bytes_copied += len(ref.storage_key()) + len(encode_versions(versions))
                 after = key
             prog.keys_copied += len(got.items)
             done = got.done

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
+from dynamo_mode import replica as dynamo_replica
 from dynamo_mode.anti_entropy import AntiEntropy
 from dynamo_mode.coordinator import DynamoCoordinator
 from dynamo_mode.frontend import EventualKeys
@@ -47,7 +48,10 @@ from kv.meta_ops import META_JOIN, MetaJoin, Role, membership_of
 from kv.meta_reader import MetaReader, MetaServer
 from kv.meta_role import MetaRole
 from kv.service import KeyOps, Service
+from kv.sizer import PlanSizer, SizeServer
+from kv.tally import TalliedEngine
 from kv.transport import HttpTransport
+from raft_groups import state_machine
 from raft_groups.frontend import LinearizableKeys
 from raft_groups.manager import RaftGroups
 from raft_groups.meta_group import MetaGroup, MetaGroups
@@ -78,7 +82,10 @@ class Node:
             "eventual": self._eventual_mode(),
             "linearizable": self._linearizable_mode(),
         }
-        self.service = Service(self.meta, modes, self.cluster_info)
+        self.sizes = SizeServer(self.replica_store, self.group_store, self.groups.owned)
+        self.sizes.register(self.ops)
+        sizer = PlanSizer(self.transport, self.peers.is_alive)
+        self.service = Service(self.meta, modes, self.cluster_info, sizer)
         self._background_loops()
         self.raft_moves = RaftMoves(self.groups, cfg.node_id, self._metadata, self._propose)
         self.meta.subscribe(self._on_metadata)
@@ -140,7 +147,9 @@ class Node:
         cfg = self.config
         generation = next_generation(os.path.join(cfg.data_dir, "generation"), time.time())
         actor = local_actor(self.engine, cfg.node_id, generation)
-        self.replica = DynamoReplica(self.engine, cfg.node_id, actor=actor)
+        # the replica's writes are tallied: partition sizes (kv/tally.py, kv/sizer.py)
+        self.replica_store = TalliedEngine(self.engine, dynamo_replica.LAYOUT)
+        self.replica = DynamoReplica(self.replica_store, cfg.node_id, actor=actor)
         ReplicaServer(self.replica).register(self.ops)
         self.peers = GossipDetector(
             cfg.node_id, lambda: list(self._addresses()), self.transport, generation, time.monotonic
@@ -151,9 +160,10 @@ class Node:
 
     def _linearizable_mode(self) -> LinearizableKeys:
         cfg = self.config
+        self.group_store = TalliedEngine(self.engine, state_machine.LAYOUT)  # group sizes
         self.groups = RaftGroups(
             self.driver,
-            self.engine,
+            self.group_store,
             cfg.node_id,
             self._raft_address,
             cfg.raft_dir,
@@ -313,6 +323,7 @@ class Node:
             "anti_entropy": asdict(self.anti_entropy.totals),
             "tombstones_purged": self.reaper.purged,
             "transfers": self.transfers.status(),
+            "sizes": self.sizes.of_moves(md, self.config.node_id),
             "raft_moves": self.raft_moves.status(),
             "dropped_disowned": self.disowned.dropped,
             "hinted_handoff": {
@@ -346,6 +357,7 @@ class Node:
         await self.coordinator.close()
         await self.transport.close()
         await asyncio.to_thread(self.driver.stop)
+        await self.sizes.stop()
         self.engine.close()
         log.info("node %s stopped", self.config.node_id)
 

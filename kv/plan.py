@@ -7,6 +7,11 @@ factor in use: eventual replicas move by handoff, linearizable ones by Raft reco
 of the partition's group. The plan is a deterministic function of its inputs; its `plan_id`
 hashes the metadata epoch and the changes, so a commit that names a plan made against
 metadata that has changed since is refused (Riak's claimant `plan_changed`).
+
+`sizes` (kv/sizes.py: what the partitions' owners reported) give each move its expected
+volume: the size of the partition it copies. They never enter the `plan_id` — the commit
+recomputes the plan inside the meta group without them. A move whose partition's size is
+not known has `bytes` None (`null`), never a guessed 0; the summary counts those moves.
 """
 
 from __future__ import annotations
@@ -14,12 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from kv import claim
 from kv.errors import InvalidRequest, KeyspaceConflict
-from kv.meta import Member, Metadata
+from kv.meta import Member, Metadata, MoveKey
+from kv.sizes import Size
 
 ChangeKind = Literal["add", "remove", "replace"]
 
@@ -73,7 +79,19 @@ class PlannedMove:
     partition: int
     source: str | None  # None: no copy to stream from here (the list grows)
     target: str | None  # None: the replica is dropped (the list shrinks)
-    bytes: int  # expected volume: the partition's size for this mode, if known
+    size: Size | None = None  # what it copies (None: not known); a dropped replica copies nothing
+
+    @property
+    def key(self) -> MoveKey:
+        return (self.mode, self.replication, self.partition)
+
+    @property
+    def bytes(self) -> int | None:
+        return self.size.bytes if self.size is not None else None
+
+    def sized(self, sizes: Sizes) -> PlannedMove:
+        size = sizes.get(self.key) if self.target is not None else Size()
+        return replace(self, size=size)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -83,6 +101,7 @@ class PlannedMove:
             "from": self.source,
             "to": self.target,
             "bytes": self.bytes,
+            "keys": self.size.keys if self.size is not None else None,
         }
 
 
@@ -100,14 +119,24 @@ class Plan:
         digest = hashlib.sha256(json.dumps(wire, sort_keys=True).encode()).hexdigest()
         return digest[:16]
 
+    def sized(self, sizes: Sizes) -> Plan:
+        """The same plan (same `plan_id`) with each move's expected volume from `sizes`."""
+        return replace(self, moves=tuple(m.sized(sizes) for m in self.moves))
+
     def summary(self) -> dict[str, Any]:
+        """`bytes` and `keys` add up the moves whose size is known; `bytes_unknown` counts
+        the others (while it is above 0, the totals are a lower bound)."""
         by_mode: dict[str, int] = {}
         for move in self.moves:
             by_mode[move.mode] = by_mode.get(move.mode, 0) + 1
+        known = [m.size for m in self.moves if m.size is not None]
+        total = sum(known, Size())
         return {
             "replicas_moving": len(self.moves),
             "by_mode": by_mode,
-            "bytes": sum(m.bytes for m in self.moves),
+            "bytes": total.bytes,
+            "keys": total.keys,
+            "bytes_unknown": len(self.moves) - len(known),
         }
 
     def to_wire(self) -> dict[str, Any]:
@@ -121,7 +150,7 @@ class Plan:
         }
 
 
-Sizes = Mapping[tuple[str, int], int]  # (mode, partition) → bytes on one replica
+Sizes = Mapping[MoveKey, Size]  # (mode, replication, partition) → its size on one replica
 
 
 def make_plan(md: Metadata, changes: Sequence[Change], sizes: Sizes | None = None) -> Plan:
@@ -136,8 +165,9 @@ def make_plan(md: Metadata, changes: Sequence[Change], sizes: Sizes | None = Non
     for change in changes:
         members, chains = _apply(members, chains, change)
     _check_replication(md, members)
-    moves = tuple(_moves(md, chains, sizes or {}))
-    return Plan(md.epoch, tuple(changes), tuple(members), chains, moves)
+    moves = tuple(_moves(md, chains))
+    plan = Plan(md.epoch, tuple(changes), tuple(members), chains, moves)
+    return plan.sized(sizes or {})
 
 
 def _apply(
@@ -183,10 +213,9 @@ def replication_in_use(md: Metadata) -> list[tuple[str, int]]:
     return sorted({(k.consistency, k.replication) for k in md.keyspaces})
 
 
-def _moves(md: Metadata, after: claim.Chains, sizes: Sizes) -> list[PlannedMove]:
-    out = []
-    for mode, n in replication_in_use(md):
-        for p, source, target in claim.moves(md.chains, after, n):
-            size = sizes.get((mode, p), 0)
-            out.append(PlannedMove(mode, n, p, source, target, size if target else 0))
-    return out
+def _moves(md: Metadata, after: claim.Chains) -> list[PlannedMove]:
+    return [
+        PlannedMove(mode, n, p, source, target)
+        for mode, n in replication_in_use(md)
+        for p, source, target in claim.moves(md.chains, after, n)
+    ]

@@ -16,7 +16,7 @@ answers 503 (retryable) instead.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from kv import plan, routing
@@ -32,6 +32,11 @@ from kv.errors import (
 from kv.keyspace import KeyspaceConfig, parse_keyspace, validate_name
 from kv.meta import Metadata, MoveKey
 from kv.routing import DeleteRequest, GetRequest, KeyRequest, Options, PutRequest
+from kv.sizes import Size
+
+# The sizes of moving partitions, asked of their owners (kv/sizer.py `PlanSizer`); a
+# partition left out is unknown.
+Sizer = Callable[[Metadata, Iterable[MoveKey]], Awaitable[Mapping[MoveKey, Size]]]
 
 
 class MetaStore(Protocol):
@@ -69,10 +74,12 @@ class Service:
         meta: MetaStore,
         modes: dict[str, KeyOps],
         cluster_info: Callable[[], dict[str, Any]],
+        sizer: Sizer | None = None,
     ) -> None:
         self._meta = meta
         self._modes = modes
         self.cluster_info = cluster_info
+        self._sizer = sizer
 
     # ------------------------------------------------------------------ keyspaces
     def metadata(self) -> Metadata:
@@ -128,9 +135,14 @@ class Service:
         _raise_refused(outcome)
 
     # ------------------------------------------------------------------ membership
-    def membership_plan(self, body: Any) -> dict[str, Any]:
-        """Show what the staged changes would do (nothing is changed)."""
-        return plan.make_plan(self.metadata(), _changes(body)).to_wire()
+    async def membership_plan(self, body: Any) -> dict[str, Any]:
+        """Show what the staged changes would do (nothing is changed), each move with the
+        size of the partition it copies as its current owner reports it (null if unknown)."""
+        md = self.metadata()
+        shown = plan.make_plan(md, _changes(body))
+        copying = {m.key for m in shown.moves if m.target is not None}
+        sizes = await self._sizer(md, copying) if self._sizer is not None and copying else {}
+        return shown.sized(sizes).to_wire()
 
     async def membership_commit(self, body: Any, timeout: float) -> dict[str, Any]:
         fields = routing.check_body(body, {"plan_id", "changes"})

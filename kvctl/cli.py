@@ -215,7 +215,8 @@ def plan_replace(session: Session, old: str, new: str, http: str, raft: str) -> 
 @plan.command("show")
 @pass_session
 def plan_show(session: Session) -> None:
-    """Ask the cluster what the staged changes would move (nothing changes yet)."""
+    """Ask the cluster what the staged changes would move, with the bytes each move is
+    expected to copy (nothing changes yet)."""
     now = staged.load(session.state_file)
     if not now.changes:
         raise KvctlError("nothing staged: stage changes with `kvctl plan add|remove|replace`")
@@ -302,8 +303,9 @@ def abort(session: Session) -> None:
 )
 @pass_session
 def status(session: Session, wait: bool, deadline: float, interval: float) -> None:
-    """The plan in flight: each moving partition (from → to), its state and keys pulled,
-    rates and ETA (with --wait), and anything stuck with its reason."""
+    """The plan in flight: each moving partition (from → to), its state, keys pulled and
+    bytes copied of the bytes expected, rates and ETA (with --wait), and anything stuck
+    with its reason."""
     if not wait:
         st = follow.look(session.client(), time.monotonic())
         session.emit(st.to_wire(), render.status(st))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,17 +35,28 @@ def plan(p: Mapping[str, Any]) -> list[str]:
     head = [f"plan {p.get('plan_id')} (metadata epoch {p.get('epoch')}):"]
     head += [f"  {change(c)}" for c in p.get("changes", ())]
     rows = [
-        [m["mode"], m["replication"], m["partition"], _arrow([m["from"]], [m["to"]]), m["bytes"]]
+        [
+            m["mode"],
+            m["replication"],
+            m["partition"],
+            _arrow([m["from"]], [m["to"]]),
+            size(m.get("bytes")),
+            "?" if m.get("keys") is None else m["keys"],
+        ]
         for m in p.get("moves", ())
     ]
     s = p.get("summary", {})
     by_mode = ", ".join(f"{mode} {n}" for mode, n in sorted(s.get("by_mode", {}).items()))
+    unknown = int(s.get("bytes_unknown", 0))
+    unsized = f" (at least: {unknown} moves unsized, their owners did not answer)"
     tail = [
         f"{s.get('replicas_moving', len(rows))} replicas move ({by_mode or 'none'}); "
-        f"{s.get('bytes', 0)} bytes expected",
+        f"{size(s.get('bytes'))} in {s.get('keys', '?')} keys expected"
+        + (unsized if unknown else ""),
         "commit exactly this plan with `kvctl commit`",
     ]
-    table_ = table(["mode", "n", "partition", "from → to", "bytes"], rows) if rows else []
+    headers = ["mode", "n", "partition", "from → to", "bytes", "keys"]
+    table_ = table(headers, rows) if rows else []
     return [*head, *table_, *tail]
 
 
@@ -58,8 +70,13 @@ def summary(st: Status) -> str:
         parts.append(f"{st.moves_per_s:.2f} moves/s")
     if st.keys_per_s is not None:
         parts.append(f"{st.keys_per_s:.0f} keys/s")
+    if st.bytes_per_s is not None and st.bytes:
+        parts.append(f"{size(st.bytes_per_s)}/s")
     if st.eta_s is not None:
         parts.append(f"ETA {duration(st.eta_s)}")
+    if st.bytes or st.bytes_expected:
+        unsized = f", {st.bytes_unknown} moves unsized" if st.bytes_unknown else ""
+        parts.append(f"{size(st.bytes)} copied ({size(st.bytes_expected)} pending{unsized})")
     if st.stuck:
         parts.append(f"{len(st.stuck)} stuck")
     if st.unreachable:
@@ -75,7 +92,8 @@ def status(st: Status) -> list[str]:
     lines += [f"  {change(c)}" for c in st.changes]
     rows = [_move_row(m) for m in st.moves]
     if rows:
-        lines += table(["mode", "n", "partition", "from → to", "state", "keys", "keys/s"], rows)
+        headers = ["mode", "n", "partition", "from → to", "state", "keys", "keys/s", "bytes"]
+        lines += table(headers, rows)
     lines += [f"stuck: {_where(m)}: {m.stuck}" for m in st.stuck]
     lines += [f"not answering: {n}: {err}" for n, err in sorted(st.unreachable.items())]
     return lines
@@ -119,6 +137,16 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     ]
 
 
+def size(n: float | None) -> str:
+    """Bytes for people (binary units); `?` when not known."""
+    if n is None:
+        return "?"
+    if abs(n) < 1024:
+        return f"{n:.0f} B"
+    power = min(3, int(math.log(abs(n), 1024)))
+    return f"{n / 1024**power:.1f} {('KiB', 'MiB', 'GiB')[power - 1]}"
+
+
 def duration(seconds: float) -> str:
     s = max(0, round(seconds))
     if s >= 3600:
@@ -131,7 +159,10 @@ def duration(seconds: float) -> str:
 def _move_row(m: MoveStatus) -> list[Any]:
     rate = None if m.keys_per_s is None else f"{m.keys_per_s:.0f}"
     state = f"{m.state} {m.detail}".strip()
-    return [m.mode, m.replication, m.partition, _arrow(m.outgoing, m.incoming), state, m.keys, rate]
+    done = "-" if m.bytes is None else size(m.bytes)
+    moved = f"{done}/{size(m.bytes_expected)}"
+    arrow = _arrow(m.outgoing, m.incoming)
+    return [m.mode, m.replication, m.partition, arrow, state, m.keys, rate, moved]
 
 
 def _arrow(outgoing: Sequence[str | None], incoming: Sequence[str | None]) -> str:

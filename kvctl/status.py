@@ -6,8 +6,9 @@
   (owners serving it now), `to` (owners after) and `ready` (incoming owners that reported);
 - `views`: node id → that node's own `GET /v1/cluster`, or the error it answered with. A
   node shows the eventual transfers it pulls as an incoming owner (`transfers`,
-  dynamo_mode/transfer.py `Progress`) and the moves of the Raft groups it drove as their
-  leader (`raft_moves.groups`, raft_groups/mover.py `GroupProgress`);
+  dynamo_mode/transfer.py `Progress`), the moves of the Raft groups it drove as their
+  leader (`raft_moves.groups`, raft_groups/mover.py `GroupProgress`), and the size of each
+  pending move's partition it serves now (`sizes`, kv/sizer.py);
 - `since`: a `Sample` of an earlier call, for rates (keys/s, moves/s) and the ETA.
 
 Each pending move gets one state and, when something keeps it from progressing, a `stuck`
@@ -22,9 +23,12 @@ reason:
                 leads the group), else by any node that drove the move; `blocked` and
                 `failed` are stuck, with the reason; `waiting` when nobody drives it yet
 
-Keys are counted only for eventual moves (a Raft member catches up by log and snapshot, in
-entries, not keys); nothing reports bytes moved yet, so neither does this. Raft addresses in
-the mover's steps are shown as node ids.
+Keys and bytes done are counted only for eventual moves (the keys an incoming owner copied
+and their bytes as stored); a Raft member catches up by log and snapshot, so a linearizable
+move shows instead how many log entries the member catching up trails its leader by. Each
+move's expected bytes are its partition's size on the first current owner that reports it,
+once per incoming owner (the volume still to move, measured now — not the plan's figure,
+which the metadata does not keep). Raft addresses in the mover's steps are shown as node ids.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class Sample:
     moves_done: int
     keys: int  # keys pulled so far by every transfer the views show
     per_move: Mapping[MoveId, int] = field(default_factory=dict)
+    bytes: int = 0  # bytes copied so far by every transfer the views show
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,8 @@ class MoveStatus:
     keys: int | None = None  # keys pulled so far (eventual)
     keys_per_s: float | None = None
     stuck: str | None = None  # why it does not progress
+    bytes: int | None = None  # bytes copied so far (eventual)
+    bytes_expected: int | None = None  # the partition's size × incoming owners; None: unknown
 
     @property
     def id(self) -> MoveId:
@@ -91,6 +98,8 @@ class MoveStatus:
             "detail": self.detail,
             "keys": self.keys,
             "keys_per_s": self.keys_per_s,
+            "bytes": self.bytes,
+            "bytes_expected": self.bytes_expected,
             "stuck": self.stuck,
         }
 
@@ -110,6 +119,18 @@ class Status:
     moves_per_s: float | None = None
     keys_per_s: float | None = None
     eta_s: float | None = None  # pending moves / moves per second, once some flipped
+    bytes: int = 0  # copied by every transfer the views show
+    bytes_per_s: float | None = None
+
+    @property
+    def bytes_expected(self) -> int:
+        """The pending moves' expected bytes, of those whose size is known."""
+        return sum(m.bytes_expected for m in self.moves if m.bytes_expected is not None)
+
+    @property
+    def bytes_unknown(self) -> int:
+        """Pending moves whose expected bytes nobody reported."""
+        return sum(1 for m in self.moves if m.bytes_expected is None)
 
     @property
     def idle(self) -> bool:
@@ -125,7 +146,7 @@ class Status:
 
     def sample(self) -> Sample:
         per_move = {m.id: m.keys for m in self.moves if m.keys is not None}
-        return Sample(self.at, self.plan_id, self.moves_done, self.keys, per_move)
+        return Sample(self.at, self.plan_id, self.moves_done, self.keys, per_move, self.bytes)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -137,8 +158,12 @@ class Status:
             "moves_done": self.moves_done,
             "moves_pending": self.moves_pending,
             "keys": self.keys,
+            "bytes": self.bytes,
+            "bytes_expected": self.bytes_expected,
+            "bytes_unknown": self.bytes_unknown,
             "moves_per_s": self.moves_per_s,
             "keys_per_s": self.keys_per_s,
+            "bytes_per_s": self.bytes_per_s,
             "eta_s": self.eta_s,
             "moves": [m.to_wire() for m in self.moves],
             "stuck": [{**_id_wire(m), "reason": m.stuck} for m in self.stuck],
@@ -165,6 +190,7 @@ def progress(
         moves=tuple(moves),
         keys=sum(_keys(t) for view in _answers(views) for t in view.get("transfers", ())),
         unreachable={n: v for n, v in views.items() if isinstance(v, str)},
+        bytes=sum(_bytes(t) for view in _answers(views) for t in view.get("transfers", ())),
     )
     return _rated(status, since) if since is not None else status
 
@@ -180,9 +206,25 @@ def _move(raw: Mapping[str, Any], views: Mapping[str, View], nodes: _Nodes) -> M
         ready=tuple(raw.get("ready", ())),
         state="waiting",
     )
+    base = replace(base, bytes_expected=_expected(base, views))
     if base.mode == "eventual":
         return _eventual(base, views)
     return _linearizable(base, views, nodes)
+
+
+def _expected(move: MoveStatus, views: Mapping[str, View]) -> int | None:
+    """The partition's size on the first current owner that reports it, once per incoming
+    owner (each receives a whole copy)."""
+    for node in move.source:
+        view = views.get(node)
+        found = (
+            next((s for s in view.get("sizes", ()) if _same(s, move)), None)
+            if isinstance(view, Mapping)
+            else None
+        )
+        if found is not None:
+            return int(found.get("bytes", 0)) * len(move.incoming)
+    return None
 
 
 @dataclass(frozen=True)
@@ -191,6 +233,7 @@ class _Pull:
     keys: int = 0
     source: str = ""
     stuck: str | None = None
+    bytes: int = 0
 
 
 def _eventual(move: MoveStatus, views: Mapping[str, View]) -> MoveStatus:
@@ -205,26 +248,32 @@ def _eventual(move: MoveStatus, views: Mapping[str, View]) -> MoveStatus:
         detail=", ".join(f"{n} ← {p.source}" for n, p in pulls.items() if p.source),
         keys=sum(p.keys for p in pulls.values()),
         stuck="; ".join(stuck) or None,
+        bytes=sum(p.bytes for p in pulls.values()),
     )
 
 
 def _pull(move: MoveStatus, node: str, view: View | None) -> _Pull:
     """One incoming owner's pull of the move's partition, as its own view shows it."""
+    entry = None
+    if isinstance(view, Mapping):
+        entry = next((t for t in view.get("transfers", ()) if _same(t, move)), None)
     if node in move.ready:
-        return _Pull("reported")
+        done = entry or {}
+        return _Pull("reported", _keys(done), str(done.get("source", "")), bytes=_bytes(done))
     if view is None:
         return _Pull("unknown", stuck="not asked (not a member in the views)")
     if isinstance(view, str):
         return _Pull("unknown", stuck="does not answer")  # its error: Status.unreachable
-    entry = next((t for t in view.get("transfers", ()) if _same(t, move)), None)
     if entry is None:
         return _Pull("waiting")
     state = str(entry.get("state", ""))
     source = str(entry.get("source", ""))
     if state in ("failed", "error"):
         error = entry.get("error") or "no error given"
-        return _Pull("failed", _keys(entry), source, f"pull from {source} failed: {error}")
-    return _Pull(state if state in PULL_ORDER else "copying", _keys(entry), source)
+        stuck = f"pull from {source} failed: {error}"
+        return _Pull("failed", _keys(entry), source, stuck, _bytes(entry))
+    state = state if state in PULL_ORDER else "copying"
+    return _Pull(state, _keys(entry), source, bytes=_bytes(entry))
 
 
 def _linearizable(move: MoveStatus, views: Mapping[str, View], nodes: _Nodes) -> MoveStatus:
@@ -238,7 +287,7 @@ def _linearizable(move: MoveStatus, views: Mapping[str, View], nodes: _Nodes) ->
     state = str(group.get("state", "moving"))
     step = nodes.readable(str(group.get("step", "")))
     why = nodes.readable(str(group.get("detail", "")))
-    detail = f"{node}: {step}" + (f" ({why})" if why else "")
+    detail = f"{node}: {step}" + (f" ({why})" if why else "") + _lag(group, nodes)
     stuck = f"{node}: {step or 'move'} {state}: {why or 'no reason given'}"
     return replace(
         move,
@@ -246,6 +295,14 @@ def _linearizable(move: MoveStatus, views: Mapping[str, View], nodes: _Nodes) ->
         detail=detail,
         stuck=stuck if state in RAFT_STUCK else None,
     )
+
+
+def _lag(group: Mapping[str, Any], nodes: _Nodes) -> str:
+    """How far the member the leader waits for trails it, in log entries."""
+    member, behind = group.get("catching_up"), group.get("behind")
+    if not member or behind is None:
+        return ""
+    return f"; {nodes.readable(str(member))} {behind} entries behind"
 
 
 def _group(view: Mapping[str, Any], gid: str) -> Mapping[str, Any] | None:
@@ -287,6 +344,7 @@ def _rated(status: Status, since: Sample) -> Status:
         return status
     moves_per_s = max(0, status.moves_done - since.moves_done) / dt
     keys_per_s = (status.keys - since.keys) / dt if status.keys >= since.keys else None
+    bytes_per_s = (status.bytes - since.bytes) / dt if status.bytes >= since.bytes else None
     eta = status.moves_pending / moves_per_s if moves_per_s > 0 else None
     moves = tuple(_move_rate(m, since, dt) for m in status.moves)
     return replace(
@@ -294,6 +352,7 @@ def _rated(status: Status, since: Sample) -> Status:
         moves=moves,
         moves_per_s=moves_per_s,
         keys_per_s=keys_per_s,
+        bytes_per_s=bytes_per_s,
         eta_s=eta,
     )
 
@@ -321,6 +380,10 @@ def _same(transfer: Mapping[str, Any], move: MoveStatus) -> bool:
 
 def _keys(transfer: Mapping[str, Any]) -> int:
     return int(transfer.get("keys_copied", 0)) + int(transfer.get("keys_repaired", 0))
+
+
+def _bytes(transfer: Mapping[str, Any]) -> int:
+    return int(transfer.get("bytes_copied", 0))
 
 
 def _id_wire(move: MoveStatus) -> dict[str, Any]:

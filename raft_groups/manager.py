@@ -239,6 +239,10 @@ class RaftGroups:
     def running(self) -> list[Hosted]:
         return list(self._running.values())
 
+    def owned(self) -> list[int]:
+        """Numbers (storage prefixes) of the groups this node runs as an owner."""
+        return [h.spec.number for h in self._running.values() if not h.spec.joining(self._node_id)]
+
     def statuses(self) -> dict[str, RaftStatus]:
         return {gid: h.group.status() for gid, h in sorted(self._running.items())}
 

@@ -52,6 +52,10 @@ class GroupProgress:
     changes: int = 0
     members: list[str] = field(default_factory=list)
     target: list[str] = field(default_factory=list)
+    # while a member catches up: how many entries it trails the leader's commit index (the
+    # leader's match index for it); a snapshot being sent shows no progress until installed
+    catching_up: str = ""
+    behind: int | None = None
 
 
 @dataclass
@@ -75,6 +79,7 @@ class RaftMoves:
     catch_up_timeout: float = 60.0  # for an added member to hold the leader's log
     concurrency: int = 8  # groups moving at once on this node
     max_lag: int = 1000  # entries a follower may trail and still count as live
+    lag_interval: float = 1.0  # seconds between two looks at a catching-up member's lag
     progress: dict[str, GroupProgress] = field(default_factory=dict)
     totals: MoveTotals = field(default_factory=MoveTotals)
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -150,6 +155,7 @@ class RaftMoves:
                 return
             step, md = decided
             prog.step, prog.state, prog.detail = _name(step), "moving", ""
+            prog.catching_up, prog.behind = "", None
             if isinstance(step, Idle):
                 prog.state = "idle"
                 return
@@ -201,11 +207,28 @@ class RaftMoves:
         self, hosted: Hosted, members: tuple[str, ...], prog: GroupProgress
     ) -> bool:
         for member in members:
-            if not await hosted.group.wait_caught_up(member, self.catch_up_timeout):
+            watch = asyncio.ensure_future(self._watch_lag(hosted, member, prog))
+            try:
+                done = await hosted.group.wait_caught_up(member, self.catch_up_timeout)
+            finally:
+                watch.cancel()
+                await asyncio.gather(watch, return_exceptions=True)
+            if not done:  # the last lag seen stays, beside why the move waits
                 prog.state = "blocked"
                 prog.detail = f"{member} did not catch up within {self.catch_up_timeout}s"
                 return False
+            prog.catching_up, prog.behind = "", None
         return True
+
+    async def _watch_lag(self, hosted: Hosted, member: str, prog: GroupProgress) -> None:
+        """Every `lag_interval`, how far `member` trails (for status: Raft catch-up is
+        counted in log entries; pysyncobj does not expose a snapshot's bytes sent)."""
+        while True:
+            view = await hosted.group.changes.view()
+            if view.is_leader:
+                prog.catching_up = member
+                prog.behind = max(0, view.commit_index - view.match.get(member, 0))
+            await asyncio.sleep(self.lag_interval)
 
     async def _hand_over(
         self, hosted: Hosted, step: TransferLeadership, prog: GroupProgress

@@ -29,6 +29,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from kv.sizes import Layout
 from kv.storage import ReadView, StorageError, WriteBatch, prefix_end
 from raft_groups.commands import MAX_UID, Command, decode
 
@@ -44,6 +45,7 @@ RETAIN_REQUESTS = 100_000
 EXPIRE_PER_APPLY = 4
 
 _BOOKKEEPING = b"\0\0\0\0"
+LAYOUT = Layout(b"l", 3)  # group | uid (0: bookkeeping): what group sizes count (kv/tally.py)
 _INDEX_BYTES = 8
 
 

@@ -215,7 +215,7 @@ async def membership_status(request: web.Request) -> web.Response:
 
 
 async def membership_plan(request: web.Request) -> web.Response:
-    return _json(request.app[SERVICE].membership_plan(await read_json(request)))
+    return _json(await request.app[SERVICE].membership_plan(await read_json(request)))
 
 
 async def membership_commit(request: web.Request) -> web.Response:

@@ -1,8 +1,9 @@
 """`kvctl status` joins a plan's pending moves with every member's own progress
 (kvctl/status.py `progress`, pure). The fixtures have the shapes the API returns:
 `GET /v1/membership` (kv/service.py) and `GET /v1/cluster` `transfers`
-(dynamo_mode/transfer.py `Progress`) and `raft_moves` (raft_groups/mover.py
-`GroupProgress`), taken from a 3 → 4 node plan on a real cluster."""
+(dynamo_mode/transfer.py `Progress`), `raft_moves` (raft_groups/mover.py
+`GroupProgress`) and `sizes` (kv/sizer.py), taken from a 3 → 4 node plan on a real
+cluster."""
 
 from __future__ import annotations
 
@@ -43,17 +44,24 @@ def pending(mode: str, partition: int, frm: str, to: str, ready: str = "") -> di
     }
 
 
-def transfer(partition: int, state: str, copied: int = 0, error: str = "") -> dict[str, Any]:
+def transfer(
+    partition: int, state: str, copied: int = 0, error: str = "", size: int = 0
+) -> dict[str, Any]:
     return {
         "mode": "eventual",
         "replication": 3,
         "partition": partition,
         "source": "n3",
         "keys_copied": copied,
+        "bytes_copied": size,
         "keys_repaired": 0,
         "state": state,
         "error": error,
     }
+
+
+def size(mode: str, partition: int, nbytes: int) -> dict[str, Any]:
+    return {"mode": mode, "replication": 3, "partition": partition, "keys": 1, "bytes": nbytes}
 
 
 def group(partition: int, step: str, state: str, detail: str = "") -> dict[str, Any]:
@@ -74,6 +82,7 @@ def view(
     transfers: list[dict[str, Any]] | None = None,
     groups: dict[str, dict[str, Any]] | None = None,
     leads: tuple[str, ...] = (),
+    sizes: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     members = [
         {"id": n, "http": f"h{n}:7001", "raft": r, "status": "alive"} for n, r in RAFT.items()
@@ -86,6 +95,7 @@ def view(
         "transfers": transfers or [],
         "raft_moves": {"running": len(groups or {}), "totals": {}, "groups": groups or {}},
         "raft_groups": {gid: {"leader": RAFT[node], "term": 2, "commit_index": 9} for gid in leads},
+        "sizes": sizes or [],
     }
 
 
@@ -192,6 +202,76 @@ def test_a_raft_move_nobody_drives_yet_is_waiting() -> None:
         "no leader has started it yet",
         None,
     )
+
+
+# ---------------------------------------------------------------------- bytes
+def test_an_eventual_move_shows_bytes_copied_of_the_bytes_expected() -> None:
+    """Expected: the partition's size on the first current owner that reports it (n2 here;
+    n1 has not counted it yet), once per incoming owner."""
+    found = views(
+        n4=view("n4", [transfer(5, "copying", 120, size=1536)]),
+        n2=view("n2", sizes=[size("eventual", 5, 4096), size("linearizable", 7, 999)]),
+        n3=view("n3", sizes=[size("eventual", 5, 1)]),
+    )
+    st = progress(membership(EV5, LIN7), found, 1.0)
+    ev, lin = st.moves
+    assert (ev.bytes, ev.bytes_expected) == (1536, 4096)
+    assert (lin.bytes, lin.bytes_expected) == (None, 999)
+    assert (st.bytes, st.bytes_expected, st.bytes_unknown) == (1536, 4096 + 999, 0)
+    wire = st.to_wire()
+    assert (wire["bytes"], wire["moves"][0]["bytes_expected"]) == (1536, 4096)
+    text = "\n".join(render.status(st))
+    assert "1.5 KiB/4.0 KiB" in text and "-/999 B" in text
+    assert "1.5 KiB copied (5.0 KiB pending)" in render.summary(st)
+
+
+def test_a_move_no_owner_sized_is_unknown_not_zero() -> None:
+    st = progress(membership(EV5), views(n4=view("n4", [transfer(5, "copying", 3, size=90)])), 1.0)
+    (move,) = st.moves
+    assert move.bytes_expected is None and (st.bytes_expected, st.bytes_unknown) == (0, 1)
+    assert "90 B/?" in "\n".join(render.status(st))
+    assert "90 B copied (0 B pending, 1 moves unsized)" in render.summary(st)
+
+
+def test_a_reported_pull_keeps_its_counts() -> None:
+    done = transfer(5, "reported", 10, size=700)
+    (move,) = progress(
+        membership({**EV5, "ready": ["n4"]}), views(n4=view("n4", [done])), 1.0
+    ).moves
+    assert (move.state, move.keys, move.bytes) == ("reported", 10, 700)
+
+
+def test_a_raft_move_shows_how_far_the_member_catching_up_trails() -> None:
+    catching = {**group(7, "report", "moving"), "catching_up": RAFT["n4"], "behind": 1200}
+    found = views(n1=view("n1", groups={"p7r3": catching}, leads=("p7r3",)))
+    (move,) = progress(membership(LIN7), found, 1.0).moves
+    assert move.detail == "n1: report; n4 1200 entries behind"
+
+
+def test_the_plan_text_shows_sizes_and_what_is_unsized() -> None:
+    moves = [
+        {"mode": "eventual", "replication": 3, "partition": 1, "from": "n1", "to": "n4"},
+        {"mode": "eventual", "replication": 3, "partition": 2, "from": "n2", "to": "n4"},
+    ]
+    shown = {
+        "plan_id": "p",
+        "epoch": 3,
+        "changes": [ADD_N4],
+        "moves": [
+            {**moves[0], "bytes": 2048, "keys": 20},
+            {**moves[1], "bytes": None, "keys": None},
+        ],
+        "summary": {
+            "replicas_moving": 2,
+            "by_mode": {"eventual": 2},
+            "bytes": 2048,
+            "keys": 20,
+            "bytes_unknown": 1,
+        },
+    }
+    text = "\n".join(render.plan(shown))
+    assert "n1 → n4    2.0 KiB  20" in text and "n2 → n4    ?        ?" in text
+    assert "2 replicas move (eventual 2); 2.0 KiB in 20 keys expected (at least: 1 moves" in text
 
 
 # ---------------------------------------------------------------------- rates

@@ -42,6 +42,7 @@ PURE = (
     "kv/plan.py",
     "kv/ring.py",
     "kv/routing.py",
+    "kv/sizes.py",
     "kv/storage.py",
     "kv/voters.py",
     "dynamo_mode/hints.py",

@@ -102,6 +102,16 @@ def test_progress_counts_keys_as_each_batch_arrives() -> None:
     assert all(held)
 
 
+def test_progress_counts_the_bytes_copied_as_the_source_stores_them() -> None:
+    """What the plan's sizes count for the partition (kv/sizes.py: storage key + value);
+    the copy stored here is the source's, record for record."""
+    r = rig(keys=10, batch=3)
+    r.run()
+    prog = r.transfers.progress[r.key]
+    stored = sum(len(k) + len(v) for k, v in r.transfers.replica._engine.iterate_prefix(b"e"))
+    assert prog.bytes_copied == stored > 0
+
+
 def test_the_copy_waits_after_each_batch_to_keep_under_the_rate() -> None:
     r = rig(keys=10, batch=4, keys_per_s=20.0)
     r.run()
