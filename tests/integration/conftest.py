@@ -223,6 +223,18 @@ def running(configs: Iterable[NodeConfig]) -> Iterator[dict[str, NodeThread]]:
         stop_all(nodes.values())
 
 
+def create_keyspace(api: Api, name: str, config: dict[str, Any]) -> None:
+    """PUT a keyspace, again while the answer is a retryable 503 (a meta election on a
+    loaded machine; the API's contract is that a 503 may be retried), until a deadline."""
+    end = time.monotonic() + START_DEADLINE_S
+    while True:
+        reply = api.put(f"/v1/keyspaces/{name}", config, timeout=10.0)
+        if reply.status in (200, 201):
+            return
+        assert reply.status == 503 and time.monotonic() < end, (name, reply)
+        time.sleep(POLL_INTERVAL_S)
+
+
 def wait_groups_led(api: Api) -> None:
     """Every Raft group this node hosts has a leader (a poll with a deadline)."""
     end = time.monotonic() + START_DEADLINE_S

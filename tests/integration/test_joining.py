@@ -29,7 +29,7 @@ from tests.integration.conftest import (
     api_of,
     free_port,
     key_path,
-    wait_healthy,
+    running,
 )
 
 EVENTUAL = {"consistency": "eventual", "replication": 3, "read_quorum": 2, "write_quorum": 2}
@@ -64,25 +64,8 @@ def poll(probe: Callable[[], Any], what: str) -> Any:
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, NodeThread]]:
     founders, joiner = configs(tmp_path_factory.mktemp("join"))
-    running: dict[str, NodeThread] = {}
-    try:
-        for cfg in founders:
-            running[cfg.node_id] = NodeThread(cfg)
-            running[cfg.node_id].start()
-        for node in running.values():
-            wait_healthy(api_of(node), START_DEADLINE_S)
-        running["n4"] = NodeThread(joiner)
-        running["n4"].start()
-        wait_healthy(api_of(running["n4"]), START_DEADLINE_S)
-        yield running
-    finally:
-        errors = []
-        for node in running.values():
-            try:
-                node.stop()
-            except Exception as exc:  # stop every node even if one fails to
-                errors.append(exc)
-        assert not errors, errors
+    with running(founders) as started, running([joiner]) as joining:
+        yield {**started, **joining}
 
 
 def body(reply: Any) -> dict[str, Any]:

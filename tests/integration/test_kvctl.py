@@ -22,12 +22,11 @@ from click.testing import CliRunner, Result
 from kvctl import errors
 from kvctl.cli import cli
 from tests.integration.conftest import (
-    START_DEADLINE_S,
     NodeThread,
     api_of,
     free_port,
     key_path,
-    wait_healthy,
+    running,
 )
 from tests.integration.test_joining import EVENTUAL, configs
 
@@ -39,26 +38,15 @@ WAIT_S = "120"  # status --wait deadline: the move takes a few seconds
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, NodeThread]]:
     founders, joiner = configs(tmp_path_factory.mktemp("kvctl"))
-    running: dict[str, NodeThread] = {}
-    try:
-        for cfg in (*founders, joiner):
-            running[cfg.node_id] = NodeThread(replace(cfg, **THROTTLE))
-            running[cfg.node_id].start()
-        for node in running.values():
-            wait_healthy(api_of(node), START_DEADLINE_S)
-        api = api_of(running["n1"])
+    with (
+        running([replace(cfg, **THROTTLE) for cfg in founders]) as started,
+        running([replace(joiner, **THROTTLE)]) as joining,
+    ):
+        api = api_of(started["n1"])
         assert api.put("/v1/keyspaces/ev", EVENTUAL).status == 201
         for i in range(KEYS):
             assert api.put(key_path("ev", f"k{i}"), {"value": i}).status == 200
-        yield running
-    finally:
-        errors_ = []
-        for node in running.values():
-            try:
-                node.stop()
-            except Exception as exc:  # stop every node even if one fails to
-                errors_.append(exc)
-        assert not errors_, errors_
+        yield {**started, **joining}
 
 
 @pytest.fixture

@@ -40,6 +40,7 @@ from tests.integration.conftest import (
     POLL_INTERVAL_S,
     NodeThread,
     api_of,
+    create_keyspace,
     founder_configs,
     key_path,
     running,
@@ -66,11 +67,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node
     with running(founder_configs(tmp_path_factory.mktemp("s"), 4, **settings)) as nodes:
         n1 = api_of(nodes["n1"])
         ev = {"consistency": "eventual", "replication": 3, "read_quorum": 2, "write_quorum": 2}
-        assert n1.put(f"/v1/keyspaces/{EV}", ev).status in (200, 201)
+        create_keyspace(n1, EV, ev)
         lin = {"consistency": "linearizable", "replication": 3}
-        assert n1.put(f"/v1/keyspaces/{LIN}", lin).status in (200, 201)
+        create_keyspace(n1, LIN, lin)
         empty = {"consistency": "eventual", "replication": 2, "read_quorum": 1, "write_quorum": 1}
-        assert n1.put(f"/v1/keyspaces/{EMPTY}", empty).status in (200, 201)
+        create_keyspace(n1, EMPTY, empty)
         for node in nodes.values():
             wait_groups_led(api_of(node))
         yield nodes

@@ -34,6 +34,7 @@ from tests.integration.conftest import (
     Api,
     NodeThread,
     api_of,
+    create_keyspace,
     founder_configs,
     key_path,
     running,
@@ -56,8 +57,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node
         n1 = api_of(nodes["n1"])
         lin = {"consistency": "linearizable", "replication": 3}
         ev = {"consistency": "eventual", "replication": 3, "read_quorum": 2, "write_quorum": 2}
-        assert n1.put(f"/v1/keyspaces/{LIN}", lin).status in (200, 201)
-        assert n1.put(f"/v1/keyspaces/{EV}", ev).status in (200, 201)
+        create_keyspace(n1, LIN, lin)
+        create_keyspace(n1, EV, ev)
         for node in nodes.values():
             wait_groups_led(api_of(node))
         yield nodes

@@ -22,6 +22,7 @@ from tests.integration.conftest import (
     Api,
     NodeThread,
     api_of,
+    create_keyspace,
     founder_configs,
     key_path,
     running,
@@ -38,7 +39,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node
     root = tmp_path_factory.mktemp("t")
     with running(founder_configs(root, 4, **settings)) as nodes:
         body = {"consistency": "eventual", "replication": 3, "read_quorum": 2, "write_quorum": 2}
-        assert api_of(nodes["n1"]).put(f"/v1/keyspaces/{KS}", body).status in (200, 201)
+        create_keyspace(api_of(nodes["n1"]), KS, body)
         yield nodes
 
 
