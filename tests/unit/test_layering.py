@@ -45,6 +45,7 @@ PURE = (
     "kv/sizes.py",
     "kv/storage.py",
     "kv/voters.py",
+    "kv/wire.py",
     "dynamo_mode/hints.py",
     "dynamo_mode/membership*.py",
     "dynamo_mode/merkle*.py",
@@ -87,7 +88,7 @@ ONE_IMPORTER = {
     "mmh3": ("kv/hashing.py",),  # ring tokens
     # the HTTP server (kv/http), the internode client (kv/transport.py) and the public client
     "aiohttp": ("kv/http/*", "kv/transport.py", "kv/client.py"),
-    "cryptography": (),  # through pysyncobj only, for now
+    "cryptography": ("kv/keys.py",),  # keys derived from the cluster secret (and pysyncobj's)
     "click": ("kvctl/cli.py",),  # the operator CLI's commands
 }
 COMPOSITION_ROOT = ("kv/node.py", "kv/__main__.py")
