@@ -2,7 +2,7 @@
 membership_status (Dynamo §4.8).
 
 Every `cfg.interval` this node bumps its heartbeat, pushes its digest to `cfg.fanout` random
-members over /v1/internal/rpc/gossip and merges the digests they answer with (push-pull).
+members (the `gossip` internode operation) and merges the digests they answer with (push-pull).
 Each advance of a member's version is a heartbeat arrival for that member's phi-accrual
 window; `status(node)` is the pure `membership_status.node_status` of that window.
 

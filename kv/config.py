@@ -8,7 +8,7 @@ Example `node.toml`:
 
     node_id = "n1"
     data_dir = "/var/lib/kv/n1"
-    listen = "0.0.0.0:7001"          # HTTP bind (client API and /v1/internal)
+    listen = "0.0.0.0:7001"          # HTTP bind (client API and the internode upgrade)
     advertise = "10.0.0.1:7001"      # what other nodes and clients dial
     raft_listen = "0.0.0.0:7101"     # meta Raft group bind
     raft_advertise = "10.0.0.1:7101" # the meta group's node id: must match peers' lists exactly

@@ -66,7 +66,7 @@ class MetaView(Protocol):
 
 
 class AddressedTransport(Protocol):
-    """kv/transport.py `HttpTransport.call_at`: a call by HTTP address, not member id."""
+    """kv/transport.py `WireTransport.call_at`: a call by HTTP address, not member id."""
 
     async def call_at(
         self,

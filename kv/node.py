@@ -42,6 +42,7 @@ from kv.config import NodeConfig
 from kv.errors import NotReady
 from kv.http.app import NODE_STATE, Server, make_app
 from kv.internode import OpTable
+from kv.keys import internode_key
 from kv.leveldb import LevelDBEngine
 from kv.meta import Member, Metadata
 from kv.meta_ops import META_JOIN, MetaJoin, Role, membership_of
@@ -50,7 +51,8 @@ from kv.meta_role import MetaRole
 from kv.service import KeyOps, Service
 from kv.sizer import PlanSizer, SizeServer
 from kv.tally import TalliedEngine
-from kv.transport import HttpTransport
+from kv.transport import WireTransport
+from kv.wire_server import InternodeServer
 from raft_groups import state_machine
 from raft_groups.frontend import LinearizableKeys
 from raft_groups.manager import RaftGroups
@@ -74,7 +76,9 @@ class Node:
     async def start(self) -> None:
         cfg = self.config
         self.ops = OpTable()  # every internode operation this node serves
-        self.transport = HttpTransport(cfg.node_id, self._resolve, cfg.cluster_secret, self.ops)
+        key = internode_key(cfg.cluster_secret)
+        self.transport = WireTransport(cfg.node_id, self._resolve, key, self.ops)
+        self.internode = InternodeServer(cfg.node_id, key, self.ops)
         await self._start_raft()
         MetaServer(self.meta, votes=lambda: self.meta.votes).register(self.ops)
         self.ops.register(META_JOIN, self.meta.join)
@@ -89,7 +93,7 @@ class Node:
         self._background_loops()
         self.raft_moves = RaftMoves(self.groups, cfg.node_id, self._metadata, self._propose)
         self.meta.subscribe(self._on_metadata)
-        app = make_app(self.service, self.ops.dispatch, cfg.cluster_secret, cfg.request_timeout_s)
+        app = make_app(self.service, self.internode, cfg.request_timeout_s)
         app[NODE_STATE] = self.node_state
         self._server = await Server.listen(app, cfg.listen)
         loops = (self.peers, self.anti_entropy, self.handoff, self.reaper, self.transfers)

@@ -1,31 +1,45 @@
-"""Internode transport: a narrow Protocol and its aiohttp shell.
+"""Internode transport: a narrow Protocol and its shell over the framed protocol.
 
 `call(node, op, request, timeout)` sends a typed request of an `Operation`
 (kv/internode.py) and returns its typed reply, or raises a `KvError` — every failure is
 converted here, at the boundary:
 - `PeerUnreachable` (503): the request certainly did not reach the peer's handler
-  (connection refused, unknown member) — the operation was not performed there;
-- `PeerTimeout` (504): sent but no reply in time, or the reply was unreadable — it may
-  have been performed;
-- a `KvError` the peer answered with (rebuilt by `kv.errors.from_wire`).
+  (connection refused, handshake refused, unknown member, never written) — the operation
+  was not performed there;
+- `PeerTimeout` (504): sent but no reply in time, the connection was lost with the call in
+  flight, or the reply was unreadable — it may have been performed;
+- a `KvError` the peer answered with (rebuilt by `kv.errors.from_wire`);
+- `TooLarge` (413): the encoded request is over the frame cap; nothing was sent.
 
-Calls to this node itself skip HTTP and go to the local `OpTable` with the typed request.
-The in-project twin for the simulation tier is `tests/sim/sim_transport.py`; both pass
-tests/sim/test_transport_contract.py.
+`WireTransport` keeps one authenticated, multiplexed connection per peer address
+(kv/wire_client.py; docs/internode.md), opened on first use and reopened after a loss; a
+failed dial makes further calls to that address fail fast for a backoff (doubling from
+`BACKOFF_MIN_S` to `BACKOFF_MAX_S`, reset by a success), so a dead or black-holed peer
+costs one dial per window, not one per call.
+
+Calls to this node itself skip the network and go to the local `OpTable` with the typed
+request. The in-project twin for the simulation tier is `tests/sim/sim_transport.py`; both
+pass tests/sim/test_transport_contract.py.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
-import aiohttp
-
-from kv.errors import PeerTimeout, PeerUnreachable, from_wire
+from kv import wire
+from kv.errors import KvError, PeerTimeout, PeerUnreachable, TooLarge, from_wire
 from kv.internode import Operation, OpTable, Req, Resp
+from kv.wire import Kind
+from kv.wire_client import MAX_IN_FLIGHT, HandshakeFailed, PeerConnection
 
-SECRET_HEADER = "X-Kv-Cluster-Secret"
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 3.0  # dial + upgrade + handshake
+BACKOFF_MIN_S = 0.05
+BACKOFF_MAX_S = 1.0
 
 
 class Transport(Protocol):
@@ -34,31 +48,27 @@ class Transport(Protocol):
     ) -> Resp: ...
 
 
-class HttpTransport:
-    """Pooled keep-alive aiohttp sessions to `/v1/internal/rpc/{op}` on peers."""
+class WireTransport:
+    """Node-to-node calls over kv/wire.py connections, one per peer address."""
 
     def __init__(
         self,
         self_id: str,
         resolve: Callable[[str], str | None],
-        secret: str,
+        key: bytes,
         local: OpTable,
+        *,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._self_id = self_id
         self._resolve = resolve
-        self._secret = secret
+        self._key = key
         self._local = local
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=256, limit_per_host=64, keepalive_timeout=30)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                headers={SECRET_HEADER: self._secret},
-                json_serialize=lambda o: json.dumps(o, separators=(",", ":")),
-            )
-        return self._session
+        self._max_in_flight = max_in_flight
+        self._clock = clock
+        self._peers: dict[str, _Peer] = {}
+        self.refusals = wire.FirstTimes()  # addresses whose refusal was logged
 
     async def call(self, node: str, op: Operation[Req, Resp], request: Req, timeout: float) -> Resp:
         if node == self._self_id:
@@ -78,23 +88,123 @@ class HttpTransport:
     ) -> Resp:
         """Call a node by its HTTP address rather than its member id: a joining node knows
         only the addresses of its seeds (kv/meta_reader.py). Same failures as `call`."""
-        who = f"{peer} at {address}" if peer else address
-        url = f"http://{address}/v1/internal/rpc/{op.name}"
-        try:
-            async with self._client().post(
-                url, json=request.to_wire(), timeout=aiohttp.ClientTimeout(total=timeout)
-            ) as resp:
-                body = await resp.json(content_type=None)
-                if resp.status != 200:
-                    raise from_wire(resp.status, body)
-                return op.reply(body)
-        except aiohttp.ClientConnectorError as exc:
-            raise PeerUnreachable(f"{who}: {exc}", retry_after=0.5) from None
-        except TimeoutError:
-            raise PeerTimeout(f"{who} did not answer {op.name} within {timeout:.2f}s") from None
-        except (aiohttp.ClientError, ValueError, TypeError, KeyError) as exc:
-            raise PeerTimeout(f"{who} {op.name}: {exc.__class__.__name__}: {exc}") from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        conn = await self._peer(address).connection(timeout)
+        if peer is not None and conn.peer_id != peer:
+            raise PeerUnreachable(f"{address} is node {conn.peer_id!r}, not {peer!r}")
+        payload = conn.codec.encode(request.to_wire())
+        if len(payload) > wire.MAX_PAYLOAD:
+            raise TooLarge(f"internode {op.name} request", len(payload), wire.MAX_PAYLOAD)
+        frame = await conn.call(op.name, payload, max(deadline - loop.time(), 0.0))
+        return _unwrap(op, conn, frame)
+
+    def _peer(self, address: str) -> _Peer:
+        peer = self._peers.get(address)
+        if peer is None:
+            peer = self._peers[address] = _Peer(address, self)
+        return peer
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for peer in list(self._peers.values()):
+            await peer.close()
+        self._peers.clear()
+
+
+def _unwrap(op: Operation[Any, Resp], conn: PeerConnection, frame: wire.Frame) -> Resp:
+    try:
+        body = conn.codec.decode(frame.payload)
+        if frame.kind == Kind.ERROR:
+            raise from_wire(0, body)
+        return op.reply(body)
+    except KvError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        who = f"{conn.peer_id} at {conn.address}"
+        raise PeerTimeout(f"{who} {op.name}: unreadable reply: {exc}") from None
+
+
+class _Peer:
+    """The connection to one address: at most one open, at most one being opened."""
+
+    def __init__(self, address: str, owner: WireTransport) -> None:
+        self.address = address
+        self._owner = owner
+        self._conn: PeerConnection | None = None
+        self._dialing: asyncio.Task[PeerConnection] | None = None
+        self._retry_at = 0.0
+        self._backoff = BACKOFF_MIN_S
+        self._last_error = ""
+
+    async def connection(self, timeout: float) -> PeerConnection:
+        conn = self._conn
+        if conn is not None and conn.is_open:
+            return conn
+        if self._now() < self._retry_at:
+            wait = self._retry_at - self._now()
+            raise PeerUnreachable(
+                f"{self.address}: {self._last_error} (next dial in {wait:.2f}s)", retry_after=0.5
+            )
+        if self._dialing is None:
+            self._dialing = asyncio.get_running_loop().create_task(self._dial())
+            self._dialing.add_done_callback(_retrieve)  # callers may all have timed out
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._dialing), timeout)
+        except TimeoutError:
+            raise PeerUnreachable(
+                f"{self.address}: not connected within {timeout:.2f}s", retry_after=0.5
+            ) from None
+
+    async def _dial(self) -> PeerConnection:
+        owner = self._owner
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                conn = await PeerConnection.open(
+                    self.address, owner._self_id, owner._key, owner._max_in_flight
+                )
+        except (OSError, TimeoutError, HandshakeFailed, ValueError) as exc:
+            raise self._failed(exc) from None
+        finally:
+            self._dialing = None
+        self._backoff = BACKOFF_MIN_S
+        owner.refusals.forget(self.address)
+        conn.on_lost = self._lost
+        self._conn = conn
+        return conn
+
+    def _failed(self, exc: Exception) -> PeerUnreachable:
+        self._last_error = _describe(exc)
+        self._retry_at = self._now() + self._backoff
+        self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
+        if isinstance(exc, HandshakeFailed | ValueError) and self._owner.refusals.first(
+            self.address
+        ):
+            log.warning("internode connection to %s refused: %s (logged once)", self.address, exc)
+        return PeerUnreachable(f"{self.address}: {self._last_error}", retry_after=0.5)
+
+    def _lost(self, conn: PeerConnection) -> None:
+        if self._conn is conn:
+            self._conn = None
+
+    def _now(self) -> float:
+        clock = self._owner._clock
+        return clock() if clock is not None else asyncio.get_running_loop().time()
+
+    async def close(self) -> None:
+        if self._dialing is not None:
+            self._dialing.cancel()
+            await asyncio.gather(self._dialing, return_exceptions=True)
+        if self._conn is not None:
+            self._conn.close("node shutting down")
+            self._conn = None
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"not connected within {CONNECT_TIMEOUT_S}s"
+    return f"{exc.__class__.__name__}: {exc}" if isinstance(exc, OSError) else str(exc)

@@ -2,13 +2,14 @@
 
 Handlers hold no decisions and no error mapping: they parse the request into plain values,
 call the service and render its dict; every `KvError` is rendered by the middleware through
-the one table in kv/http/errors.py. Internode routes (/v1/internal/...) require the
-cluster secret.
+the one table in kv/http/errors.py. Node-to-node calls do not use HTTP routes: the one
+internode route, `GET /v1/internal/stream`, upgrades the connection to the framed internode
+protocol (kv/http/internode.py, docs/internode.md), authenticated by a challenge-response
+handshake — the cluster secret never travels.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import math
@@ -19,26 +20,24 @@ from typing import Any
 
 from aiohttp import web
 
-from kv.errors import InvalidRequest, KvError, MalformedJson, TooLarge, Unauthorized
+from kv.errors import InvalidRequest, KvError, MalformedJson, TooLarge
 from kv.http.errors import response_for
+from kv.http.internode import add_routes
 from kv.routing import MAX_TIMEOUT_S, Options
 from kv.service import Service
+from kv.wire_server import InternodeServer
 
 log = logging.getLogger(__name__)
 
 # Bodies up to this size are parsed so the client gets our 413 naming the field; beyond it
 # aiohttp stops reading.
 MAX_BODY_BYTES = 8 << 20
-SECRET_HEADER = "X-Kv-Cluster-Secret"
 
 _INT_RE = re.compile(r"-?[0-9]{1,18}")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-InternalHandler = Callable[[str, Any], Awaitable[Any]]  # kv.internode.OpTable.dispatch
 
 SERVICE: web.AppKey[Service] = web.AppKey("service", Service)
-INTERNAL: web.AppKey[InternalHandler] = web.AppKey("internal", object)  # type: ignore[arg-type]
-SECRET: web.AppKey[str] = web.AppKey("secret", str)
 DEFAULT_TIMEOUT: web.AppKey[float] = web.AppKey("default_timeout", float)
 
 
@@ -228,30 +227,11 @@ async def membership_abort(request: web.Request) -> web.Response:
     return _json(await service.membership_abort(body, options(request).timeout_s), 202)
 
 
-# ---------------------------------------------------------------------- internode routes
-def _check_secret(request: web.Request) -> None:
-    given = request.headers.get(SECRET_HEADER, "")
-    given_bytes = given.encode("utf-8", "surrogateescape")
-    if not hmac.compare_digest(given_bytes, request.app[SECRET].encode()):
-        raise Unauthorized("internode route requires the cluster secret")
-
-
-async def internal_rpc(request: web.Request) -> web.Response:
-    _check_secret(request)
-    body = await read_json(request)
-    return _json(await request.app[INTERNAL](request.match_info["op"], body))
-
-
-async def internal_ping(request: web.Request) -> web.Response:
-    _check_secret(request)
-    return _json({"status": "ok"})
-
-
 KEY = "/v1/keyspaces/{ks}/keys/{key:.+}"
 
 
 def make_app(
-    service: Service, internal: InternalHandler, secret: str, default_timeout_s: float
+    service: Service, internode: InternodeServer, default_timeout_s: float
 ) -> web.Application:
     app = web.Application(
         middlewares=[errors_middleware],
@@ -261,8 +241,6 @@ def make_app(
         handler_args={"max_line_size": 32768, "max_field_size": 32768},
     )
     app[SERVICE] = service
-    app[INTERNAL] = internal
-    app[SECRET] = secret
     app[DEFAULT_TIMEOUT] = default_timeout_s
     app.router.add_get("/v1/health", health)
     app.router.add_get("/v1/cluster", cluster)
@@ -278,8 +256,7 @@ def make_app(
     app.router.add_post("/v1/membership/plan", membership_plan)
     app.router.add_post("/v1/membership/commit", membership_commit)
     app.router.add_post("/v1/membership/abort", membership_abort)
-    app.router.add_post("/v1/internal/rpc/{op}", internal_rpc)
-    app.router.add_get("/v1/internal/ping", internal_ping)
+    add_routes(app, internode)
     return app
 
 

@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import pytest
 
-from kv.http.app import MAX_BODY_BYTES, SECRET_HEADER, make_app
+from kv.http.app import MAX_BODY_BYTES
 from kv.routing import MAX_KEY_BYTES, MAX_VALUE_BYTES
 from tests.integration.conftest import Api, Reply, error_of, key_path, strict_json
 
@@ -31,18 +31,6 @@ LONG_MS = 30_000  # a deadline no healthy single-node commit comes near
 LINEARIZABLE_1 = {"consistency": "linearizable", "replication": 1}
 
 KeyspaceFactory = Callable[..., str]
-
-
-def _internal_routes() -> list[tuple[str, str]]:
-    """(method, path) of every /v1/internal/ route the app registers ({op} → 'fetch')."""
-    app = make_app(None, None, "x" * 32, 1.0)  # type: ignore[arg-type]  # routes only
-    return sorted(
-        (route.method, route.resource.canonical.replace("{op}", "fetch"))
-        for route in app.router.routes()
-        if route.resource is not None
-        and route.resource.canonical.startswith("/v1/internal/")
-        and route.method != "HEAD"
-    )
 
 
 # ------------------------------------------------------------------ fixtures and helpers
@@ -314,32 +302,23 @@ def test_eventual_delete_if_version_in_query_is_400(api: Api, ks: str) -> None:
     assert api.get(key_path(ks, "k")).status == 200  # still there
 
 
-# ------------------------------------------------------------------ 403 unauthorized
-@pytest.mark.parametrize(
-    "headers",
-    [{}, {SECRET_HEADER: ""}, {SECRET_HEADER: "wrong-secret-0123456789abcdef"}],
-    ids=["absent", "empty", "wrong"],
-)
-@pytest.mark.parametrize(("method", "path"), _internal_routes())
-def test_internal_routes_require_the_secret(
-    api: Api, method: str, path: str, headers: dict[str, str]
-) -> None:
+# ------------------------------------------------------------------ internode route
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_the_internode_http_rpc_route_is_gone(api: Api, method: str) -> None:
+    """Internode calls travel only over the upgraded, authenticated stream (docs/internode.md);
+    the per-call HTTP route and its cleartext secret header are no more, whatever is sent."""
     body = {"ref": {"partition": 0, "uid": 0, "key": "k"}}
-    reply = api.request(method, path, json_body=body, headers=headers)
-    assert_error(reply, 403, "unauthorized", "secret")
+    headers = {"X-Kv-Cluster-Secret": api.secret}
+    for path in ("/v1/internal/rpc/fetch", "/v1/internal/ping"):
+        reply = api.request(method, path, json_body=body, headers=headers)
+        assert reply.status in (404, 405), reply
 
 
-def test_internal_routes_accept_the_secret(api: Api) -> None:
-    assert api.get("/v1/internal/ping", headers={SECRET_HEADER: api.secret}).status == 200
-
-
-def test_non_ascii_secret_header_is_403(api: Api) -> None:
-    """Whatever an unauthenticated client sends ends as 403. Regression: a non-UTF-8
-    header byte reaches Python as a surrogate escape, and `given.encode()` raised
-    UnicodeEncodeError (a 500). `_check_secret` encodes with "surrogateescape" before
-    `hmac.compare_digest`."""
-    headers = {SECRET_HEADER: "s\xe9cret"}  # http.client sends the latin-1 byte 0xE9
-    assert_error(api.get("/v1/internal/ping", headers=headers), 403, "unauthorized")
+def test_the_internode_stream_route_speaks_only_the_upgrade(api: Api) -> None:
+    reply = api.get("/v1/internal/stream")
+    assert_error(reply, 400, "invalid_request", "Upgrade: kv-internode")
+    reply = api.get("/v1/internal/stream", headers={"Upgrade": "websocket"})
+    assert_error(reply, 400, "invalid_request", "upgrade")
 
 
 # ------------------------------------------------------------------ 404

@@ -2,7 +2,7 @@
 other member reads cluster metadata without voting").
 
 No membership change can be committed yet, so the metadata comes from a stand-in source: a
-small HTTP server answering `meta_get` (the real `MetaServer` over a fixed value) with
+small internode server answering `meta_get` (the real `MetaServer` over a fixed value) with
 metadata whose members are two nodes started with `--seeds` pointing at it. Both read that
 they are members, so they must act as members: host the Raft groups of a linearizable
 keyspace with peer addresses taken from the metadata (raft_groups/manager.py `reconcile`),
@@ -17,16 +17,20 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiohttp import web
 
 from kv import meta_machine
 from kv.config import NodeConfig
+from kv.http.app import make_app
 from kv.internode import OpTable
+from kv.keys import internode_key
 from kv.meta import Member, Metadata
 from kv.meta_reader import MetaServer
+from kv.service import Service
+from kv.wire_server import InternodeServer
 from tests.integration.conftest import (
     POLL_INTERVAL_S,
     START_DEADLINE_S,
@@ -56,23 +60,20 @@ class FixedSource:
 
 
 class SourceThread:
-    """`/v1/internal/rpc/{op}` for meta_get only, on its own loop and thread."""
+    """The internode protocol for meta_get only, on its own loop and thread."""
 
-    def __init__(self, address: str, md: Metadata) -> None:
+    def __init__(self, address: str, md: Metadata, secret: str) -> None:
         self.address = address
+        self.secret = secret
         self.table = OpTable()
         MetaServer(FixedSource(md), votes=False).register(self.table)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
 
-    async def _rpc(self, request: web.Request) -> web.Response:
-        reply = await self.table.dispatch(request.match_info["op"], await request.json())
-        return web.json_response(reply)
-
     async def _start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/v1/internal/rpc/{op}", self._rpc)
+        server = InternodeServer("source", internode_key(self.secret), self.table)
+        app = make_app(cast(Service, None), server, START_DEADLINE_S)  # the stream route only
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         host, _, port = self.address.rpartition(":")
@@ -127,7 +128,7 @@ def members(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node
     secret = secrets.token_hex(16)
     ids = {n: addresses() for n in ("m1", "m2")}
     md = metadata([Member(n, h, r) for n, (h, r) in ids.items()])
-    source = SourceThread(f"127.0.0.1:{free_port()}", md)
+    source = SourceThread(f"127.0.0.1:{free_port()}", md, secret)
     nodes: dict[str, NodeThread] = {}
     try:
         source.start()

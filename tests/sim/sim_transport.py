@@ -1,6 +1,6 @@
 """The simulation tier's network: a virtual-time event loop, seeded links, and SimTransport.
 
-SimTransport is the in-project twin of `kv.transport.HttpTransport` (DESIGN.md §7, §8.3):
+SimTransport is the in-project twin of `kv.transport.WireTransport` (DESIGN.md §7, §8.3):
 both pass tests/sim/test_transport_contract.py. Scenarios run the real DynamoCoordinator
 over it (tests/sim/test_scenarios.py); docs/simulation.md explains how to add one.
 
@@ -35,7 +35,7 @@ What the caller sees (the Transport contract in kv/transport.py):
 
 A lost reply always surfaces as a timeout, whatever its rule's `lost_as`, since the caller
 cannot tell it apart from a slow peer. Calls a node makes to itself skip the network
-entirely, as HttpTransport's do.
+entirely, as WireTransport's do.
 
 Determinism: each directed link draws from its own `random.Random` seeded from
 `(seed, src, dst)`, so a link's fate sequence does not depend on traffic elsewhere.
@@ -360,7 +360,7 @@ class SimTransport:
 
     async def call(self, node: str, op: Operation[Req, Resp], request: Req, timeout: float) -> Resp:
         payload = _wire(request.to_wire())
-        if node == self._self_id:  # like HttpTransport: no network, no timeout
+        if node == self._self_id:  # like WireTransport: no network, no timeout
             return op.reply(_wire(await self._net.node(node).handler(op.name, payload)))
         return op.reply(await self._net.send(self._self_id, node, op.name, payload, timeout))
 

@@ -1,6 +1,8 @@
 """One contract suite for every Transport (STYLE rule 4; trio `testing/_check_streams.py`):
-SimTransport on a virtual-time loop, and HttpTransport against real in-process aiohttp
-servers (kv.http.app's own `/v1/internal/rpc/{op}` route and error table) on 127.0.0.1.
+SimTransport on a virtual-time loop, and WireTransport against real in-process aiohttp
+servers (kv.http.app with its `/v1/internal/stream` upgrade to the framed protocol,
+kv/wire_server.py) on 127.0.0.1. Behaviour only the real protocol has (handshake, framing,
+multiplexing, reconnects) is in tests/sim/test_wire_transport.py, on the same harness.
 
 The contract is the one kv/transport.py states: a typed reply, or `PeerUnreachable`
 (never delivered), `PeerTimeout` (maybe performed), or the peer's `KvError` rebuilt with its
@@ -24,25 +26,21 @@ from aiohttp import web
 from dynamo_mode.messages import COORDINATE, FETCH, CoordinateRequest, KeyRequest, Versions
 from dynamo_mode.replica import DynamoReplica, KeyRef
 from dynamo_mode.replica_server import serve
-from kv.errors import (
-    InvalidRequest,
-    PeerTimeout,
-    PeerUnreachable,
-    SiblingLimit,
-    Unauthorized,
-)
+from kv.errors import InvalidRequest, PeerTimeout, PeerUnreachable, SiblingLimit
 from kv.http.app import make_app
 from kv.internode import Operation
+from kv.keys import internode_key
 from kv.memory import MemoryEngine
 from kv.service import Service
-from kv.transport import HttpTransport, Transport
+from kv.transport import Transport, WireTransport
+from kv.wire_server import InternodeServer
 from tests.sim.sim_transport import SimNetwork, SimTransport, run_virtual
 
 NODES = ("a", "b", "c")
 SECRET = "contract-secret-0123456789abcdef"
 REF = KeyRef(partition=3, uid=1, key="k")
 TIMEOUT = 5.0
-HANG_TIMEOUT = 0.2  # real seconds for HttpTransport; virtual for SimTransport
+HANG_TIMEOUT = 0.2  # real seconds for WireTransport; virtual for SimTransport
 
 
 @dataclass(frozen=True)
@@ -73,11 +71,13 @@ class Node:
     def __init__(self, node_id: str) -> None:
         self.replica = DynamoReplica(MemoryEngine(), node_id)
         self.release = asyncio.Event()  # lets hung handlers end at teardown
+        self.hanging = 0  # hung handlers entered so far
         self.table = serve(self.replica)
         self.table.register(HANG, self.hang)
         self.handle = self.table.dispatch
 
     async def hang(self, request: Raw) -> Raw:
+        self.hanging += 1
         await self.release.wait()
         return Raw({})
 
@@ -106,28 +106,36 @@ async def sim_harness() -> AsyncIterator[Harness]:
     yield SimHarness()
 
 
-# ---------------------------------------------------------------------- HttpTransport
-class HttpHarness:
+# ---------------------------------------------------------------------- WireTransport
+class WireHarness:
+    """Each node an aiohttp app (kv.http.app) on its own OS-chosen port of 127.0.0.1."""
+
     def __init__(self) -> None:
         self.nodes = {n: Node(n) for n in NODES}
         self.addresses: dict[str, str] = {}
         self.runners: dict[str, web.AppRunner] = {}
-        self.transports: list[HttpTransport] = []
+        self.servers: dict[str, InternodeServer] = {}
+        self.transports: list[WireTransport] = []
 
-    async def start(self) -> None:
-        for n, node in self.nodes.items():
-            # Only the internode routes are exercised; they never touch the Service.
-            app = make_app(cast(Service, None), node.handle, SECRET, TIMEOUT)
-            runner = web.AppRunner(app)
-            await runner.setup()
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))  # DESIGN.md §7: the OS picks the port
-            await web.SockSite(runner, sock).start()
-            self.runners[n] = runner
-            self.addresses[n] = f"127.0.0.1:{sock.getsockname()[1]}"
+    async def start(self, node: str, secret: str = SECRET, **server: Any) -> None:
+        """Serve `node` (again, on its old port if it had one)."""
+        table = self.nodes[node].table
+        self.servers[node] = InternodeServer(node, internode_key(secret), table, **server)
+        # Only the internode route is exercised; it never touches the Service.
+        app = make_app(cast(Service, None), self.servers[node], TIMEOUT)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        port = int(self.addresses.get(node, ":0").rpartition(":")[2])
+        sock.bind(("127.0.0.1", port))  # DESIGN.md §7: the OS picks the port
+        await web.SockSite(runner, sock).start()
+        self.runners[node] = runner
+        self.addresses[node] = f"127.0.0.1:{sock.getsockname()[1]}"
 
-    def transport(self, node: str, secret: str = SECRET) -> Transport:
-        made = HttpTransport(node, self.addresses.get, secret, self.nodes[node].table)
+    def transport(self, node: str, secret: str = SECRET, **options: Any) -> WireTransport:
+        key = internode_key(secret)
+        made = WireTransport(node, self.addresses.get, key, self.nodes[node].table, **options)
         self.transports.append(made)
         return made
 
@@ -135,7 +143,8 @@ class HttpHarness:
         return self.nodes[node].replica
 
     async def unplug(self, node: str) -> None:
-        await self.runners.pop(node).cleanup()  # the port now refuses connections
+        """Stop serving `node`: its connections end and its port refuses new ones."""
+        await self.runners.pop(node).cleanup()
 
     async def stop(self) -> None:
         for node in self.nodes.values():
@@ -147,10 +156,11 @@ class HttpHarness:
 
 
 @asynccontextmanager
-async def http_harness() -> AsyncIterator[HttpHarness]:
-    harness = HttpHarness()
+async def wire_harness() -> AsyncIterator[WireHarness]:
+    harness = WireHarness()
     try:
-        await harness.start()
+        for node in NODES:
+            await harness.start(node)
         yield harness
     finally:
         await harness.stop()
@@ -161,7 +171,7 @@ Body = Callable[[Harness], Awaitable[None]]
 Factory = Callable[[], AbstractAsyncContextManager[Harness]]
 KINDS: dict[str, tuple[Factory, Callable[[Any], Any]]] = {
     "sim": (sim_harness, run_virtual),
-    "http": (http_harness, asyncio.run),
+    "wire": (wire_harness, asyncio.run),
 }
 
 
@@ -270,13 +280,3 @@ def test_no_reply_within_the_timeout_is_peer_timeout(run: Callable[[Body], None]
         assert HANG_TIMEOUT <= loop.time() - started + 0.01  # waited the timeout out
 
     run(body)
-
-
-# ---------------------------------------------------------------------- HTTP only
-def test_http_wrong_secret_is_unauthorized() -> None:
-    async def main() -> None:
-        async with http_harness() as h:
-            with pytest.raises(Unauthorized):
-                await h.transport("a", secret="wrong").call("b", FETCH, KeyRequest(REF), TIMEOUT)
-
-    asyncio.run(main())

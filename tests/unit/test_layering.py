@@ -86,8 +86,9 @@ ONE_IMPORTER = {
     "plyvel": ("kv/leveldb.py",),  # the StorageEngine over LevelDB
     "pysyncobj": ("raft_groups/syncobj_adapter*",),  # camelCase, threads, FAIL_REASON stop here
     "mmh3": ("kv/hashing.py",),  # ring tokens
-    # the HTTP server (kv/http), the internode client (kv/transport.py) and the public client
-    "aiohttp": ("kv/http/*", "kv/transport.py", "kv/client.py"),
+    # the HTTP server (kv/http, with the internode protocol's upgrade) and the public client;
+    # the internode client (kv/wire_client.py) speaks asyncio directly
+    "aiohttp": ("kv/http/*", "kv/client.py"),
     "cryptography": ("kv/keys.py",),  # keys derived from the cluster secret (and pysyncobj's)
     "click": ("kvctl/cli.py",),  # the operator CLI's commands
 }
@@ -97,6 +98,8 @@ OPS_MUST_NOT_IMPORT = (
     "kv/node.py",
     "kv/__main__.py",
     "kv/transport.py",
+    "kv/wire_client.py",
+    "kv/wire_server.py",
     "kv/http/*",
     "raft_groups/syncobj_adapter/*",
     "raft_groups/manager.py",
