@@ -33,7 +33,7 @@ from kv.keys import internode_key
 from kv.memory import MemoryEngine
 from kv.service import Service
 from kv.transport import Transport, WireTransport
-from kv.wire_server import InternodeServer
+from kv.wire_server import Carrier, InternodeServer, ServerLink
 from tests.sim.sim_transport import SimNetwork, SimTransport, run_virtual
 
 NODES = ("a", "b", "c")
@@ -72,14 +72,21 @@ class Node:
         self.replica = DynamoReplica(MemoryEngine(), node_id)
         self.release = asyncio.Event()  # lets hung handlers end at teardown
         self.hanging = 0  # hung handlers entered so far
+        self.entered = asyncio.Condition()
         self.table = serve(self.replica)
         self.table.register(HANG, self.hang)
         self.handle = self.table.dispatch
 
     async def hang(self, request: Raw) -> Raw:
-        self.hanging += 1
+        async with self.entered:
+            self.hanging += 1
+            self.entered.notify_all()
         await self.release.wait()
         return Raw({})
+
+    async def wait_hanging(self, count: int) -> None:
+        async with asyncio.timeout(TIMEOUT), self.entered:
+            await self.entered.wait_for(lambda: self.hanging >= count)
 
 
 # ---------------------------------------------------------------------- SimTransport
@@ -107,6 +114,14 @@ async def sim_harness() -> AsyncIterator[Harness]:
 
 
 # ---------------------------------------------------------------------- WireTransport
+class CountingServer(InternodeServer):
+    accepted = 0  # connections handed to this server
+
+    def accept(self, carrier: Carrier) -> ServerLink:
+        self.accepted += 1
+        return super().accept(carrier)
+
+
 class WireHarness:
     """Each node an aiohttp app (kv.http.app) on its own OS-chosen port of 127.0.0.1."""
 
@@ -114,13 +129,13 @@ class WireHarness:
         self.nodes = {n: Node(n) for n in NODES}
         self.addresses: dict[str, str] = {}
         self.runners: dict[str, web.AppRunner] = {}
-        self.servers: dict[str, InternodeServer] = {}
+        self.servers: dict[str, CountingServer] = {}
         self.transports: list[WireTransport] = []
 
     async def start(self, node: str, secret: str = SECRET, **server: Any) -> None:
         """Serve `node` (again, on its old port if it had one)."""
         table = self.nodes[node].table
-        self.servers[node] = InternodeServer(node, internode_key(secret), table, **server)
+        self.servers[node] = CountingServer(node, internode_key(secret), table, **server)
         # Only the internode route is exercised; it never touches the Service.
         app = make_app(cast(Service, None), self.servers[node], TIMEOUT)
         runner = web.AppRunner(app)
