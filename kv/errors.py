@@ -11,7 +11,7 @@
     ├── ConditionFailed          condition_failed     re-read `current_version`, retry the CAS
     ├── TooLarge                 too_large            shrink the key or value
     ├── NotImplementedYet        not_implemented      use a supported feature
-    ├── Unauthorized             unauthorized         internode call without the cluster secret
+    ├── Unauthorized             unauthorized         present valid credentials
     ├── Retryable                unavailable          retry after `retry_after` seconds
     │   ├── QuorumUnavailable    quorum_unavailable   (certainly not applied)
     │   ├── NoLeader             no_leader            (certainly not applied)

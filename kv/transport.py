@@ -96,8 +96,10 @@ class WireTransport:
         payload = conn.codec.encode(request.to_wire())
         if len(payload) > wire.MAX_PAYLOAD:
             raise TooLarge(f"internode {op.name} request", len(payload), wire.MAX_PAYLOAD)
-        frame = await conn.call(op.name, payload, max(deadline - loop.time(), 0.0))
-        return _unwrap(op, conn, frame)
+        left = deadline - loop.time()
+        if left <= 0:  # dialling took it all: better unsent than sent and given up on at once
+            raise PeerUnreachable(f"{address}: connected too late to send {op.name}")
+        return _unwrap(op, conn, await conn.call(op.name, payload, left))
 
     def _peer(self, address: str) -> _Peer:
         peer = self._peers.get(address)

@@ -62,6 +62,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     peer = request.remote or "?"
     link = request.app[INTERNODE].accept(_Carrier(response, transport, peer))
     request.protocol.set_parser(link)  # type: ignore[arg-type]
+    request.protocol.keep_alive(False)  # as WebSocketResponse: no keep-alive timer
     await link.run()
     return response
 
