@@ -150,17 +150,21 @@ class DynamoReplica:
         return decode_versions(json.loads(raw)) if raw is not None else ()
 
     def scan(
-        self, partition: int, uid: int, after: str | None, limit: int
+        self, partition: int, uid: int, after: str | None, limit: int, max_bytes: int = 0
     ) -> tuple[list[tuple[KeyRef, tuple[Version, ...]]], bool]:
         """Up to `limit` keys of one keyspace in one partition, in key order, after `after`
-        (a partition transfer's batch); and whether the range is exhausted."""
+        (a partition transfer's batch), stopping early once their stored bytes reach
+        `max_bytes` (0: no byte limit; at least one key); and whether the range is
+        exhausted."""
         prefix = PREFIX + struct.pack(">HI", partition, uid)
         start = prefix + after.encode() + b"\0" if after is not None else prefix
         out: list[tuple[KeyRef, tuple[Version, ...]]] = []
+        size = 0
         for raw, value in self._engine.iterate(start, _prefix_end(prefix)):
-            if len(out) == limit:
+            if len(out) == limit or (max_bytes and size >= max_bytes):
                 return out, False
             out.append((KeyRef.from_storage_key(raw), decode_versions(json.loads(value))))
+            size += len(raw) + len(value)
         return out, True
 
     def drop(self, partition: int, uid: int, limit: int) -> int:

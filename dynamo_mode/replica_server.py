@@ -35,6 +35,10 @@ from dynamo_mode.replica import DynamoReplica
 from kv.errors import SiblingLimit
 from kv.internode import OpTable
 
+# A partition transfer's batch stops at this many stored bytes (whatever its key limit), so
+# its reply stays well under the internode frame cap (kv/wire.py MAX_PAYLOAD).
+SCAN_BATCH_BYTES = 8 << 20
+
 
 class ReplicaServer:
     def __init__(self, replica: DynamoReplica) -> None:
@@ -76,7 +80,9 @@ class ReplicaServer:
         return Coordinated(new, merged)
 
     async def part_scan(self, req: ScanRequest) -> ScanBatch:
-        found, done = self.replica.scan(req.partition, req.uid, req.after, req.limit)
+        found, done = self.replica.scan(
+            req.partition, req.uid, req.after, req.limit, max_bytes=SCAN_BATCH_BYTES
+        )
         return ScanBatch(tuple((ref.key, versions) for ref, versions in found), done)
 
     async def part_digest(self, req: ScanRequest) -> DigestBatch:

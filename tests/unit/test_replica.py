@@ -338,3 +338,17 @@ def test_a_store_with_data_from_before_actors_keeps_the_node_id() -> None:
         KeyRef(1, 1, "j"), {}, "v", False, 8
     )
     assert minted.dot == ("n1@5", 1)
+
+
+def test_a_scan_batch_stops_at_its_byte_budget_and_resumes_after_it() -> None:
+    """A transfer batch stays under the internode frame cap however large the values
+    (dynamo_mode/replica_server.py SCAN_BATCH_BYTES); at least one key per batch."""
+    rep, _ = replica()
+    for key in "abcde":
+        rep.coordinate(KeyRef(5, 3, key), {}, "x" * 1000, False, 10)
+    first, done = rep.scan(5, 3, None, 100, max_bytes=2500)
+    assert [ref.key for ref, _ in first] == ["a", "b", "c"] and not done
+    rest, done = rep.scan(5, 3, "c", 100, max_bytes=2500)
+    assert [ref.key for ref, _ in rest] == ["d", "e"] and done
+    one, done = rep.scan(5, 3, None, 100, max_bytes=1)
+    assert [ref.key for ref, _ in one] == ["a"] and not done
