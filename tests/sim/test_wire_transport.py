@@ -15,6 +15,7 @@ import os
 from collections.abc import Awaitable, Callable
 
 import pytest
+from aiohttp import web
 
 from dynamo_mode.messages import COORDINATE, FETCH, KeyRequest
 from kv import wire
@@ -151,6 +152,24 @@ def test_an_unauthenticated_connection_is_closed_at_its_deadline() -> None:
     run(body)
 
 
+def test_a_listener_that_does_not_upgrade_is_unreachable() -> None:
+    """A node of the previous release (no stream route) answers the upgrade with a 404."""
+
+    async def body(h: WireHarness) -> None:
+        runner = web.AppRunner(web.Application())
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        try:
+            h.addresses["b"] = f"127.0.0.1:{runner.addresses[0][1]}"
+            with pytest.raises(PeerUnreachable, match="answered 'HTTP/1.1 404 Not Found'"):
+                await h.transport("a").call("b", FETCH, KeyRequest(REF), TIMEOUT)
+        finally:
+            await runner.cleanup()
+
+    run(body)
+
+
 # ---------------------------------------------------------------------- versions and caps
 def test_no_common_version_is_refused_with_a_clear_error() -> None:
     async def body(h: WireHarness) -> None:
@@ -207,6 +226,11 @@ def test_a_request_over_the_cap_is_too_large_and_never_sent(
         assert values(h.replica("b")) == []
         await t.call("b", COORDINATE, coordinate("small"), TIMEOUT)  # the connection lives on
         assert values(h.replica("b")) == ["small"]
+        h.replica("b").coordinate(REF, {}, "y" * 2000, False, 10)  # written there directly
+        with pytest.raises(TooLarge, match="fetch reply"):  # the peer's error, not a broken link
+            await t.call("b", FETCH, KeyRequest(REF), TIMEOUT)
+        other = KeyRequest(dataclasses.replace(REF, key="other"))
+        assert (await t.call("b", FETCH, other, TIMEOUT)).versions == ()
 
     run(body)
 
