@@ -68,7 +68,7 @@ class InternodeServer:
         self.versions = versions
         self.handshake_timeout = handshake_timeout
         self.nonce = nonce
-        self.auth_failures = wire.FirstTimes()
+        self.refused = wire.FirstTimes()  # peer addresses whose refusal was logged
         self._links: set[ServerLink] = set()
 
     def accept(self, carrier: Carrier) -> ServerLink:
@@ -122,8 +122,9 @@ class ServerLink:
             async with asyncio.timeout(self._server.handshake_timeout):
                 await self._handshake()
         except Refused as exc:
-            self.close(str(exc))
+            self._refuse(str(exc))
         except TimeoutError:
+            log.debug("internode connection from %s: no handshake in time", self._carrier.peer)
             self.close(f"handshake not completed within {self._server.handshake_timeout}s")
         except ConnectionError:
             self._finish()
@@ -146,9 +147,25 @@ class ServerLink:
             self._inbox.put_nowait(None)  # wakes a handshake waiting for AUTH
 
     def _protocol_error(self, reason: str) -> None:
-        log.warning(
-            "internode connection from %s (%s): %s", self._carrier.peer, self.client, reason
-        )
+        if self._codec is None:  # not authenticated: anyone may send junk, log it once
+            self._refuse(reason)
+            return
+        peer = self._carrier.peer
+        log.warning("internode connection from %s (%s): %s", peer, self.client, reason)
+        self.close(reason)
+
+    def _refuse(self, reason: str) -> None:
+        """End an unauthenticated connection; a warning once per peer address (until one
+        from there succeeds), so a misconfigured or hostile peer cannot flood the log."""
+        peer = self._carrier.peer
+        if self._server.refused.first(peer):
+            log.warning(
+                "internode connection from %s (says it is %s) refused: %s "
+                "(logged once per address)",
+                peer,
+                self.client,
+                reason,
+            )
         self.close(reason)
 
     # -- handshake ----------------------------------------------------------------------
@@ -167,7 +184,6 @@ class ServerLink:
         if auth.codec not in wire.CODECS:
             raise Refused(f"payload codec {auth.codec!r} is not one of {list(wire.CODECS)}")
         if not wire.verify(server.key, "client", hello, auth, auth.proof):
-            self._log_auth_failure()
             raise Refused("authentication failed: the cluster secrets differ")
         welcome = {"proof": wire.proof(server.key, "server", hello, auth).hex()}
         await self._carrier.send(wire.encode_frame(Kind.WELCOME, 0, wire.json_payload(welcome)))
@@ -186,21 +202,11 @@ class ServerLink:
         except ValueError as exc:
             raise Refused(f"malformed AUTH: {exc}") from None
 
-    def _log_auth_failure(self) -> None:
-        peer = self._carrier.peer
-        if self._server.auth_failures.first(peer):
-            log.warning(
-                "internode connection from %s (says it is %s) failed authentication: "
-                "its cluster secret differs from ours (logged once per address)",
-                peer,
-                self.client,
-            )
-
     def _open(self, auth: wire.Auth) -> None:
         self._version = self._decoder.version = auth.version
         self._decoder.max_payload = wire.MAX_PAYLOAD
         self._codec = wire.CODECS[auth.codec]
-        self._server.auth_failures.forget(self._carrier.peer)
+        self._server.refused.forget(self._carrier.peer)
         while not self._inbox.empty():
             frame = self._inbox.get_nowait()
             if frame is not None:

@@ -112,7 +112,7 @@ def test_a_wrong_secret_is_unreachable_at_once_and_logged_once(
 
     with caplog.at_level(logging.WARNING):
         run(body)
-    server_logs = [r for r in caplog.records if "failed authentication" in r.getMessage()]
+    server_logs = [r for r in caplog.records if "refused: authentication failed" in r.getMessage()]
     assert len(server_logs) == 1, server_logs
     assert SECRET not in caplog.text
 
