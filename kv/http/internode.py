@@ -32,6 +32,8 @@ class _Carrier:
         self.peer = peer
 
     async def send(self, data: bytes) -> None:
+        if self._transport.is_closing():  # also: the handler may have ended the response
+            raise ConnectionResetError("internode connection closed")
         await self._response.write(data)  # aiohttp drains past its high-water mark
 
     def abort(self, last: bytes) -> None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -306,6 +308,30 @@ def test_a_connection_lost_mid_call_fails_the_calls_in_flight_as_peer_timeout() 
         assert loop.time() - started < TIMEOUT / 2  # at the loss, not at the deadline
 
     run(body)
+
+
+def test_a_reply_finished_after_its_caller_left_is_dropped_quietly() -> None:
+    """Regression: the reply of a handler that outlived its connection was written to the
+    ended HTTP response and failed its task ("Cannot call write() after write_eof()").
+    kv/http/internode.py `_Carrier.send` refuses a closed connection as a ConnectionError,
+    which the server expects."""
+    failures: list[dict[str, Any]] = []
+
+    async def body(h: WireHarness) -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, ctx: failures.append(ctx))
+        t = h.transport("a")
+        call = asyncio.ensure_future(t.call("b", HANG, Raw({}), TIMEOUT))
+        await h.nodes["b"].wait_hanging(1)
+        await t.close()  # the caller goes away with the call in flight
+        with pytest.raises(PeerTimeout):
+            await call
+        h.nodes["b"].release.set()
+        for _ in range(20):  # let the handler finish and its reply task run
+            await asyncio.sleep(0)
+        gc.collect()  # an unretrieved task exception is reported when the task is freed
+
+    run(body)
+    assert failures == []
 
 
 def test_calls_reconnect_after_the_peer_restarts() -> None:
