@@ -84,7 +84,7 @@ class InternodeServer:
         for link in list(self._links):
             link.close("node shutting down")
             link.cancel_requests()
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one loop turn: the cancelled requests and closed links unwind
 
 
 class ServerLink:
