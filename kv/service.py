@@ -10,14 +10,12 @@ A node's metadata may lag the meta group (it restarted and is replaying, or it d
 vote and polls): a keyspace created through another node may not be here yet. So a request
 naming a keyspace this node does not know waits for a metadata read barrier (`sync`) first,
 and answers 404 only if the keyspace is still unknown after it — once a keyspace's creation
-was acknowledged, no node answers 404 for it. A barrier refused as retryable (the meta group
-electing a new leader after losing one, about a second) is retried until the request's
-deadline; only a node that cannot reach the meta group by then answers 503 (retryable).
+was acknowledged, no node answers 404 for it; a node that cannot reach the meta group
+answers 503 (retryable) instead.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
@@ -35,8 +33,6 @@ from kv.keyspace import KeyspaceConfig, parse_keyspace, validate_name
 from kv.meta import Metadata, MoveKey
 from kv.routing import DeleteRequest, GetRequest, KeyRequest, Options, PutRequest
 from kv.sizes import Size
-
-BARRIER_RETRY_S = 0.05  # a refused barrier is asked again this often, within the deadline
 
 # The sizes of moving partitions, asked of their owners (kv/sizer.py `PlanSizer`); a
 # partition left out is unknown.
@@ -102,7 +98,7 @@ class Service:
         if md.keyspace(name) is not None:
             return md
         try:
-            await self._barrier(timeout)
+            await self._meta.sync(timeout)
         except Retryable as exc:
             raise NotReady(
                 f"keyspace {name!r} is not in this node's metadata (epoch {md.epoch}) and the "
@@ -110,19 +106,6 @@ class Service:
                 retry_after=exc.retry_after,
             ) from None
         return self.metadata()
-
-    async def _barrier(self, timeout: float) -> None:
-        """`sync`, asked again while it is refused as retryable, until `timeout`."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            try:
-                await self._meta.sync(max(deadline - loop.time(), BARRIER_RETRY_S))
-                return
-            except Retryable:
-                if loop.time() + BARRIER_RETRY_S >= deadline:
-                    raise
-                await asyncio.sleep(BARRIER_RETRY_S)
 
     async def describe_keyspace(self, name: str, timeout: float) -> KeyspaceConfig:
         return routing.keyspace(await self.current(name, timeout), name)

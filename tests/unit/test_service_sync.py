@@ -1,9 +1,7 @@
 """A node whose metadata lags answers for a keyspace only after a metadata read barrier
-(kv/service.py `Service.current`): 404 only if the keyspace is still unknown after it, the
-barrier asked again while the meta group elects a leader, 503 (retryable, naming the
-keyspace) if no barrier can be had before the deadline, and no barrier at all for a
-keyspace it knows or a malformed name. Virtual time (tests/sim/sim_transport.py): the
-retries wait no real time."""
+(kv/service.py `Service.current`): 404 only if the keyspace is still unknown after it, 503
+(retryable, naming the keyspace) if no barrier can be had, and no barrier at all for a
+keyspace it knows or a malformed name."""
 
 from __future__ import annotations
 
@@ -16,8 +14,7 @@ import pytest
 from kv.errors import InvalidRequest, KeyspaceNotFound, NoLeader, NotReady
 from kv.keyspace import parse_keyspace
 from kv.meta import Member, Metadata
-from kv.service import BARRIER_RETRY_S, Service
-from tests.sim.sim_transport import run_virtual
+from kv.service import Service
 
 MEMBERS = (Member("n1", "127.0.0.1:1", "127.0.0.1:2"),)
 BASE = Metadata(epoch=1, members=MEMBERS, partitions=8, vnodes=4)
@@ -29,10 +26,8 @@ class LaggingMeta:
     """Holds `md`; a sync installs `after_sync` (what the meta group had committed) or
     raises `fails`."""
 
-    def __init__(
-        self, md: Metadata, after_sync: Metadata, fails: Exception | None = None, times: int = -1
-    ):
-        self.metadata, self.after_sync, self.fails, self.times = md, after_sync, fails, times
+    def __init__(self, md: Metadata, after_sync: Metadata, fails: Exception | None = None):
+        self.metadata, self.after_sync, self.fails = md, after_sync, fails
         self.syncs = 0
 
     async def change(self, change: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -40,13 +35,13 @@ class LaggingMeta:
 
     async def sync(self, timeout: float) -> None:
         self.syncs += 1
-        if self.fails is not None and (self.times < 0 or self.syncs <= self.times):
+        if self.fails is not None:
             raise self.fails
         self.metadata = self.after_sync
 
 
 def current(meta: LaggingMeta, name: str) -> Metadata:
-    return run_virtual(Service(meta, {}, dict).current(name, 1.0))
+    return asyncio.run(Service(meta, {}, dict).current(name, 1.0))
 
 
 def test_a_keyspace_missing_here_is_found_after_the_barrier() -> None:
@@ -73,19 +68,9 @@ def test_still_missing_after_the_barrier_is_404() -> None:
     assert meta.syncs == 1
 
 
-def test_no_barrier_before_the_deadline_is_a_retryable_503_naming_the_keyspace() -> None:
+def test_no_barrier_is_a_retryable_503_naming_the_keyspace() -> None:
     meta = LaggingMeta(BASE, WITH_KS, fails=NoLeader("no meta leader", retry_after=0.7))
     with pytest.raises(NotReady) as caught:
         current(meta, "ks")
     assert "'ks'" in caught.value.message and "no meta leader" in caught.value.message
     assert caught.value.retry_after == 0.7
-    assert meta.syncs == round(1.0 / BARRIER_RETRY_S)  # asked until the 1 s deadline
-
-
-def test_a_barrier_refused_during_an_election_is_asked_again() -> None:
-    """A meta leader's death leaves the group leaderless for about a second: a 404 must
-    not turn into a 503 meanwhile if the deadline allows waiting for the next leader."""
-    meta = LaggingMeta(BASE, BASE, fails=NoLeader("electing"), times=3)
-    with pytest.raises(KeyspaceNotFound):
-        run_virtual(Service(meta, {}, dict).describe_keyspace("ks", 1.0))
-    assert meta.syncs == 4
