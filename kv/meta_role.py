@@ -201,9 +201,8 @@ class MetaRole(Generic[G]):
     async def sync(self, timeout: float) -> None:
         """Return once `metadata` holds every change committed before the call (a read
         barrier through the meta group; NotReady or NoLeader if it cannot be had in time).
-        A voter out of contact with a leader — an election after the leader died — waits
-        for contact within `timeout` instead of failing at once: the caller is a request
-        that only needs to know whether a keyspace exists."""
+        A voter out of contact with a leader (an election) waits for one within `timeout`:
+        the caller is a request that only needs to know whether a keyspace exists."""
         group = self.voting_group
         if group is None:
             assert self.reader is not None
