@@ -170,13 +170,18 @@ def meta_group(node: NodeThread) -> dict[str, Any]:
 
 def plan(via: NodeThread, changes: list[dict[str, Any]]) -> None:
     """Plan and commit `changes` through `via`, planning again while metadata changes made
-    meanwhile refuse the commit (409 plan_changed: a compare-and-set), then wait for it."""
+    meanwhile refuse the commit (409 plan_changed: a compare-and-set) or the meta group
+    answers a retryable 503/504, then wait for it."""
     api, body = api_of(via), {"changes": changes}
 
     def committed() -> bool:
-        made = ok(api.request("POST", "/v1/membership/plan", json_body=body))
-        commit = {"plan_id": made["plan_id"], **body}
+        planned = api.request("POST", "/v1/membership/plan", json_body=body)
+        if planned.status == 503:  # retryable (a meta election on a loaded machine)
+            return False
+        commit = {"plan_id": ok(planned)["plan_id"], **body}
         reply = api.request("POST", "/v1/membership/commit", json_body=commit)
+        if reply.status in (503, 504):  # retried; a commit applied twice is refused (409)
+            return False
         return reply.status == 202 or ok(reply, 409)["error"]["reason"] != "plan_changed"
 
     poll(committed, "a plan that commits")
