@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -97,7 +98,7 @@ class DynamoCoordinator:
     ) -> None:
         self.self_id = self_id
         self._hedge_s = hedge_s
-        self._reads = 0  # reads coordinated: rotates whom they ask
+        self._rng = random.Random(self_id)  # whom a read asks besides this node
         self._transport = transport
         self._is_alive = is_alive
         self._background: set[asyncio.Task[Any]] = set()
@@ -247,13 +248,14 @@ class DynamoCoordinator:
 
     def _read_order(self, replicas: Sequence[str]) -> list[str]:
         """Whom a read asks, in order: this node first when it is a replica, then the alive
-        others rotated one place per read (so every replica is asked, and read-repaired,
-        in turn), then the rest. Deterministic: a counter, not a random draw."""
-        self._reads += 1
+        others rotated by a random turn (so every replica is asked, and read-repaired,
+        sooner or later: a counter made some keys never reach one replica when the same keys
+        were read again in the same order), then the rest. Seeded per node: a simulation
+        replays the same choices."""
         ordered = self._nearest_first(replicas)
         mine = ordered[:1] if ordered and ordered[0] == self.self_id else []
         alive = [n for n in ordered[len(mine) :] if self._is_alive(n)]
-        turn = self._reads % len(alive) if alive else 0
+        turn = self._rng.randrange(len(alive)) if alive else 0
         return [*mine, *alive[turn:], *alive[:turn], *ordered[len(mine) + len(alive) :]]
 
     def _nearest_first(self, replicas: Sequence[str]) -> list[str]:
