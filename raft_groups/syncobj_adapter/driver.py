@@ -57,8 +57,9 @@ class RaftDriver:
     mux: RaftMux
     idle_tick: float = 0.1  # heartbeat cadence of idle groups; ≪ election_timeout_min (0.6 s)
     lock: threading.RLock = field(default_factory=threading.RLock)
-    journal_syncs: int = 0  # msyncs so far (ops and tests)
+    journal_syncs: int = 0  # journal syncs so far (ops and tests)
     _groups: dict[str, DrivenGroup] = field(default_factory=dict)
+    _unsynced: dict[str, DrivenGroup] = field(default_factory=dict)  # `needs_sync`
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _last_mux_tick: float = 0.0
@@ -74,11 +75,17 @@ class RaftDriver:
     def remove(self, group: DrivenGroup) -> None:
         with self.lock:
             self._groups.pop(group.gid, None)
+            self._unsynced.pop(group.gid, None)
 
     def wake(self, group: DrivenGroup) -> None:
         """Tick `group` in the next cycle, which starts now (thread-safe)."""
         group.schedule.woken = True
         self.mux.wake()
+
+    def needs_sync(self, group: DrivenGroup) -> None:
+        """`group` wrote its journal or its term/vote: sync it before the next flush
+        (called with the driver lock held, by the group's watches: durable.py)."""
+        self._unsynced[group.gid] = group
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="raft-driver", daemon=True)
@@ -170,8 +177,19 @@ class RaftDriver:
         return True
 
     def _sync_then_flush(self) -> None:
-        """Group commit: journals on disk first, then the messages that vouch for them."""
-        self.journal_syncs += sum(group.sync_journal() for group in self._groups.values())
+        """Group commit: journals on disk first, then the messages that vouch for them.
+
+        Only the groups that wrote since the last sync are visited (`needs_sync`). If a
+        sync fails, nothing queued leaves (`mux.discard`: a lost message, which Raft
+        tolerates) and every group of the step stays to be synced."""
+        unsynced, self._unsynced = self._unsynced, {}
+        try:
+            for group in unsynced.values():
+                self.journal_syncs += group.sync_journal()
+        except BaseException:
+            self.mux.discard()
+            self._unsynced.update(unsynced)
+            raise
         self.mux.flush()
 
     def stop(self) -> None:

@@ -132,6 +132,10 @@ class RaftMux:
             if node is not None and not self._transport.send(node, messages):
                 self._connected.discard(address)
 
+    def discard(self) -> None:
+        """Drop everything queued since the last flush (a journal sync failed)."""
+        self._outbox = {}
+
     def tick(self) -> None:
         """Bind the port and (re)connect to peers as needed (pysyncobj's transport tick)."""
         try:

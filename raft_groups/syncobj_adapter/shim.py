@@ -33,7 +33,7 @@ from pysyncobj import pipe_notifier as pso_pipe_notifier
 from pysyncobj import poller as pso_poller
 from pysyncobj import syncobj as pso_syncobj
 from pysyncobj.fast_queue import FastQueue
-from pysyncobj.journal import FileJournal
+from pysyncobj.journal import FileJournal, ResizableFile
 from pysyncobj.node import Node
 from pysyncobj.transport import TCPTransport, Transport
 
@@ -83,7 +83,15 @@ NEEDS = (
     ),
     Needs(pso_syncobj, members=("_COMMAND_TYPE", "monotonicTime")),
     Needs(getattr(pso_syncobj, "_COMMAND_TYPE", object), members=("NO_OP",)),
-    Needs(FileJournal, members=("flush",), instance_attributes=("_FileJournal__currentOffset",)),
+    Needs(
+        FileJournal,
+        instance_attributes=(
+            "_FileJournal__currentOffset",
+            "_FileJournal__journalFile",
+        ),
+    ),
+    # every write of the journal goes through `write`; `__f` is the file under the mmap
+    Needs(ResizableFile, members=("write",), instance_attributes=("_ResizableFile__f",)),
     Needs(FastQueue, instance_attributes=("_FastQueue__queue",)),
     Needs(Transport, members=("_onMessageReceived", "_onNodeConnected", "_onNodeDisconnected")),
     # what TCPTransport reads from the SyncObj it belongs to; `_TransportHost` provides them
@@ -197,9 +205,28 @@ def journal_offset(obj: Any) -> int:
     return int(obj._SyncObj__raftLog._FileJournal__currentOffset)
 
 
-def sync_journal(obj: Any) -> None:
-    """msync the journal's mmap (pysyncobj never does, upstream #84)."""
-    obj._SyncObj__raftLog.flush()
+def journal_fd(obj: Any) -> int:
+    """The descriptor of the journal's file, the one pysyncobj's mmap maps (it reopens the
+    file when it grows it by appending, `ResizableFile.__extand`: read it at each use).
+
+    `os.fdatasync` on it is what the journal needs (pysyncobj never syncs, upstream #84):
+    on Linux, msync(MS_SYNC) of a shared file mapping is an fdatasync of the range
+    (mm/msync.c calls vfs_fsync_range), and the pages written through the mapping are the
+    file's page cache. Unlike `mmap.flush()`, `os.fdatasync` releases the GIL."""
+    return int(obj._SyncObj__raftLog._FileJournal__journalFile._ResizableFile__f.fileno())
+
+
+def watch_journal(obj: Any, written: Callable[[], None]) -> None:
+    """Call `written()` after each write to the journal file: an appended entry, a
+    truncation, a clear (each goes through `ResizableFile.write`, record and header)."""
+    file = obj._SyncObj__raftLog._FileJournal__journalFile
+    write = file.write
+
+    def watched(offset: int, values: bytes) -> None:
+        write(offset, values)
+        written()
+
+    file.write = watched
 
 
 # ---------------------------------------------------------------------- membership
