@@ -7,6 +7,16 @@ driver makes before any message of that cycle leaves the node (`RaftDriver.cycle
   it), stalling the node's asyncio thread. Every write of the journal is watched
   (`shim.watch_journal`); a journal written since the last sync gets one `os.fdatasync`
   on its file (`shim.journal_fd`), which releases the GIL.
+- **Term and vote** (Raft fig. 2: "updated on stable storage before responding to
+  RPCs"). pysyncobj stores them with the commit index in `raft.journal.meta` by a write
+  and a rename, without fsync — after a power loss a node could vote twice in one term
+  (issue 11). That file is also rewritten once a second with a new commit index; syncing
+  each of those writes would cost an fsync per busy group per second, and renaming an
+  unsynced file over a synced one could replace the durable vote by an empty file. So the
+  durable copy is a file of its own, `raft.vote`, written (temporary file, fdatasync,
+  rename, fsync of the directory) only when the term or the vote changed — on elections.
+  `restore_vote`, before pysyncobj reads its meta file, puts the durable vote back into
+  it if the file lost it (`raft.journal.meta` stays process-crash durable, as before).
 - **Files.** A new group's data directory and journal file are fsynced into their parent
   directories once (`sync_new_dir`), so a synced journal cannot vanish with its
   directory entry.
@@ -17,11 +27,62 @@ from the watches), so a sync step visits only those.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from raft_groups.syncobj_adapter import shim
+
+VOTE_FILE = "raft.vote"
+
+
+@dataclass(frozen=True)
+class Vote:
+    """A member's persistent Raft state besides its log: currentTerm and votedFor."""
+
+    term: int = 0
+    voted_for: str | None = None
+
+    def newer_than(self, other: Vote) -> bool:
+        """Whether this state came after `other` (terms only grow; within a term the vote
+        goes from None to a candidate, once)."""
+        if self.term != other.term:
+            return self.term > other.term
+        return other.voted_for is None and self.voted_for is not None
+
+
+def vote_in(meta: dict[str, Any]) -> Vote:
+    """The term and vote of pysyncobj's meta dict (its keys)."""
+    voted = meta.get("votedForNodeId")
+    return Vote(int(meta.get("currentTerm", 0)), None if voted is None else str(voted))
+
+
+def read_vote(path: str) -> Vote | None:
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(f.read())
+        return Vote(int(doc["term"]), doc["voted_for"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # never written (or sync_journal off), or never synced
+
+
+def write_durably(path: str, data: bytes) -> None:
+    """Replace `path` by `data` so that after a crash it holds either the old or the new
+    content, and the new one once this returns: write a temporary file, fdatasync it,
+    rename it over `path`, fsync the directory. Every sync releases the GIL."""
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    sync_dir(os.path.dirname(path) or ".")
 
 
 def sync_dir(path: str) -> None:
@@ -39,16 +100,34 @@ def sync_new_dir(data_dir: str) -> None:
     sync_dir(os.path.dirname(path))
 
 
+def restore_vote(data_dir: str, meta_path: str) -> None:
+    """Before pysyncobj reads `meta_path` at start: if it holds an older term or vote than
+    the durable vote file (lost in a power loss: written without fsync), put the durable
+    one back, keeping the rest of the meta (the commit index) when the file is readable."""
+    durable = read_vote(os.path.join(data_dir, VOTE_FILE))
+    if durable is None:
+        return
+    meta = shim.read_meta(meta_path)
+    if durable.newer_than(vote_in(meta)):
+        meta.update(currentTerm=durable.term, votedForNodeId=durable.voted_for)
+        write_durably(meta_path, shim.encode_meta(meta))
+
+
 class GroupDurability:
-    """The journal of one group's SyncObj, synced by `sync` (driver thread).
+    """The journal and vote file of one group's SyncObj, synced by `sync` (driver thread).
 
     `changed()` is called (once until the next `sync`) when something needs syncing."""
 
     def __init__(self, obj: Any, data_dir: str, changed: Callable[[], None]) -> None:
         self._obj = obj
         self._changed = changed
+        self._vote_path = os.path.join(data_dir, VOTE_FILE)
+        self.durable = read_vote(self._vote_path) or Vote()
+        self.pending: Vote | None = None  # a term or vote not yet in the vote file
         self.journal_written = True  # pysyncobj's first entry, written before the watch
+        self.vote_syncs = 0
         shim.watch_journal(obj, self._journal_written)
+        shim.watch_meta(obj, self._meta_stored)
         sync_new_dir(data_dir)
 
     def _journal_written(self) -> None:
@@ -56,10 +135,25 @@ class GroupDurability:
             self.journal_written = True
             self._changed()
 
+    def _meta_stored(self, meta: dict[str, Any]) -> None:
+        vote = vote_in(meta)
+        if vote not in (self.durable, self.pending):  # else the commit index alone changed
+            self.pending = vote
+            self._changed()
+
+    @property
+    def dirty(self) -> bool:
+        return self.journal_written or self.pending is not None
+
     def sync(self) -> bool:
-        """Make the journal durable; True if it was written since the last sync."""
+        """Make the journal and the term/vote durable; True if the journal was synced."""
         journal = self.journal_written
         if journal:
             os.fdatasync(shim.journal_fd(self._obj))
             self.journal_written = False
+        if self.pending is not None:
+            vote = self.pending
+            write_durably(self._vote_path, json.dumps(asdict(vote)).encode())
+            self.durable, self.pending = vote, None
+            self.vote_syncs += 1
         return journal

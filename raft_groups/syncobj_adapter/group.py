@@ -39,7 +39,7 @@ from kv.errors import KvError, NoLeader, Retryable, UnknownOutcome
 from raft_groups.syncobj_adapter import shim
 from raft_groups.syncobj_adapter.changes import SyncObjChanges, members_of
 from raft_groups.syncobj_adapter.driver import Schedule
-from raft_groups.syncobj_adapter.durable import GroupDurability
+from raft_groups.syncobj_adapter.durable import GroupDurability, restore_vote
 from raft_groups.syncobj_adapter.membership import ChangeOutcome, TransferOutcome
 from raft_groups.syncobj_adapter.mux import GroupTransport
 from raft_groups.syncobj_adapter.reconfig import ChangePolicy, Reconfigurator
@@ -80,6 +80,7 @@ class RaftGroup:
             self.transport = GroupTransport(
                 driver.mux, settings.gid, settings.peers, lease=settings.election_timeout_min
             )
+            restore_vote(settings.data_dir, _journal_file(settings) + ".meta")
             self._obj = _SyncObj(settings, machine, self.transport)
             self._durability = self._watch_writes(settings)
             self.transport.owner = self._obj
@@ -226,9 +227,15 @@ class RaftGroup:
         self._driver.needs_sync(self)
 
     def sync_journal(self) -> bool:
-        """Make what pysyncobj wrote to the journal since the last call durable (fdatasync,
-        the GIL released); True if it synced. The driver calls it after `needs_sync`."""
+        """Make what pysyncobj wrote since the last call durable — the journal
+        (fdatasync, the GIL released) and a changed term or vote (the vote file); True if
+        the journal was synced. The driver calls it only after `needs_sync`."""
         return self._durability.sync() if self._durability is not None else False
+
+    @property
+    def vote_syncs(self) -> int:
+        """Durable writes of the vote file so far (ops and tests)."""
+        return self._durability.vote_syncs if self._durability is not None else 0
 
     def destroy(self) -> None:
         """Destroy the SyncObj at once (its transport, its journal); caller holds the lock."""
@@ -281,7 +288,7 @@ def _conf(settings: GroupSettings, snapshots: BackgroundSnapshot) -> Any:
 
 
 def _journal_file(settings: GroupSettings) -> str:
-    return os.path.join(settings.data_dir, "raft.journal")
+    return os.path.join(settings.data_dir, "raft.journal")  # pysyncobj adds ".meta"
 
 
 def _settle(fut: asyncio.Future[Any], result: Any, reason: int) -> None:

@@ -29,11 +29,12 @@ from typing import Any
 
 from pysyncobj import SyncObj
 from pysyncobj import encryptor as pso_encryptor
+from pysyncobj import journal as pso_journal
 from pysyncobj import pipe_notifier as pso_pipe_notifier
 from pysyncobj import poller as pso_poller
 from pysyncobj import syncobj as pso_syncobj
 from pysyncobj.fast_queue import FastQueue
-from pysyncobj.journal import FileJournal, ResizableFile
+from pysyncobj.journal import FileJournal, MetaStorer, ResizableFile
 from pysyncobj.node import Node
 from pysyncobj.transport import TCPTransport, Transport
 
@@ -88,10 +89,13 @@ NEEDS = (
         instance_attributes=(
             "_FileJournal__currentOffset",
             "_FileJournal__journalFile",
+            "_FileJournal__metaStorer",
         ),
     ),
     # every write of the journal goes through `write`; `__f` is the file under the mmap
     Needs(ResizableFile, members=("write",), instance_attributes=("_ResizableFile__f",)),
+    Needs(MetaStorer, members=("storeMeta", "getMeta")),
+    Needs(pso_journal, members=("dumps",)),
     Needs(FastQueue, instance_attributes=("_FastQueue__queue",)),
     Needs(Transport, members=("_onMessageReceived", "_onNodeConnected", "_onNodeDisconnected")),
     # what TCPTransport reads from the SyncObj it belongs to; `_TransportHost` provides them
@@ -227,6 +231,32 @@ def watch_journal(obj: Any, written: Callable[[], None]) -> None:
         written()
 
     file.write = watched
+
+
+def watch_meta(obj: Any, stored: Callable[[dict[str, Any]], None]) -> None:
+    """Call `stored(meta)` after pysyncobj stores its meta file (term, vote, commit index:
+    at each term or vote change, and the commit index once a second); the store itself is
+    pysyncobj's, a write and a rename without fsync."""
+    storer = obj._SyncObj__raftLog._FileJournal__metaStorer
+    store = storer.storeMeta
+
+    def watched(meta: dict[str, Any]) -> None:
+        store(meta)
+        stored(meta)
+
+    storer.storeMeta = watched
+
+
+def read_meta(path: str) -> dict[str, Any]:
+    """pysyncobj's meta file as its journal reads it at start ({} if missing or torn)."""
+    meta: dict[str, Any] = MetaStorer(path).getMeta()
+    return meta
+
+
+def encode_meta(meta: dict[str, Any]) -> bytes:
+    """`meta` in the format of pysyncobj's meta file."""
+    data: bytes = pso_journal.dumps(meta)
+    return data
 
 
 # ---------------------------------------------------------------------- membership

@@ -1,16 +1,30 @@
-"""The journal's sync (raft_groups/syncobj_adapter/durable.py; docs/raft.md "Durability"),
-checked with recording wrappers around `os`."""
+"""Durable term and vote, and the journal's sync (raft_groups/syncobj_adapter/durable.py;
+docs/raft.md "Durability").
+
+The order of the syscalls that make the vote file durable is checked with recording
+wrappers around `os`; a power loss is simulated by truncating or rolling back pysyncobj's
+meta file (written without fsync) while the vote file survives, as it would."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from raft_groups.syncobj_adapter import GroupSettings, RaftDriver, RaftGroup, RaftMux
+from raft_groups.syncobj_adapter import GroupSettings, RaftDriver, RaftGroup, RaftMux, shim
+from raft_groups.syncobj_adapter.durable import (
+    VOTE_FILE,
+    Vote,
+    read_vote,
+    restore_vote,
+    vote_in,
+    write_durably,
+)
 from raft_groups.syncobj_adapter.settings import RaftNodeSettings
 
 
@@ -21,6 +35,84 @@ def _free_port() -> int:
 
 
 ADDRESS = f"127.0.0.1:{_free_port()}"
+
+
+def test_a_vote_is_newer_with_a_higher_term_or_a_vote_cast_in_the_same_term() -> None:
+    assert Vote(3, None).newer_than(Vote(2, "b"))
+    assert Vote(2, "b").newer_than(Vote(2, None))
+    assert not Vote(2, None).newer_than(Vote(2, "b"))
+    assert not Vote(2, "b").newer_than(Vote(2, "b"))
+    assert not Vote(1, "b").newer_than(Vote(2, None))
+
+
+def test_the_vote_in_pysyncobjs_meta() -> None:
+    assert vote_in({}) == Vote(0, None)
+    meta = {"currentTerm": 4, "votedForNodeId": "h:1", "raftCommitIndex": 9}
+    assert vote_in(meta) == Vote(4, "h:1")
+
+
+def test_a_durable_write_syncs_the_data_before_the_rename_and_the_directory_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+    _record(monkeypatch, events)
+    path = str(tmp_path / "f")
+    write_durably(path, b"new")
+    assert events == [f"fdatasync {path}.tmp", f"replace {path}.tmp {path}", f"fsync {tmp_path}"]
+    assert Path(path).read_bytes() == b"new"
+
+
+def test_an_unreadable_vote_file_is_no_vote(tmp_path: Path) -> None:
+    assert read_vote(str(tmp_path / VOTE_FILE)) is None
+    (tmp_path / VOTE_FILE).write_bytes(b"")  # torn
+    assert read_vote(str(tmp_path / VOTE_FILE)) is None
+
+
+@pytest.mark.parametrize("lost", ["torn", "older"])
+def test_a_restart_after_a_power_loss_gets_the_durable_vote_back(tmp_path: Path, lost: str) -> None:
+    meta = str(tmp_path / "raft.journal.meta")
+    (tmp_path / VOTE_FILE).write_text(json.dumps({"term": 7, "voted_for": "h:2"}))
+    older = {"currentTerm": 6, "votedForNodeId": None, "raftCommitIndex": 40}
+    Path(meta).write_bytes(b"" if lost == "torn" else shim.encode_meta(older))
+    restore_vote(str(tmp_path), meta)
+    restored = shim.read_meta(meta)
+    assert vote_in(restored) == Vote(7, "h:2")
+    assert restored.get("raftCommitIndex") == (None if lost == "torn" else 40)
+
+
+def test_a_meta_file_newer_than_the_vote_file_is_left_alone(tmp_path: Path) -> None:
+    """After a process crash pysyncobj's file is the newest (it is written first)."""
+    meta = str(tmp_path / "raft.journal.meta")
+    (tmp_path / VOTE_FILE).write_text(json.dumps({"term": 7, "voted_for": None}))
+    newer = shim.encode_meta({"currentTerm": 7, "votedForNodeId": "h:3", "raftCommitIndex": 5})
+    Path(meta).write_bytes(newer)
+    restore_vote(str(tmp_path), meta)
+    assert Path(meta).read_bytes() == newer
+
+
+def test_a_group_makes_its_term_and_vote_durable_at_the_next_sync(tmp_path: Path) -> None:
+    """A one-member group elects itself (term 1, its own vote): pysyncobj stores that in
+    its meta file at once, without fsync; the group's next sync writes the vote file. A
+    "power loss" that empties pysyncobj's file then loses neither."""
+    group, driver = _lone_group(tmp_path)
+    try:
+        assert group.sync_journal()  # the journal pysyncobj created
+        assert not group.sync_journal() and group.vote_syncs == 0  # nothing written since
+        deadline = time.monotonic() + 10
+        while not group.status().is_leader and time.monotonic() < deadline:
+            driver.cycle(time.monotonic())  # tick, sync, flush, poll (≤ idle_tick), ...
+        assert group.status().is_leader and group.status().term == 1
+        assert group.vote_syncs == 1
+        assert read_vote(str(tmp_path / VOTE_FILE)) == Vote(1, ADDRESS)
+    finally:
+        driver.stop()
+    (tmp_path / "raft.journal.meta").write_bytes(b"")
+    group, driver = _lone_group(tmp_path)
+    try:
+        assert vote_in(shim.read_meta(str(tmp_path / "raft.journal.meta"))) == Vote(1, ADDRESS)
+        assert group.status().term == 1
+    finally:
+        driver.stop()
 
 
 def test_the_journal_is_synced_with_fdatasync_on_its_file_only_after_a_write(
