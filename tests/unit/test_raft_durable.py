@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pysyncobj.node import TCPNode
 
 from raft_groups.syncobj_adapter import GroupSettings, RaftDriver, RaftGroup, RaftMux, shim
 from raft_groups.syncobj_adapter.durable import (
@@ -26,6 +27,7 @@ from raft_groups.syncobj_adapter.durable import (
     write_durably,
 )
 from raft_groups.syncobj_adapter.settings import RaftNodeSettings
+from raft_groups.syncobj_adapter.snapshot import BackgroundSnapshot
 
 
 def _free_port() -> int:
@@ -127,6 +129,25 @@ def test_the_journal_is_synced_with_fdatasync_on_its_file_only_after_a_write(
         assert not group.sync_journal() and len(events) == 1
     finally:
         driver.stop()
+
+
+def test_a_snapshot_is_durable_before_it_is_loaded_and_before_the_journal_is_truncated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pysyncobj truncates (or, installing one from the leader, clears) the journal once a
+    snapshot is written (or loaded): the snapshot's rename, and a received snapshot's
+    content, must be durable by then."""
+    final = tmp_path / "raft.snapshot"
+    snapshots = BackgroundSnapshot(_NullMachine())
+    entry = (b"", 1, 1)
+    events: list[str] = []
+    _record(monkeypatch, events)
+    snapshots.write(f"{final}.tmp", (entry, entry, [TCPNode(ADDRESS)]))
+    snapshots.join()
+    assert events[-2:] == [f"replace {final}.bg {final}", f"fsync {tmp_path}"]
+    events.clear()
+    snapshots.read(str(final))
+    assert events == [f"fsync {final}", f"fsync {tmp_path}"]
 
 
 def _lone_group(data: Path) -> tuple[RaftGroup, RaftDriver]:
