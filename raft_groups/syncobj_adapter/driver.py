@@ -60,6 +60,11 @@ class RaftDriver:
     journal_syncs: int = 0  # journal syncs so far (ops and tests)
     _groups: dict[str, DrivenGroup] = field(default_factory=dict)
     _unsynced: dict[str, DrivenGroup] = field(default_factory=dict)  # `needs_sync`
+    # groups `wake` was called for (any thread: deque appends are atomic), and groups that
+    # asked for another tick at once (driver thread): with `mux.dirty`, the only groups a
+    # cycle between idle rounds looks at
+    _woken: collections.deque[DrivenGroup] = field(default_factory=collections.deque)
+    _again: dict[str, DrivenGroup] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _last_mux_tick: float = 0.0
@@ -76,10 +81,12 @@ class RaftDriver:
         with self.lock:
             self._groups.pop(group.gid, None)
             self._unsynced.pop(group.gid, None)
+            self._again.pop(group.gid, None)
 
     def wake(self, group: DrivenGroup) -> None:
         """Tick `group` in the next cycle, which starts now (thread-safe)."""
         group.schedule.woken = True
+        self._woken.append(group)
         self.mux.wake()
 
     def needs_sync(self, group: DrivenGroup) -> None:
@@ -155,15 +162,27 @@ class RaftDriver:
         Otherwise a group is ticked only when it has work: a queued command (`wake`), or a
         message that left work (`mux.dirty`). No group is ticked on a timer while busy:
         `RaftGroup.tick` sends new entries and commit indexes at once, so nothing waits for
-        a period.
+        a period. Between rounds only those groups are looked at, not every group.
         """
         self._tick_mux(now)
         dirty, self.mux.dirty = self.mux.dirty, set()
         idle_round = self._idle_round_due(now)
-        again = False
-        for gid, group in list(self._groups.items()):
-            again = _tick_if_due(group, idle_round or gid in dirty) or again
-        return 0.0 if again else max(self._next_round - now, 0.0)
+        for group in self._due(idle_round, dirty):
+            if _tick_if_due(group, idle_round or group.gid in dirty):
+                self._again[group.gid] = group
+        return 0.0 if self._again else max(self._next_round - now, 0.0)
+
+    def _due(self, idle_round: bool, dirty: set[str]) -> list[DrivenGroup]:
+        """The groups that may have work: every group in an idle round; otherwise the woken
+        ones, those with received work and those that asked to be ticked again."""
+        woken = [self._woken.popleft() for _ in range(len(self._woken))]
+        if idle_round:
+            self._again.clear()
+            return list(self._groups.values())
+        due, self._again = self._again, {}
+        due.update((group.gid, group) for group in woken)
+        due.update((gid, group) for gid in dirty if (group := self._groups.get(gid)) is not None)
+        return [group for gid, group in due.items() if self._groups.get(gid) is group]
 
     def _tick_mux(self, now: float) -> None:
         if now - self._last_mux_tick > 0.1:

@@ -265,6 +265,7 @@ def test_a_sync_step_visits_only_the_groups_whose_journal_was_written() -> None:
     driver.wake(groups[5])
     driver.cycle(1.01)
     assert [g.gid for g in groups if g.syncs] == ["g5"]
+    assert [g.looks for g in groups if g.looks] == [1]  # g5, after its tick; no other group
 
 
 def test_a_failed_sync_sends_nothing_and_is_tried_again_before_the_next_flush() -> None:
