@@ -13,10 +13,14 @@ driver makes before any message of that cycle leaves the node (`RaftDriver.cycle
   (issue 11). That file is also rewritten once a second with a new commit index; syncing
   each of those writes would cost an fsync per busy group per second, and renaming an
   unsynced file over a synced one could replace the durable vote by an empty file. So the
-  durable copy is a file of its own, `raft.vote`, written (temporary file, fdatasync,
-  rename, fsync of the directory) only when the term or the vote changed — on elections.
-  `restore_vote`, before pysyncobj reads its meta file, puts the durable vote back into
-  it if the file lost it (`raft.journal.meta` stays process-crash durable, as before).
+  durable copy is a file of its own, `raft.vote` (`VoteFile`), written only when the term
+  or the vote changed — on elections — in place: two checksummed 512-byte slots, a new
+  vote into the slot that does not hold the durable one, then one fdatasync (the file's
+  size never changes, so no directory or inode sync: measured 3-4x cheaper than a
+  rename and a directory fsync, which slowed elections of 64 groups at once). A torn
+  slot fails its checksum and the other slot, the previous vote, is read. `restore_vote`,
+  before pysyncobj reads its meta file, puts the durable vote back into it if the file
+  lost it (`raft.journal.meta` stays process-crash durable, as before).
 - **Files.** A new group's data directory and journal file are fsynced into their parent
   directories once (`sync_new_dir`), so a synced journal cannot vanish with its
   directory entry.
@@ -29,8 +33,10 @@ from __future__ import annotations
 
 import json
 import os
+import struct
+import zlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from raft_groups.syncobj_adapter import shim
@@ -59,13 +65,72 @@ def vote_in(meta: dict[str, Any]) -> Vote:
     return Vote(int(meta.get("currentTerm", 0)), None if voted is None else str(voted))
 
 
-def read_vote(path: str) -> Vote | None:
+SLOT = 512  # one sector: a slot is written whole or fails its checksum
+
+
+def encode_slot(seq: int, vote: Vote) -> bytes:
+    """One slot: length, JSON {seq, term, voted_for}, CRC-32 of the JSON, zero padding."""
+    payload = json.dumps({"seq": seq, "term": vote.term, "voted_for": vote.voted_for}).encode()
+    record = struct.pack("<I", len(payload)) + payload + struct.pack("<I", zlib.crc32(payload))
+    if len(record) > SLOT:
+        raise ValueError(f"a vote for {vote.voted_for!r} does not fit a {SLOT}-byte slot")
+    return record.ljust(SLOT, b"\0")
+
+
+def decode_slot(raw: bytes) -> tuple[int, Vote] | None:
+    """(seq, vote) of a slot, or None if it is empty, torn or corrupt."""
+    try:
+        (size,) = struct.unpack_from("<I", raw)
+        payload = raw[4 : 4 + size]
+        (crc,) = struct.unpack_from("<I", raw, 4 + size)
+        if len(payload) != size or crc != zlib.crc32(payload):
+            return None
+        doc = json.loads(payload)
+        voted = doc["voted_for"]
+        return int(doc["seq"]), Vote(int(doc["term"]), None if voted is None else str(voted))
+    except (struct.error, ValueError, KeyError, TypeError):
+        return None
+
+
+def read_slots(path: str) -> tuple[int, Vote] | None:
+    """The newest valid slot of a vote file: (seq, vote), None if there is none."""
     try:
         with open(path, "rb") as f:
-            doc = json.loads(f.read())
-        return Vote(int(doc["term"]), doc["voted_for"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # never written (or sync_journal off), or never synced
+            raw = f.read(2 * SLOT)
+    except OSError:
+        return None  # never written (sync_journal off, or a group older than the file)
+    slots = [decode_slot(raw[i * SLOT : (i + 1) * SLOT]) for i in range(2)]
+    return max((slot for slot in slots if slot is not None), default=None, key=lambda s: s[0])
+
+
+def read_vote(path: str) -> Vote | None:
+    slot = read_slots(path)
+    return None if slot is None else slot[1]
+
+
+class VoteFile:
+    """A group's durable term and vote: `write` returns once the vote is on disk."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        slot = read_slots(path)
+        self.seq, self.durable = slot if slot is not None else (0, Vote())
+        if not os.path.exists(path):
+            self._write_at(0, bytes(2 * SLOT))  # its directory entry: `sync_new_dir`
+
+    def write(self, vote: Vote) -> None:
+        """Into the slot that does not hold the durable vote, then fdatasync."""
+        seq = self.seq + 1
+        self._write_at((seq % 2) * SLOT, encode_slot(seq, vote))
+        self.seq, self.durable = seq, vote
+
+    def _write_at(self, offset: int, data: bytes) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.pwrite(fd, data, offset)
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
 
 
 def write_durably(path: str, data: bytes) -> None:
@@ -116,13 +181,13 @@ def restore_vote(data_dir: str, meta_path: str) -> None:
 class GroupDurability:
     """The journal and vote file of one group's SyncObj, synced by `sync` (driver thread).
 
-    `changed()` is called (once until the next `sync`) when something needs syncing."""
+    `changed()` is called when something needs syncing (the driver's `needs_sync`): once
+    per journal between two syncs, at each new term or vote."""
 
     def __init__(self, obj: Any, data_dir: str, changed: Callable[[], None]) -> None:
         self._obj = obj
         self._changed = changed
-        self._vote_path = os.path.join(data_dir, VOTE_FILE)
-        self.durable = read_vote(self._vote_path) or Vote()
+        self.votes = VoteFile(os.path.join(data_dir, VOTE_FILE))
         self.pending: Vote | None = None  # a term or vote not yet in the vote file
         self.journal_written = True  # pysyncobj's first entry, written before the watch
         self.vote_syncs = 0
@@ -137,13 +202,9 @@ class GroupDurability:
 
     def _meta_stored(self, meta: dict[str, Any]) -> None:
         vote = vote_in(meta)
-        if vote not in (self.durable, self.pending):  # else the commit index alone changed
+        if vote not in (self.votes.durable, self.pending):  # else only the commit index moved
             self.pending = vote
             self._changed()
-
-    @property
-    def dirty(self) -> bool:
-        return self.journal_written or self.pending is not None
 
     def sync(self) -> bool:
         """Make the journal and the term/vote durable; True if the journal was synced."""
@@ -152,8 +213,7 @@ class GroupDurability:
             os.fdatasync(shim.journal_fd(self._obj))
             self.journal_written = False
         if self.pending is not None:
-            vote = self.pending
-            write_durably(self._vote_path, json.dumps(asdict(vote)).encode())
-            self.durable, self.pending = vote, None
+            self.votes.write(self.pending)
+            self.pending = None
             self.vote_syncs += 1
         return journal

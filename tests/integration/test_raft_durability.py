@@ -3,15 +3,15 @@
 
 Each member has its own RaftMux, RaftDriver thread and journal directory. Recording
 wrappers (installed before the groups start) number every journal write
-(`ResizableFile.write`), every `os.fdatasync` / `os.fsync` (by the path of the
-descriptor) and every `os.replace` in one sequence; a wrapper around each member's
+(`ResizableFile.write`), every `os.pwrite` and every `os.fdatasync` / `os.fsync` (by the
+path of the descriptor) in one sequence; a wrapper around each member's
 TCPTransport checks, as each frame is handed to the socket:
 
 - the member's journal was not written after its last fdatasync — so an append ack, and
   the leader's entries it counts toward commit, are on disk;
-- a vote request or a vote carries a term no newer than the member's vote file, whose
-  last replacement was followed by an fsync of its directory; the vote file names the
-  candidate the vote went to (or the member itself, for its own vote request).
+- a vote request or a vote carries a term no newer than the member's vote file, which
+  was not written since its last fdatasync; the vote file names the candidate the vote
+  went to (or the member itself, for its own vote request).
 
 Elections happen at the start and again after the first leader is stopped.
 """
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import os
 import socket
 import threading
@@ -44,7 +43,7 @@ from raft_groups.syncobj_adapter import (
     RaftMux,
     RaftNodeSettings,
 )
-from raft_groups.syncobj_adapter.durable import VOTE_FILE
+from raft_groups.syncobj_adapter.durable import VOTE_FILE, read_vote
 
 SECRET = "d" * 32
 
@@ -57,13 +56,12 @@ def _free_port() -> int:
 
 @dataclass
 class Ledger:
-    """Journal writes, syncs and replacements by path, numbered in one sequence."""
+    """Journal and vote-file writes and syncs by path, numbered in one sequence."""
 
     order: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     lock: threading.Lock = field(default_factory=threading.Lock)
     written: dict[str, int] = field(default_factory=dict)
     synced: dict[str, int] = field(default_factory=dict)
-    replaced: dict[str, int] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
     sent: Counter[str] = field(default_factory=Counter)
 
@@ -83,18 +81,16 @@ class Ledger:
 
     def _check_vote(self, member: Member, to: str, message: dict[str, Any]) -> None:
         path = os.path.realpath(member.raft / VOTE_FILE)
-        directory = os.path.dirname(path)
-        try:
-            vote = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            self.violations.append(f"{member.name}: {message} before any vote file")
+        vote = read_vote(path)
+        if vote is None:
+            self.violations.append(f"{member.name}: {message} before any vote is durable")
             return
-        if vote["term"] < message["term"]:
+        if vote.term < message["term"]:
             self.violations.append(f"{member.name}: {message} before its term is durable")
-        if self.synced.get(directory, 0) < self.replaced.get(path, 1):
-            self.violations.append(f"{member.name}: {message} before its vote dir's sync")
+        if self.written.get(path, 0) > self.synced.get(path, 0):
+            self.violations.append(f"{member.name}: {message} before its vote file's sync")
         voted = to if message["type"] == "response_vote" else member.address
-        if not message.get("notice") and vote["voted_for"] != voted:
+        if not message.get("notice") and vote.voted_for != voted:
             self.violations.append(f"{member.name}: {message} but its vote file says {vote}")
 
 
@@ -133,7 +129,7 @@ class Member:
 @pytest.fixture
 def ledger(monkeypatch: pytest.MonkeyPatch) -> Ledger:
     ledger = Ledger()
-    write, fdatasync, fsync, replace = ResizableFile.write, os.fdatasync, os.fsync, os.replace
+    write, pwrite, fdatasync, fsync = ResizableFile.write, os.pwrite, os.fdatasync, os.fsync
 
     def on_write(self: Any, offset: int, values: bytes) -> None:
         write(self, offset, values)
@@ -146,14 +142,15 @@ def ledger(monkeypatch: pytest.MonkeyPatch) -> Ledger:
 
         return synced
 
-    def on_replace(src: str, dst: str) -> None:
-        replace(src, dst)
-        ledger.note(ledger.replaced, dst)
+    def on_pwrite(fd: int, data: bytes, offset: int) -> int:
+        written = pwrite(fd, data, offset)
+        ledger.note(ledger.written, os.readlink(f"/proc/self/fd/{fd}"))
+        return written
 
     monkeypatch.setattr(ResizableFile, "write", on_write)
+    monkeypatch.setattr(os, "pwrite", on_pwrite)
     monkeypatch.setattr(os, "fdatasync", on_sync(fdatasync))
     monkeypatch.setattr(os, "fsync", on_sync(fsync))
-    monkeypatch.setattr(os, "replace", on_replace)
     return ledger
 
 
@@ -209,5 +206,5 @@ def test_nothing_leaves_a_member_before_what_it_vouches_for_is_durable(
     assert not ledger.violations, "\n".join(ledger.violations[:20])
     for m in rest:
         assert m.group is not None
-        vote = json.loads((m.raft / VOTE_FILE).read_text())
-        assert vote["term"] == m.group.status().term
+        vote = read_vote(str(m.raft / VOTE_FILE))
+        assert vote is not None and vote.term == m.group.status().term

@@ -1,13 +1,13 @@
 """Durable term and vote, and the journal's sync (raft_groups/syncobj_adapter/durable.py;
 docs/raft.md "Durability").
 
-The order of the syscalls that make the vote file durable is checked with recording
-wrappers around `os`; a power loss is simulated by truncating or rolling back pysyncobj's
-meta file (written without fsync) while the vote file survives, as it would."""
+The order of the syscalls that make a vote durable is checked with recording wrappers
+around `os`; a power loss is simulated by truncating or rolling back pysyncobj's meta
+file (written without fsync) while the vote file survives, as it would, and by tearing
+the vote file's newest slot."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -19,8 +19,10 @@ from pysyncobj.node import TCPNode
 
 from raft_groups.syncobj_adapter import GroupSettings, RaftDriver, RaftGroup, RaftMux, shim
 from raft_groups.syncobj_adapter.durable import (
+    SLOT,
     VOTE_FILE,
     Vote,
+    VoteFile,
     read_vote,
     restore_vote,
     vote_in,
@@ -64,6 +66,39 @@ def test_a_durable_write_syncs_the_data_before_the_rename_and_the_directory_afte
     assert Path(path).read_bytes() == b"new"
 
 
+def test_a_vote_goes_into_the_other_slot_then_is_fdatasynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / VOTE_FILE)
+    votes = VoteFile(path)
+    assert os.path.getsize(path) == 2 * SLOT and votes.durable == Vote()
+    events: list[str] = []
+    _record(monkeypatch, events)
+    votes.write(Vote(1, "h:1"))
+    votes.write(Vote(2, None))
+    assert events == [
+        f"pwrite {path} @{SLOT}",
+        f"fdatasync {path}",
+        f"pwrite {path} @0",
+        f"fdatasync {path}",
+    ]
+    assert read_vote(path) == Vote(2, None) == VoteFile(path).durable
+
+
+def test_a_torn_slot_leaves_the_previous_vote(tmp_path: Path) -> None:
+    path = tmp_path / VOTE_FILE
+    votes = VoteFile(str(path))
+    votes.write(Vote(3, "h:1"))  # seq 1, slot 1
+    votes.write(Vote(4, "h:2"))  # seq 2, slot 0
+    raw = bytearray(path.read_bytes())
+    raw[20] ^= 0xFF  # the power failed while slot 0 was written
+    path.write_bytes(bytes(raw))
+    assert read_vote(str(path)) == Vote(3, "h:1")
+    again = VoteFile(str(path))
+    again.write(Vote(4, "h:3"))  # into slot 0 again: slot 1 still holds the durable vote
+    assert read_vote(str(path)) == Vote(4, "h:3")
+
+
 def test_an_unreadable_vote_file_is_no_vote(tmp_path: Path) -> None:
     assert read_vote(str(tmp_path / VOTE_FILE)) is None
     (tmp_path / VOTE_FILE).write_bytes(b"")  # torn
@@ -73,7 +108,7 @@ def test_an_unreadable_vote_file_is_no_vote(tmp_path: Path) -> None:
 @pytest.mark.parametrize("lost", ["torn", "older"])
 def test_a_restart_after_a_power_loss_gets_the_durable_vote_back(tmp_path: Path, lost: str) -> None:
     meta = str(tmp_path / "raft.journal.meta")
-    (tmp_path / VOTE_FILE).write_text(json.dumps({"term": 7, "voted_for": "h:2"}))
+    VoteFile(str(tmp_path / VOTE_FILE)).write(Vote(7, "h:2"))
     older = {"currentTerm": 6, "votedForNodeId": None, "raftCommitIndex": 40}
     Path(meta).write_bytes(b"" if lost == "torn" else shim.encode_meta(older))
     restore_vote(str(tmp_path), meta)
@@ -85,7 +120,7 @@ def test_a_restart_after_a_power_loss_gets_the_durable_vote_back(tmp_path: Path,
 def test_a_meta_file_newer_than_the_vote_file_is_left_alone(tmp_path: Path) -> None:
     """After a process crash pysyncobj's file is the newest (it is written first)."""
     meta = str(tmp_path / "raft.journal.meta")
-    (tmp_path / VOTE_FILE).write_text(json.dumps({"term": 7, "voted_for": None}))
+    VoteFile(str(tmp_path / VOTE_FILE)).write(Vote(7, None))
     newer = shim.encode_meta({"currentTerm": 7, "votedForNodeId": "h:3", "raftCommitIndex": 5})
     Path(meta).write_bytes(newer)
     restore_vote(str(tmp_path), meta)
@@ -165,11 +200,15 @@ def _lone_group(data: Path) -> tuple[RaftGroup, RaftDriver]:
 
 
 def _record(monkeypatch: pytest.MonkeyPatch, events: list[str]) -> None:
-    """Record fdatasync, fsync (by path) and replace calls, then make them."""
-    fdatasync, fsync, replace = os.fdatasync, os.fsync, os.replace
+    """Record pwrite, fdatasync, fsync (by path) and replace calls, then make them."""
+    pwrite, fdatasync, fsync, replace = os.pwrite, os.fdatasync, os.fsync, os.replace
 
     def path(fd: int) -> str:
         return os.readlink(f"/proc/self/fd/{fd}")
+
+    def on_pwrite(fd: int, data: bytes, offset: int) -> int:
+        events.append(f"pwrite {path(fd)} @{offset}")
+        return pwrite(fd, data, offset)
 
     def on_fdatasync(fd: int) -> None:
         events.append(f"fdatasync {path(fd)}")
@@ -183,6 +222,7 @@ def _record(monkeypatch: pytest.MonkeyPatch, events: list[str]) -> None:
         events.append(f"replace {src} {dst}")
         replace(src, dst)
 
+    monkeypatch.setattr(os, "pwrite", on_pwrite)
     monkeypatch.setattr(os, "fdatasync", on_fdatasync)
     monkeypatch.setattr(os, "fsync", on_fsync)
     monkeypatch.setattr(os, "replace", on_replace)
