@@ -132,6 +132,7 @@ async def _load(args: argparse.Namespace, groups: list[Any], driver: Any, comman
         "wall": after[2] - before[2],
         "journal_syncs": after[0][0] - before[0][0],
         "vote_syncs": after[0][1] - before[0][1],
+        "term_moves": after[0][2] - before[0][2],
     }
 
 
@@ -143,9 +144,11 @@ def _spin(microseconds: int) -> None:
         pass
 
 
-def _syncs(driver: Any, groups: list[Any]) -> tuple[int, int]:
-    """Durable syncs so far: journal, vote/term file (0 where the build has no counter)."""
-    return int(driver.journal_syncs), sum(int(getattr(g, "vote_syncs", 0)) for g in groups)
+def _syncs(driver: Any, groups: list[Any]) -> tuple[int, int, int]:
+    """Durable syncs so far: journal, vote/term file (0 where the build has no counter);
+    and the sum of the groups' terms (an election in the window moves it)."""
+    votes = sum(int(getattr(g, "vote_syncs", 0)) for g in groups)
+    return int(driver.journal_syncs), votes, sum(g.status().term for g in groups)
 
 
 # ---------------------------------------------------------------------- the run (parent)
@@ -201,9 +204,11 @@ def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
         "errors": sum(r["errors"] for r in results),
         "writes_per_s": round(writes / wall, 1),
         "cpu_ms_per_write": round(1000 * sum(r["cpu"] for r in results) / per, 3),
+        "cpu_s_per_s": round(sum(r["cpu"] for r in results) / wall, 3),  # 3 nodes, in cores
         "cpu_ms_per_write_by_node": [round(1000 * r["cpu"] / per, 3) for r in results],
         "journal_syncs_per_write": round(sum(r["journal_syncs"] for r in results) / per, 2),
         "vote_syncs_per_write": round(sum(r["vote_syncs"] for r in results) / per, 3),
+        "term_moves": sum(r["term_moves"] for r in results),
     }
 
 
