@@ -213,18 +213,25 @@ class RaftDriver:
         self.mux.flush()
 
     def _sync_all(self, groups: list[DrivenGroup]) -> int:
-        """Sync `groups`, several at once on the sync threads: each sync waits for the
-        disk with the GIL released, and the device and filesystem merge concurrent
-        flushes. Returns once every sync has returned; raises the first failure then."""
+        """Sync `groups` at once: the first on this thread, the others on the sync
+        threads — each sync waits for the disk with the GIL released, and the device and
+        filesystem merge concurrent flushes. Returns once every sync has returned, and
+        raises the first failure then."""
         if len(groups) < 2:
             return sum(group.sync_journal() for group in groups)
+        pool = self._syncers()
+        others = [pool.submit(group.sync_journal) for group in groups[1:]]
+        here: concurrent.futures.Future[bool] = concurrent.futures.Future()
+        _run_call(groups[0].sync_journal, here)
+        concurrent.futures.wait(others)
+        return sum(future.result() for future in [here, *others])
+
+    def _syncers(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._sync_pool is None:
             self._sync_pool = concurrent.futures.ThreadPoolExecutor(
                 self.sync_threads, thread_name_prefix="raft-sync"
             )
-        futures = [self._sync_pool.submit(group.sync_journal) for group in groups]
-        concurrent.futures.wait(futures)
-        return sum(future.result() for future in futures)
+        return self._sync_pool
 
     def stop(self) -> None:
         self._stop.set()
