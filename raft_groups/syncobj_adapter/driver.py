@@ -5,11 +5,14 @@ Every SyncObj runs with `autoTick=False`; `RaftDriver.cycle` is the driver's who
 behaviour, one documented sequence (tick → sync journals → flush → poll → sync → flush).
 Which groups a cycle ticks (`_tick_due`): idle groups together in one round every
 `idle_tick` (their heartbeats), a group with work (a queued command, a message that left
-work) at once, and never a group without work.
+work) at once, and never a group without work. Between idle rounds, and in a sync step,
+only the groups that have work are looked at (`_due`, `needs_sync`); the syncs of one
+step run at once (`_sync_all`: the driver thread and a few sync threads, joined before
+the flush).
 
-The driver uses only `tick`, `poll`, `flush`, `wake`, `close` and `dirty` of the mux and
-the `DrivenGroup` methods of a group, so it runs against fakes in unit tests. No pysyncobj
-here.
+The driver uses only `tick`, `poll`, `flush`, `discard`, `wake`, `close` and `dirty` of
+the mux and the `DrivenGroup` methods of a group, so it runs against fakes in unit tests.
+No pysyncobj here.
 """
 
 from __future__ import annotations
