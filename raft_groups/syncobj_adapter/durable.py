@@ -21,9 +21,9 @@ driver makes before any message of that cycle leaves the node (`RaftDriver.cycle
   slot fails its checksum and the other slot, the previous vote, is read. `restore_vote`,
   before pysyncobj reads its meta file, puts the durable vote back into it if the file
   lost it (`raft.journal.meta` stays process-crash durable, as before).
-- **Files.** A new group's data directory and journal file are fsynced into their parent
-  directories once (`sync_new_dir`), so a synced journal cannot vanish with its
-  directory entry.
+- **Files.** A new group's data directory and its files are fsynced into their parent
+  directories at its first sync (`sync_new_dir`), before anything of it leaves the node,
+  so a synced journal or vote file cannot vanish with its directory entry.
 
 Which groups have something to sync is kept by the driver (`RaftDriver.needs_sync`, called
 from the watches), so a sync step visits only those.
@@ -115,8 +115,9 @@ class VoteFile:
         self.path = path
         slot = read_slots(path)
         self.seq, self.durable = slot if slot is not None else (0, Vote())
-        if not os.path.exists(path):
-            self._write_at(0, bytes(2 * SLOT))  # its directory entry: `sync_new_dir`
+        if not os.path.exists(path):  # two empty slots: lost, they read as no vote either
+            with open(path, "wb") as f:
+                f.write(bytes(2 * SLOT))  # the directory entry: the group's first sync
 
     def write(self, vote: Vote) -> None:
         """Into the slot that does not hold the durable vote, then fdatasync."""
@@ -191,9 +192,9 @@ class GroupDurability:
         self.pending: Vote | None = None  # a term or vote not yet in the vote file
         self.journal_written = True  # pysyncobj's first entry, written before the watch
         self.vote_syncs = 0
+        self._new_dir: str | None = data_dir  # its entries are synced at the first sync
         shim.watch_journal(obj, self._journal_written)
         shim.watch_meta(obj, self._meta_stored)
-        sync_new_dir(data_dir)
 
     def _journal_written(self) -> None:
         if not self.journal_written:
@@ -207,7 +208,13 @@ class GroupDurability:
             self._changed()
 
     def sync(self) -> bool:
-        """Make the journal and the term/vote durable; True if the journal was synced."""
+        """Make the journal and the term/vote durable; True if the journal was synced.
+        The first call also syncs the group's new directory entries (not at creation: a
+        node creates all its groups in one driver call, and the sync steps sync many
+        groups at once)."""
+        if self._new_dir is not None:
+            sync_new_dir(self._new_dir)
+            self._new_dir = None
         journal = self.journal_written
         if journal:
             os.fdatasync(shim.journal_fd(self._obj))

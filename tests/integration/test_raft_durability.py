@@ -8,7 +8,8 @@ path of the descriptor) in one sequence; a wrapper around each member's
 TCPTransport checks, as each frame is handed to the socket:
 
 - the member's journal was not written after its last fdatasync — so an append ack, and
-  the leader's entries it counts toward commit, are on disk;
+  the leader's entries it counts toward commit, are on disk — and the group's directory
+  (holding the journal and vote file entries) was fsynced;
 - a vote request or a vote carries a term no newer than the member's vote file, which
   was not written since its last fdatasync; the vote file names the candidate the vote
   went to (or the member itself, for its own vote request).
@@ -76,6 +77,8 @@ class Ledger:
             journal = os.path.realpath(member.raft / "raft.journal")
             if self.written.get(journal, 0) > self.synced.get(journal, 0):
                 self.violations.append(f"{member.name} sent {kind} before its journal sync")
+            if not self.synced.get(os.path.realpath(member.raft)):
+                self.violations.append(f"{member.name} sent {kind} before its directory sync")
             if kind in ("request_vote", "response_vote"):
                 self._check_vote(member, to, message)
 
