@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import socket
 import threading
 import time
 from collections import Counter
@@ -45,14 +44,9 @@ from raft_groups.syncobj_adapter import (
     RaftNodeSettings,
 )
 from raft_groups.syncobj_adapter.durable import VOTE_FILE, read_vote
+from tests.ports import free_port
 
 SECRET = "d" * 32
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -159,7 +153,7 @@ def ledger(monkeypatch: pytest.MonkeyPatch) -> Ledger:
 
 @pytest.fixture
 def members(tmp_path: Path, ledger: Ledger) -> Iterator[list[Member]]:
-    addresses = [f"127.0.0.1:{_free_port()}" for _ in range(3)]
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
     out = [
         Member(name, a, tuple(p for p in addresses if p != a), tmp_path / name)
         for name, a in zip("abc", addresses, strict=True)

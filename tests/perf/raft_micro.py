@@ -27,7 +27,6 @@ import json
 import os
 import random
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,13 +34,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.ports import free_port
+
 SECRET = "m" * 32
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _cpu() -> float:
@@ -153,7 +148,7 @@ def _syncs(driver: Any, groups: list[Any]) -> tuple[int, int, int]:
 
 # ---------------------------------------------------------------------- the run (parent)
 def _run(args: argparse.Namespace) -> dict[str, Any]:
-    addresses = ",".join(f"127.0.0.1:{_free_port()}" for _ in range(3))
+    addresses = ",".join(f"127.0.0.1:{free_port()}" for _ in range(3))
     with tempfile.TemporaryDirectory(prefix="raft_micro_", dir=args.tmp) as tmp:
         base = [sys.executable, "-m", "tests.perf.raft_micro", "--addresses", addresses]
         base += ["--dir", tmp, *_passed(args)]

@@ -9,7 +9,6 @@ the vote file's newest slot."""
 from __future__ import annotations
 
 import os
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -30,15 +29,9 @@ from raft_groups.syncobj_adapter.durable import (
 )
 from raft_groups.syncobj_adapter.settings import RaftNodeSettings
 from raft_groups.syncobj_adapter.snapshot import BackgroundSnapshot
+from tests.ports import free_port
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-ADDRESS = f"127.0.0.1:{_free_port()}"
+ADDRESS = f"127.0.0.1:{free_port()}"
 
 
 def test_a_vote_is_newer_with_a_higher_term_or_a_vote_cast_in_the_same_term() -> None:
