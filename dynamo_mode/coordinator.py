@@ -1,8 +1,10 @@
 """The Dynamo coordinator: the I/O shell around the pure quorum accumulators (Riak get/put FSM).
 
-GET  (Dynamo §4.5): fetch from all N replicas of the preference list, answer after R
-     replies with the reconciled siblings and their joined context; then wait (bounded) for
-     the rest and send each stale or empty replica the merged result (read repair).
+GET  (Dynamo §4.5): fetch from R replicas of the preference list (this node first when it
+     is one), and from the others only after an error, a miss or the hedge delay
+     (`quorum.more_reads`); answer after R replies with the reconciled siblings and their
+     joined context; then wait (bounded) for the rest of the calls made and send each
+     stale or empty replier the merged result (read repair).
 PUT  (Dynamo §4.4, DVV): one replica mints the new version's dot and stores it (the first
      reachable replica, this node when it is one); the coordinator then sends that replica's
      whole reconciled set to the other replicas and answers after W acknowledgements.
@@ -30,11 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dynamo_mode import hints, siblings, vclock
+from dynamo_mode import hints, quorum, siblings, vclock
 from dynamo_mode.hints import Send, SloppyWrite
 from dynamo_mode.messages import (
     COORDINATE,
@@ -56,6 +59,10 @@ from kv.transport import Transport
 Context = tuple[dict[str, int], tuple[Dot, ...]]  # clock + extra dots (vclock docstring)
 
 log = logging.getLogger(__name__)
+FIRST = asyncio.FIRST_COMPLETED
+# a GET asks R replicas; if they have not decided after this long, it asks the others too
+# (a hedged read: a slow or silently dead replica costs this much, not the whole timeout)
+HEDGE_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -82,8 +89,16 @@ class ReadResult:
 
 
 class DynamoCoordinator:
-    def __init__(self, self_id: str, transport: Transport, is_alive: Callable[[str], bool]) -> None:
+    def __init__(
+        self,
+        self_id: str,
+        transport: Transport,
+        is_alive: Callable[[str], bool],
+        hedge_s: float = HEDGE_S,
+    ) -> None:
         self.self_id = self_id
+        self._hedge_s = hedge_s
+        self._rng = random.Random(self_id)  # whom a read asks besides this node
         self._transport = transport
         self._is_alive = is_alive
         self._background: set[asyncio.Task[Any]] = set()
@@ -99,8 +114,7 @@ class DynamoCoordinator:
                 raise QuorumUnavailable(refusal, retry_after=0.5)
         need = max(r, pr)
         acc = ReadQuorum(where.replicas, need)
-        calls = {n: self._spawn(self._fetch(n, where.ref, timeout)) for n in where.replicas}
-        await self._until_decided(acc, calls, timeout, self._feed_read)
+        calls = await self._read(where, acc, need, timeout)
         if acc.status() != "ok":
             raise QuorumUnavailable(
                 f"only {len(acc.replied)} of {need} replicas answered (r={r}, pr={pr}; "
@@ -110,6 +124,43 @@ class DynamoCoordinator:
         result = acc.result()
         self._track(asyncio.ensure_future(self._read_repair(where, acc, calls, timeout)))
         return ReadResult(result, siblings.join_full(result))
+
+    async def _read(
+        self, where: Placement, acc: ReadQuorum, need: int, timeout: float
+    ) -> dict[str, asyncio.Task[Any]]:
+        """Ask `need` replicas (this node first), and spares as `quorum.more_reads` says,
+        until `acc` decides (and, after a miss, the spares answered) or the deadline; the
+        calls made, for read repair."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        hedge_at = loop.time() + min(self._hedge_s, timeout / 2)
+        spares = self._read_order(where.replicas)
+        calls: dict[str, asyncio.Task[Any]] = {}
+        pending: dict[asyncio.Task[Any], str] = {}
+
+        def ask(count: int) -> None:
+            for node in spares[:count]:
+                calls[node] = task = self._spawn(self._fetch(node, where.ref, timeout))
+                pending[task] = node
+            del spares[:count]
+
+        ask(need)
+        confirming = False  # a miss: waiting for the spares' answers too
+        while pending and (confirming or acc.status() == "pending"):
+            now = loop.time()
+            if now >= deadline:
+                break
+            wake = hedge_at if spares and now < hedge_at else deadline
+            done, _ = await asyncio.wait(pending, timeout=wake - now, return_when=FIRST)
+            for task in [t for t in pending if t in done]:  # in asking order: deterministic
+                self._feed_read(acc, pending.pop(task), _outcome(task))
+            missed = acc.status() == "ok" and not any(acc.replied.values())
+            more = quorum.more_reads(
+                need, len(acc.replied), len(pending), len(spares), loop.time() >= hedge_at, missed
+            )
+            confirming = confirming or (missed and more > 0)
+            ask(more)
+        return calls
 
     async def _fetch(self, node: str, ref: KeyRef, timeout: float) -> tuple[Version, ...]:
         reply = await self._transport.call(node, FETCH, KeyRequest(ref), timeout)
@@ -184,7 +235,7 @@ class DynamoCoordinator:
         clock, dots = context
         request = CoordinateRequest(where.ref, clock, dots, value, deleted, max_siblings)
         tried: list[str] = []
-        for node in self._mint_order(where.replicas):
+        for node in self._nearest_first(where.replicas):
             try:
                 reply = await self._transport.call(node, COORDINATE, request, timeout)
             except PeerUnreachable as exc:
@@ -195,8 +246,21 @@ class DynamoCoordinator:
             return node, reply.version, reply.versions
         raise QuorumUnavailable(f"no replica reachable ({'; '.join(tried)})", retry_after=0.5)
 
-    def _mint_order(self, replicas: Sequence[str]) -> list[str]:
-        """This node first when it is a replica (saves a hop), then alive ones, then the rest."""
+    def _read_order(self, replicas: Sequence[str]) -> list[str]:
+        """Whom a read asks, in order: this node first when it is a replica, then the alive
+        others rotated by a random turn (so every replica is asked, and read-repaired,
+        sooner or later: a counter made some keys never reach one replica when the same keys
+        were read again in the same order), then the rest. Seeded per node: a simulation
+        replays the same choices."""
+        ordered = self._nearest_first(replicas)
+        mine = ordered[:1] if ordered and ordered[0] == self.self_id else []
+        alive = [n for n in ordered[len(mine) :] if self._is_alive(n)]
+        turn = self._rng.randrange(len(alive)) if alive else 0
+        return [*mine, *alive[turn:], *alive[:turn], *ordered[len(mine) + len(alive) :]]
+
+    def _nearest_first(self, replicas: Sequence[str]) -> list[str]:
+        """This node first when it is a replica (saves a hop), then alive ones, then the rest:
+        whom a write asks to mint and a read asks first."""
         ordered = sorted(replicas, key=lambda n: (n != self.self_id, not self._is_alive(n)))
         return list(ordered)
 
@@ -303,6 +367,10 @@ class DynamoCoordinator:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _outcome(task: asyncio.Task[Any]) -> Any:
+    return task.exception() or task.result()
 
 
 def _consume(task: asyncio.Task[Any]) -> None:

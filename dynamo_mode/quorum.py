@@ -11,6 +11,14 @@ Rules:
 - status is "ok" once ``r`` replicas replied, "failed" once more than ``len(replicas) - r``
   errored (``r`` can no longer be reached), else "pending". Both cannot hold at once,
   since replies + errors <= len(replicas).
+
+Whom to ask (``more_reads``): a GET asks R replicas first — this node first when it is one
+(no network hop), then those alive — and the others (the spares) only when needed, as
+Cassandra's coordinator does rather than Riak's ask-all-N: after an error, as many as
+could still complete R; once the asked ones are slow (past the hedge delay), all of them;
+and after a miss (every reply so far empty: the key may have been written to replicas not
+yet asked), all of them, so that a not-found is the answer of every replica that could
+answer. Read repair then covers the replicas asked; anti-entropy covers the rest.
 """
 
 from __future__ import annotations
@@ -90,3 +98,15 @@ class ReadQuorum:
             return False
         self._answered.add(node)
         return True
+
+
+def more_reads(
+    need: int, replies: int, outstanding: int, spares: int, slow: bool, missed: bool
+) -> int:
+    """How many spares to ask now (pure). `replies`: replies so far; `outstanding`: calls
+    still out; `slow`: the hedge delay passed; `missed`: decided, but every reply empty."""
+    if spares == 0:
+        return 0
+    if slow or missed:
+        return spares
+    return max(0, min(spares, need - replies - outstanding))

@@ -10,10 +10,16 @@ of a moving partition to its incoming owners too (kv/routing.py `Route.incoming`
 
 Completeness before the flip: a verification pass reads the source's version hashes of the
 same keys (`part_digest`, the leaves a Merkle comparison would reach) and, for every key
-whose hash differs from the local one, fetches the source's versions and merges them. The
-transfer is complete when a whole pass merges nothing new: every version the source holds
-is then held here. Only then does this node report `move_done` to the meta group; the
-partition flips to its new owners once every incoming owner has (kv/meta_machine.py).
+whose hash differs from the local one, fetches the source's versions. A write in flight
+differs too (the source stored it, its copy to this node is still on the way), so the
+fetched versions are merged only after a grace (`settle_s`, once per pass) in which writes
+in flight land: a version fetched at time t and still missing here at t + grace was not
+delivered by the coordinator, and its merge counts as a repair. The transfer is complete
+when a whole pass repairs nothing: every version the source held, as of each key's fetch,
+is then held here — under any write rate (a check that counted in-flight writes as
+missing never finished under a steady write load: seen in CI). Only then does this node
+report `move_done` to the meta group; the partition flips to its new owners once every
+incoming owner has (kv/meta_machine.py).
 
 Progress counts the keys copied and their bytes (as the source stores them: what the plan's
 expected bytes count, kv/sizes.py), and the keys verification merged in.
@@ -38,6 +44,7 @@ from typing import Any
 from dynamo_mode import merkle
 from dynamo_mode.messages import FETCH, PART_DIGEST, PART_SCAN, KeyRequest, ScanRequest
 from dynamo_mode.replica import DynamoReplica, KeyRef, encode_versions
+from dynamo_mode.siblings import Version
 from kv.errors import KvError
 from kv.meta import Metadata, MoveKey
 from kv.periodic import Periodic
@@ -69,6 +76,7 @@ class Transfers:
     interval: float = 0.5
     batch: int = 256
     timeout: float = 5.0
+    settle_s: float = 0.5  # a verification pass's grace for writes in flight (above)
     keys_per_s: float = 0.0  # copy at most this many keys a second (0: no limit)
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     progress: dict[MoveKey, Progress] = field(default_factory=dict)
@@ -153,25 +161,31 @@ class Transfers:
                 await self.sleep(delay)
 
     async def _verify(self, source: str, partition: int, uid: int) -> int:
-        """One pass: merge every key whose hash differs; count the merges that changed
-        something here (0: this replica holds every version the source holds)."""
-        after, changed, done = None, 0, False
+        """One pass: fetch every key whose hash differs, merge after the grace; count the
+        merges that changed something here (0: this replica holds every version the source
+        held when each key was fetched)."""
+        after, done = None, False
+        fetched: list[tuple[KeyRef, tuple[Version, ...]]] = []
         while not done:
             req = ScanRequest(partition, uid, after, self.batch)
             got = await self.transport.call(source, PART_DIGEST, req, self.timeout)
             for key, digest in got.items:
-                changed += await self._settle(source, KeyRef(partition, uid, key), digest)
+                ref = KeyRef(partition, uid, key)
+                local = self.replica.fetch(ref)
+                if not local or merkle.version_hash(local) != digest:
+                    reply = await self.transport.call(source, FETCH, KeyRequest(ref), self.timeout)
+                    fetched.append((ref, reply.versions))
                 after = key
             done = got.done
-        return changed
+        if fetched:
+            await self.sleep(self.settle_s)
+        return sum(self._merge(ref, versions) for ref, versions in fetched)
 
-    async def _settle(self, source: str, ref: KeyRef, digest: bytes) -> int:
+    def _merge(self, ref: KeyRef, versions: tuple[Version, ...]) -> int:
+        """1 if `versions` added something to the local replica, else 0."""
         local = self.replica.fetch(ref)
         before = merkle.version_hash(local) if local else None
-        if before == digest:
-            return 0
-        theirs = await self.transport.call(source, FETCH, KeyRequest(ref), self.timeout)
-        merged = self.replica.store(ref, theirs.versions)
+        merged = self.replica.store(ref, versions)
         return int(merkle.version_hash(merged) != before)
 
     async def _report(self, md: Metadata, key: MoveKey) -> None:

@@ -97,6 +97,7 @@ class Timing:
     probe_every: float = 2.0  # between two rounds of asking while still leaderless
     join_grace_s: float = 30.0  # a join the leader never followed up is dropped after it
     call_timeout: float = 1.5
+    contact_poll: float = 0.05  # a read barrier on a voter waiting out an election
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,7 @@ class MetaRole(Generic[G]):
         self._transport = transport
         self._file = RoleFile(state_path)
         self._clock = clock
+        self._sleep = sleep
         self.timing = timing or Timing()
         self.role: Role = "reader"
         self.group: G | None = None
@@ -198,13 +200,20 @@ class MetaRole(Generic[G]):
 
     async def sync(self, timeout: float) -> None:
         """Return once `metadata` holds every change committed before the call (a read
-        barrier through the meta group; NotReady or NoLeader if it cannot be had in time)."""
-        group = await self._voting_in_contact()
-        if group is not None:
-            await group.sync(timeout)
+        barrier through the meta group; NotReady or NoLeader if it cannot be had in time).
+        A voter out of contact with a leader (an election) waits for one within `timeout`:
+        the caller is a request that only needs to know whether a keyspace exists."""
+        group = self.voting_group
+        if group is None:
+            assert self.reader is not None
+            await self.reader.sync(timeout)
             return
-        assert self.reader is not None
-        await self.reader.sync(timeout)
+        end, poll = self._clock() + timeout, self.timing.contact_poll
+        while not await group.in_contact():
+            if self._clock() + poll > end:
+                raise NoLeader("this voter is out of contact with a meta leader", retry_after=0.5)
+            await self._sleep(poll)
+        await group.sync(max(end - self._clock(), poll))
 
     async def _voting_in_contact(self) -> G | None:
         """The group on a voter (None on a node that does not vote); NoLeader on a voter

@@ -80,11 +80,11 @@ def _bindable(port: int) -> bool:
 
 
 def free_ports(count: int) -> list[int]:
-    """`count` distinct bindable ports in [10000, 32768): below the ephemeral range, so no
+    """`count` distinct bindable ports in [20000, 32768): below the ephemeral range, so no
     client connection can take one between the check and etcd's bind."""
     rng = random.SystemRandom()
     for _ in range(200):
-        base = rng.randrange(10000, 32768 - count)
+        base = rng.randrange(20000, 32768 - count)
         ports = list(range(base, base + count))
         if all(_bindable(p) for p in ports):
             return ports

@@ -37,6 +37,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from kv import voters as voters_rule
 from kv.client import KvClient
 from kv.errors import KvError
 from ops.localcluster import ClusterError, LocalCluster, alive
@@ -111,14 +112,9 @@ def disagreement(views: dict[str, dict[str, Any]], members: set[str]) -> str | N
     ((_, ids, voters),) = seen
     if set(ids) != members:
         return f"metadata members {ids}, expected {sorted(members)}"
-    if len(voters) != voter_count(len(members)) or not set(voters) <= members:
+    if len(voters) != voters_rule.target_size(len(members)) or not set(voters) <= members:
         return f"voters {voters} for members {sorted(members)}"
     return None
-
-
-def voter_count(members: int) -> int:
-    """kv/voters.py: at most 5 voters, odd when the members allow it."""
-    return min(5, members if members % 2 else members - 1)
 
 
 def summary(views: dict[str, dict[str, Any]]) -> str:

@@ -8,6 +8,8 @@ pysyncobj's camelCase API, its FAIL_REASON codes and its threads stop here. Modu
 - `mux`: `RaftMux`, ONE Raft port per node for every group (meta group included);
 - `driver`: `RaftDriver`, ONE thread ticking every group; its `cycle` is the documented
   sequence tick → sync journals → flush (nothing leaves the node before its journal sync);
+- `durable`: the group commit's syncs — the journal by fdatasync, the term and vote in a
+  file of their own (`raft.vote`), restored into pysyncobj's meta file at start;
 - `snapshot`: snapshots streamed from a background thread through pysyncobj's hooks;
 - `group`: `RaftGroup`, one replica group: `propose(bytes)`, `status()`, typed errors,
   and its membership changes (`add_member`, `remove_member`, `wait_caught_up`,

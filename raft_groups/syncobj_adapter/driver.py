@@ -5,11 +5,14 @@ Every SyncObj runs with `autoTick=False`; `RaftDriver.cycle` is the driver's who
 behaviour, one documented sequence (tick → sync journals → flush → poll → sync → flush).
 Which groups a cycle ticks (`_tick_due`): idle groups together in one round every
 `idle_tick` (their heartbeats), a group with work (a queued command, a message that left
-work) at once, and never a group without work.
+work) at once, and never a group without work. Between idle rounds, and in a sync step,
+only the groups that have work are looked at (`_due`, `needs_sync`); the syncs of one
+step run at once (`_sync_all`: the driver thread and a few sync threads, joined before
+the flush).
 
-The driver uses only `tick`, `poll`, `flush`, `wake`, `close` and `dirty` of the mux and
-the `DrivenGroup` methods of a group, so it runs against fakes in unit tests. No pysyncobj
-here.
+The driver uses only `tick`, `poll`, `flush`, `discard`, `wake`, `close` and `dirty` of
+the mux and the `DrivenGroup` methods of a group, so it runs against fakes in unit tests.
+No pysyncobj here.
 """
 
 from __future__ import annotations
@@ -57,8 +60,15 @@ class RaftDriver:
     mux: RaftMux
     idle_tick: float = 0.1  # heartbeat cadence of idle groups; ≪ election_timeout_min (0.6 s)
     lock: threading.RLock = field(default_factory=threading.RLock)
-    journal_syncs: int = 0  # msyncs so far (ops and tests)
+    journal_syncs: int = 0  # journal syncs so far (ops and tests)
+    sync_threads: int = 8  # syncs of one sync step run at once (`_sync_all`)
     _groups: dict[str, DrivenGroup] = field(default_factory=dict)
+    _unsynced: dict[str, DrivenGroup] = field(default_factory=dict)  # `needs_sync`
+    # groups `wake` was called for (any thread: deque appends are atomic), and groups that
+    # asked for another tick at once (driver thread): with `mux.dirty`, the only groups a
+    # cycle between idle rounds looks at
+    _woken: collections.deque[DrivenGroup] = field(default_factory=collections.deque)
+    _again: dict[str, DrivenGroup] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _last_mux_tick: float = 0.0
@@ -66,6 +76,7 @@ class RaftDriver:
         default_factory=collections.deque
     )
     _next_round: float = 0.0
+    _sync_pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def add(self, group: DrivenGroup) -> None:
         with self.lock:
@@ -74,11 +85,19 @@ class RaftDriver:
     def remove(self, group: DrivenGroup) -> None:
         with self.lock:
             self._groups.pop(group.gid, None)
+            self._unsynced.pop(group.gid, None)
+            self._again.pop(group.gid, None)
 
     def wake(self, group: DrivenGroup) -> None:
         """Tick `group` in the next cycle, which starts now (thread-safe)."""
         group.schedule.woken = True
+        self._woken.append(group)
         self.mux.wake()
+
+    def needs_sync(self, group: DrivenGroup) -> None:
+        """`group` wrote its journal or its term/vote: sync it before the next flush
+        (called with the driver lock held, by the group's watches: durable.py)."""
+        self._unsynced[group.gid] = group
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="raft-driver", daemon=True)
@@ -148,15 +167,27 @@ class RaftDriver:
         Otherwise a group is ticked only when it has work: a queued command (`wake`), or a
         message that left work (`mux.dirty`). No group is ticked on a timer while busy:
         `RaftGroup.tick` sends new entries and commit indexes at once, so nothing waits for
-        a period.
+        a period. Between rounds only those groups are looked at, not every group.
         """
         self._tick_mux(now)
         dirty, self.mux.dirty = self.mux.dirty, set()
         idle_round = self._idle_round_due(now)
-        again = False
-        for gid, group in list(self._groups.items()):
-            again = _tick_if_due(group, idle_round or gid in dirty) or again
-        return 0.0 if again else max(self._next_round - now, 0.0)
+        for group in self._due(idle_round, dirty):
+            if _tick_if_due(group, idle_round or group.gid in dirty):
+                self._again[group.gid] = group
+        return 0.0 if self._again else max(self._next_round - now, 0.0)
+
+    def _due(self, idle_round: bool, dirty: set[str]) -> list[DrivenGroup]:
+        """The groups that may have work: every group in an idle round; otherwise the woken
+        ones, those with received work and those that asked to be ticked again."""
+        woken = [self._woken.popleft() for _ in range(len(self._woken))]
+        if idle_round:
+            self._again.clear()
+            return list(self._groups.values())
+        due, self._again = self._again, {}
+        due.update((group.gid, group) for group in woken)
+        due.update((gid, group) for gid in dirty if (group := self._groups.get(gid)) is not None)
+        return [group for gid, group in due.items() if self._groups.get(gid) is group]
 
     def _tick_mux(self, now: float) -> None:
         if now - self._last_mux_tick > 0.1:
@@ -170,9 +201,40 @@ class RaftDriver:
         return True
 
     def _sync_then_flush(self) -> None:
-        """Group commit: journals on disk first, then the messages that vouch for them."""
-        self.journal_syncs += sum(group.sync_journal() for group in self._groups.values())
+        """Group commit: journals on disk first, then the messages that vouch for them.
+
+        Only the groups that wrote since the last sync are visited (`needs_sync`). If a
+        sync fails, nothing queued leaves (`mux.discard`: a lost message, which Raft
+        tolerates) and every group of the step stays to be synced."""
+        unsynced, self._unsynced = self._unsynced, {}
+        try:
+            self.journal_syncs += self._sync_all(list(unsynced.values()))
+        except BaseException:
+            self.mux.discard()
+            self._unsynced.update(unsynced)
+            raise
         self.mux.flush()
+
+    def _sync_all(self, groups: list[DrivenGroup]) -> int:
+        """Sync `groups` at once: the first on this thread, the others on the sync
+        threads — each sync waits for the disk with the GIL released, and the device and
+        filesystem merge concurrent flushes. Returns once every sync has returned, and
+        raises the first failure then."""
+        if len(groups) < 2:
+            return sum(group.sync_journal() for group in groups)
+        pool = self._syncers()
+        others = [pool.submit(group.sync_journal) for group in groups[1:]]
+        here: concurrent.futures.Future[bool] = concurrent.futures.Future()
+        _run_call(groups[0].sync_journal, here)
+        concurrent.futures.wait(others)
+        return sum(future.result() for future in [here, *others])
+
+    def _syncers(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._sync_pool is None:
+            self._sync_pool = concurrent.futures.ThreadPoolExecutor(
+                self.sync_threads, thread_name_prefix="raft-sync"
+            )
+        return self._sync_pool
 
     def stop(self) -> None:
         self._stop.set()
@@ -185,6 +247,8 @@ class RaftDriver:
                 group.destroy()
             self._groups.clear()
             self.mux.close()
+        if self._sync_pool is not None:
+            self._sync_pool.shutdown()
 
 
 def _run_call(fn: Callable[[], T], done: concurrent.futures.Future[T]) -> None:

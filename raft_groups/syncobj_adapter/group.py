@@ -39,6 +39,7 @@ from kv.errors import KvError, NoLeader, Retryable, UnknownOutcome
 from raft_groups.syncobj_adapter import shim
 from raft_groups.syncobj_adapter.changes import SyncObjChanges, members_of
 from raft_groups.syncobj_adapter.driver import Schedule
+from raft_groups.syncobj_adapter.durable import GroupDurability, restore_vote
 from raft_groups.syncobj_adapter.membership import ChangeOutcome, TransferOutcome
 from raft_groups.syncobj_adapter.mux import GroupTransport
 from raft_groups.syncobj_adapter.reconfig import ChangePolicy, Reconfigurator
@@ -72,7 +73,6 @@ class RaftGroup:
         self.gid = settings.gid
         self._driver = driver
         self.schedule = Schedule()
-        self._synced_offset = -1
         self._commit_sent = -1
         self._joining = settings.joining
         self._hold_until = 0.0  # transfer hold: no tick before this time.monotonic(); 0 = none
@@ -80,7 +80,9 @@ class RaftGroup:
             self.transport = GroupTransport(
                 driver.mux, settings.gid, settings.peers, lease=settings.election_timeout_min
             )
+            restore_vote(settings.data_dir, _journal_file(settings) + ".meta")
             self._obj = _SyncObj(settings, machine, self.transport)
+            self._durability = self._watch_writes(settings)
             self.transport.owner = self._obj
             driver.mux.register(self.transport)
         driver.add(self)
@@ -212,16 +214,28 @@ class RaftGroup:
     def log_size(self) -> int:
         return shim.log_size(self._obj)
 
+    def _watch_writes(self, settings: GroupSettings) -> GroupDurability | None:
+        """With `sync_journal`, watch what the SyncObj writes (durable.py): the driver
+        syncs it before anything of the same cycle leaves the node."""
+        if not settings.sync_journal:
+            return None
+        durability = GroupDurability(self._obj, settings.data_dir, self._needs_sync)
+        self._needs_sync()  # the journal pysyncobj just created
+        return durability
+
+    def _needs_sync(self) -> None:
+        self._driver.needs_sync(self)
+
     def sync_journal(self) -> bool:
-        """msync the journal if it changed since the last sync; True if it did."""
-        if not self.settings.sync_journal:
-            return False
-        offset = shim.journal_offset(self._obj)
-        if offset == self._synced_offset:
-            return False
-        shim.sync_journal(self._obj)
-        self._synced_offset = offset
-        return True
+        """Make what pysyncobj wrote since the last call durable — the journal
+        (fdatasync, the GIL released) and a changed term or vote (the vote file); True if
+        the journal was synced. The driver calls it only after `needs_sync`."""
+        return self._durability.sync() if self._durability is not None else False
+
+    @property
+    def vote_syncs(self) -> int:
+        """Durable writes of the vote file so far (ops and tests)."""
+        return self._durability.vote_syncs if self._durability is not None else 0
 
     def destroy(self) -> None:
         """Destroy the SyncObj at once (its transport, its journal); caller holds the lock."""
@@ -261,7 +275,7 @@ def _conf(settings: GroupSettings, snapshots: BackgroundSnapshot) -> Any:
         # Fail fast with MISSING_LEADER instead of queueing silently while there is none:
         # the client gets a retryable 503 rather than a request of unknown fate.
         commandsWaitLeader=False,
-        journalFile=os.path.join(settings.data_dir, "raft.journal"),
+        journalFile=_journal_file(settings),
         fullDumpFile=os.path.join(settings.data_dir, "raft.snapshot"),
         serializer=snapshots.write,
         serializeChecker=snapshots.check,
@@ -271,6 +285,10 @@ def _conf(settings: GroupSettings, snapshots: BackgroundSnapshot) -> Any:
         dynamicMembershipChange=True,  # followers apply membership entries on append
         pollerType="poll",
     )
+
+
+def _journal_file(settings: GroupSettings) -> str:
+    return os.path.join(settings.data_dir, "raft.journal")  # pysyncobj adds ".meta"
 
 
 def _settle(fut: asyncio.Future[Any], result: Any, reason: int) -> None:

@@ -6,7 +6,9 @@ message). `send` only queues: what was queued for a peer since the last `flush` 
 as ONE frame, so pickling and encryption cost per flush, not per group, and the driver
 decides when anything leaves the node (after the journals are synced, see
 `RaftDriver.cycle`). Without the secret pysyncobj would unpickle whatever reaches its
-port, so `RaftNodeSettings.secret` is mandatory.
+port, so `RaftNodeSettings.secret` is mandatory. Frames under 64 KiB are stored rather
+than deflated (`shim.FrameCodec`: pysyncobj's per-frame zlib setup was the largest part
+of a message's CPU), still as zlib streams any pysyncobj peer reads.
 
 `GroupTransport` is one group's view of the mux, handed to its SyncObj as its transport.
 Except `wake`, which any thread may call, the mux is used only with the driver lock held.
@@ -45,6 +47,7 @@ log = logging.getLogger(__name__)
 class RaftMux:
     def __init__(self, settings: RaftNodeSettings) -> None:
         self.settings = settings
+        shim.use_frame_codec(shim.FrameCodec())  # small frames stored, not deflated
         self.poller = shim.new_poller()
         self._self = TCPNode(settings.self_address)
         self._transport, self._tick_callbacks = shim.tcp_transport(
@@ -131,6 +134,10 @@ class RaftMux:
             node = self._nodes.get(address)
             if node is not None and not self._transport.send(node, messages):
                 self._connected.discard(address)
+
+    def discard(self) -> None:
+        """Drop everything queued since the last flush (a journal sync failed)."""
+        self._outbox = {}
 
     def tick(self) -> None:
         """Bind the port and (re)connect to peers as needed (pysyncobj's transport tick)."""

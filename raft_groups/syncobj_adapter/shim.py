@@ -23,18 +23,22 @@ from __future__ import annotations
 
 import importlib.metadata
 import types
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from pysyncobj import SyncObj
 from pysyncobj import encryptor as pso_encryptor
+from pysyncobj import journal as pso_journal
 from pysyncobj import pipe_notifier as pso_pipe_notifier
 from pysyncobj import poller as pso_poller
 from pysyncobj import syncobj as pso_syncobj
+from pysyncobj import tcp_connection as pso_tcp_connection
 from pysyncobj.fast_queue import FastQueue
-from pysyncobj.journal import FileJournal
+from pysyncobj.journal import FileJournal, MetaStorer, ResizableFile
 from pysyncobj.node import Node
+from pysyncobj.tcp_connection import TcpConnection
 from pysyncobj.transport import TCPTransport, Transport
 
 PINNED_VERSION = "0.3.17"
@@ -83,11 +87,25 @@ NEEDS = (
     ),
     Needs(pso_syncobj, members=("_COMMAND_TYPE", "monotonicTime")),
     Needs(getattr(pso_syncobj, "_COMMAND_TYPE", object), members=("NO_OP",)),
-    Needs(FileJournal, members=("flush",), instance_attributes=("_FileJournal__currentOffset",)),
+    Needs(
+        FileJournal,
+        instance_attributes=(
+            "_FileJournal__currentOffset",
+            "_FileJournal__journalFile",
+            "_FileJournal__metaStorer",
+        ),
+    ),
+    # every write of the journal goes through `write`; `__f` is the file under the mmap
+    Needs(ResizableFile, members=("write",), instance_attributes=("_ResizableFile__f",)),
+    Needs(MetaStorer, members=("storeMeta", "getMeta")),
+    Needs(pso_journal, members=("dumps",)),
     Needs(FastQueue, instance_attributes=("_FastQueue__queue",)),
     Needs(Transport, members=("_onMessageReceived", "_onNodeConnected", "_onNodeDisconnected")),
     # what TCPTransport reads from the SyncObj it belongs to; `_TransportHost` provides them
     Needs(TCPTransport, instance_attributes=("_poller", "conf", "encryptor", "addOnTickCallback")),
+    # `TcpConnection.send` / its parser call the module's `zlib.compress` / `.decompress`
+    Needs(pso_tcp_connection, members=("zlib",)),
+    Needs(TcpConnection, instance_attributes=("zlib", "compress", "decompress")),
     Needs(pso_poller, members=("createPoller",)),
     Needs(pso_pipe_notifier, members=("PipeNotifier",)),
     Needs(pso_encryptor, members=("getEncryptor",)),
@@ -197,9 +215,54 @@ def journal_offset(obj: Any) -> int:
     return int(obj._SyncObj__raftLog._FileJournal__currentOffset)
 
 
-def sync_journal(obj: Any) -> None:
-    """msync the journal's mmap (pysyncobj never does, upstream #84)."""
-    obj._SyncObj__raftLog.flush()
+def journal_fd(obj: Any) -> int:
+    """The descriptor of the journal's file, the one pysyncobj's mmap maps (it reopens the
+    file when it grows it by appending, `ResizableFile.__extand`: read it at each use).
+
+    `os.fdatasync` on it is what the journal needs (pysyncobj never syncs, upstream #84):
+    on Linux, msync(MS_SYNC) of a shared file mapping is an fdatasync of the range
+    (mm/msync.c calls vfs_fsync_range), and the pages written through the mapping are the
+    file's page cache. Unlike `mmap.flush()`, `os.fdatasync` releases the GIL."""
+    return int(obj._SyncObj__raftLog._FileJournal__journalFile._ResizableFile__f.fileno())
+
+
+def watch_journal(obj: Any, written: Callable[[], None]) -> None:
+    """Call `written()` after each write to the journal file: an appended entry, a
+    truncation, a clear (each goes through `ResizableFile.write`, record and header)."""
+    file = obj._SyncObj__raftLog._FileJournal__journalFile
+    write = file.write
+
+    def watched(offset: int, values: bytes) -> None:
+        write(offset, values)
+        written()
+
+    file.write = watched
+
+
+def watch_meta(obj: Any, stored: Callable[[dict[str, Any]], None]) -> None:
+    """Call `stored(meta)` after pysyncobj stores its meta file (term, vote, commit index:
+    at each term or vote change, and the commit index once a second); the store itself is
+    pysyncobj's, a write and a rename without fsync."""
+    storer = obj._SyncObj__raftLog._FileJournal__metaStorer
+    store = storer.storeMeta
+
+    def watched(meta: dict[str, Any]) -> None:
+        store(meta)
+        stored(meta)
+
+    storer.storeMeta = watched
+
+
+def read_meta(path: str) -> dict[str, Any]:
+    """pysyncobj's meta file as its journal reads it at start ({} if missing or torn)."""
+    meta: dict[str, Any] = MetaStorer(path).getMeta()
+    return meta
+
+
+def encode_meta(meta: dict[str, Any]) -> bytes:
+    """`meta` in the format of pysyncobj's meta file."""
+    data: bytes = pso_journal.dumps(meta)
+    return data
 
 
 # ---------------------------------------------------------------------- membership
@@ -285,3 +348,32 @@ def tcp_transport(
     reconnects) on `poller`, without a SyncObj; call the returned callbacks each tick."""
     host = _TransportHost(conf, secret, poller)
     return TCPTransport(host, self_node, []), host.tick_callbacks
+
+
+class FrameCodec:
+    """What pysyncobj's `TcpConnection` calls as `zlib`: compresses every frame with
+    `zlib.compress(data, 3)`, which allocates and clears deflate's state (~256 KiB at the
+    default window and memory level) per call — measured 50 µs (notes/performance.md)
+    to 300 µs on a busy host for a ~600-byte Raft frame, the largest part of a message's
+    cost. A frame under `small` bytes is stored instead (deflate level 0, a 512-byte
+    window, memory level 1: ~10 µs); larger frames (snapshot chunks, catch-up batches)
+    are compressed as before. Both are zlib streams that `zlib.decompress` reads, so
+    nodes with and without this codec understand each other."""
+
+    def __init__(self, small: int = 1 << 16) -> None:
+        self.small = small
+
+    def compress(self, data: bytes, level: int = -1) -> bytes:
+        if len(data) >= self.small:
+            return zlib.compress(data, level)
+        deflate = zlib.compressobj(0, zlib.DEFLATED, 9, 1)
+        return deflate.compress(data) + deflate.flush()
+
+    def decompress(self, data: bytes) -> bytes:
+        return zlib.decompress(data)
+
+
+def use_frame_codec(codec: FrameCodec) -> None:
+    """Make every pysyncobj TCP connection of this process compress with `codec` (the mux
+    is the only user of pysyncobj's transport here)."""
+    pso_tcp_connection.zlib = codec

@@ -6,7 +6,8 @@ atomically renames whatever the hook left at `<file>.tmp` to the snapshot file. 
 captures a consistent view on the driver thread (`machine.snapshot()`: the state equals
 the applied log at that instant), leaves at `.tmp` either a hard link to the current
 snapshot or an "incomplete" marker, and returns at once; a background thread then writes
-the real file (`<file>.bg`, fsynced, then renamed over the snapshot). pysyncobj truncates
+the real file (`<file>.bg`, fsynced, then renamed over the snapshot, the directory
+fsynced). pysyncobj truncates
 the journal only after `serializeChecker` (`check`) reports SUCCESS — once, then
 NOT_SERIALIZING so the next compaction can start — and sends no snapshot to followers
 while one is being written. Our deserializer (`read`) refuses the marker, so a crash in
@@ -33,6 +34,8 @@ from typing import Any, Protocol
 
 from pysyncobj import SERIALIZER_STATE
 from pysyncobj.node import TCPNode
+
+from raft_groups.syncobj_adapter.durable import sync_dir
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,7 @@ class BackgroundSnapshot:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(partial, final)
+            sync_dir(os.path.dirname(final) or ".")  # before the journal is truncated
             self._result = SERIALIZER_STATE.SUCCESS
         except Exception:  # reported to pysyncobj, which keeps the journal and retries later
             log.exception("background snapshot to %s failed", final)
@@ -98,8 +102,14 @@ class BackgroundSnapshot:
         return int(result if result is not None else SERIALIZER_STATE.FAILED)
 
     def read(self, path: str) -> tuple[Any, ...]:
-        """The deserializer hook (driver thread): restore the machine, return the header."""
+        """The deserializer hook (driver thread): restore the machine, return the header.
+
+        The file is made durable first: a snapshot received from the leader was written
+        without fsync, and once it is loaded pysyncobj clears the journal (synced before
+        the member's ack leaves, durable.py) — the snapshot is then all the member has."""
         with open(path, "rb") as f:
+            os.fsync(f.fileno())
+            sync_dir(os.path.dirname(path) or ".")
             header = json.loads(f.readline())
             if header.get("incomplete"):
                 raise ValueError(f"{path} is an incomplete snapshot marker; the journal is intact")

@@ -15,7 +15,6 @@ import http.client
 import json
 import re
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -29,19 +28,12 @@ import pytest
 from kv.config import NodeConfig
 from kv.meta import Member
 from kv.node import Node
+from tests.ports import free_port
 
 START_DEADLINE_S = 30.0
 STOP_DEADLINE_S = 30.0
 POLL_INTERVAL_S = 0.05
 _NO_BODY = object()
-
-
-def free_port() -> int:
-    """A port the OS says is free now (DESIGN.md §7: ask the OS, never guess)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def key_path(ks: str, key: str) -> str:

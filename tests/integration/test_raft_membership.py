@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from raft_groups.syncobj_adapter import (
     Refused,
 )
 from raft_groups.syncobj_adapter.reconfig import ChangePolicy
+from tests.ports import free_port
 
 SECRET = "s" * 32
 SPEC = GroupSpec(partition=0, replication=3, members=("a", "b", "c"))
@@ -47,12 +47,6 @@ GROUP = SPEC.number
 UID = 1
 DEADLINE_S = 30.0
 ELECTION = (0.6, 1.5)  # election timeouts (GroupSettings' defaults)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -114,7 +108,7 @@ class Member:
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[list[Member]]:
     """a, b, c running as the group; d created but not started."""
-    addresses = tuple(f"127.0.0.1:{_free_port()}" for _ in range(4))
+    addresses = tuple(f"127.0.0.1:{free_port()}" for _ in range(4))
     members = []
     for name, address in zip("abcd", addresses, strict=True):
         os.makedirs(tmp_path / name)
@@ -368,7 +362,7 @@ def test_the_leader_denies_a_change_proposed_before_the_previous_one_applied(
     The raw primitives bypass our serializer and checks on purpose."""
     a, b, c, d = cluster
     originals = cluster[:3]
-    ghosts = [f"127.0.0.1:{_free_port()}" for _ in range(2)]  # nothing listens there
+    ghosts = [f"127.0.0.1:{free_port()}" for _ in range(2)]  # nothing listens there
 
     async def scenario() -> None:
         leader = _leader(originals)
@@ -397,7 +391,7 @@ def test_an_unreachable_member_is_not_added(cluster: list[Member]) -> None:
         leader = _leader(originals)
         assert leader.group is not None
         leader.group.reconfig.policy = ChangePolicy(reach_timeout=0.5)
-        ghost = f"127.0.0.1:{_free_port()}"
+        ghost = f"127.0.0.1:{free_port()}"
         refused = await leader.group.add_member(ghost)
         assert isinstance(refused, Refused) and refused.reason is Refusal.UNREACHABLE
         assert ghost not in leader.group.members()

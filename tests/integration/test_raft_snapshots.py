@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,16 +28,11 @@ from raft_groups.syncobj_adapter import (
     RaftMux,
     RaftNodeSettings,
 )
+from tests.ports import free_port
 
 SECRET = "s" * 32
 SPEC = GroupSpec(partition=0, replication=3, members=("a", "b", "c"))
 GROUP = SPEC.number
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -82,7 +76,7 @@ class Member:
 
 @pytest.fixture
 def members(tmp_path: Path) -> Iterator[list[Member]]:
-    addresses = [f"127.0.0.1:{_free_port()}" for _ in range(3)]
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
     out = []
     for name, address in zip("abc", addresses, strict=True):
         peers = tuple(a for a in addresses if a != address)

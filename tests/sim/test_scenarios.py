@@ -180,8 +180,9 @@ def test_1_happy_path_quorum_write_then_read() -> None:
 # ---------------------------------------------------------------------- 2. partition + heal
 def test_2_minority_replica_partitioned_then_read_repaired() -> None:
     """Dynamo §4.5 (R + W > N keeps quorum reads fresh) and §5 (read repair): with c cut
-    off, W=2 writes still succeed and R=2 reads see them; after the heal one read repairs
-    c's replica-local state."""
+    off, W=2 writes still succeed and R=2 reads see them; after the heal one read that asks
+    c repairs c's replica-local state (a GET asks R replicas, its coordinator first:
+    coordinated on c, it asks c)."""
 
     async def body(c: Cluster) -> None:
         c.net.partition({"a", "b"}, {"c"})
@@ -196,12 +197,49 @@ def test_2_minority_replica_partitioned_then_read_repaired() -> None:
         await c.settle()
         assert c.values_at("c") == []  # healing alone repairs nothing (no anti-entropy here)
 
-        assert live_values(await c.get("a", r=2)) == ["v2"]
+        assert live_values(await c.get("c", r=2)) == ["v2"]
         await c.settle()  # read repair runs after the reply
         assert c.values_at("c") == ["v2"]
         assert same_versions(c.state(n) for n in ABC)
 
     simulate(seed_for(2), body)
+
+
+def _fetches(c: Cluster, src: str) -> list[str]:
+    """Nodes `src` sent a fetch to (delivered or not), in order."""
+    return [e.dst for e in c.net.trace if e.src == src and e.op == "fetch" and e.dst != src]
+
+
+def test_2b_a_read_asks_r_replicas_and_more_only_on_error_slowness_or_a_miss() -> None:
+    """A GET (R=2) coordinated on a replica asks itself and one other, the others in turn
+    (quorum.more_reads); a black-holed replica makes it ask the third after the hedge
+    delay; a key no replica asked has is confirmed absent by the rest before the
+    not-found."""
+
+    async def body(c: Cluster) -> None:
+        await c.put("a", "v1", w=3)
+        start = len(c.net.trace)
+        assert live_values(await c.get("a", r=2)) == ["v1"]
+        assert len([e for e in c.net.trace[start:] if e.op == "fetch" and e.dst != "a"]) == 1
+
+        c.net.cut("a", "b")  # a's requests to b vanish: b looks slow
+        for _ in range(2):  # reads rotate whom they ask: one of the two asks b first
+            before, start = c.net.now(), len(c.net.trace)
+            assert live_values(await c.get("a", r=2)) == ["v1"]
+            assert c.elapsed_since(before) < TIMEOUT  # the hedge, not the timeout
+            asked = [e.dst for e in c.net.trace[start:] if e.op == "fetch" and e.src == "a"]
+            assert "c" in asked and asked[0] in ("b", "c"), asked
+        assert _fetches(c, "a").count("b") >= 1
+        c.net.heal()
+        await c.settle()
+
+        missing = Placement(KeyRef(partition=7, uid=1, key="nobody"), ABC)
+        start = len(c.net.trace)
+        assert (await c.get("a", r=2, where=missing)).versions == ()
+        asked = {e.dst for e in c.net.trace[start:] if e.op == "fetch" and e.src == "a"}
+        assert asked == {"b", "c"}  # a miss: every replica answered the not-found
+
+    simulate(seed_for(21), body)
 
 
 # ---------------------------------------------------------------------- 3. reply lost

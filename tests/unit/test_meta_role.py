@@ -9,7 +9,7 @@ sleeps are injected, and `check()` is called by hand.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ class FakeGroup:
         self.members = (*peers, ME.raft)
         self.listeners: list[Callable[[Metadata], None]] = []
         self.changes: list[dict[str, Any]] = []
+        self.syncs: list[float] = []  # timeouts of the read barriers asked for
 
     def subscribe(self, listener: Callable[[Metadata], None]) -> None:
         self.listeners.append(listener)
@@ -62,6 +63,9 @@ class FakeGroup:
 
     async def in_contact(self) -> bool:
         return self.leader is not None and self.connected_to_leader
+
+    async def sync(self, timeout: float) -> None:
+        self.syncs.append(timeout)
 
 
 class FakeGroups:
@@ -119,12 +123,17 @@ async def forever(_: float) -> None:
 class Node:
     """A MetaRole with its fakes; `role.check()` is the test's to call."""
 
-    def __init__(self, tmp: Path, net: Net | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        net: Net | None = None,
+        sleep: Callable[[float], Awaitable[None]] = forever,
+    ) -> None:
         self.net, self.groups, self.clock = net or Net(), FakeGroups(), Clock()
         self.readers: list[MetaReader] = []
         self.path = str(tmp / "meta_role.json")
         self.role: MetaRole[FakeGroup] = MetaRole(
-            ME, self.groups, self._reader, self.net, self.path, self.clock, Timing(), forever
+            ME, self.groups, self._reader, self.net, self.path, self.clock, Timing(), sleep
         )
 
     def _reader(self, seeds: Sequence[str]) -> MetaReader:
@@ -325,6 +334,40 @@ def test_a_voter_naming_a_leader_it_is_cut_off_from_asks_too(tmp_path: Path) -> 
         node.clock.now += Timing().leaderless_s
         await node.role.check()
         assert node.role.role == "reader"
+        await node.role.stop()
+
+    run(scenario())
+
+
+def test_a_read_barrier_on_a_voter_waits_out_an_election_within_its_timeout(
+    tmp_path: Path,
+) -> None:
+    """The leader died: the voter is out of contact until the survivors elect one (here
+    after 0.5 s of the caller's 2 s); the barrier then runs with what is left of the 2 s.
+    Without a leader within the timeout it is NoLeader (503), not a wait past it."""
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        if seconds != Timing().contact_poll:  # the role's periodic check: the test's to call
+            await forever(seconds)
+        slept.append(seconds)
+        node.clock.now += seconds
+        if sum(slept) >= 0.5:
+            node.group.connected_to_leader = True
+
+    node = Node(tmp_path, sleep=sleep)
+
+    async def scenario() -> None:
+        await node.role.start((RAFT[0], RAFT[1], ME.raft), ["10.0.0.1:7001"])
+        node.group.leader, node.group.connected_to_leader = RAFT[0], False
+        await node.role.sync(2.0)
+        waited = sum(slept)  # polls until contact: 0.5 s and at most one poll more
+        assert 0.5 <= waited <= 0.5 + 2 * Timing().contact_poll
+        assert node.group.syncs == [pytest.approx(2.0 - waited)]
+        node.group.connected_to_leader, node.group.leader = False, None
+        with pytest.raises(NoLeader):
+            await node.role.sync(0.2)
+        assert len(node.group.syncs) == 1
         await node.role.stop()
 
     run(scenario())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from dynamo_mode.quorum import ReadQuorum
+from dynamo_mode.quorum import ReadQuorum, more_reads
 from dynamo_mode.siblings import join_context, make_version
 
 NODES = ("a", "b", "c")
@@ -71,3 +71,21 @@ def test_quorum_sizes_are_validated(n: int) -> None:
 def test_replicas_must_be_distinct() -> None:
     with pytest.raises(ValueError, match="distinct"):
         ReadQuorum(("a", "a"), 1)
+
+
+@pytest.mark.parametrize(
+    ("replies", "outstanding", "spares", "slow", "missed", "ask"),
+    [
+        (0, 2, 1, False, False, 0),  # R=2 asked, waiting: nobody else yet
+        (1, 0, 1, False, False, 1),  # one errored: the spare can still complete R
+        (0, 0, 3, False, False, 2),  # both asked errored: as many as R still needs
+        (1, 1, 1, True, False, 1),  # past the hedge delay: every spare
+        (2, 0, 1, False, True, 1),  # decided, but every reply empty: confirm with the rest
+        (2, 0, 1, False, False, 0),  # decided with data: no more
+        (0, 0, 0, True, True, 0),  # nobody left to ask
+    ],
+)
+def test_more_reads_asks_spares_only_on_error_slowness_or_a_miss(
+    replies: int, outstanding: int, spares: int, slow: bool, missed: bool, ask: int
+) -> None:
+    assert more_reads(2, replies, outstanding, spares, slow, missed) == ask

@@ -1,8 +1,9 @@
 """The Raft driver's cycle with fakes (raft_groups/syncobj_adapter/driver.py; docs/raft.md
 "Durability": group commit).
 
-Fake groups keep a fake journal (a count of appended entries and of synced ones) and send
-through a fake mux that, like `RaftMux`, only queues until `flush`. Each message records
+Fake groups keep a fake journal (a count of appended entries and of synced ones) that,
+like the real one's watch (durable.py), tells the driver it needs a sync when written,
+and send through a fake mux that, like `RaftMux`, only queues until `flush`. Each message records
 how many entries its group's journal held when it was sent; the fake `flush` refuses to
 send a message whose entries are not synced yet. No sockets, no threads, no clock: each
 test calls `RaftDriver.cycle(now)` with the time it wants.
@@ -11,6 +12,7 @@ test calls `RaftDriver.cycle(now)` with the time it wants.
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +25,11 @@ class FakeJournal:
     def __init__(self) -> None:
         self.entries = 0
         self.synced = 0
+        self.written: Callable[[], None] = lambda: None  # the driver's `needs_sync`
+
+    def append(self) -> None:
+        self.entries += 1
+        self.written()
 
 
 class FakeMux:
@@ -76,12 +83,12 @@ class FakeGroup:
         self.mux.events.append(f"tick {self.gid}")
         if self.queued:
             self.queued -= 1
-            self.journal.entries += 1
+            self.journal.append()
             self.mux.send(self, f"append_entries {self.gid}#{self.journal.entries}")
 
     def receive_entry(self) -> None:
         """A follower handling append_entries during the poll: append, then ack."""
-        self.journal.entries += 1
+        self.journal.append()
         self.mux.send(self, f"ack {self.gid}#{self.journal.entries}")
 
     def has_queued_commands(self) -> bool:
@@ -104,6 +111,7 @@ def _driver(*groups: tuple[str, int]) -> tuple[RaftDriver, FakeMux, dict[str, Fa
     made = {gid: FakeGroup(gid, mux, queued) for gid, queued in groups}
     for group in made.values():
         driver.add(group)
+        group.journal.written = _needs_sync(driver, group)
     return driver, mux, made
 
 
@@ -225,3 +233,88 @@ def test_a_call_its_caller_cancelled_is_not_run_and_does_not_break_the_others() 
     )
     driver.stop()  # runs the calls left, as a stopping node does
     assert ran == ["kept"] and kept.done() and cancelled.cancelled()
+
+
+# ---------------------------------------------------------------------- visiting only work
+class CountingGroup(FakeGroup):
+    """Counts how often the driver looks at it."""
+
+    def __init__(self, gid: str, mux: FakeMux, queued: int = 0) -> None:
+        super().__init__(gid, mux, queued)
+        self.syncs = self.looks = 0
+
+    def has_queued_commands(self) -> bool:
+        self.looks += 1
+        return super().has_queued_commands()
+
+    def sync_journal(self) -> bool:
+        self.syncs += 1
+        return super().sync_journal()
+
+
+def test_a_sync_step_visits_only_the_groups_whose_journal_was_written() -> None:
+    mux = FakeMux([])
+    driver = RaftDriver(mux)  # type: ignore[arg-type]
+    groups = [CountingGroup(f"g{i}", mux) for i in range(64)]
+    for group in groups:
+        driver.add(group)
+        group.journal.written = _needs_sync(driver, group)
+    _quiet(driver, mux, 1.0)  # an idle round: every group is looked at and ticked
+    for group in groups:
+        group.looks = group.syncs = 0
+    groups[5].queued = 1
+    driver.wake(groups[5])
+    driver.cycle(1.01)
+    assert [g.gid for g in groups if g.syncs] == ["g5"]
+    assert [g.looks for g in groups if g.looks] == [1]  # g5, after its tick; no other group
+
+
+def test_a_failed_sync_sends_nothing_and_is_tried_again_before_the_next_flush() -> None:
+    driver, mux, groups = _driver(("a", 1))
+    real_sync = groups["a"].sync_journal
+    mux.discard = lambda: mux.outbox.clear()  # type: ignore[attr-defined]
+    groups["a"].sync_journal = _fail_once(real_sync)  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        driver.cycle(1.0)
+    assert mux.sent == [] and "flush" not in mux.events  # the append is dropped, not sent
+    driver.cycle(1.01)
+    assert groups["a"].journal.synced == 1  # synced again before that cycle's flush
+
+
+def _needs_sync(driver: RaftDriver, group: FakeGroup) -> Callable[[], None]:
+    return lambda: driver.needs_sync(group)
+
+
+def _fail_once(sync: Callable[[], bool]) -> Callable[[], bool]:
+    calls: list[int] = []
+
+    def failing() -> bool:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(5, "EIO")
+        return sync()
+
+    return failing
+
+
+def test_the_syncs_of_one_step_run_at_once_and_all_end_before_the_flush() -> None:
+    """Each waits for the other (a barrier of two): they pass only if they run at once."""
+    driver, mux, groups = _driver(("a", 1), ("b", 1))
+    barrier = threading.Barrier(2, timeout=5)
+    for group in groups.values():
+        group.sync_journal = _after(barrier.wait, group.sync_journal)  # type: ignore[method-assign]
+    try:
+        driver.cycle(1.0)  # an idle round: both tick and append, both sync, then the flush
+    finally:
+        driver.stop()
+    events = mux.events
+    assert sorted(mux.sent) == ["append_entries a#1", "append_entries b#1"]
+    assert max(events.index("sync a"), events.index("sync b")) < events.index("flush")
+
+
+def _after(first: Callable[[], object], then: Callable[[], bool]) -> Callable[[], bool]:
+    def both() -> bool:
+        first()
+        return then()
+
+    return both

@@ -1,0 +1,207 @@
+"""Group commit with a real 3-member group on loopback, in one process (docs/raft.md
+"Durability"): no message leaves a member before what it vouches for is durable.
+
+Each member has its own RaftMux, RaftDriver thread and journal directory. Recording
+wrappers (installed before the groups start) number every journal write
+(`ResizableFile.write`), every `os.pwrite` and every `os.fdatasync` / `os.fsync` (by the
+path of the descriptor) in one sequence; a wrapper around each member's
+TCPTransport checks, as each frame is handed to the socket:
+
+- the member's journal was not written after its last fdatasync — so an append ack, and
+  the leader's entries it counts toward commit, are on disk — and the group's directory
+  (holding the journal and vote file entries) was fsynced;
+- a vote request or a vote carries a term no newer than the member's vote file, which
+  was not written since its last fdatasync; the vote file names the candidate the vote
+  went to (or the member itself, for its own vote request).
+
+Elections happen at the start and again after the first leader is stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pysyncobj.journal import ResizableFile
+
+from kv.memory import MemoryEngine
+from raft_groups import commands
+from raft_groups.manager import LinearizableMachine
+from raft_groups.syncobj_adapter import (
+    GroupSettings,
+    RaftDriver,
+    RaftGroup,
+    RaftMux,
+    RaftNodeSettings,
+)
+from raft_groups.syncobj_adapter.durable import VOTE_FILE, read_vote
+from tests.ports import free_port
+
+SECRET = "d" * 32
+
+
+@dataclass
+class Ledger:
+    """Journal and vote-file writes and syncs by path, numbered in one sequence."""
+
+    order: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    written: dict[str, int] = field(default_factory=dict)
+    synced: dict[str, int] = field(default_factory=dict)
+    violations: list[str] = field(default_factory=list)
+    sent: Counter[str] = field(default_factory=Counter)
+
+    def note(self, table: dict[str, int], path: str) -> None:
+        with self.lock:
+            table[os.path.realpath(path)] = next(self.order)
+
+    def check_frame(self, member: Member, to: str, frame: Any) -> None:
+        for _gid, message in frame if isinstance(frame, list) else ():
+            kind = message.get("type") if isinstance(message, dict) else None
+            self.sent[str(kind)] += 1
+            journal = os.path.realpath(member.raft / "raft.journal")
+            if self.written.get(journal, 0) > self.synced.get(journal, 0):
+                self.violations.append(f"{member.name} sent {kind} before its journal sync")
+            if not self.synced.get(os.path.realpath(member.raft)):
+                self.violations.append(f"{member.name} sent {kind} before its directory sync")
+            if kind in ("request_vote", "response_vote"):
+                self._check_vote(member, to, message)
+
+    def _check_vote(self, member: Member, to: str, message: dict[str, Any]) -> None:
+        path = os.path.realpath(member.raft / VOTE_FILE)
+        vote = read_vote(path)
+        if vote is None:
+            self.violations.append(f"{member.name}: {message} before any vote is durable")
+            return
+        if vote.term < message["term"]:
+            self.violations.append(f"{member.name}: {message} before its term is durable")
+        if self.written.get(path, 0) > self.synced.get(path, 0):
+            self.violations.append(f"{member.name}: {message} before its vote file's sync")
+        voted = to if message["type"] == "response_vote" else member.address
+        if not message.get("notice") and vote.voted_for != voted:
+            self.violations.append(f"{member.name}: {message} but its vote file says {vote}")
+
+
+@dataclass
+class Member:
+    name: str
+    address: str
+    peers: tuple[str, ...]
+    raft: Path
+    driver: RaftDriver | None = None
+    group: RaftGroup | None = None
+
+    def start(self, ledger: Ledger) -> None:
+        mux = RaftMux(RaftNodeSettings(self.address, self.address, SECRET, self.peers))
+        transport = mux._transport
+        send = transport.send
+
+        def checked_send(node: Any, frame: Any) -> bool:
+            ledger.check_frame(self, node.id, frame)
+            return bool(send(node, frame))
+
+        transport.send = checked_send
+        self.driver = RaftDriver(mux)
+        settings = GroupSettings(
+            gid="g", self_address=self.address, peers=self.peers, data_dir=str(self.raft)
+        )
+        self.group = RaftGroup(self.driver, settings, LinearizableMachine(MemoryEngine(), 1))
+        self.driver.start()
+
+    def stop(self) -> None:
+        if self.driver is not None:
+            self.driver.stop()
+            self.driver = self.group = None
+
+
+@pytest.fixture
+def ledger(monkeypatch: pytest.MonkeyPatch) -> Ledger:
+    ledger = Ledger()
+    write, pwrite, fdatasync, fsync = ResizableFile.write, os.pwrite, os.fdatasync, os.fsync
+
+    def on_write(self: Any, offset: int, values: bytes) -> None:
+        write(self, offset, values)
+        ledger.note(ledger.written, self._ResizableFile__fileName)
+
+    def on_sync(sync: Any) -> Any:
+        def synced(fd: int) -> None:
+            sync(fd)
+            ledger.note(ledger.synced, os.readlink(f"/proc/self/fd/{fd}"))
+
+        return synced
+
+    def on_pwrite(fd: int, data: bytes, offset: int) -> int:
+        written = pwrite(fd, data, offset)
+        ledger.note(ledger.written, os.readlink(f"/proc/self/fd/{fd}"))
+        return written
+
+    monkeypatch.setattr(ResizableFile, "write", on_write)
+    monkeypatch.setattr(os, "pwrite", on_pwrite)
+    monkeypatch.setattr(os, "fdatasync", on_sync(fdatasync))
+    monkeypatch.setattr(os, "fsync", on_sync(fsync))
+    return ledger
+
+
+@pytest.fixture
+def members(tmp_path: Path, ledger: Ledger) -> Iterator[list[Member]]:
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    out = [
+        Member(name, a, tuple(p for p in addresses if p != a), tmp_path / name)
+        for name, a in zip("abc", addresses, strict=True)
+    ]
+    try:
+        for m in out:
+            m.start(ledger)
+        yield out
+    finally:
+        for m in out:
+            m.stop()
+
+
+def _leader(members: list[Member], deadline_s: float = 20) -> Member:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        for m in members:
+            if m.group is not None and m.group.status().is_leader:
+                return m
+        time.sleep(0.05)
+    raise AssertionError("no leader")
+
+
+def _write(member: Member, keys: range) -> None:
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        assert member.group is not None
+        for k in keys:
+            cmd = commands.Command(op="put", uid=1, key=f"k{k}", value=k)
+            await asyncio.wait_for(member.group.propose(commands.encode(cmd), loop), 10)
+
+    asyncio.run(run())
+
+
+def test_nothing_leaves_a_member_before_what_it_vouches_for_is_durable(
+    members: list[Member], ledger: Ledger
+) -> None:
+    leader = _leader(members)
+    follower = next(m for m in members if m is not leader)
+    _write(leader, range(0, 20))
+    _write(follower, range(20, 40))  # forwarded to the leader by pysyncobj
+    leader.stop()  # the others elect a leader in a higher term
+    rest = [m for m in members if m is not leader]
+    _write(_leader(rest), range(40, 60))
+    assert ledger.sent["request_vote"] and ledger.sent["response_vote"], ledger.sent
+    assert ledger.sent["next_node_idx"] >= 40, ledger.sent
+    assert not ledger.violations, "\n".join(ledger.violations[:20])
+    for m in rest:
+        assert m.group is not None
+        vote = read_vote(str(m.raft / VOTE_FILE))
+        assert vote is not None and vote.term == m.group.status().term
