@@ -85,6 +85,8 @@ class RaftGroup:
             self._durability = self._watch_writes(settings)
             self.transport.owner = self._obj
             driver.mux.register(self.transport)
+            # a restarted member speaks for the configuration its log names (shim.py)
+            self.adopted_changes = shim.adopt_logged_configuration(self._obj)
         driver.add(self)
         # the raw primitives (no serializer, no checks): use the methods below
         self.changes = SyncObjChanges(self._obj, driver, lambda: driver.wake(self), self._hold)

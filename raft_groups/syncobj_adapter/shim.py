@@ -22,6 +22,7 @@ Upgrading pysyncobj means re-reading every function here against the new source.
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import types
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -69,6 +70,10 @@ NEEDS = (
             "_applyCommand",
             # membership changes (`MembershipGuard`, `propose_noop`, `postpone_election`)
             "_SyncObj__changeCluster",
+            # a restarted member's configuration (`adopt_logged_configuration`)
+            "_SyncObj__loadDumpFile",
+            "_SyncObj__parseChangeClusterRequest",
+            "_SyncObj__doChangeCluster",
             "addNodeToCluster",
             "removeNodeFromCluster",
             "transferLeadership",  # new in the 0.3.1x line: TimeoutNow
@@ -83,6 +88,9 @@ NEEDS = (
             "_SyncObj__raftLog",
             "_SyncObj__changeClusterIDx",
             "_SyncObj__raftElectionDeadline",
+            "_SyncObj__raftLastApplied",
+            "_SyncObj__needLoadDumpFile",
+            "_SyncObj__conf",
         ),
     ),
     Needs(pso_syncobj, members=("_COMMAND_TYPE", "monotonicTime")),
@@ -284,6 +292,36 @@ def postpone_election(obj: Any, seconds: float) -> None:
     """Move this member's election deadline `seconds` from now (driver thread). pysyncobj's
     clock is CLOCK_MONOTONIC_RAW, not `time.monotonic` (measured 0.25 s apart here)."""
     obj._SyncObj__raftElectionDeadline = pso_syncobj.monotonicTime() + seconds
+
+
+def adopt_logged_configuration(obj: Any) -> int:
+    """Make a member that just loaded its journal use the latest configuration in its log,
+    committed or not (Raft thesis §4.1); returns how many membership entries changed it.
+
+    pysyncobj applies a membership entry when it is appended (and again, ignored, when it is
+    applied), but the entries of a journal it loads only as they are applied: a restarted
+    member keeps its constructor's peers, plus its snapshot's, until its commit index moves.
+    Seen in the cluster tier (tests/cluster/test_membership_faults.py): a member SIGKILLed
+    and restarted mid-move held "add n4" uncommitted, so n4 — by then the group's leader —
+    was outside its peers, the mux dropped its appends, the commit index never moved, and the
+    member campaigned for ever (the others, hearing from n4, ignored it: lease.py).
+
+    So the snapshot is loaded now rather than at the first tick (what that tick would do;
+    it sets the snapshot's configuration and last applied index), then every membership
+    entry after the last applied one is replayed as pysyncobj replays one on append. Call
+    once, after construction and before any message is delivered (driver thread)."""
+    conf = obj._SyncObj__conf
+    if obj._SyncObj__needLoadDumpFile:
+        if conf.fullDumpFile is not None and os.path.isfile(conf.fullDumpFile):
+            obj._SyncObj__loadDumpFile(clearJournal=False)
+        obj._SyncObj__needLoadDumpFile = False
+    log, applied, changed = obj._SyncObj__raftLog, int(obj._SyncObj__raftLastApplied), 0
+    for position in range(len(log)):
+        command, index, _term = log[position][:3]
+        request = obj._SyncObj__parseChangeClusterRequest(command) if index > applied else None
+        if request is not None and obj._SyncObj__doChangeCluster(request):
+            changed += 1
+    return changed
 
 
 class MembershipGuard:

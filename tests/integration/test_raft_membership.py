@@ -60,8 +60,11 @@ class Member:
     group: RaftGroup | None = None
     machine: LinearizableMachine | None = None
 
-    def start(self, peers: tuple[str, ...], joining: bool = False, compaction: int = 50) -> None:
-        """Start this member's node (mux, driver) and its group with these members."""
+    def start(
+        self, peers: tuple[str, ...], joining: bool = False, compaction: int = 50, run: bool = True
+    ) -> None:
+        """Start this member's node (mux, driver) and its group with these members; with
+        `run` False the driver thread is not started (no tick, no message delivered yet)."""
         self.engine = self.engine or LevelDBEngine(self.data / "db")
         others = tuple(a for a in self.nodes if a != self.address)
         self.driver = RaftDriver(
@@ -79,7 +82,8 @@ class Member:
         )
         self.machine = LinearizableMachine(self.engine, GROUP)
         self.group = RaftGroup(self.driver, settings, self.machine)
-        self.driver.start()
+        if run:
+            self.driver.start()
 
     def close_group(self, delete_data: bool = False) -> None:
         if self.group is not None and self.driver is not None:
