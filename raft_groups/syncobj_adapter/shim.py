@@ -15,7 +15,6 @@ naming the version found and every missing name. Probes:
 - `instance_attributes` are created in `__init__`, so a class does not have them; the probe
   is that the class's own code reads or writes the name (the `co_names` of its functions,
   nested ones included), which is where a rename or a removal shows.
-
 Upgrading pysyncobj means re-reading every function here against the new source.
 """
 
@@ -70,8 +69,7 @@ NEEDS = (
             "_applyCommand",
             # membership changes (`MembershipGuard`, `propose_noop`, `postpone_election`)
             "_SyncObj__changeCluster",
-            # a restarted member's configuration (`adopt_logged_configuration`)
-            "_SyncObj__loadDumpFile",
+            "_SyncObj__loadDumpFile",  # `adopt_logged_configuration`
             "_SyncObj__parseChangeClusterRequest",
             "_SyncObj__doChangeCluster",
             "addNodeToCluster",
@@ -295,33 +293,18 @@ def postpone_election(obj: Any, seconds: float) -> None:
 
 
 def adopt_logged_configuration(obj: Any) -> int:
-    """Make a member that just loaded its journal use the latest configuration in its log,
-    committed or not (Raft thesis §4.1); returns how many membership entries changed it.
-
-    pysyncobj applies a membership entry when it is appended (and again, ignored, when it is
-    applied), but the entries of a journal it loads only as they are applied: a restarted
-    member keeps its constructor's peers, plus its snapshot's, until its commit index moves.
-    Seen in the cluster tier (tests/cluster/test_membership_faults.py): a member SIGKILLed
-    and restarted mid-move held "add n4" uncommitted, so n4 — by then the group's leader —
-    was outside its peers, the mux dropped its appends, the commit index never moved, and the
-    member campaigned for ever (the others, hearing from n4, ignored it: lease.py).
-
-    So the snapshot is loaded now rather than at the first tick (what that tick would do;
-    it sets the snapshot's configuration and last applied index), then every membership
-    entry after the last applied one is replayed as pysyncobj replays one on append. Call
-    once, after construction and before any message is delivered (driver thread)."""
-    conf = obj._SyncObj__conf
+    """Make a member that just loaded its journal use its log's latest configuration,
+    committed or not (Raft thesis §4.1; docs/raft.md "Membership changes"): load the
+    snapshot now (as the first tick would), replay the membership entries after the last
+    applied one (as on append); how many changed the peers. Once, before any delivery."""
+    conf, log = obj._SyncObj__conf, obj._SyncObj__raftLog
     if obj._SyncObj__needLoadDumpFile:
         if conf.fullDumpFile is not None and os.path.isfile(conf.fullDumpFile):
             obj._SyncObj__loadDumpFile(clearJournal=False)
         obj._SyncObj__needLoadDumpFile = False
-    log, applied, changed = obj._SyncObj__raftLog, int(obj._SyncObj__raftLastApplied), 0
-    for position in range(len(log)):
-        command, index, _term = log[position][:3]
-        request = obj._SyncObj__parseChangeClusterRequest(command) if index > applied else None
-        if request is not None and obj._SyncObj__doChangeCluster(request):
-            changed += 1
-    return changed
+    applied = int(obj._SyncObj__raftLastApplied)
+    requests = [obj._SyncObj__parseChangeClusterRequest(e[0]) for e in log if e[1] > applied]
+    return sum(bool(obj._SyncObj__doChangeCluster(r)) for r in requests if r is not None)
 
 
 class MembershipGuard:
