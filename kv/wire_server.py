@@ -70,10 +70,16 @@ class InternodeServer:
         self.nonce = nonce
         self.refused = wire.FirstTimes()  # peer addresses whose refusal was logged
         self._links: set[ServerLink] = set()
+        self._closing = False
 
     def accept(self, carrier: Carrier) -> ServerLink:
+        """A link for an upgraded connection; once the node shuts down, one that is closed
+        at once (an upgrade in flight while `close` ran would otherwise live on, and the
+        HTTP runner's graceful shutdown wait for it: seen as a node stop over 30 s)."""
         link = ServerLink(self, carrier)
         self._links.add(link)
+        if self._closing:
+            link.close("node shutting down")
         return link
 
     def forget(self, link: ServerLink) -> None:
@@ -81,6 +87,7 @@ class InternodeServer:
 
     async def close(self) -> None:
         """Node shutdown: end every connection and cancel the requests still running."""
+        self._closing = True
         for link in list(self._links):
             link.close("node shutting down")
             link.cancel_requests()

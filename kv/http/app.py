@@ -268,7 +268,8 @@ class Server:
 
     @staticmethod
     async def listen(app: web.Application, address: str) -> Server:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # a node stop waits at most 5 s for client requests in flight (aiohttp: 60 s)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
         await runner.setup()
         host, _, port = address.rpartition(":")
         await web.TCPSite(runner, host, int(port), reuse_address=True).start()

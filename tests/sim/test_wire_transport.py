@@ -154,6 +154,21 @@ def test_an_unauthenticated_connection_is_closed_at_its_deadline() -> None:
     run(body)
 
 
+def test_an_upgrade_after_shutdown_began_is_closed_and_the_stop_does_not_wait() -> None:
+    """An upgrade that reaches the handler after the node's shutdown ended every link gets
+    a link closed at once; before, it lived on and the HTTP runner's graceful shutdown
+    waited for it (a node stop over 30 s in the integration tier)."""
+
+    async def body(h: WireHarness) -> None:
+        await h.servers["b"].close()  # what the app's on_shutdown runs
+        peer = await RawPeer.upgrade(h.addresses["b"])
+        assert await peer.closed_with() == "node shutting down"
+        async with asyncio.timeout(TIMEOUT):
+            await h.unplug("b")
+
+    run(body)
+
+
 def test_a_listener_that_does_not_upgrade_is_unreachable() -> None:
     """A node of the previous release (no stream route) answers the upgrade with a 404."""
 
