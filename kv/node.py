@@ -79,6 +79,7 @@ class Node:
         key = internode_key(cfg.cluster_secret)
         self.transport = WireTransport(cfg.node_id, self._resolve, key, self.ops)
         self.internode = InternodeServer(cfg.node_id, key, self.ops)
+        self.internode.on_authenticated = self.transport.peer_up
         await self._start_raft()
         MetaServer(self.meta, votes=lambda: self.meta.votes).register(self.ops)
         self.ops.register(META_JOIN, self.meta.join)

@@ -70,6 +70,16 @@ class WireTransport:
         self._peers: dict[str, _Peer] = {}
         self.refusals = wire.FirstTimes()  # addresses whose refusal was logged
 
+    def peer_up(self, node: str) -> None:
+        """`node` just proved itself on a connection it opened to us: it is up, so a dial
+        backoff from while it was down ends now (its calls would fail fast for up to
+        `BACKOFF_MAX_S` after it came back: writes it then missed, seen in the cluster
+        tier's kill-and-restart test)."""
+        address = self._resolve(node)
+        peer = self._peers.get(address) if address is not None else None
+        if peer is not None:
+            peer.redial_now()
+
     async def call(self, node: str, op: Operation[Req, Resp], request: Req, timeout: float) -> Resp:
         if node == self._self_id:
             return await self._local.call_local(op, request)
@@ -183,6 +193,9 @@ class _Peer:
         ):
             log.warning("internode connection to %s refused: %s (logged once)", self.address, exc)
         return PeerUnreachable(f"{self.address}: {self._last_error}", retry_after=0.5)
+
+    def redial_now(self) -> None:
+        self._retry_at, self._backoff = 0.0, BACKOFF_MIN_S
 
     def _lost(self, conn: PeerConnection) -> None:
         if self._conn is conn:

@@ -71,6 +71,8 @@ class InternodeServer:
         self.refused = wire.FirstTimes()  # peer addresses whose refusal was logged
         self._links: set[ServerLink] = set()
         self._closing = False
+        # told the node id of every client that authenticates: that node is up now
+        self.on_authenticated: Callable[[str], None] = lambda node: None
 
     def accept(self, carrier: Carrier) -> ServerLink:
         """A link for an upgraded connection; once the node shuts down, one that is closed
@@ -214,6 +216,7 @@ class ServerLink:
         self._decoder.max_payload = wire.MAX_PAYLOAD
         self._codec = wire.CODECS[auth.codec]
         self._server.refused.forget(self._carrier.peer)
+        self._server.on_authenticated(auth.node)
         while not self._inbox.empty():
             frame = self._inbox.get_nowait()
             if frame is not None:

@@ -169,6 +169,25 @@ def test_an_upgrade_after_shutdown_began_is_closed_and_the_stop_does_not_wait() 
     run(body)
 
 
+def test_a_peer_that_connects_to_us_ends_our_dial_backoff_toward_it() -> None:
+    """A restarted node's first connection to us (gossip, a hint) proves it is up: calls to
+    it go through at once instead of failing fast for the rest of the backoff."""
+
+    async def body(h: WireHarness) -> None:
+        frozen = h.transport("a", clock=lambda: 0.0)  # the backoff never runs out by itself
+        h.servers["a"].on_authenticated = frozen.peer_up
+        await h.unplug("b")
+        with pytest.raises(PeerUnreachable):
+            await frozen.call("b", FETCH, KeyRequest(REF), TIMEOUT)
+        await h.start("b")
+        with pytest.raises(PeerUnreachable, match="next dial in"):
+            await frozen.call("b", FETCH, KeyRequest(REF), TIMEOUT)
+        await h.transport("b").call("a", FETCH, KeyRequest(REF), TIMEOUT)
+        assert (await frozen.call("b", FETCH, KeyRequest(REF), TIMEOUT)).versions == ()
+
+    run(body)
+
+
 def test_a_listener_that_does_not_upgrade_is_unreachable() -> None:
     """A node of the previous release (no stream route) answers the upgrade with a 404."""
 
