@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
+from typing import cast
 
 from kv import wire
 from kv.errors import PeerTimeout, PeerUnreachable
@@ -79,12 +80,13 @@ class PeerConnection(asyncio.Protocol):
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        keepalive(transport.get_extra_info("socket"))
+        # a cast, not an isinstance check: uvloop's transports are not asyncio.Transport
+        # subclasses, yet have its methods (measured; docs/benchmarks.md, event loop A/B)
+        self._transport = stream = cast(asyncio.Transport, transport)
+        keepalive(stream.get_extra_info("socket"))
         head = f"GET {wire.PATH} HTTP/1.1\r\nHost: {self.address}\r\n"
         upgrade = f"Connection: Upgrade\r\nUpgrade: {wire.UPGRADE}\r\n\r\n"
-        transport.write((head + upgrade).encode("latin-1"))
+        stream.write((head + upgrade).encode("latin-1"))
 
     def data_received(self, data: bytes) -> None:
         if self._head is not None:

@@ -58,7 +58,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
     response.force_close()
     await response.prepare(request)
     transport = request.transport
-    if not isinstance(transport, asyncio.Transport) or transport.is_closing():
+    # duck-typed: uvloop's transports are not asyncio.Transport subclasses
+    if transport is None or transport.is_closing():
         return response
     keepalive(transport.get_extra_info("socket"))
     peer = request.remote or "?"
