@@ -28,6 +28,7 @@ from typing import Any
 from dynamo_mode import hints, merkle, siblings
 from dynamo_mode.siblings import Version
 from dynamo_mode.vclock import Dot, VClock
+from kv import json_codec
 from kv.sizes import Layout
 from kv.storage import StorageEngine, WriteBatch, prefix_end
 
@@ -75,13 +76,19 @@ class KeyRef:
 
 
 def encode_versions(versions: tuple[Version, ...]) -> bytes:
-    return json.dumps([v.to_wire() for v in versions], separators=(",", ":")).encode()
+    return json_codec.dumps([v.to_wire() for v in versions])
 
 
 def decode_versions(raw: Any) -> tuple[Version, ...]:
+    """Versions from the network: every field checked (`Version.from_wire`)."""
     if not isinstance(raw, list):
         raise ValueError("versions must be a list")
     return tuple(Version.from_wire(v) for v in raw)
+
+
+def decode_stored(raw: bytes) -> tuple[Version, ...]:
+    """Versions as this node stored them (`encode_versions` of checked versions)."""
+    return tuple(Version.from_storage(v) for v in json_codec.loads(raw))
 
 
 def _prefix_end(prefix: bytes) -> bytes:
@@ -138,7 +145,7 @@ class DynamoReplica:
         tree = self._trees.get(partition)
         if tree is None:
             items = (
-                (key, merkle.version_hash(decode_versions(json.loads(raw))))
+                (key, merkle.version_hash(decode_stored(raw)))
                 for key, raw in self._engine.iterate_prefix(partition_prefix(partition))
             )
             tree = merkle.rebuild(items, segments=self._segments)
@@ -147,7 +154,7 @@ class DynamoReplica:
 
     def fetch(self, ref: KeyRef) -> tuple[Version, ...]:
         raw = self._engine.get(ref.storage_key())
-        return decode_versions(json.loads(raw)) if raw is not None else ()
+        return decode_stored(raw) if raw is not None else ()
 
     def scan(
         self, partition: int, uid: int, after: str | None, limit: int, max_bytes: int = 0
@@ -163,7 +170,7 @@ class DynamoReplica:
         for raw, value in self._engine.iterate(start, _prefix_end(prefix)):
             if len(out) == limit or (max_bytes and size >= max_bytes):
                 return out, False
-            out.append((KeyRef.from_storage_key(raw), decode_versions(json.loads(value))))
+            out.append((KeyRef.from_storage_key(raw), decode_stored(value)))
             size += len(raw) + len(value)
         return out, True
 
@@ -283,7 +290,7 @@ class DynamoReplica:
         out = []
         for key, raw in self._engine.iterate_prefix(hints.owner_prefix(owner)):
             _, storage_key = hints.parse_hint_key(key)
-            out.append((KeyRef.from_storage_key(storage_key), decode_versions(json.loads(raw))))
+            out.append((KeyRef.from_storage_key(storage_key), decode_stored(raw)))
             if len(out) >= limit:
                 break
         return out
@@ -304,7 +311,7 @@ class DynamoReplica:
 
     def _load(self, key: bytes) -> tuple[Version, ...] | None:
         raw = self._engine.get(key)
-        return decode_versions(json.loads(raw)) if raw is not None else None
+        return decode_stored(raw) if raw is not None else None
 
     def hint_counts(self) -> dict[str, int]:
         """owner → number of keys with a pending hint on this node."""

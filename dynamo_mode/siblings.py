@@ -119,6 +119,21 @@ class Version:
         dots = vclock.validated_dots(d.get("dots", []))
         return make_version((dot[0], dot[1]), context, d["value"], d["deleted"], dots)
 
+    @classmethod
+    def from_storage(cls, d: Mapping[str, Any]) -> Version:
+        """A version this node's store holds: `from_wire` checked it before it was written
+        (and LevelDB checksums its blocks), so it is rebuilt without `__post_init__`'s
+        checks — decoding and checking every stored version again on each local read was a
+        measured share of an eventual GET's CPU (docs/benchmarks.md)."""
+        version = object.__new__(cls)
+        dot, dots = d["dot"], d.get("dots")
+        object.__setattr__(version, "dot", (dot[0], dot[1]))
+        object.__setattr__(version, "context", tuple(sorted(d["context"].items())))
+        object.__setattr__(version, "value", d["value"])
+        object.__setattr__(version, "deleted", d["deleted"])
+        object.__setattr__(version, "context_dots", tuple((n, c) for n, c in dots or ()))
+        return version
+
 
 def make_version(
     dot: Dot, context: VClock, value: Any, deleted: bool = False, context_dots: Iterable[Dot] = ()

@@ -15,10 +15,10 @@ nodes hold a partition — routes, Raft group hosting, anti-entropy, tombstone p
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from kv import json_codec
 from kv.errors import InvalidRequest, KeyspaceNotFound, TooLarge
 from kv.keyspace import Consistency, KeyspaceConfig, validate_name
 from kv.meta import Metadata
@@ -166,14 +166,24 @@ def check_key(key: str) -> None:
 
 
 def check_value(value: Any) -> None:
+    """A value is stored as kv.json_codec writes it: what that cannot write — a lone UTF-16
+    surrogate, an integer outside -2**63 .. 2**64-1 (which it would read back as a float)
+    — is refused here, naming why; the size limit counts those bytes."""
     try:
-        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
-    except UnicodeEncodeError:
-        raise InvalidRequest(
-            "value", "contains a lone UTF-16 surrogate (not valid Unicode)"
-        ) from None
+        size = len(json_codec.dumps(value))
+    except TypeError as exc:
+        raise InvalidRequest("value", f"cannot be stored as JSON: {_why(exc)}") from None
     if size > MAX_VALUE_BYTES:
         raise TooLarge("value", size, MAX_VALUE_BYTES)
+
+
+def _why(exc: TypeError) -> str:
+    text = str(exc)
+    if "surrogates" in text:
+        return "it contains a lone UTF-16 surrogate (not valid Unicode)"
+    if "Integer" in text:
+        return "an integer is outside the range -2**63 .. 2**64-1"
+    return text
 
 
 def check_body(body: Any, allowed: set[str]) -> dict[str, Any]:

@@ -34,12 +34,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, NamedTuple, Protocol
 
+from kv import json_codec
 from kv.internode import integer, obj, text
 
 VERSIONS = (1,)  # every protocol version this release speaks
@@ -139,18 +139,14 @@ class Codec(Protocol):
     def decode(self, data: bytes) -> Any: ...
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 class JsonCodec:
     name = "json"
 
     def encode(self, value: Any) -> bytes:
-        return json.dumps(value, separators=(",", ":")).encode()
+        return json_codec.dumps(value)
 
     def decode(self, data: bytes) -> Any:
-        return json.loads(data, parse_constant=_reject_constant)
+        return json_codec.loads(data)  # NaN and Infinity are refused too
 
 
 CODECS: dict[str, Codec] = {"json": JsonCodec()}  # in order of preference

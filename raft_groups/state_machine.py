@@ -25,10 +25,10 @@ the next put creates version 1 again. See docs/raft_state_machine.md.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from kv import json_codec
 from kv.sizes import Layout
 from kv.storage import ReadView, StorageError, WriteBatch, prefix_end
 from raft_groups.commands import MAX_UID, Command, decode
@@ -207,14 +207,14 @@ def _load_record(view: ReadView, key: bytes) -> tuple[Any, int] | None:
 def _load_json(raw: bytes, what: str) -> Any:
     # Stored bytes were written by this module; unreadable ones mean a corrupt store.
     try:
-        return json.loads(raw)
+        return json_codec.loads(raw)
     except ValueError as exc:
         raise StorageError(f"corrupt {what}: {exc}") from None
 
 
 def _dump(obj: Any) -> bytes:
-    # ASCII JSON: never fails on a decoded command's strings (see commands.py).
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("ascii")
+    # a record's value passed kv.routing.check_value, which json_codec can always encode
+    return json_codec.dumps(obj)
 
 
 def _check_partition(partition: int) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from kv import json_codec
 from kv.errors import InvalidRequest, KvError, MalformedJson, TooLarge
 from kv.http.errors import response_for
 from kv.http.internode import add_routes
@@ -42,9 +43,17 @@ DEFAULT_TIMEOUT: web.AppKey[float] = web.AppKey("default_timeout", float)
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        status=status, body=json.dumps(body).encode(), content_type="application/json"
-    )
+    return web.Response(status=status, body=_reply_bytes(body), content_type="application/json")
+
+
+def _reply_bytes(body: Any) -> bytes:
+    """A reply's JSON. What json_codec cannot encode (a lone surrogate or a huge integer:
+    API input refuses both, so only an echo of bad input could hold one) goes through the
+    stdlib, which escapes it, rather than failing the reply."""
+    try:
+        return json_codec.dumps(body)
+    except TypeError:
+        return json.dumps(body).encode()
 
 
 def _reject_constant(name: str) -> Any:

@@ -91,6 +91,7 @@ ONE_IMPORTER = {
     "aiohttp": ("kv/http/*", "kv/client.py"),
     "cryptography": ("kv/keys.py",),  # keys derived from the cluster secret (and pysyncobj's)
     "click": ("kvctl/cli.py",),  # the operator CLI's commands
+    "orjson": ("kv/json_codec.py",),  # JSON bytes stored and sent
 }
 COMPOSITION_ROOT = ("kv/node.py", "kv/__main__.py")
 OPS_MUST_NOT_IMPORT = (

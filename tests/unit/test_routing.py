@@ -111,3 +111,23 @@ def test_unknown_and_malformed_keyspaces() -> None:
     with pytest.raises(InvalidRequest) as info:
         routing.get_request(MD, "bad/name", "k", OPTS)
     assert info.value.details["field"] == "keyspace"
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("\ud800", "lone UTF-16 surrogate"),
+        ({"n": [2**64]}, "integer is outside the range"),
+        (-(2**63) - 1, "integer is outside the range"),
+    ],
+)
+def test_a_value_json_codec_cannot_store_is_refused_naming_why(value: Any, why: str) -> None:
+    """kv.json_codec writes stored values; it cannot write these (and would read a huge
+    integer back as a float), so the API refuses them with a 400 naming the reason."""
+    with pytest.raises(InvalidRequest, match=why) as caught:
+        routing.check_value(value)
+    assert str(caught.value).startswith("value: ")
+
+
+def test_the_extremes_json_codec_can_store_are_accepted() -> None:
+    routing.check_value({"lo": -(2**63), "hi": 2**64 - 1, "s": "é\u2028"})
