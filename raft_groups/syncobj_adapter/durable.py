@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,6 +64,31 @@ def vote_in(meta: dict[str, Any]) -> Vote:
     """The term and vote of pysyncobj's meta dict (its keys)."""
     voted = meta.get("votedForNodeId")
     return Vote(int(meta.get("currentTerm", 0)), None if voted is None else str(voted))
+
+
+@dataclass
+class MetaThrottle:
+    """Which of pysyncobj's journal meta stores to let through (pure; `now` any clock).
+
+    pysyncobj rewrites and renames its meta file (term, vote, commit index) once a second
+    per group whose commit index moved: with 64 busy groups, 64 renames a second per node,
+    about 6 % of a loaded node's samples (docs/benchmarks.md, issue 10 profile). The commit
+    index is volatile state in Raft (fig. 2): a restarted member learns it from the leader,
+    and one stored late only means that less of the log is applied before it hears one. So
+    a store that changes only the commit index goes through at most every `interval`
+    seconds; one that changes the term or the vote always does (they are also in the synced
+    vote file, `write_vote`)."""
+
+    interval: float = 10.0
+    stored: Vote | None = None
+    stored_at: float = -float("inf")
+
+    def lets(self, meta: dict[str, Any], now: float) -> bool:
+        vote = vote_in(meta)
+        if vote != self.stored or now - self.stored_at >= self.interval:
+            self.stored, self.stored_at = vote, now
+            return True
+        return False
 
 
 SLOT = 512  # one sector: a slot is written whole or fails its checksum
@@ -194,7 +220,8 @@ class GroupDurability:
         self.vote_syncs = 0
         self._new_dir: str | None = data_dir  # its entries are synced at the first sync
         shim.watch_journal(obj, self._journal_written)
-        shim.watch_meta(obj, self._meta_stored)
+        throttle = MetaThrottle()
+        shim.watch_meta(obj, self._meta_stored, lambda meta: throttle.lets(meta, time.monotonic()))
 
     def _journal_written(self) -> None:
         if not self.journal_written:

@@ -26,7 +26,7 @@ import types
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pysyncobj import SyncObj
 from pysyncobj import encryptor as pso_encryptor
@@ -42,6 +42,7 @@ from pysyncobj.tcp_connection import TcpConnection
 from pysyncobj.transport import TCPTransport, Transport
 
 PINNED_VERSION = "0.3.17"
+Meta = dict[str, Any]  # pysyncobj's journal meta: term, vote, commit index
 
 
 class PysyncobjMismatch(ImportError):
@@ -245,24 +246,23 @@ def watch_journal(obj: Any, written: Callable[[], None]) -> None:
     file.write = watched
 
 
-def watch_meta(obj: Any, stored: Callable[[dict[str, Any]], None]) -> None:
-    """Call `stored(meta)` after pysyncobj stores its meta file (term, vote, commit index:
-    at each term or vote change, and the commit index once a second); the store itself is
-    pysyncobj's, a write and a rename without fsync."""
+def watch_meta(obj: Any, stored: Callable[[Meta], None], lets: Callable[[Meta], bool]) -> None:
+    """`stored(meta)` after each meta store of pysyncobj (term/vote changes; commit index
+    once a second); the store (a write and a rename, no fsync) happens only if `lets(meta)`."""
     storer = obj._SyncObj__raftLog._FileJournal__metaStorer
     store = storer.storeMeta
 
-    def watched(meta: dict[str, Any]) -> None:
-        store(meta)
+    def watched(meta: Meta) -> None:
+        if lets(meta):
+            store(meta)
         stored(meta)
 
     storer.storeMeta = watched
 
 
-def read_meta(path: str) -> dict[str, Any]:
+def read_meta(path: str) -> Meta:
     """pysyncobj's meta file as its journal reads it at start ({} if missing or torn)."""
-    meta: dict[str, Any] = MetaStorer(path).getMeta()
-    return meta
+    return cast(Meta, MetaStorer(path).getMeta())
 
 
 def encode_meta(meta: dict[str, Any]) -> bytes:

@@ -20,6 +20,7 @@ from raft_groups.syncobj_adapter import GroupSettings, RaftDriver, RaftGroup, Ra
 from raft_groups.syncobj_adapter.durable import (
     SLOT,
     VOTE_FILE,
+    MetaThrottle,
     Vote,
     VoteFile,
     read_vote,
@@ -234,3 +235,17 @@ class _NullMachine:
 
     def restore(self, chunks: Any) -> None:
         return None
+
+
+def test_a_commit_index_alone_is_stored_at_most_every_interval_a_term_or_vote_always() -> None:
+    """MetaThrottle: pysyncobj's once-a-second meta store of a moved commit index goes
+    through every `interval` seconds; a term or vote change goes through at once."""
+    throttle = MetaThrottle(interval=10.0)
+    meta = {"currentTerm": 3, "votedForNodeId": "a", "raftCommitIndex": 5}
+    assert throttle.lets(meta, 0.0)  # the first store
+    assert not throttle.lets({**meta, "raftCommitIndex": 6}, 1.0)
+    assert not throttle.lets({**meta, "raftCommitIndex": 9}, 9.9)
+    assert throttle.lets({**meta, "raftCommitIndex": 10}, 10.0)
+    assert throttle.lets({**meta, "currentTerm": 4, "votedForNodeId": None}, 10.5)
+    assert throttle.lets({**meta, "currentTerm": 4, "votedForNodeId": "b"}, 10.6)
+    assert not throttle.lets({**meta, "currentTerm": 4, "votedForNodeId": "b"}, 11.0)
