@@ -5,12 +5,12 @@ Adopted by measurement (issue 10, docs/benchmarks.md "Event loop and JSON A/B"):
 eventual GET costs about a quarter less server CPU; json.dumps/loads of versions, frames and
 replies were 8-9 % of a request's CPU.
 
-Invariant its callers keep: every value given to `dumps` came through the API's request
-parser (kv/http/app.py `read_json`), which refuses integers outside the signed 64-bit range
-(`INT_MIN..INT_MAX`) and non-finite numbers — orjson cannot encode a larger integer, and
-would read one back as a float. Within that range `loads(dumps(x)) == x` for any JSON value
-(tests/property/test_json_codec_properties.py). Output is compact UTF-8; dict keys that are
-not strings are written as strings, as the stdlib does.
+Invariant its callers keep: every stored value passed `kv.routing.check_value`, which
+refuses what `dumps` cannot write — an integer outside -2**63 .. 2**64-1 (orjson would also
+read a larger one back as a float) or a lone UTF-16 surrogate, reason from `refusal` — and
+the request parser refuses NaN, Infinity and non-finite numbers. For every such value
+`loads(dumps(x)) == x` (tests/property/test_json_codec_properties.py). Output is compact
+UTF-8; dict keys that are not strings are written as strings, as the stdlib does.
 """
 
 from __future__ import annotations
@@ -18,9 +18,6 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-
-INT_MIN, INT_MAX = -(2**63), 2**63 - 1
-DecodeError = orjson.JSONDecodeError  # a ValueError
 
 _OPTIONS = orjson.OPT_NON_STR_KEYS
 
@@ -30,6 +27,15 @@ def dumps(value: Any) -> bytes:
 
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
-    """Parse JSON; `DecodeError` (a ValueError) on anything malformed, NaN and Infinity
-    included."""
+    """Parse JSON; a ValueError on anything malformed, NaN and Infinity included."""
     return orjson.loads(data)
+
+
+def refusal(exc: TypeError) -> str:
+    """Why `dumps` raised `exc` on a value, in a client's words."""
+    text = str(exc)
+    if "surrogates" in text:
+        return "it contains a lone UTF-16 surrogate (not valid Unicode)"
+    if "Integer" in text:
+        return "an integer is outside the range -2**63 .. 2**64-1"
+    return text

@@ -172,18 +172,11 @@ def check_value(value: Any) -> None:
     try:
         size = len(json_codec.dumps(value))
     except TypeError as exc:
-        raise InvalidRequest("value", f"cannot be stored as JSON: {_why(exc)}") from None
+        raise InvalidRequest(
+            "value", f"cannot be stored as JSON: {json_codec.refusal(exc)}"
+        ) from None
     if size > MAX_VALUE_BYTES:
         raise TooLarge("value", size, MAX_VALUE_BYTES)
-
-
-def _why(exc: TypeError) -> str:
-    text = str(exc)
-    if "surrogates" in text:
-        return "it contains a lone UTF-16 surrogate (not valid Unicode)"
-    if "Integer" in text:
-        return "an integer is outside the range -2**63 .. 2**64-1"
-    return text
 
 
 def check_body(body: Any, allowed: set[str]) -> dict[str, Any]:

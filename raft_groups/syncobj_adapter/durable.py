@@ -10,8 +10,9 @@ driver makes before any message of that cycle leaves the node (`RaftDriver.cycle
 - **Term and vote** (Raft fig. 2: "updated on stable storage before responding to
   RPCs"). pysyncobj stores them with the commit index in `raft.journal.meta` by a write
   and a rename, without fsync — after a power loss a node could vote twice in one term
-  (issue 11). That file is also rewritten once a second with a new commit index; syncing
-  each of those writes would cost an fsync per busy group per second, and renaming an
+  (issue 11). That file is also rewritten with a new commit index (once a second by
+  pysyncobj, at most every 10 s here: `MetaThrottle`); syncing each of those writes would
+  cost an fsync per busy group, and renaming an
   unsynced file over a synced one could replace the durable vote by an empty file. So the
   durable copy is a file of its own, `raft.vote` (`VoteFile`), written only when the term
   or the vote changed — on elections — in place: two checksummed 512-byte slots, a new

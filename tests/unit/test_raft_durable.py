@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pysyncobj.node import TCPNode
@@ -31,6 +30,7 @@ from raft_groups.syncobj_adapter.durable import (
 from raft_groups.syncobj_adapter.settings import RaftNodeSettings
 from raft_groups.syncobj_adapter.snapshot import BackgroundSnapshot
 from tests.ports import free_port
+from tests.unit.raft_fakes import NullMachine
 
 ADDRESS = f"127.0.0.1:{free_port()}"
 
@@ -171,7 +171,7 @@ def test_a_snapshot_is_durable_before_it_is_loaded_and_before_the_journal_is_tru
     snapshot is written (or loaded): the snapshot's rename, and a received snapshot's
     content, must be durable by then."""
     final = tmp_path / "raft.snapshot"
-    snapshots = BackgroundSnapshot(_NullMachine())
+    snapshots = BackgroundSnapshot(NullMachine())
     entry = (b"", 1, 1)
     events: list[str] = []
     _record(monkeypatch, events)
@@ -194,7 +194,7 @@ def _lone_group(data: Path) -> tuple[RaftGroup, RaftDriver]:
         election_timeout_max=0.02,
         append_entries_period=0.001,
     )
-    return RaftGroup(driver, settings, _NullMachine()), driver
+    return RaftGroup(driver, settings, NullMachine()), driver
 
 
 def _record(monkeypatch: pytest.MonkeyPatch, events: list[str]) -> None:
@@ -224,17 +224,6 @@ def _record(monkeypatch: pytest.MonkeyPatch, events: list[str]) -> None:
     monkeypatch.setattr(os, "fdatasync", on_fdatasync)
     monkeypatch.setattr(os, "fsync", on_fsync)
     monkeypatch.setattr(os, "replace", on_replace)
-
-
-class _NullMachine:
-    def apply(self, index: int, command: bytes) -> None:
-        return None
-
-    def snapshot(self) -> Any:
-        return iter([b""])
-
-    def restore(self, chunks: Any) -> None:
-        return None
 
 
 def test_a_commit_index_alone_is_stored_at_most_every_interval_a_term_or_vote_always() -> None:

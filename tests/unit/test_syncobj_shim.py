@@ -24,6 +24,7 @@ from raft_groups.syncobj_adapter import (
     RaftNodeSettings,
     shim,
 )
+from tests.unit.raft_fakes import NullMachine
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,7 +93,7 @@ def test_the_accessors_work_on_a_real_unstarted_group(tmp_path: Path) -> None:
     address = "127.0.0.1:1"
     driver = RaftDriver(RaftMux(RaftNodeSettings(address, address, "s" * 32)))
     settings = GroupSettings(gid="g", self_address=address, peers=(), data_dir=str(tmp_path))
-    group = RaftGroup(driver, settings, _NullMachine())
+    group = RaftGroup(driver, settings, NullMachine())
     obj = group._obj
     loop = asyncio.new_event_loop()
     try:
@@ -108,14 +109,3 @@ def test_the_accessors_work_on_a_real_unstarted_group(tmp_path: Path) -> None:
     finally:
         driver.stop()
         loop.close()
-
-
-class _NullMachine:
-    def apply(self, index: int, command: bytes) -> None:
-        return None
-
-    def snapshot(self) -> Any:
-        return iter([b""])
-
-    def restore(self, chunks: Any) -> None:
-        return None
