@@ -189,8 +189,9 @@ class MetaReader:
     async def change(self, change: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Send the change to a voter; its outcome, once applied there. Voters that certainly
         did not apply it (unreachable, no leader, not ready) let us try the next; a timeout
-        ends it as UnknownOutcome (504: it may have been applied)."""
-        voters = meta_ops.voter_addresses(self._md, self.voters)
+        ends it as UnknownOutcome (504: it may have been applied). A node that knows no voter
+        yet asks its seeds (a seed that does not vote answers not_ready: the next is tried)."""
+        voters = meta_ops.voter_addresses(self._md, self.voters) or list(self._seeds)
         if not voters:
             raise NotReady("no meta-group voter known yet (metadata not read)", retry_after=1.0)
         errors = []

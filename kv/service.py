@@ -12,6 +12,13 @@ naming a keyspace this node does not know waits for a metadata read barrier (`sy
 and answers 404 only if the keyspace is still unknown after it — once a keyspace's creation
 was acknowledged, no node answers 404 for it; a node that cannot reach the meta group
 answers 503 (retryable) instead.
+
+The first key request after a start waits for that barrier too, whatever it names: a
+restarted member's metadata is what its journal had applied (the commit index is stored
+late, raft_groups/syncobj_adapter/durable.py `MetaThrottle`), possibly from before a
+membership plan or a partition's flip, and a write routed by it would skip a partition's
+incoming or new owners (seen in CI: an acknowledged write missing on the node a plan had
+just added). Until the barrier succeeds once, key requests answer 503 (retryable).
 """
 
 from __future__ import annotations
@@ -80,6 +87,7 @@ class Service:
         self._modes = modes
         self.cluster_info = cluster_info
         self._sizer = sizer
+        self._confirmed = False  # a metadata read barrier succeeded since the start
 
     # ------------------------------------------------------------------ keyspaces
     def metadata(self) -> Metadata:
@@ -92,19 +100,22 @@ class Service:
         return routing.keyspace(self.metadata(), name)
 
     async def current(self, name: str, timeout: float) -> Metadata:
-        """This node's metadata, confirmed by a read barrier if it lacks keyspace `name`."""
+        """This node's metadata, confirmed by a read barrier if it lacks keyspace `name` or
+        has not been confirmed since this node started (module docstring)."""
         md = self.metadata()
         validate_name(name)  # a malformed name is a 400 without a barrier
-        if md.keyspace(name) is not None:
+        if self._confirmed and md.keyspace(name) is not None:
             return md
         try:
             await self._meta.sync(timeout)
         except Retryable as exc:
+            known = "is not in" if md.keyspace(name) is None else "may be stale in"
             raise NotReady(
-                f"keyspace {name!r} is not in this node's metadata (epoch {md.epoch}) and the "
+                f"keyspace {name!r} {known} this node's metadata (epoch {md.epoch}) and the "
                 f"meta group could not confirm it: {exc.message}",
                 retry_after=exc.retry_after,
             ) from None
+        self._confirmed = True
         return self.metadata()
 
     async def describe_keyspace(self, name: str, timeout: float) -> KeyspaceConfig:

@@ -235,7 +235,14 @@ def test_a_change_with_no_voter_reachable_is_retryable() -> None:
     with pytest.raises(NoLeader, match="no meta-group voter"):
         run(r.change(ks_change("e"), 2.0))
     with pytest.raises(NotReady, match="no meta-group voter known"):
-        run(reader(Net()).change(ks_change("e"), 2.0))
+        run(reader(Net(), seeds=()).change(ks_change("e"), 2.0))
+
+
+def test_a_node_that_knows_no_voter_sends_a_change_to_its_seeds() -> None:
+    net, voter = cluster()
+    run(reader(net).change(ks_change("g"), 2.0))
+    assert [a for a, op in net.calls if op == "meta_change"] == [MEMBERS[0].http]
+    assert len(voter.changes) == 1
 
 
 def test_a_non_voter_refuses_a_change_instead_of_forwarding_it_again() -> None:
