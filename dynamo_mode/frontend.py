@@ -4,15 +4,15 @@ kv/routing has validated the body fields and resolved the quorums (`r`, `w`, and
 Dynamo §4.6, Riak's names: that many replies from primaries themselves — a hint on a
 fallback counts toward `w`, never toward `pw`; reads ask primaries only, so `pr` raises the
 replies needed to max(r, pr); 0 demands nothing). This module decodes the opaque causal
-context, calls the coordinator (dynamo_mode/coordinator.py) and renders the response
-shapes of DESIGN.md §5.
+context (sealed to its keyspace and key, dynamo_mode/context_seal.py), calls the
+coordinator (dynamo_mode/coordinator.py) and renders the response shapes of DESIGN.md §5.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from dynamo_mode import vclock
+from dynamo_mode import context_seal, vclock
 from dynamo_mode.coordinator import Context, DynamoCoordinator, Placement, ReadResult
 from dynamo_mode.replica import DynamoReplica, KeyRef
 from kv.errors import InvalidRequest, KeyNotFound
@@ -27,17 +27,23 @@ def placement(req: KeyRequest) -> Placement:
     return Placement(ref, route.replicas, route.fallbacks, route.incoming)
 
 
-def decode_context(raw: str | None) -> Context:
+def decode_context(raw: str | None, seal_key: bytes, req: KeyRequest) -> Context:
+    """The client's context, which must be sealed for this keyspace and key; 400 if not."""
     if raw is None:
         return {}, ()
     try:
-        return vclock.decode_context_full(raw)
+        body = context_seal.unseal(seal_key, req.keyspace.uid, req.key, raw)
+        return vclock.decode_context_full(body)
     except ValueError as exc:
         raise InvalidRequest("context", str(exc)) from None
 
 
-def render_read(key: str, result: ReadResult) -> dict[str, Any]:
-    context = vclock.encode_context_full(*result.context)
+def encode_context(ctx: Context, seal_key: bytes, req: KeyRequest) -> str:
+    body = vclock.encode_context_full(*ctx)
+    return context_seal.seal(seal_key, req.keyspace.uid, req.key, body)
+
+
+def render_read(key: str, result: ReadResult, context: str) -> dict[str, Any]:
     live = result.live
     if not live:
         raise KeyNotFound(f"key {key!r} not found", key=key, context=context)
@@ -47,16 +53,19 @@ def render_read(key: str, result: ReadResult) -> dict[str, Any]:
 
 
 class EventualKeys:
-    def __init__(self, coordinator: DynamoCoordinator, replica: DynamoReplica) -> None:
+    def __init__(
+        self, coordinator: DynamoCoordinator, replica: DynamoReplica, seal_key: bytes
+    ) -> None:
         self._dynamo = coordinator
         self._replica = replica
+        self._seal_key = seal_key  # kv/keys.py `context_key`
 
     async def get(self, req: GetRequest) -> dict[str, Any]:
         result = await self._dynamo.get(placement(req), req.r, req.timeout_s, pr=req.pr)
-        return render_read(req.key, result)
+        return render_read(req.key, result, encode_context(result.context, self._seal_key, req))
 
     async def put(self, req: PutRequest) -> dict[str, Any]:
-        context = decode_context(req.context)
+        context = decode_context(req.context, self._seal_key, req)
         ks = req.keyspace
         ctx = await self._dynamo.put(
             placement(req),
@@ -68,16 +77,17 @@ class EventualKeys:
             req.timeout_s,
             pw=req.pw,
         )
-        return {"context": vclock.encode_context_full(*ctx)}
+        return {"context": encode_context(ctx, self._seal_key, req)}
 
     async def delete(self, req: DeleteRequest) -> dict[str, Any]:
-        context = decode_context(req.context)
+        context = decode_context(req.context, self._seal_key, req)
         where = placement(req)
         if not context[0] and not context[1]:
             # Delete what a quorum read sees now (a blind tombstone would only be a sibling).
             seen = await self._dynamo.get(where, req.r, req.timeout_s, pr=req.pr)
             if not seen.live:
-                return {"deleted": False, "context": vclock.encode_context_full(*seen.context)}
+                context_seen = encode_context(seen.context, self._seal_key, req)
+                return {"deleted": False, "context": context_seen}
             context = seen.context
         ctx = await self._dynamo.put(
             where,
@@ -89,7 +99,7 @@ class EventualKeys:
             req.timeout_s,
             pw=req.pw,
         )
-        return {"deleted": True, "context": vclock.encode_context_full(*ctx)}
+        return {"deleted": True, "context": encode_context(ctx, self._seal_key, req)}
 
     async def prepare(self, md: Metadata, ks: KeyspaceConfig, timeout: float) -> None:
         return None  # leaderless: usable as soon as the metadata is

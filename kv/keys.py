@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 INTERNODE_AUTH = b"kv internode auth v1"
+CONTEXT_SEAL = b"kv context seal v1"
 
 
 def derive(secret: str, info: bytes, length: int = 32) -> bytes:
@@ -25,3 +26,8 @@ def derive(secret: str, info: bytes, length: int = 32) -> bytes:
 def internode_key(secret: str) -> bytes:
     """The key of the internode handshake's HMAC proofs (kv/wire.py)."""
     return derive(secret, INTERNODE_AUTH)
+
+
+def context_key(secret: str) -> bytes:
+    """The key that binds causal contexts to their key (dynamo_mode/context_seal.py)."""
+    return derive(secret, CONTEXT_SEAL)

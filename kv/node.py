@@ -42,7 +42,7 @@ from kv.config import NodeConfig
 from kv.errors import NotReady
 from kv.http.app import NODE_STATE, Server, make_app
 from kv.internode import OpTable
-from kv.keys import internode_key
+from kv.keys import context_key, internode_key
 from kv.leveldb import LevelDBEngine
 from kv.meta import Member, Metadata
 from kv.meta_ops import META_JOIN, MetaJoin, Role, membership_of
@@ -161,7 +161,7 @@ class Node:
         )
         self.peers.register(self.ops)
         self.coordinator = DynamoCoordinator(cfg.node_id, self.transport, self.peers.is_alive)
-        return EventualKeys(self.coordinator, self.replica)
+        return EventualKeys(self.coordinator, self.replica, context_key(cfg.cluster_secret))
 
     def _linearizable_mode(self) -> LinearizableKeys:
         cfg = self.config

@@ -250,6 +250,24 @@ def test_bad_eventual_put_body_is_400(api: Api, ks: str, body: dict[str, Any], f
     invalid(api.put(key_path(ks, "k"), body), field)
 
 
+def test_a_context_from_another_key_or_keyspace_is_400(
+    api: Api, make_keyspace: KeyspaceFactory
+) -> None:
+    """Issue 11 item 5: a context is sealed to its keyspace and key
+    (dynamo_mode/context_seal.py). Sent with a write to another key, to the same key of
+    another keyspace, or altered, it is a 400 naming `context`; and the write is not made."""
+    first, second = make_keyspace(), make_keyspace()
+    context = api.put(key_path(first, "a"), {"value": 1}).json()["context"]
+    assert api.put(key_path(first, "a"), {"value": 2, "context": context}).status == 200
+    for path in (key_path(first, "b"), key_path(second, "a")):
+        reply = api.put(path, {"value": 3, "context": context})
+        assert "another key or keyspace" in invalid(reply, "context")["message"]
+        assert api.get(path).status == 404
+    altered = context[:-2] + ("AA" if not context.endswith("AA") else "BB")
+    invalid(api.put(key_path(first, "a"), {"value": 4, "context": altered}), "context")
+    invalid(api.delete(f"{key_path(first, 'b')}?context={quote(context)}"), "context")
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
