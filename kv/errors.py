@@ -9,6 +9,7 @@
     ├── PlanConflict             plan_conflict        re-plan, or wait for / abort the plan
     ├── SiblingLimit             sibling_limit        read, resolve, write back with the context
     ├── ConditionFailed          condition_failed     re-read `current_version`, retry the CAS
+    ├── RequestIdConflict        request_id_conflict  a new request_id for a new command
     ├── TooLarge                 too_large            shrink the key or value
     ├── NotImplementedYet        not_implemented      use a supported feature
     ├── Unauthorized             unauthorized         present valid credentials
@@ -91,6 +92,12 @@ class ConditionFailed(KvError):
             f"if_version did not match; current version is {current_version}",
             current_version=current_version,
         )
+
+
+class RequestIdConflict(KvError):
+    """A request_id already used (within the dedupe window) for a different command."""
+
+    code = "request_id_conflict"
 
 
 class TooLarge(KvError):

@@ -14,6 +14,7 @@ journal or snapshot may still hold them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -75,6 +76,17 @@ def encode(cmd: Command) -> bytes:
         fields["request_id"] = cmd.request_id
     text = json.dumps(fields, separators=(",", ":"), allow_nan=False)
     return bytes([FORMAT_VERSION]) + text.encode("ascii")
+
+
+def fingerprint(cmd: Command) -> str:
+    """What a request id stands for (issue 11 item 5): a digest of the command without its
+    id — operation, keyspace uid, key, value and condition — in a canonical form, so a
+    retry that sends the same value with its object keys in another order matches."""
+    fields = {"op": cmd.op, "uid": cmd.uid, "key": cmd.key, "if_version": cmd.if_version}
+    if cmd.op == "put":
+        fields["value"] = cmd.value
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()[:32]
 
 
 def decode(raw: bytes) -> Command:

@@ -7,7 +7,8 @@ operation `lin_forward` (raft_groups/forwarding.py), where it is served, never f
 again.
 
 Outcomes: `ok` → 200 with the key's version; a failed `if_version` → 412
-`condition_failed` with `current_version`; no leader / discarded / no member reachable →
+`condition_failed` with `current_version`; a `request_id` already used for another
+command → 409 `request_id_conflict`; no leader / discarded / no member reachable →
 503 (not applied); a local commit that does not arrive in time → 504 with the
 `request_id`, and so does a forwarded write whose member does not answer in time (it may
 have been applied: retry with the same `request_id`, which the state machine
@@ -30,6 +31,7 @@ from kv.errors import (
     NotReady,
     PeerTimeout,
     PeerUnreachable,
+    RequestIdConflict,
     Retryable,
     UnknownOutcome,
 )
@@ -62,6 +64,8 @@ def render_write(result: dict[str, Any] | None) -> dict[str, Any]:
         return out
     if result.get("code") == "condition_failed":
         raise ConditionFailed(int(result["current_version"]))
+    if result.get("code") == "request_id_conflict":
+        raise RequestIdConflict(str(result["message"]))
     raise InvalidRequest("command", str(result.get("message", result)))
 
 

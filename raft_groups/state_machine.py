@@ -12,7 +12,7 @@ one partition for two replication factors never share bookkeeping:
     G = group_prefix(p) = b"l" + p (3 bytes BE)
     G + uid (4 bytes BE, >= 1) + key (UTF-8)  -> JSON {"value": ..., "version": n}
     G + b"\\0\\0\\0\\0" + b"applied"             -> applied index (8 bytes BE)
-    G + b"\\0\\0\\0\\0" + b"rid/" + request_id   -> JSON {"index": i, "result": {...}}
+    G + b"\\0\\0\\0\\0" + b"rid/" + request_id   -> JSON {"index": i, "result": {...}, "fp": f}
     G + b"\\0\\0\\0\\0" + b"rix/" + i (8 bytes BE) -> request_id (the same entry, by index)
 
 uid 0 is never a keyspace (commands.Command refuses it), so the bookkeeping area cannot
@@ -31,7 +31,7 @@ from typing import Any
 from kv import json_codec
 from kv.sizes import Layout
 from kv.storage import ReadView, StorageError, WriteBatch, prefix_end
-from raft_groups.commands import MAX_UID, Command, decode
+from raft_groups.commands import MAX_UID, Command, decode, fingerprint
 
 Result = dict[str, Any]
 
@@ -111,14 +111,24 @@ def _apply_entry(
     if not cmd.request_id:
         return _execute(view, partition, cmd, batch)
     seen = _load_request(view, partition, cmd.request_id)
+    fp = fingerprint(cmd)
     if seen is not None and index - seen.index < RETAIN_REQUESTS:
+        if seen.fp is not None and seen.fp != fp:
+            # the id names another command: answering with that one's result would report
+            # this write done when it was never made (issue 11 item 5)
+            return {
+                "ok": False,
+                "code": "request_id_conflict",
+                "message": f"request_id {cmd.request_id!r} was used for a different "
+                "command (keyspace, key, operation, value or condition); use a new id",
+            }
         # Raft §8 (client interaction): a retry returns the first result even if the state has
         # changed since; applying it again would repeat a write whose reply was lost.
         return seen.result
     if seen is not None:  # expired but not yet swept: drop its index entry before re-use
         batch.delete(_rix_key(partition, seen.index))
     result = _execute(view, partition, cmd, batch)
-    _remember_request(partition, cmd.request_id, index, result, batch)
+    _remember_request(partition, cmd.request_id, index, result, fp, batch)
     return result
 
 
@@ -145,6 +155,7 @@ def _execute(view: ReadView, partition: int, cmd: Command, batch: WriteBatch) ->
 class _Seen:
     index: int
     result: Result
+    fp: str | None  # commands.fingerprint; None in entries written before it was kept
 
 
 def _load_request(view: ReadView, partition: int, request_id: str) -> _Seen | None:
@@ -152,14 +163,14 @@ def _load_request(view: ReadView, partition: int, request_id: str) -> _Seen | No
     if raw is None:
         return None
     entry = _load_json(raw, f"request {request_id!r}")
-    return _Seen(entry["index"], entry["result"])
+    return _Seen(entry["index"], entry["result"], entry.get("fp"))
 
 
 def _remember_request(
-    partition: int, request_id: str, index: int, result: Result, batch: WriteBatch
+    partition: int, request_id: str, index: int, result: Result, fp: str, batch: WriteBatch
 ) -> None:
     rid = request_id.encode()
-    batch.put(_rid_key(partition, rid), _dump({"index": index, "result": result}))
+    batch.put(_rid_key(partition, rid), _dump({"index": index, "result": result, "fp": fp}))
     batch.put(_rix_key(partition, index), rid)
 
 

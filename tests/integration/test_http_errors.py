@@ -250,6 +250,30 @@ def test_bad_eventual_put_body_is_400(api: Api, ks: str, body: dict[str, Any], f
     invalid(api.put(key_path(ks, "k"), body), field)
 
 
+def test_a_request_id_reused_for_another_write_is_409(api: Api, lin_ks: str) -> None:
+    """Issue 11 item 5: the second write was once dropped and reported done (200 with the
+    first write's version). Now the state machine keeps the command's fingerprint. The
+    table is per Raft group: the other key is one of the same group (an id reused in
+    another group is a new request there, applied, not dropped)."""
+    key, rid = fresh_key(), uuid.uuid4().hex
+    group = api.get(f"/v1/admin/replica/{lin_ks}/{key}").json()["group"]
+    other = next(
+        k
+        for k in (fresh_key() for _ in range(1000))
+        if api.get(f"/v1/admin/replica/{lin_ks}/{k}").json()["group"] == group
+    )
+    first = api.put(key_path(lin_ks, key), {"value": "a", "request_id": rid})
+    assert first.json() == {"version": 1}
+    retry = api.put(key_path(lin_ks, key), {"value": "a", "request_id": rid})
+    assert retry.json() == {"version": 1}  # the true retry: deduplicated
+    for path, body in (
+        (key_path(lin_ks, key), {"value": "b", "request_id": rid}),
+        (key_path(lin_ks, other), {"value": "a", "request_id": rid}),
+    ):
+        assert_error(api.put(path, body), 409, "request_id_conflict", "request_id", rid)
+    assert api.get(key_path(lin_ks, key)).json()["value"] == "a"
+
+
 def test_a_context_from_another_key_or_keyspace_is_400(
     api: Api, make_keyspace: KeyspaceFactory
 ) -> None:

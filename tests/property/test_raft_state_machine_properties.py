@@ -99,10 +99,17 @@ steps = st.lists(st.tuples(st.sampled_from([0, 1]), gaps, entries), max_size=25)
 # --- the oracle ----------------------------------------------------------------------------
 
 
+def what(cmd: Command) -> str:
+    """A command without its request id, as JSON tells values apart (1, 1.0 and true are
+    three values; key order in objects does not count)."""
+    value = cmd.value if cmd.op == "put" else None
+    return json.dumps([cmd.op, cmd.uid, cmd.key, value, cmd.if_version], sort_keys=True)
+
+
 @dataclass
 class Oracle:
     data: dict[tuple[int, int, str], tuple[Any, int]] = field(default_factory=dict)
-    seen: dict[tuple[int, str], tuple[int, Result]] = field(default_factory=dict)
+    seen: dict[tuple[int, str], tuple[int, Result, str]] = field(default_factory=dict)
     applied: dict[int, int] = field(default_factory=dict)
 
     def apply(self, partition: int, index: int, raw: bytes) -> Result | None:
@@ -116,10 +123,12 @@ class Oracle:
         rid = (partition, cmd.request_id)
         first = self.seen.get(rid)
         if cmd.request_id and first and index - first[0] < sm.RETAIN_REQUESTS:
+            if first[2] != what(cmd):  # the id names another command
+                return {"ok": False, "code": "request_id_conflict"}
             return first[1]
         result = self.execute(partition, cmd)
         if cmd.request_id:
-            self.seen[rid] = (index, result)
+            self.seen[rid] = (index, result, what(cmd))
         return result
 
     def execute(self, partition: int, cmd: Command) -> Result:
@@ -139,7 +148,7 @@ class Oracle:
         next_index = self.applied.get(partition, 0) + 1
         return {
             rid.encode(): first
-            for (p, rid), (first, _) in self.seen.items()
+            for (p, rid), (first, _, _) in self.seen.items()
             if p == partition and next_index - first < sm.RETAIN_REQUESTS
         }
 
@@ -167,7 +176,7 @@ def run(engine: MemoryEngine, journal: list[tuple[int, int, bytes]]) -> list[Res
 
 
 def comparable(result: Result | None) -> Result | None:
-    if result is None or result.get("code") != "invalid_command":
+    if result is None or result.get("code") not in ("invalid_command", "request_id_conflict"):
         return result
     assert isinstance(result["message"], str) and result["message"]
     return {k: v for k, v in result.items() if k != "message"}

@@ -6,11 +6,13 @@ next log index, write the returned batch, hand back the result.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from kv.memory import MemoryEngine
+from kv.storage import WriteBatch
 from raft_groups import state_machine as sm
 from raft_groups.commands import BARRIER, MAX_UID, Command, decode, encode
 
@@ -213,6 +215,47 @@ def test_retried_delete_is_not_applied_twice(group: Group) -> None:
     group.put("a", 2)
     assert group.delete("a", request_id="d") == {"ok": True, "version": 0, "existed": True}
     assert group.read("a") == (2, 1)
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"key": "b", "value": "mine"},  # another key
+        {"key": "a", "value": "theirs"},  # another value
+        {"key": "a", "value": "mine", "uid": UID + 1},  # another keyspace
+        {"key": "a", "value": "mine", "if_version": 3},  # another condition
+    ],
+)
+def test_a_request_id_reused_for_another_command_is_a_conflict(
+    group: Group, other: dict[str, Any]
+) -> None:
+    """Issue 11 item 5: before fingerprints, the second write was silently dropped and
+    reported done with the first one's result."""
+    first = group.put("a", "mine", request_id="r1")
+    conflict = group.put(**{"request_id": "r1", **other})
+    assert conflict["code"] == "request_id_conflict" and "r1" in conflict["message"]
+    assert group.read("a") == ("mine", 1) and group.read("b") is None
+    assert group.put("a", "mine", request_id="r1") == first  # the true retry still matches
+    assert group.delete("a", request_id="r1")["code"] == "request_id_conflict"
+
+
+def test_a_retry_matches_whatever_the_order_of_the_value_keys(group: Group) -> None:
+    first = group.put("a", {"x": 1, "y": [1, 2]}, request_id="r1")
+    assert group.put("a", {"y": [1, 2], "x": 1}, request_id="r1") == first
+    assert group.read("a") == ({"x": 1, "y": [1, 2]}, 1)
+
+
+def test_an_entry_without_a_fingerprint_matches_any_command(group: Group) -> None:
+    """Entries written before fingerprints were kept: a retry gets the first result."""
+    first = group.put("a", "mine", request_id="r1")
+    raw = group.engine.get(sm._rid_key(0, b"r1"))
+    assert raw is not None
+    entry = json.loads(raw)
+    del entry["fp"]
+    batch = WriteBatch()
+    batch.put(sm._rid_key(0, b"r1"), json.dumps(entry).encode())
+    group.engine.write(batch)
+    assert group.put("b", "other", request_id="r1") == first
 
 
 def test_request_ids_expire_after_the_retention_window(group: Group) -> None:
