@@ -1,12 +1,12 @@
 """Coalesced read barriers (DESIGN.md §3 "Linearizable reads"; Raft thesis §6.4).
 
-A linearizable read is never served from local state alone: pysyncobj has no ReadIndex or
-lease, and a deposed leader believes it leads for up to `leaderFallbackTimeout`. A read
-waits for a replicated no-op to be applied on this node, then reads local state: every
-write acknowledged before the read arrived is applied by then. `start` proposes one such
-no-op and returns its future: a data group's `commands.BARRIER`
-(raft_groups/manager.py), the meta group's `sync` change (raft_groups/meta_group.py), or a
-`sync` sent to a meta voter from a node that does not vote (kv/meta_reader.py).
+A linearizable read is never served from local state alone: a deposed leader believes it
+leads for up to pysyncobj's `leaderFallbackTimeout`. A read waits for a barrier started
+after it arrived, then reads local state: every write acknowledged before the read arrived
+is applied here by then. `start` starts one barrier and returns its future: a data
+group's ReadIndex round (raft_groups/syncobj_adapter/read_index.py: no log entry), the
+meta group's `sync` no-op (raft_groups/meta_group.py), or a `sync` sent to a meta voter
+from a node that does not vote (kv/meta_reader.py).
 
 Invariant: the barrier a read waits for was proposed AFTER the read arrived. So a read
 that arrives while a barrier is in flight does not join it (that barrier may have been

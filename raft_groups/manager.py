@@ -4,8 +4,9 @@ linearizable operations on them (DESIGN.md §3).
 Writes are proposed to the key's group; a command that is not applied within the
 caller's timeout ends as `UnknownOutcome` carrying its `request_id` (a retry with it is
 deduplicated by the state machine). Reads are never served from local state alone: a read
-waits for a coalesced no-op barrier proposed after it arrived (kv/barriers.py `ReadBarriers`),
-then reads local LevelDB; `stale=True` skips the barrier.
+waits for a ReadIndex round started after it arrived (raft_groups/syncobj_adapter/
+read_index.py; coalesced by kv/barriers.py `ReadBarriers`), then reads local LevelDB;
+`stale=True` skips it.
 """
 
 from __future__ import annotations
@@ -200,8 +201,7 @@ class RaftGroups:
         )
         machine = LinearizableMachine(self._engine, spec.number)
         group = RaftGroup(self._driver, settings, machine)
-        barrier = commands.encode(commands.BARRIER)
-        barriers = ReadBarriers(lambda: group.propose(barrier, self._loop), self._loop)
+        barriers = ReadBarriers(lambda: group.read_index(self._loop), self._loop)
         return Hosted(spec, group, barriers, machine)
 
     def _address(self, node_id: str) -> str:

@@ -42,6 +42,7 @@ from raft_groups.syncobj_adapter.driver import Schedule
 from raft_groups.syncobj_adapter.durable import GroupDurability, restore_vote
 from raft_groups.syncobj_adapter.membership import ChangeOutcome, TransferOutcome
 from raft_groups.syncobj_adapter.mux import GroupTransport
+from raft_groups.syncobj_adapter.read_index import ReadIndex, View
 from raft_groups.syncobj_adapter.reconfig import ChangePolicy, Reconfigurator
 from raft_groups.syncobj_adapter.settings import GroupSettings
 from raft_groups.syncobj_adapter.snapshot import BackgroundSnapshot, Snapshots
@@ -84,6 +85,11 @@ class RaftGroup:
             self._obj = _SyncObj(settings, machine, self.transport)
             self._durability = self._watch_writes(settings)
             self.transport.owner = self._obj
+            self.reads = ReadIndex(
+                self.transport.send_to, time.monotonic, settings.election_timeout_min / 2
+            )
+            self._lead_term, self._lead_floor = -1, 0
+            self.transport.read_hook = self._on_read_message
             driver.mux.register(self.transport)
             # a restarted member speaks for the configuration its log names (shim.py)
             self.adopted_changes = shim.adopt_logged_configuration(self._obj)
@@ -102,6 +108,38 @@ class RaftGroup:
         self._obj._apply_command(command, callback=done)  # thread-safe queue put
         self._driver.wake(self)
         return fut
+
+    def read_index(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        """A linearizable read point (read_index.py, Raft thesis §6.4): the future resolves
+        once this member has applied every entry committed before the call."""
+        fut: asyncio.Future[None] = loop.create_future()
+
+        def done(error: KvError | None) -> None:  # runs on the driver thread
+            loop.call_soon_threadsafe(_settle_read, fut, error)
+
+        self._driver.submit(lambda: self.reads.read(done, self._view()))
+        return fut
+
+    def _on_read_message(self, sender: str, message: dict[str, Any]) -> None:
+        self.reads.on_message(sender, message, self._view())
+
+    def _view(self) -> View:
+        """The group as a read round sees it (driver thread). The leader's floor is its log's
+        end when it is first seen leading in a term: at or past the no-op pysyncobj appends
+        on election, so a commit index that reached it covers earlier terms' entries."""
+        obj = self._obj
+        leads, term = shim.is_leader(obj), int(obj.raftCurrentTerm)
+        if leads and term != self._lead_term:
+            self._lead_term, self._lead_floor = term, shim.last_log_index(obj)
+        return View(
+            is_leader=leads,
+            leader=shim.leader_address(obj),
+            term=term,
+            commit_index=int(obj.raftCommitIndex),
+            last_applied=int(obj.raftLastApplied),
+            leader_floor=self._lead_floor if leads else 0,
+            others=tuple(node.id for node in obj.otherNodes),
+        )
 
     def status(self) -> RaftStatus:
         obj = self._obj
@@ -140,6 +178,11 @@ class RaftGroup:
         return await self.reconfig.transfer_leadership(timeout, target)
 
     def tick(self) -> None:
+        """One pysyncobj tick (`_tick`), then the read rounds' (read_index.py)."""
+        self._tick()
+        self.reads.on_tick(self._view())
+
+    def _tick(self) -> None:
         """One pysyncobj tick, then send what it left unsent.
 
         In batch mode pysyncobj sends append entries only once `append_entries_period` has
@@ -240,7 +283,9 @@ class RaftGroup:
         return self._durability.vote_syncs if self._durability is not None else 0
 
     def destroy(self) -> None:
-        """Destroy the SyncObj at once (its transport, its journal); caller holds the lock."""
+        """Destroy the SyncObj at once (its transport, its journal); caller holds the lock.
+        Reads waiting on it fail (NotReady)."""
+        self.reads.close()
         self._obj.destroy()  # autoTick=False: nothing waits for a tick thread
 
     def close(self, delete_data: bool = False) -> None:
@@ -300,6 +345,15 @@ def _settle(fut: asyncio.Future[Any], result: Any, reason: int) -> None:
         fut.set_result(result)
     else:
         fut.set_exception(_error_for(reason))
+
+
+def _settle_read(fut: asyncio.Future[None], error: KvError | None) -> None:
+    if fut.done():
+        return
+    if error is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(error)
 
 
 def _error_for(reason: int) -> KvError:

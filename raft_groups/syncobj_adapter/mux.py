@@ -39,6 +39,7 @@ from pysyncobj.transport import Transport
 
 from raft_groups.syncobj_adapter import shim
 from raft_groups.syncobj_adapter.lease import VoteLease, kind
+from raft_groups.syncobj_adapter.read_index import KINDS as READ_KINDS
 from raft_groups.syncobj_adapter.settings import RaftNodeSettings
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,9 @@ class RaftMux:
             self._transport.dropNode(node)  # no disconnect callback: its conn is gone first
         self._connected.discard(address)
         self._outbox.pop(address, None)
+
+    def node(self, address: str) -> Any:
+        return self._nodes.get(address)
 
     def knows(self, address: str) -> bool:
         return address in self._nodes
@@ -218,6 +222,8 @@ class GroupTransport(Transport):  # type: ignore[misc]
         self.votes = VoteLease(lease)
         self._clock = clock
         self._last_commit: Any = None
+        # the group's ReadIndex rounds (read_index.py) take their messages, not pysyncobj
+        self.read_hook: Callable[[str, dict[str, Any]], None] | None = None
 
     def needs_tick(self, message: Any) -> bool:
         """Whether a message may leave work that only a tick does (apply committed entries,
@@ -225,6 +231,8 @@ class GroupTransport(Transport):  # type: ignore[misc]
         tick is most of an idle node's CPU (measured: 64 groups, 21 % → see docs/raft.md).
         Neither do acknowledgements that cannot move the leader's commit index."""
         kind = message.get("type") if isinstance(message, dict) else None
+        if kind in READ_KINDS:
+            return False  # handled in `deliver`, no tick needed
         if kind == "append_entries":
             commit, self._last_commit = self._last_commit, message.get("commit_index")
             return bool(message.get("entries")) or commit != self._last_commit
@@ -242,6 +250,10 @@ class GroupTransport(Transport):  # type: ignore[misc]
         dropped; an append from an older term gets a term notice back; a leader's
         TimeoutNow marks this member's coming vote requests as a transfer's."""
         obj = self.owner
+        if kind(message) in READ_KINDS:
+            if self.read_hook is not None:
+                self.read_hook(node.id, message)
+            return
         if obj is None:
             shim.deliver(self, node, message)
             return
@@ -309,7 +321,14 @@ class GroupTransport(Transport):  # type: ignore[misc]
             self.log_sends += 1
         return self.mux.send(node, self.gid, self.votes.outgoing(message, self._clock()))
 
+    def send_to(self, address: str, message: dict[str, Any]) -> None:
+        """Queue a message of this group's own (read_index.py) for a member."""
+        node = self.mux.node(address)
+        if node is not None:
+            self.mux.send(node, self.gid, message)
+
     def destroy(self) -> None:
+        self.read_hook = None
         self.mux.unregister(self.gid)
         self.setOnMessageReceivedCallback(None)
         self.setOnNodeConnectedCallback(None)
