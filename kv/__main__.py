@@ -11,6 +11,7 @@ import signal
 import sys
 
 from kv import config as config_mod
+from kv import startup
 from kv.node import Node
 
 
@@ -74,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_mod.load(
             path, {**_env_settings(), **{k: v for k, v in args.items() if v is not None}}
         )
+        startup.check_ports(cfg)
+        startup.prepare_data_dir(cfg)
     except (config_mod.ConfigError, OSError) as exc:
         print(f"kv: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -56,8 +56,17 @@ def _check_address(field: str, value: str, *, advertised: bool) -> None:
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         _fail(field, f"must be host:port, got {value!r}")
-    if advertised and host in ("0.0.0.0", "::", "[::]"):
+    if advertised and host in WILDCARDS:
         _fail(field, f"{value!r} is a wildcard; advertise an address peers can dial")
+
+
+WILDCARDS = ("0.0.0.0", "::", "[::]")
+
+
+def _same_socket(a: str, b: str) -> bool:
+    """Whether two bind addresses would take the same port (a wildcard takes every host)."""
+    (ha, _, pa), (hb, _, pb) = a.rpartition(":"), b.rpartition(":")
+    return pa == pb and (ha == hb or ha in WILDCARDS or hb in WILDCARDS)
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,14 @@ class NodeConfig:
         _check_address("advertise", self.advertise, advertised=True)
         _check_address("raft_listen", self.raft_listen, advertised=False)
         _check_address("raft_advertise", self.raft_advertise, advertised=True)
+        if _same_socket(self.listen, self.raft_listen):
+            _fail(
+                "raft_listen",
+                f"{self.raft_listen!r} takes the port of listen {self.listen!r}; the HTTP API "
+                "and the Raft port need a port each",
+            )
+        if self.advertise == self.raft_advertise:
+            _fail("raft_advertise", f"{self.raft_advertise!r} is also the HTTP advertise address")
         if len(self.cluster_secret) < 16:
             _fail("cluster_secret", "must be at least 16 characters (it guards the Raft port)")
         self._check_cluster()
@@ -181,11 +198,17 @@ class NodeConfig:
                 f"lists {self.node_id} at http={me.http} raft={me.raft}, but this node advertises "
                 f"http={self.advertise} raft={self.raft_advertise} (Raft ids must match exactly)",
             )
+        owners: dict[str, str] = {}  # address -> the first "member.kind" that named it
         for m in self.initial_cluster:
             if not ID_RE.fullmatch(m.id):
                 _fail("initial_cluster", f"member id {m.id!r} must match {ID_RE.pattern}")
-            _check_address(f"initial_cluster.{m.id}.http", m.http, advertised=True)
-            _check_address(f"initial_cluster.{m.id}.raft", m.raft, advertised=True)
+            for kind, address in (("http", m.http), ("raft", m.raft)):
+                _check_address(f"initial_cluster.{m.id}.{kind}", address, advertised=True)
+                first = owners.setdefault(address, f"{m.id}.{kind}")
+                if first != f"{m.id}.{kind}":
+                    _fail(
+                        "initial_cluster", f"{address} is given to both {first} and {m.id}.{kind}"
+                    )
 
     @property
     def founder(self) -> bool:
@@ -239,13 +262,25 @@ def load(path: str | None, overrides: dict[str, Any]) -> NodeConfig:
     return _build(raw)
 
 
+def read_secret_file(path: str) -> str:
+    """The secret in `path`, which no one but its owner may read (issue 11 item 8: the
+    secret derives every key of the cluster)."""
+    with open(path) as f:
+        mode = os.fstat(f.fileno()).st_mode & 0o777
+        if mode & 0o077:
+            _fail(
+                "cluster_secret_file",
+                f"{path} can be read by group or others (mode {mode:o}); chmod 600 {path}",
+            )
+        return f.read().strip()
+
+
 def _build(raw: dict[str, Any]) -> NodeConfig:
     raw = dict(raw)
     secret_file = raw.pop("cluster_secret_file", None)
     if "cluster_secret" not in raw:
         if secret_file:
-            with open(secret_file) as f:
-                raw["cluster_secret"] = f.read().strip()
+            raw["cluster_secret"] = read_secret_file(secret_file)
         elif os.environ.get("KV_CLUSTER_SECRET"):
             raw["cluster_secret"] = os.environ["KV_CLUSTER_SECRET"]
         else:

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 INTERNODE_AUTH = b"kv internode auth v1"
 CONTEXT_SEAL = b"kv context seal v1"
+CLUSTER_FINGERPRINT = b"kv cluster fingerprint v1"
 
 
 def derive(secret: str, info: bytes, length: int = 32) -> bytes:
@@ -31,3 +32,9 @@ def internode_key(secret: str) -> bytes:
 def context_key(secret: str) -> bytes:
     """The key that binds causal contexts to their key (dynamo_mode/context_seal.py)."""
     return derive(secret, CONTEXT_SEAL)
+
+
+def cluster_fingerprint(secret: str) -> str:
+    """Names the cluster a data directory belongs to (kv/startup.py) without revealing
+    anything of the secret."""
+    return derive(secret, CLUSTER_FINGERPRINT, 16).hex()

@@ -212,8 +212,20 @@ def test_secret_shorter_than_16_is_rejected() -> None:
 def test_secret_from_file_is_stripped(tmp_path: Path) -> None:
     secret_file = tmp_path / "secret"
     secret_file.write_text(f"  {SECRET}\n")
+    secret_file.chmod(0o600)
     cfg = load(None, flags(cluster_secret=None, cluster_secret_file=str(secret_file)))
     assert cfg.cluster_secret == SECRET
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644])
+def test_a_secret_file_others_can_read_is_refused_naming_it(tmp_path: Path, mode: int) -> None:
+    """Issue 11 item 8: the secret derives every key of the cluster."""
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET)
+    secret_file.chmod(mode)
+    load_flags = flags(cluster_secret=None, cluster_secret_file=str(secret_file))
+    message = assert_fails_naming("cluster_secret_file", load_flags)
+    assert str(secret_file) in message and "chmod 600" in message
 
 
 def test_secret_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -227,6 +239,7 @@ def test_secret_precedence_explicit_then_file_then_env(
     monkeypatch.setenv("KV_CLUSTER_SECRET", "e" * 16)
     secret_file = tmp_path / "secret"
     secret_file.write_text("f" * 16)
+    secret_file.chmod(0o600)
     both = flags(cluster_secret_file=str(secret_file))
     assert load(None, both).cluster_secret == SECRET
     assert load(None, {**both, "cluster_secret": None}).cluster_secret == "f" * 16
@@ -356,3 +369,42 @@ def test_transfer_throttle_defaults_to_none() -> None:
     cfg = load(None, flags())
     assert (cfg.transfer_batch, cfg.transfer_keys_per_s) == (256, 0.0)
     assert load(None, flags(transfer_keys_per_s=25)).transfer_keys_per_s == 25
+
+
+# -- addresses that collide (issue 11 item 9) --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("listen", "raft_listen"),
+    [
+        ("0.0.0.0:7001", "0.0.0.0:7001"),
+        ("127.0.0.1:7001", "0.0.0.0:7001"),  # the wildcard takes the port on every host
+        ("10.0.0.1:7001", "10.0.0.1:7001"),
+    ],
+)
+def test_listen_and_raft_listen_on_one_port_are_refused(listen: str, raft_listen: str) -> None:
+    assert_fails_naming("raft_listen", flags(listen=listen, raft_listen=raft_listen))
+
+
+def test_the_same_port_on_two_hosts_is_allowed() -> None:
+    cfg = load(None, flags(listen="10.0.0.1:7001", raft_listen="127.0.0.1:7001"))
+    assert cfg.raft_listen == "127.0.0.1:7001"
+
+
+def test_one_advertised_address_for_http_and_raft_is_refused() -> None:
+    me = "n1=10.0.0.1:7001/10.0.0.1:7001"
+    bad = flags(raft_advertise="10.0.0.1:7001", initial_cluster=f"{me},{PEERS}")
+    assert_fails_naming("raft_advertise", bad)
+
+
+@pytest.mark.parametrize(
+    "peers",
+    [
+        "n2=10.0.0.1:7001/10.0.0.2:7101",  # n2's http is n1's http
+        "n2=10.0.0.2:7001/10.0.0.1:7101",  # n2's raft is n1's raft
+        "n2=10.0.0.2:7001/10.0.0.2:7101,n3=10.0.0.2:7001/10.0.0.3:7101",
+    ],
+)
+def test_a_member_address_given_twice_is_refused(peers: str) -> None:
+    message = assert_fails_naming("initial_cluster", flags(initial_cluster=f"{ME},{peers}"))
+    assert "is given to both" in message
