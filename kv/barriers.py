@@ -23,9 +23,12 @@ shares that next barrier: one log entry per round trip however many reads
 ```
 
 A barrier's exception (e.g. no leader) propagates to the reads waiting for it; reads
-waiting for the next barrier get a fresh proposal, not the failure. There is no deadline
-here: the caller bounds its wait (and shields the shared future from its cancellation).
-Runs on the event loop thread only.
+waiting for the next barrier get a fresh proposal, not the failure. A barrier that has
+neither completed nor failed after `repropose_s` is started again for the same reads (a
+lost proposal or reply once wedged every later read of the group: they all waited for
+the next barrier, started only when the lost one completed); whichever completes first
+serves them. The caller bounds its own wait (and shields the shared future from its
+cancellation). Runs on the event loop thread only.
 """
 
 from __future__ import annotations
@@ -36,15 +39,22 @@ from typing import Any
 
 from kv.errors import NotReady
 
+REPROPOSE_S = 1.0  # a barrier not applied by then is started again (module docstring)
+
 
 class ReadBarriers:
     """Coalesced read barriers of one group (see the module docstring)."""
 
     def __init__(
-        self, start: Callable[[], asyncio.Future[Any]], loop: asyncio.AbstractEventLoop
+        self,
+        start: Callable[[], asyncio.Future[Any]],
+        loop: asyncio.AbstractEventLoop,
+        repropose_s: float = REPROPOSE_S,
     ) -> None:
         self._start = start
         self._loop = loop
+        self._repropose_s = repropose_s
+        self.reproposed = 0  # barriers started again after `repropose_s` (ops and tests)
         self._in_flight: asyncio.Future[Any] | None = None
         self._next: asyncio.Future[Any] | None = None
 
@@ -66,10 +76,25 @@ class ReadBarriers:
             raise NotReady(f"{what} not confirmed within {timeout:.2f}s", retry_after=0.5) from None
 
     def _launch(self) -> asyncio.Future[Any]:
-        fut = self._start()
+        """Start a barrier; the future returned completes like the first of the barriers
+        started for it: this one, or one started again after each `repropose_s`."""
+        fut: asyncio.Future[Any] = self._loop.create_future()
         self._in_flight = fut
         fut.add_done_callback(self._done)
+        self._propose(fut)
         return fut
+
+    def _propose(self, fut: asyncio.Future[Any]) -> None:
+        _chain(self._start(), fut)
+        timer = self._loop.call_later(self._repropose_s, self._again, fut)
+        fut.add_done_callback(lambda _: timer.cancel())
+
+    def _again(self, fut: asyncio.Future[Any]) -> None:
+        """A barrier not applied in time (its proposal or reply lost, a wedged leader):
+        start another for the same reads — it too starts after they arrived."""
+        if not fut.done():
+            self.reproposed += 1
+            self._propose(fut)
 
     def _done(self, fut: asyncio.Future[Any]) -> None:
         self._in_flight = None

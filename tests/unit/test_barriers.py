@@ -190,3 +190,29 @@ def _barrier_of(fut: asyncio.Future[Any]) -> int:
     assert exc is None
     result: int = fut.result()
     return result
+
+
+def test_a_barrier_not_applied_in_time_is_proposed_again_for_the_same_reads() -> None:
+    """Issue 11 item 4: a lost proposal once wedged every later read of the group (they
+    waited for the next barrier, started only when the lost one completed)."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        group = FakeGroup()
+        barrier = commands.encode(commands.BARRIER)
+        barriers = ReadBarriers(lambda: group.propose(barrier, loop), loop, repropose_s=0.05)
+        first = barriers.wait()
+        later = barriers.wait()  # arrived while the first is in flight: the next barrier
+        await asyncio.sleep(0.08)
+        assert group.pending() == [0, 1] and barriers.reproposed == 1  # 0 is lost
+        group.apply(1)  # the barrier started again completes
+        await _run_callbacks()
+        assert first.result() == 1
+        assert group.pending() == [0, 2]  # and the later read gets its own, started after
+        group.apply(2)
+        await _run_callbacks()
+        assert later.result() == 2
+        group.apply(0)  # the lost one completing late changes nothing
+        await _run_callbacks()
+
+    asyncio.run(main())
