@@ -26,8 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from raft_groups.syncobj_adapter.fssync import sync_filesystem
-
 if TYPE_CHECKING:
     from raft_groups.syncobj_adapter.mux import RaftMux
 
@@ -50,11 +48,7 @@ class DrivenGroup(Protocol):
 
     def has_queued_commands(self) -> bool: ...
 
-    def unsynced_journal(self) -> int | None:
-        """The fd of its journal if written since its last sync, else None."""
-        ...
-
-    def sync_journal(self, journal_synced: bool = False) -> bool: ...
+    def sync_journal(self) -> bool: ...
 
     def destroy(self) -> None: ...
 
@@ -68,9 +62,6 @@ class RaftDriver:
     lock: threading.RLock = field(default_factory=threading.RLock)
     journal_syncs: int = 0  # journal syncs so far (ops and tests)
     sync_threads: int = 8  # syncs of one sync step run at once (`_sync_all`)
-    # syncs the filesystem of these journal fds at once, or says it cannot (fssync.py)
-    sync_fs: Callable[[list[int]], bool] = sync_filesystem
-    fs_syncs: int = 0  # sync steps done by one `sync_fs` (ops and tests)
     _groups: dict[str, DrivenGroup] = field(default_factory=dict)
     _unsynced: dict[str, DrivenGroup] = field(default_factory=dict)  # `needs_sync`
     # groups `wake` was called for (any thread: deque appends are atomic), and groups that
@@ -225,15 +216,10 @@ class RaftDriver:
         self.mux.flush()
 
     def _sync_all(self, groups: list[DrivenGroup]) -> int:
-        """Sync `groups` at once. Two or more written journals on one filesystem: one
-        `sync_fs` makes them all durable (fssync.py), then each group syncs the rest (a
-        changed vote; rare). Otherwise the first group syncs on this thread and the
-        others on the sync threads — each sync waits for the disk with the GIL released.
-        Returns once every sync has returned, and raises the first failure then."""
-        journals = [fd for group in groups if (fd := group.unsynced_journal()) is not None]
-        if len(journals) > 1 and self.sync_fs(journals):
-            self.fs_syncs += 1
-            return sum(group.sync_journal(journal_synced=True) for group in groups)
+        """Sync `groups` at once: the first on this thread, the others on the sync
+        threads — each sync waits for the disk with the GIL released, and the device and
+        filesystem merge concurrent flushes. Returns once every sync has returned, and
+        raises the first failure then."""
         if len(groups) < 2:
             return sum(group.sync_journal() for group in groups)
         pool = self._syncers()

@@ -6,8 +6,7 @@ driver makes before any message of that cycle leaves the node (`RaftDriver.cycle
   `mmap.flush()` (msync) would hold the GIL for its whole wait (CPython does not release
   it), stalling the node's asyncio thread. Every write of the journal is watched
   (`shim.watch_journal`); a journal written since the last sync gets one `os.fdatasync`
-  on its file (`shim.journal_fd`), which releases the GIL — or none, when the driver
-  synced its whole filesystem for several journals at once (fssync.py).
+  on its file (`shim.journal_fd`), which releases the GIL.
 - **Term and vote** (Raft fig. 2: "updated on stable storage before responding to
   RPCs"). pysyncobj stores them with the commit index in `raft.journal.meta` by a write
   and a rename, without fsync — after a power loss a node could vote twice in one term
@@ -236,12 +235,8 @@ class GroupDurability:
             self.pending = vote
             self._changed()
 
-    def unsynced_journal(self) -> int | None:
-        return shim.journal_fd(self._obj) if self.journal_written else None
-
-    def sync(self, journal_synced: bool = False) -> bool:
-        """Make the journal and the term/vote durable; True if the journal was synced
-        (`journal_synced`: its filesystem was just synced as a whole, fssync.py).
+    def sync(self) -> bool:
+        """Make the journal and the term/vote durable; True if the journal was synced.
         The first call also syncs the group's new directory entries (not at creation: a
         node creates all its groups in one driver call, and the sync steps sync many
         groups at once)."""
@@ -250,8 +245,7 @@ class GroupDurability:
             self._new_dir = None
         journal = self.journal_written
         if journal:
-            if not journal_synced:
-                os.fdatasync(shim.journal_fd(self._obj))
+            os.fdatasync(shim.journal_fd(self._obj))
             self.journal_written = False
         if self.pending is not None:
             self.votes.write(self.pending)

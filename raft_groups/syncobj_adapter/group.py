@@ -271,18 +271,11 @@ class RaftGroup:
     def _needs_sync(self) -> None:
         self._driver.needs_sync(self)
 
-    def unsynced_journal(self) -> int | None:
-        """The journal's fd if it was written since the last sync (driver thread)."""
-        durability = self._durability
-        return durability.unsynced_journal() if durability is not None else None
-
-    def sync_journal(self, journal_synced: bool = False) -> bool:
+    def sync_journal(self) -> bool:
         """Make what pysyncobj wrote since the last call durable — the journal
-        (fdatasync, the GIL released; not when `journal_synced`: the driver synced its
-        filesystem) and a changed term or vote (the vote file); True if the journal was
-        synced. The driver calls it only after `needs_sync`."""
-        durability = self._durability
-        return durability.sync(journal_synced) if durability is not None else False
+        (fdatasync, the GIL released) and a changed term or vote (the vote file); True if
+        the journal was synced. The driver calls it only after `needs_sync`."""
+        return self._durability.sync() if self._durability is not None else False
 
     @property
     def vote_syncs(self) -> int:

@@ -94,15 +94,10 @@ class FakeGroup:
     def has_queued_commands(self) -> bool:
         return self.queued > 0
 
-    fd: int | None = None  # a journal fd to offer the driver's filesystem sync
-
-    def unsynced_journal(self) -> int | None:
-        return self.fd if self.journal.synced != self.journal.entries else None
-
-    def sync_journal(self, journal_synced: bool = False) -> bool:
+    def sync_journal(self) -> bool:
         if self.journal.synced == self.journal.entries:
             return False
-        self.mux.events.append(f"{'covered' if journal_synced else 'sync'} {self.gid}")
+        self.mux.events.append(f"sync {self.gid}")
         self.journal.synced = self.journal.entries
         return True
 
@@ -252,9 +247,9 @@ class CountingGroup(FakeGroup):
         self.looks += 1
         return super().has_queued_commands()
 
-    def sync_journal(self, journal_synced: bool = False) -> bool:
+    def sync_journal(self) -> bool:
         self.syncs += 1
-        return super().sync_journal(journal_synced)
+        return super().sync_journal()
 
 
 def test_a_sync_step_visits_only_the_groups_whose_journal_was_written() -> None:
@@ -323,36 +318,3 @@ def _after(first: Callable[[], object], then: Callable[[], bool]) -> Callable[[]
         return then()
 
     return both
-
-
-def test_journals_written_in_one_step_are_synced_by_one_filesystem_sync() -> None:
-    """fssync.py: two or more written journals on one filesystem → one sync_fs, then
-    each group's own sync skips its fdatasync; the flush still comes after."""
-    driver, mux, groups = _driver(("g1", 1), ("g2", 1), ("g3", 0))
-    calls: list[list[int]] = []
-    driver.sync_fs = lambda fds: calls.append(sorted(fds)) or True
-    for n, group in enumerate(groups.values()):
-        group.fd = 10 + n
-    driver.cycle(0.0)
-    assert calls == [[10, 11]] and driver.fs_syncs == 1
-    synced = [e for e in mux.events if e.startswith(("sync", "covered"))]
-    assert sorted(synced) == ["covered g1", "covered g2"]
-    assert mux.events.index("flush") > max(mux.events.index(e) for e in synced)
-
-
-def test_without_a_filesystem_sync_each_journal_is_synced_on_its_own() -> None:
-    driver, mux, groups = _driver(("g1", 1), ("g2", 1))
-    driver.sync_fs = lambda fds: False  # another device, or no syncfs
-    for n, group in enumerate(groups.values()):
-        group.fd = 10 + n
-    driver.cycle(0.0)
-    assert sorted(e for e in mux.events if e.startswith("sync")) == ["sync g1", "sync g2"]
-    assert driver.fs_syncs == 0
-
-
-def test_one_written_journal_gets_its_own_fdatasync() -> None:
-    driver, mux, groups = _driver(("g1", 1))
-    driver.sync_fs = lambda fds: pytest.fail("one journal: no filesystem sync")
-    groups["g1"].fd = 10
-    driver.cycle(0.0)
-    assert "sync g1" in mux.events
