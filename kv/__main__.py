@@ -36,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
         help="HTTP addresses of live members: HOST:PORT,... (a node joining a running cluster)",
     )
     node.add_argument("--cluster-secret-file", dest="cluster_secret_file")
+    node.add_argument(
+        "--auth", action="store_true", default=None, help="require client tokens (kv/auth.py)"
+    )
+    node.add_argument(
+        "--admin-token-file", dest="admin_token_file", help="a founder's bootstrap admin token"
+    )
     node.add_argument("--partitions", type=int)
     node.add_argument("--vnodes", type=int)
     node.add_argument("--log-level", dest="log_level")
@@ -76,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             path, {**_env_settings(), **{k: v for k, v in args.items() if v is not None}}
         )
         startup.check_ports(cfg)
+        startup.check_admin_token(cfg)
         startup.prepare_data_dir(cfg)
     except (config_mod.ConfigError, OSError) as exc:
         print(f"kv: configuration error: {exc}", file=sys.stderr)

@@ -32,10 +32,13 @@ class KvClient:
         timeout: float = 5.0,
         retries: int = 6,
         backoff: float = 0.05,
+        token: str | None = None,
     ) -> None:
+        """`token`: a client token (kv/auth.py), sent as `Authorization: Bearer`."""
         if not nodes:
             raise ValueError("nodes: at least one host:port is required")
         self.nodes = [_url(n) for n in nodes]
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = timeout
         self._retries = retries
         self._backoff = backoff
@@ -96,7 +99,7 @@ class KvClient:
 
     async def _once(self, method: str, url: str, body: Any) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", **self._auth}
         try:
             async with self._client().request(method, url, data=data, headers=headers) as resp:
                 raw = await resp.read()
@@ -215,6 +218,23 @@ class KvClient:
         body = {"plan_id": plan_id}
         path = "/v1/membership/abort"
         return _obj(await self.request("POST", path, body, query=query, idempotent=False))
+
+    # ------------------------------------------------------------------ tokens (kv/auth.py)
+    async def create_token(
+        self, name: str, role: str, keyspaces: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """A new token: its secret (`token`) is in this reply only."""
+        body: dict[str, Any] = {"name": name, "role": role}
+        if keyspaces is not None:
+            body["keyspaces"] = list(keyspaces)
+        return _obj(await self.request("POST", "/v1/tokens", body, idempotent=False))
+
+    async def list_tokens(self) -> list[dict[str, Any]]:
+        found = _obj(await self.request("GET", "/v1/tokens", idempotent=True))
+        return list(found["tokens"])
+
+    async def revoke_token(self, token_id: str) -> None:
+        await self.request("DELETE", f"/v1/tokens/{_q(token_id)}", idempotent=False)
 
     async def health(self, node: str) -> bool:
         try:

@@ -88,6 +88,10 @@ class NodeConfig:
     # msync Raft journals before acknowledging (durable on a majority); false = survive a
     # process crash only (DESIGN.md §3, docs/raft.md)
     raft_sync_journal: bool = True
+    # client tokens (kv/auth.py): with auth, every API request but /v1/health needs one;
+    # a founder with admin_token_file puts that token in the bootstrap metadata as admin
+    auth: bool = False
+    admin_token_file: str = ""
     # one Merkle exchange per interval, round robin over this node's partitions (Dynamo §4.7):
     # an in-sync exchange is one root-hash call, so a 64-partition sweep every 16 s is cheap
     anti_entropy_interval_s: float = 0.25
@@ -262,16 +266,13 @@ def load(path: str | None, overrides: dict[str, Any]) -> NodeConfig:
     return _build(raw)
 
 
-def read_secret_file(path: str) -> str:
+def read_secret_file(path: str, field: str = "cluster_secret_file") -> str:
     """The secret in `path`, which no one but its owner may read (issue 11 item 8: the
-    secret derives every key of the cluster)."""
+    secret derives every key of the cluster; an admin token opens every keyspace)."""
     with open(path) as f:
         mode = os.fstat(f.fileno()).st_mode & 0o777
         if mode & 0o077:
-            _fail(
-                "cluster_secret_file",
-                f"{path} can be read by group or others (mode {mode:o}); chmod 600 {path}",
-            )
+            _fail(field, f"{path} can be read by group or others (mode {mode:o}); chmod 600 {path}")
         return f.read().strip()
 
 

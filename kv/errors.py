@@ -12,7 +12,8 @@
     ├── RequestIdConflict        request_id_conflict  a new request_id for a new command
     ├── TooLarge                 too_large            shrink the key or value
     ├── NotImplementedYet        not_implemented      use a supported feature
-    ├── Unauthorized             unauthorized         present valid credentials
+    ├── Unauthorized             unauthorized         present a valid token (401)
+    ├── Forbidden                forbidden            use a token whose role covers it (403)
     ├── Retryable                unavailable          retry after `retry_after` seconds
     │   ├── QuorumUnavailable    quorum_unavailable   (certainly not applied)
     │   ├── NoLeader             no_leader            (certainly not applied)
@@ -115,6 +116,10 @@ class NotImplementedYet(KvError):
 
 class Unauthorized(KvError):
     code = "unauthorized"
+
+
+class Forbidden(KvError):
+    code = "forbidden"
 
 
 class Retryable(KvError):

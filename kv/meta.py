@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kv import claim
+from kv.auth import Token
 from kv.keyspace import KeyspaceConfig
 from kv.ring import Ring
 
@@ -93,6 +94,7 @@ class Metadata:
     keyspaces: tuple[KeyspaceConfig, ...] = ()
     chains: claim.Chains = ()  # explicit placement (kv/claim.py); () = vnode walks (legacy)
     transition: Transition | None = None  # a committed plan still moving data
+    tokens: tuple[Token, ...] = ()  # client tokens, their secrets hashed (kv/auth.py)
     _ring: Ring | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -134,6 +136,7 @@ class Metadata:
             "keyspaces": [k.to_dict() for k in self.keyspaces],
             "chains": [list(chain) for chain in self.chains],
             "transition": self.transition.to_dict() if self.transition else None,
+            "tokens": [t.to_dict() for t in self.tokens],
         }
 
     @staticmethod
@@ -146,4 +149,5 @@ class Metadata:
             keyspaces=tuple(KeyspaceConfig.from_dict(k) for k in d["keyspaces"]),
             chains=tuple(tuple(str(n) for n in chain) for chain in d.get("chains", ())),
             transition=Transition.from_dict(d["transition"]) if d.get("transition") else None,
+            tokens=tuple(Token.from_dict(t) for t in d.get("tokens", ())),
         )

@@ -4,7 +4,8 @@
 (raft_groups/meta_group.py), so it must be deterministic and must not raise on a bad change:
 a refused change is an outcome, and the metadata is returned unchanged.
 
-Changes: `bootstrap`, `put_keyspace`, `delete_keyspace`, and the membership plan's
+Changes: `bootstrap`, `put_keyspace`, `delete_keyspace`, `put_token` / `revoke_token`
+(client tokens, kv/auth.py: records with hashed secrets), and the membership plan's
 `commit_plan`, `move_done`, `abort_plan` (kv/plan.py makes plans; a commit recomputes the
 plan it names and is refused if the metadata has moved on since — Riak's claimant).
 `sync` changes nothing: it is the meta group's read barrier (kv/barriers.py): once it is
@@ -16,7 +17,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from kv import claim
+from kv import auth, claim
+from kv.auth import Token
 from kv.errors import KvError
 from kv.keyspace import KeyspaceConfig
 from kv.meta import Member, Metadata, Transition
@@ -65,6 +67,7 @@ def _bootstrap(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]
         partitions=partitions,
         vnodes=int(change["vnodes"]),
         chains=chains,
+        tokens=tuple(Token.from_dict(t) for t in change.get("tokens", ())),  # kv/auth.py
     )
     return new, {"status": "created"}
 
@@ -95,6 +98,22 @@ def _delete_keyspace(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Ou
         return md, _refused("keyspace_not_found", f"keyspace {name!r} does not exist")
     remaining = tuple(k for k in md.keyspaces if k.name != name)
     return _bump(md, keyspaces=remaining), {"status": "deleted"}
+
+
+def _put_token(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]:
+    token = Token.from_dict(change["token"])
+    if any(t.id == token.id for t in md.tokens):
+        return md, _refused("invalid_request", f"token id {token.id} exists; mint another")
+    if len(md.tokens) >= auth.MAX_TOKENS:
+        return md, _refused("invalid_request", f"at most {auth.MAX_TOKENS} tokens; revoke one")
+    return _bump(md, tokens=(*md.tokens, token)), {"status": "created"}
+
+
+def _revoke_token(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]:
+    token_id = str(change["id"])
+    if not any(t.id == token_id for t in md.tokens):
+        return md, _refused("not_found", f"no token with id {token_id!r}")
+    return _bump(md, tokens=tuple(t for t in md.tokens if t.id != token_id)), {"status": "revoked"}
 
 
 def _bump(md: Metadata, **changes: Any) -> Metadata:
@@ -180,6 +199,8 @@ _HANDLERS = {
     "bootstrap": _bootstrap,
     "put_keyspace": _put_keyspace,
     "delete_keyspace": _delete_keyspace,
+    "put_token": _put_token,
+    "revoke_token": _revoke_token,
     "commit_plan": _commit_plan,
     "move_done": _move_done,
     "abort_plan": _abort_plan,

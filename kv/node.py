@@ -37,8 +37,8 @@ from dynamo_mode.replica import DynamoReplica, KeyRef, local_actor
 from dynamo_mode.replica_server import ReplicaServer
 from dynamo_mode.tombstones import TombstoneReaper
 from dynamo_mode.transfer import Disowned, Transfers
-from kv import routing
-from kv.config import NodeConfig
+from kv import auth, routing
+from kv.config import NodeConfig, read_secret_file
 from kv.errors import NotReady
 from kv.http.app import NODE_STATE, Server, make_app
 from kv.internode import OpTable
@@ -94,7 +94,7 @@ class Node:
         self._background_loops()
         self.raft_moves = RaftMoves(self.groups, cfg.node_id, self._metadata, self._propose)
         self.meta.subscribe(self._on_metadata)
-        app = make_app(self.service, self.internode, cfg.request_timeout_s)
+        app = make_app(self.service, self.internode, cfg.request_timeout_s, auth=cfg.auth)
         app[NODE_STATE] = self.node_state
         self._server = await Server.listen(app, cfg.listen)
         loops = (self.peers, self.anti_entropy, self.handoff, self.reaper, self.transfers)
@@ -242,9 +242,18 @@ class Node:
             "partitions": cfg.partitions,
             "vnodes": cfg.vnodes,
             "claim": "chains",  # placement by kv/claim.py (balanced, explicit in metadata)
+            "tokens": [t.to_dict() for t in self._bootstrap_tokens()],
         }
         await group.bootstrap(change, BOOTSTRAP_DEADLINE_S)
         log.info("metadata bootstrapped at epoch %d", group.metadata.epoch)
+
+    def _bootstrap_tokens(self) -> list[auth.Token]:
+        """The founder's admin token (`admin_token_file`, mode 600 like the secret)."""
+        path = self.config.admin_token_file
+        if not path:
+            return []
+        token = read_secret_file(path, "admin_token_file")  # checked at start (kv/startup.py)
+        return [auth.record(token, "admin", "admin", None)]
 
     def _rehome_hint(self, owner: str, ref: KeyRef) -> tuple[str, ...] | None:
         """Where a hint for `owner` goes: `owner` while it is a member, else the key's

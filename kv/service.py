@@ -26,9 +26,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from kv import plan, routing
+from kv import auth, plan, routing
 from kv.errors import (
     InvalidRequest,
+    KeyNotFound,
     KeyspaceConflict,
     KeyspaceNotFound,
     NotImplementedYet,
@@ -143,6 +144,28 @@ class Service:
     async def delete_keyspace(self, name: str, timeout: float) -> None:
         await self.describe_keyspace(name, timeout)
         outcome = await self._meta.change({"type": "delete_keyspace", "name": name}, timeout)
+        _raise_refused(outcome)
+
+    # ------------------------------------------------------------------ tokens
+    def authenticate(self, header: str | None) -> auth.Token:
+        """The token record of an `Authorization` header (kv/auth.py); 401 if none."""
+        return auth.authenticate(header, self.metadata().tokens)
+
+    async def create_token(self, body: Any, timeout: float) -> dict[str, Any]:
+        """Mint a token; its secret is in this reply only (metadata keeps its hash)."""
+        name, role, keyspaces = auth.parse_request(body)
+        token, record = auth.mint(name, role, keyspaces)
+        change = {"type": "put_token", "token": record.to_dict()}
+        _raise_refused(await self._meta.change(change, timeout))
+        return {"token": token, **record.public()}
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        return [t.public() for t in self.metadata().tokens]
+
+    async def revoke_token(self, token_id: str, timeout: float) -> None:
+        outcome = await self._meta.change({"type": "revoke_token", "id": token_id}, timeout)
+        if outcome.get("code") == "not_found":
+            raise KeyNotFound(str(outcome.get("message")), token=token_id)
         _raise_refused(outcome)
 
     # ------------------------------------------------------------------ membership

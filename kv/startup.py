@@ -9,6 +9,7 @@
   the secret, revealing nothing of it); a directory of another node or another cluster is
   refused, so a mistyped `--data-dir` or `--node-id` cannot make one node speak with
   another's journals. A directory without `node.json` (older releases, or new) is adopted.
+- **Admin token file** (a founder's bootstrap token, kv/auth.py): mode 600, well formed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import json
 import os
 import socket
 
-from kv.config import ConfigError, NodeConfig
+from kv import auth
+from kv.config import ConfigError, NodeConfig, read_secret_file
 from kv.keys import cluster_fingerprint
 
 IDENTITY = "node.json"
@@ -33,6 +35,17 @@ def check_ports(cfg: NodeConfig) -> None:
                 pass
         except OSError as exc:
             raise ConfigError(f"{name}: cannot bind {address}: {exc.strerror or exc}") from None
+
+
+def check_admin_token(cfg: NodeConfig) -> None:
+    """A founder's bootstrap admin token file: mode 600 and a token kv/auth.py accepts."""
+    if not cfg.admin_token_file:
+        return
+    token = read_secret_file(cfg.admin_token_file, "admin_token_file")
+    try:
+        auth.record(token, "admin", "admin", None)
+    except ValueError as exc:
+        raise ConfigError(f"admin_token_file: {cfg.admin_token_file}: {exc}") from None
 
 
 def prepare_data_dir(cfg: NodeConfig) -> None:

@@ -10,6 +10,7 @@ an exit code through kvctl/errors.py — the one place that mapping lives. New c
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -26,33 +27,11 @@ from kv.meta import Member
 from kv.plan import Change
 from kvctl import errors, follow, render, staged
 from kvctl.errors import KvctlError
+from kvctl.help import HELP
 from kvctl.status import Status
 
 DEFAULT_ENDPOINTS = "127.0.0.1:7001"  # node n1 of `ops/cluster up`
 MAX_SERVER_TIMEOUT_S = 60.0  # the API's limit on timeout_ms (kv/routing.py MAX_TIMEOUT_S)
-
-HELP = """Operate a kv cluster over its HTTP API: membership changes (plan, commit, status,
-abort) and a look at the cluster.
-
-\b
-Membership changes are staged locally, shown as a plan, then committed:
-  kvctl plan add n4 --http 10.0.0.4:7001 --raft 10.0.0.4:7101
-  kvctl plan show                  # every replica that moves; remembers the plan id
-  kvctl commit                     # refused if the cluster changed since `plan show`
-  kvctl status --wait              # follow the moves until the plan is done
-  kvctl abort                      # or stop it: moves not yet done go back
-  kvctl --json status              # the same, as JSON for scripts
-  KV_ENDPOINTS=10.0.0.1:7001,10.0.0.2:7001 kvctl cluster status
-
-\b
-Exit codes:
-  0  done
-  1  refused: the cluster said no (invalid change, plan conflict) or nothing to do
-  2  usage: a bad command line
-  3  unavailable: no node answered (or all said 503); nothing was applied
-  4  unknown outcome (504): it may have been applied; check `kvctl status`
-  5  `status --wait` timed out with the plan still moving (the reason is printed)
-"""
 
 
 # ---------------------------------------------------------------------- the session
@@ -64,11 +43,12 @@ class Session:
     as_json: bool
     timeout: float
     state_file: Path
+    token: str | None = None
     _client: SyncClient | None = field(default=None, repr=False)
 
     def client(self) -> SyncClient:
         if self._client is None:
-            self._client = SyncClient(self.endpoints, timeout=self.timeout)
+            self._client = SyncClient(self.endpoints, timeout=self.timeout, token=self.token)
         return self._client
 
     def close(self) -> None:
@@ -157,11 +137,16 @@ def _state_file(_ctx: click.Context, _param: click.Parameter, value: Path | None
     show_default="~/.kvctl/plan.json",
     help="Where staged membership changes are kept. Env KVCTL_STATE.",
 )
+@click.option(
+    "--token-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="KV_TOKEN_FILE",
+    help="A client token (auth on; e.g. DIR/admin.token). Env KV_TOKEN_FILE, or KV_TOKEN.",
+)
 @click.pass_context
-def cli(
-    ctx: click.Context, endpoints: tuple[str, ...], as_json: bool, timeout: float, state_file: Path
-) -> None:
-    ctx.obj = Session(endpoints, as_json, timeout, state_file)
+def cli(ctx: click.Context, /, token_file: Path | None, **options: Any) -> None:
+    token = token_file.read_text().strip() if token_file else os.environ.get("KV_TOKEN")
+    ctx.obj = Session(**options, token=token or None)
     ctx.call_on_close(ctx.obj.close)
 
 
@@ -371,6 +356,40 @@ def cluster_status(session: Session) -> None:
     """Members (with their status as gossip sees it), the meta group's voters and leader."""
     view: dict[str, Any] = session.client().cluster()
     session.emit(view, render.cluster(view))
+
+
+# ---------------------------------------------------------------------- tokens
+@cli.group()
+def token() -> None:
+    """Create, list and revoke client tokens (kv/auth.py; needs an admin token)."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["read", "write", "admin"]), required=True)
+@click.option("--keyspace", "keyspaces", multiple=True, help="Only this one (repeatable).")
+@pass_session
+def token_create(session: Session, name: str, role: str, keyspaces: tuple[str, ...]) -> None:
+    """Mint token NAME and print it, once (the cluster keeps only its hash)."""
+    made = session.client().create_token(name, role, list(keyspaces) or None)
+    session.emit(made, [str(made["token"])])
+
+
+@token.command("list")
+@pass_session
+def token_list(session: Session) -> None:
+    """Every token's id, name, role and keyspaces (never the secrets)."""
+    tokens: list[dict[str, Any]] = session.client().list_tokens()
+    session.emit({"tokens": tokens}, render.tokens(tokens))
+
+
+@token.command("revoke")
+@click.argument("token_id")
+@pass_session
+def token_revoke(session: Session, token_id: str) -> None:
+    """Revoke token TOKEN_ID (as `token list` shows it); it stops working at once."""
+    session.client().revoke_token(token_id)
+    session.emit({"revoked": token_id}, [f"revoked {token_id}"])
 
 
 def main() -> None:

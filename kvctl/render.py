@@ -129,6 +129,11 @@ def cluster(view: Mapping[str, Any]) -> list[str]:
 
 
 # ---------------------------------------------------------------------- pieces
+def tokens(found: Sequence[Mapping[str, Any]]) -> list[str]:
+    rows = [[t["id"], t["name"], t["role"], ", ".join(t["keyspaces"] or ["*"])] for t in found]
+    return table(["id", "name", "role", "keyspaces"], rows) if rows else ["no tokens"]
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     cells = [[str(h) for h in headers], *[["-" if c is None else str(c) for c in r] for r in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]

@@ -42,6 +42,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from kv import auth
+
 try:
     from ops import netns
     from ops.ports import port_bindable
@@ -62,11 +64,14 @@ EXAMPLES = {
 }
 
 
+# the admin token's header once a cluster with auth is loaded (`_use_auth`)
+_AUTH: dict[str, str] = {}
+
+
 def _http(method: str, url: str, body: Any = None, timeout: float = 2.0) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json", **_AUTH}
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             raw = r.read()
@@ -178,11 +183,33 @@ def _joiner(node: dict[str, Any]) -> bool:
 
 
 def _cluster_flags(layout: dict[str, Any], node: dict[str, Any]) -> list[str]:
-    """Founders name each other (the meta group's voters); a joiner names its seeds."""
+    """Founders name each other (the meta group's voters); a joiner names its seeds. With
+    auth, every node checks tokens and the founders bootstrap the admin token."""
+    auth_flags = ["--auth"] if layout.get("auth") else []
     if _joiner(node):
-        return ["--seeds", ",".join(node["seeds"])]
+        return ["--seeds", ",".join(node["seeds"]), *auth_flags]
+    if auth_flags:
+        auth_flags += ["--admin-token-file", _admin_token_file(layout["dir"])]
     founders = [m for m in layout["nodes"] if not _joiner(m)]
-    return ["--initial-cluster", ",".join(f"{m['id']}={m['http']}/{m['raft']}" for m in founders)]
+    members = ",".join(f"{m['id']}={m['http']}/{m['raft']}" for m in founders)
+    return ["--initial-cluster", members, *auth_flags]
+
+
+def _admin_token_file(d: str) -> str:
+    """DIR/admin.token: an admin token (kv/auth.py), made once, mode 0600."""
+    path = os.path.join(d, "admin.token")
+    if not os.path.exists(path):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(auth.mint("admin", "admin", None)[0] + "\n")
+    return path
+
+
+def _use_auth(d: str, layout: dict[str, Any]) -> None:
+    """Send the admin token with every request of this run (a cluster with auth)."""
+    if layout.get("auth"):
+        with open(_admin_token_file(d)) as f:
+            _AUTH["Authorization"] = f"Bearer {f.read().strip()}"
 
 
 def _start(d: str, layout: dict[str, Any], node: dict[str, Any]) -> int:
@@ -260,9 +287,10 @@ def cmd_up(a: argparse.Namespace) -> None:
     if existing is not None:
         layout = existing
     else:
-        layout = _layout(a.dir, a.n, a.base_port)
+        layout = {**_layout(a.dir, a.n, a.base_port), **({"auth": True} if a.auth else {})}
         with open(_layout_path(a.dir), "w") as f:
             json.dump(layout, f, indent=2)
+    _use_auth(a.dir, layout)
     for node in layout["nodes"]:
         if _pid(a.dir, node["id"]) is None:
             _start(a.dir, layout, node)
@@ -723,6 +751,9 @@ def main(argv: list[str] | None = None) -> None:
     up.add_argument("--base-port", dest="base_port", type=int, default=7001)
     up.add_argument("--netns", action="store_true")
     up.add_argument("--no-examples", dest="no_examples", action="store_true")
+    up.add_argument(
+        "--auth", action="store_true", help="require client tokens; DIR/admin.token is admin"
+    )
     add = sub.add_parser("add", help="start one more node and add it (plan + commit)")
     add.add_argument("--id", help="node id (default: the next free n<i>)")
     add.add_argument("--wait", action="store_true", help="until every transfer is done")
@@ -770,6 +801,8 @@ def main(argv: list[str] | None = None) -> None:
 def _run(command: Callable[[argparse.Namespace], None], a: argparse.Namespace) -> None:
     """Namespace errors become one line on stderr and an exit code: 3 when this machine
     cannot run --netns clusters, 4 when 10.77.0.0/24 is taken, 1 for any other failure."""
+    if os.path.exists(_layout_path(a.dir)):
+        _use_auth(a.dir, _load(a.dir))
     try:
         command(a)
     except netns.NetnsUnavailable as exc:

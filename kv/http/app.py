@@ -19,9 +19,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from kv import json_codec
 from kv.errors import InvalidRequest, KvError, MalformedJson, TooLarge
+from kv.http import access
 from kv.http.errors import response_for
 from kv.http.internode import add_routes
 from kv.routing import MAX_TIMEOUT_S, Options
@@ -236,14 +238,34 @@ async def membership_abort(request: web.Request) -> web.Response:
     return _json(await service.membership_abort(body, options(request).timeout_s), 202)
 
 
+# ---------------------------------------------------------------------- tokens (kv/auth.py)
+async def create_token(request: web.Request) -> web.Response:
+    service, body = request.app[SERVICE], await read_json(request)
+    return _json(await service.create_token(body, options(request).timeout_s), 201)
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    return _json({"tokens": request.app[SERVICE].list_tokens()})
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    await service.revoke_token(request.match_info["id"], options(request).timeout_s)
+    return web.Response(status=204)
+
+
 KEY = "/v1/keyspaces/{ks}/keys/{key:.+}"
 
 
 def make_app(
-    service: Service, internode: InternodeServer, default_timeout_s: float
+    service: Service, internode: InternodeServer, default_timeout_s: float, auth: bool = False
 ) -> web.Application:
+    """`auth`: check every request's token (kv/http/access.py; errors rendered outside)."""
+    middlewares: list[Middleware] = [errors_middleware]
+    if auth:
+        middlewares.append(access.middleware(service.authenticate))
     app = web.Application(
-        middlewares=[errors_middleware],
+        middlewares=middlewares,
         client_max_size=MAX_BODY_BYTES,
         # a 1024-byte key percent-encodes to 3 KiB; leave room so over-long keys reach our
         # 413 instead of the parser's plain-text 400
@@ -251,20 +273,24 @@ def make_app(
     )
     app[SERVICE] = service
     app[DEFAULT_TIMEOUT] = default_timeout_s
-    app.router.add_get("/v1/health", health)
-    app.router.add_get("/v1/cluster", cluster)
-    app.router.add_get("/v1/keyspaces", list_keyspaces)
-    app.router.add_get("/v1/keyspaces/{ks}", get_keyspace)
-    app.router.add_put("/v1/keyspaces/{ks}", put_keyspace)
-    app.router.add_delete("/v1/keyspaces/{ks}", delete_keyspace)
-    app.router.add_get(KEY, get_key)
-    app.router.add_put(KEY, put_key)
-    app.router.add_delete(KEY, delete_key)
-    app.router.add_get("/v1/admin/replica/{ks}/{key:.+}", replica_state)
-    app.router.add_get("/v1/membership", membership_status)
-    app.router.add_post("/v1/membership/plan", membership_plan)
-    app.router.add_post("/v1/membership/commit", membership_commit)
-    app.router.add_post("/v1/membership/abort", membership_abort)
+    r = app.router  # every route is named: kv/http/access.py says who may call it
+    r.add_get("/v1/health", health, name="health")
+    r.add_get("/v1/cluster", cluster, name="cluster")
+    r.add_get("/v1/keyspaces", list_keyspaces, name="keyspaces.list")
+    r.add_get("/v1/keyspaces/{ks}", get_keyspace, name="keyspace.get")
+    r.add_put("/v1/keyspaces/{ks}", put_keyspace, name="keyspace.put")
+    r.add_delete("/v1/keyspaces/{ks}", delete_keyspace, name="keyspace.delete")
+    r.add_get(KEY, get_key, name="key.get")
+    r.add_put(KEY, put_key, name="key.put")
+    r.add_delete(KEY, delete_key, name="key.delete")
+    r.add_get("/v1/admin/replica/{ks}/{key:.+}", replica_state, name="admin.replica")
+    r.add_get("/v1/membership", membership_status, name="membership.status")
+    r.add_post("/v1/membership/plan", membership_plan, name="membership.plan")
+    r.add_post("/v1/membership/commit", membership_commit, name="membership.commit")
+    r.add_post("/v1/membership/abort", membership_abort, name="membership.abort")
+    r.add_post("/v1/tokens", create_token, name="tokens.create")
+    r.add_get("/v1/tokens", list_tokens, name="tokens.list")
+    r.add_delete("/v1/tokens/{id}", revoke_token, name="tokens.revoke")
     add_routes(app, internode)
     return app
 

@@ -17,7 +17,8 @@ from kv import errors as e
 STATUS: dict[type[e.KvError], int] = {
     e.InvalidRequest: 400,
     e.MalformedJson: 400,
-    e.Unauthorized: 403,
+    e.Unauthorized: 401,
+    e.Forbidden: 403,
     e.KeyspaceNotFound: 404,
     e.KeyNotFound: 404,
     e.KeyspaceConflict: 409,
@@ -46,6 +47,8 @@ def response_for(exc: e.KvError) -> web.Response:
     headers = {}
     if isinstance(exc, e.Retryable):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    if isinstance(exc, e.Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="kv"'
     return web.Response(
         status=status_for(exc),
         body=json.dumps(exc.to_wire()).encode(),

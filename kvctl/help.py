@@ -1,0 +1,25 @@
+"""kvctl's top-level --help text (kvctl/cli.py shows it)."""
+
+HELP = """Operate a kv cluster over its HTTP API: membership changes (plan, commit, status,
+abort), client tokens and a look at the cluster.
+
+\b
+Membership changes are staged locally, shown as a plan, then committed:
+  kvctl plan add n4 --http 10.0.0.4:7001 --raft 10.0.0.4:7101
+  kvctl plan show                  # every replica that moves; remembers the plan id
+  kvctl commit                     # refused if the cluster changed since `plan show`
+  kvctl status --wait              # follow the moves until the plan is done
+  kvctl abort                      # or stop it: moves not yet done go back
+  kvctl --json status              # the same, as JSON for scripts
+  KV_ENDPOINTS=10.0.0.1:7001,10.0.0.2:7001 kvctl cluster status
+  kvctl --token-file admin.token token create ci --role write --keyspace carts
+
+\b
+Exit codes:
+  0  done
+  1  refused: the cluster said no (invalid change, plan conflict) or nothing to do
+  2  usage: a bad command line
+  3  unavailable: no node answered (or all said 503); nothing was applied
+  4  unknown outcome (504): it may have been applied; check `kvctl status`
+  5  `status --wait` timed out with the plan still moving (the reason is printed)
+"""
