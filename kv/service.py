@@ -100,12 +100,15 @@ class Service:
     def keyspace(self, name: str) -> KeyspaceConfig:
         return routing.keyspace(self.metadata(), name)
 
-    async def current(self, name: str, timeout: float) -> Metadata:
+    async def current(self, name: str, timeout: float, routes: bool = True) -> Metadata:
         """This node's metadata, confirmed by a read barrier if it lacks keyspace `name` or
-        has not been confirmed since this node started (module docstring)."""
+        has not been confirmed since this node started (module docstring). `routes=False`:
+        the caller only inspects this node's own replica (no request is routed by it), so
+        a known keyspace needs no barrier even before the first one — a removed node, cut
+        off from the meta group, still shows what it holds."""
         md = self.metadata()
         validate_name(name)  # a malformed name is a 400 without a barrier
-        if self._confirmed and md.keyspace(name) is not None:
+        if (self._confirmed or not routes) and md.keyspace(name) is not None:
             return md
         try:
             await self._meta.sync(timeout)
@@ -235,7 +238,8 @@ class Service:
         return await self._mode(req).delete(req)
 
     async def replica_state(self, name: str, key: str, timeout: float) -> dict[str, Any]:
-        req = routing.locate(await self.current(name, timeout), name, key, routing.MAX_TIMEOUT_S)
+        md = await self.current(name, timeout, routes=False)
+        req = routing.locate(md, name, key, routing.MAX_TIMEOUT_S)
         return self._mode(req).replica_state(req)
 
 

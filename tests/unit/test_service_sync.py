@@ -93,3 +93,12 @@ def test_no_barrier_is_a_retryable_503_naming_the_keyspace() -> None:
         current(meta, "ks")
     assert "'ks'" in caught.value.message and "no meta leader" in caught.value.message
     assert caught.value.retry_after == 0.7
+
+
+def test_inspecting_the_local_replica_needs_no_barrier_for_a_known_keyspace() -> None:
+    """A removed node cannot confirm its metadata, yet `/v1/admin/replica` must still show
+    what it holds (seen in CI: test_transfer's removed n4 answered 503)."""
+    meta = LaggingMeta(WITH_KS, WITH_KS, fails=NoLeader("removed", retry_after=0.7))
+    service = Service(meta, {}, dict)
+    assert asyncio.run(service.current("ks", 1.0, routes=False)) is WITH_KS
+    assert meta.syncs == 0
