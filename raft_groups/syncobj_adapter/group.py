@@ -45,7 +45,12 @@ from raft_groups.syncobj_adapter.mux import GroupTransport
 from raft_groups.syncobj_adapter.read_index import ReadIndex, View
 from raft_groups.syncobj_adapter.reconfig import ChangePolicy, Reconfigurator
 from raft_groups.syncobj_adapter.settings import GroupSettings
-from raft_groups.syncobj_adapter.snapshot import BackgroundSnapshot, Snapshots
+from raft_groups.syncobj_adapter.snapshot import (
+    SNAPSHOT_FILE,
+    BackgroundSnapshot,
+    Snapshots,
+    drop_marker,
+)
 
 if TYPE_CHECKING:
     from raft_groups.syncobj_adapter.driver import RaftDriver
@@ -82,6 +87,7 @@ class RaftGroup:
                 driver.mux, settings.gid, settings.peers, lease=settings.election_timeout_min
             )
             restore_vote(settings.data_dir, _journal_file(settings) + ".meta")
+            drop_marker(os.path.join(settings.data_dir, SNAPSHOT_FILE))
             self._obj = _SyncObj(settings, machine, self.transport)
             self._durability = self._watch_writes(settings)
             self.transport.owner = self._obj
@@ -323,7 +329,7 @@ def _conf(settings: GroupSettings, snapshots: BackgroundSnapshot) -> Any:
         # the client gets a retryable 503 rather than a request of unknown fate.
         commandsWaitLeader=False,
         journalFile=_journal_file(settings),
-        fullDumpFile=os.path.join(settings.data_dir, "raft.snapshot"),
+        fullDumpFile=os.path.join(settings.data_dir, SNAPSHOT_FILE),
         serializer=snapshots.write,
         serializeChecker=snapshots.check,
         deserializer=snapshots.read,

@@ -4,14 +4,21 @@ thread caused an election).
 pysyncobj calls our serializer hook (`BackgroundSnapshot.write`) on the driver thread, then
 atomically renames whatever the hook left at `<file>.tmp` to the snapshot file. The hook
 captures a consistent view on the driver thread (`machine.snapshot()`: the state equals
-the applied log at that instant), leaves at `.tmp` either a hard link to the current
-snapshot or an "incomplete" marker, and returns at once; a background thread then writes
-the real file (`<file>.bg`, fsynced, then renamed over the snapshot, the directory
-fsynced). pysyncobj truncates
-the journal only after `serializeChecker` (`check`) reports SUCCESS — once, then
-NOT_SERIALIZING so the next compaction can start — and sends no snapshot to followers
-while one is being written. Our deserializer (`read`) refuses the marker, so a crash in
-between falls back to the untruncated journal.
+the applied log at that instant), leaves at `.tmp` a hard link to the current snapshot
+(the rename is then a no-op) or nothing when there is none (the rename fails, which
+pysyncobj only notes; our `serializeChecker` decides the outcome), and returns at once; a
+background thread then writes the real file (`<file>.bg`, fsynced, then renamed over the
+snapshot, the directory fsynced). pysyncobj truncates the journal only after
+`serializeChecker` (`check`) reports SUCCESS — once, then NOT_SERIALIZING so the next
+compaction can start — and sends no snapshot to followers while one is being written. So
+the snapshot file is always absent or a whole snapshot, and a crash in between falls back
+to the untruncated journal.
+
+It once left an "incomplete" marker when there was no snapshot yet. A node killed while
+writing its first snapshot kept that marker as its snapshot file; as a leader it later sent
+it to a member that needed a snapshot, which refused it (`read`), was sent it again, and
+never caught up (seen in CI: joining meta voters stuck, thousands of "failed to load full
+dump"). A marker found at start is deleted (`drop_marker`); `read` still refuses one.
 
 File format: one JSON header line (the last and previous log entries and the cluster, as
 pysyncobj hands them over), then the state machine's chunks. Never a pickle.
@@ -38,6 +45,8 @@ from pysyncobj.node import TCPNode
 from raft_groups.syncobj_adapter.durable import sync_dir
 
 log = logging.getLogger(__name__)
+
+SNAPSHOT_FILE = "raft.snapshot"  # in the group's data directory
 
 
 class Snapshots(Protocol):
@@ -119,14 +128,31 @@ class BackgroundSnapshot:
 
 
 def _leave_placeholder(tmp_path: str, final: str) -> None:
-    """What pysyncobj renames over the snapshot now: the current one, or a marker."""
+    """What pysyncobj renames over the snapshot now: the current one (a hard link: the
+    rename changes nothing), or nothing at all (module docstring)."""
     if os.path.exists(tmp_path):
         os.remove(tmp_path)
     if os.path.exists(final):
         os.link(final, tmp_path)
-    else:
-        with open(tmp_path, "wb") as f:
-            f.write(json.dumps({"incomplete": True}).encode() + b"\n")
+
+
+def drop_marker(path: str) -> bool:
+    """Delete an "incomplete" marker left at the snapshot path by an older release killed
+    mid-snapshot (module docstring); True if there was one. The journal was never
+    truncated for it, so nothing is lost."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(4096)
+    except FileNotFoundError:
+        return False
+    try:
+        marker = json.loads(first).get("incomplete") is True
+    except (ValueError, AttributeError):
+        return False
+    if marker:
+        log.warning("deleting %s: an incomplete snapshot marker, not a snapshot", path)
+        os.remove(path)
+    return marker
 
 
 def _header(data: Any) -> bytes:

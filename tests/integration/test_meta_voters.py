@@ -274,7 +274,7 @@ def test_restarted_nodes_keep_their_roles(nodes: dict[str, NodeThread]) -> None:
     and saved peers, not from a founding configuration), and a removed founder restarts:
     it reads without founding again. The group still commits."""
     leader = meta_group(nodes["n3"])["leader"]
-    assert leader in ("n3", "n4", "n5")
+    assert leader in ("n3", "n4", "n5"), views()
     for voter in [leader, *sorted({"n3", "n4", "n5"} - {leader})]:
         restart(nodes, voter)
         staying = [nodes[n] for n in ("n3", "n4", "n5")]
