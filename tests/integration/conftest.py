@@ -272,6 +272,10 @@ def base_url(api: Api) -> str:
 
 @pytest.fixture(scope="module")
 def lin_ks(api: Api) -> str:
+    return linearizable_keyspace(api)
+
+
+def linearizable_keyspace(api: Api) -> str:
     """A linearizable keyspace `lin` (replication 1) whose Raft groups serve. The groups
     start after the metadata change commits (raft_groups/manager.py `reconcile`): wait, with
     a deadline, until /v1/cluster lists one group per partition, each with a leader."""

@@ -20,16 +20,30 @@ import json
 import os
 import random
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
 from urllib.parse import quote, quote_from_bytes
 
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
+from kv import auth
 from kv.http.app import MAX_BODY_BYTES
 from kv.routing import MAX_VALUE_BYTES
-from tests.integration.conftest import Api, Reply, error_of, key_path, strict_json
+from tests.integration.conftest import (
+    START_DEADLINE_S,
+    Api,
+    NodeThread,
+    Reply,
+    error_of,
+    key_path,
+    linearizable_keyspace,
+    single_node_config,
+    strict_json,
+    wait_healthy,
+)
 
 SEED = int(os.environ.get("KV_FUZZ_SEED") or random.SystemRandom().randrange(1 << 32))
 MAX_EXAMPLES = int(os.environ.get("KV_FUZZ_EXAMPLES") or 1000)
@@ -211,13 +225,58 @@ def check_reply(call: Call, reply: Reply) -> str:
 # Hypothesis generates examples; the strategies here never do.
 @pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
 def test_fuzz_key_and_keyspace_routes(api: Api, lin_ks: str) -> None:
-    print(f"fuzz seed={SEED} (rerun with KV_FUZZ_SEED={SEED}), examples={MAX_EXAMPLES}")
+    fuzz(api, MAX_EXAMPLES)
+
+
+class AdminApi(Api):
+    """Sends the admin token with every request (a node with auth on)."""
+
+    def __init__(self, api: Api, token: str) -> None:
+        super().__init__(api.host, api.port, api.secret)
+        self.token = token
+
+    def request(self, method: str, path: str, body: bytes | None = None, **kw: Any) -> Reply:
+        headers = {**(kw.pop("headers", None) or {}), "Authorization": f"Bearer {self.token}"}
+        return super().request(method, path, body, headers=headers, **kw)
+
+
+@pytest.fixture(scope="module")
+def admin_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdminApi]:
+    """A single node with auth on, reached with its bootstrap admin token."""
+    root = tmp_path_factory.mktemp("fuzz-auth")
+    token = auth.mint("admin", "admin", None)[0]
+    token_file = root / "admin.token"
+    token_file.write_text(token)
+    token_file.chmod(0o600)
+    config = replace(single_node_config(root / "n1"), auth=True, admin_token_file=str(token_file))
+    runner = NodeThread(config)
+    try:
+        runner.start()
+        host, _, port = config.advertise.rpartition(":")
+        api = AdminApi(Api(host, int(port), config.cluster_secret), token)
+        wait_healthy(api, START_DEADLINE_S)
+        assert Api(host, int(port), config.cluster_secret).get("/v1/keyspaces").status == 401
+        yield api
+    finally:
+        runner.stop()
+
+
+@pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
+def test_fuzz_with_auth_on(admin_api: AdminApi) -> None:
+    """Issue 11 item 1: the same fuzz through the token check (a quarter of the examples:
+    the routes and their handlers are the same)."""
+    linearizable_keyspace(admin_api)
+    fuzz(admin_api, max(MAX_EXAMPLES // 4, 1))
+
+
+def fuzz(api: Api, examples: int) -> None:
+    print(f"fuzz seed={SEED} (rerun with KV_FUZZ_SEED={SEED}), examples={examples}")
     for name in ("fz", "fz1"):
         assert api.put(f"/v1/keyspaces/{name}", EVENTUAL_1).status in (200, 201)
 
     @seed(SEED)
     @settings(
-        max_examples=MAX_EXAMPLES,
+        max_examples=examples,
         deadline=None,
         database=None,
         print_blob=True,
