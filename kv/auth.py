@@ -11,9 +11,10 @@ and a scope:
     admin   everything: keyspaces, membership, tokens, /v1/admin/*
 
 `keyspaces` (None: all) limits a token's key and keyspace operations to the keyspaces it
-names; admin operations need an admin token of every keyspace. Tokens live in cluster
-metadata (kv/meta_machine.py `put_token` / `revoke_token`), so a revocation reaches a voter
-when it commits and a non-voter at its next poll (0.5 s).
+names (a scoped admin may create and delete those keyspaces); operations on the whole
+cluster (membership, tokens, /v1/admin/*) need an admin token of every keyspace. Tokens
+live in cluster metadata (kv/meta_machine.py `put_token` / `revoke_token`), so a
+revocation reaches a voter when it commits and a non-voter at its next poll (0.5 s).
 
 Outcomes: no token, a malformed one, an unknown id or a wrong secret → 401
 `unauthorized`; a valid token whose role or scope does not cover the request → 403

@@ -12,8 +12,8 @@ Invariant: the barrier a read waits for was proposed AFTER the read arrived. So 
 that arrives while a barrier is in flight does not join it (that barrier may have been
 ordered before a write the reader saw acknowledged); it waits for the NEXT one, which is
 proposed when the in-flight one completes. Every read arriving during one round trip
-shares that next barrier: one log entry per round trip however many reads
-(35–57 k reads/s measured).
+shares that next barrier: one barrier per round trip however many reads (35–57 k reads/s
+measured when a barrier was a log entry; a data group's is now a ReadIndex round).
 
 ```
  wait() ── nothing in flight ──▶ propose barrier B, return B       (B in flight)

@@ -20,6 +20,7 @@ import socket
 
 from kv import auth
 from kv.config import ConfigError, NodeConfig, read_secret_file
+from kv.files import write_durably
 from kv.keys import cluster_fingerprint
 
 IDENTITY = "node.json"
@@ -56,7 +57,7 @@ def prepare_data_dir(cfg: NodeConfig) -> None:
         with open(path) as f:
             found = json.load(f)
     except FileNotFoundError:
-        _write(path, mine)
+        write_durably(path, json.dumps(mine).encode(), mode=0o600)
         return
     except ValueError as exc:
         raise ConfigError(f"data_dir: {path} is not JSON ({exc})") from None
@@ -72,13 +73,3 @@ def prepare_data_dir(cfg: NodeConfig) -> None:
             f"data_dir: {cfg.data_dir} belongs to another cluster (made with another cluster "
             f"secret; {path}); use the secret it was made with, or a new directory"
         )
-
-
-def _write(path: str, identity: dict[str, str]) -> None:
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(identity, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

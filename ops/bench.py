@@ -270,7 +270,8 @@ async def _wait_for_keyspace(s: aiohttp.ClientSession, url: str, deadline_s: flo
 class KvLinearizableTarget:
     """kv's HTTP API for a linearizable keyspace: a put is a plain PUT (no context, no
     `if_version`) answered with `{"version": n}`; a get is a linearizable GET (the node
-    waits for a replicated read barrier before reading, DESIGN.md §3); `load` is a PUT."""
+    confirms its read index with the group's leader before reading, docs/raft.md "Reads");
+    `load` is a PUT."""
 
     def __init__(self, nodes: Sequence[str], keyspace: str, connections: int) -> None:
         self._bases = [f"http://{n}/v1/keyspaces/{keyspace}/keys/" for n in nodes]

@@ -37,7 +37,8 @@ _FIELDS = frozenset({"op", "uid", "key", "value", "if_version", "request_id"})
 class Command:
     """One replicated operation on one key of one keyspace incarnation (`uid`).
 
-    barrier: uid 0, key "", nothing else; a replicated no-op that linearizable reads wait for.
+    barrier: uid 0, key "", nothing else; the replicated no-op reads waited for before
+    ReadIndex (still applied from older journals; nothing proposes it now).
     if_version: the write applies only if the key's current version equals it (absent = 0,
     so 0 means create-only). request_id: unique per logical request; a retry with the same
     id returns the first result instead of applying again (Raft §8).

@@ -255,6 +255,27 @@ async def revoke_token(request: web.Request) -> web.Response:
 
 
 KEY = "/v1/keyspaces/{ks}/keys/{key:.+}"
+# (method, path, handler, name): every route is named, and kv/http/access.py says by name
+# who may call it
+ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
+    ("GET", "/v1/health", health, "health"),
+    ("GET", "/v1/cluster", cluster, "cluster"),
+    ("GET", "/v1/keyspaces", list_keyspaces, "keyspaces.list"),
+    ("GET", "/v1/keyspaces/{ks}", get_keyspace, "keyspace.get"),
+    ("PUT", "/v1/keyspaces/{ks}", put_keyspace, "keyspace.put"),
+    ("DELETE", "/v1/keyspaces/{ks}", delete_keyspace, "keyspace.delete"),
+    ("GET", KEY, get_key, "key.get"),
+    ("PUT", KEY, put_key, "key.put"),
+    ("DELETE", KEY, delete_key, "key.delete"),
+    ("GET", "/v1/admin/replica/{ks}/{key:.+}", replica_state, "admin.replica"),
+    ("GET", "/v1/membership", membership_status, "membership.status"),
+    ("POST", "/v1/membership/plan", membership_plan, "membership.plan"),
+    ("POST", "/v1/membership/commit", membership_commit, "membership.commit"),
+    ("POST", "/v1/membership/abort", membership_abort, "membership.abort"),
+    ("POST", "/v1/tokens", create_token, "tokens.create"),
+    ("GET", "/v1/tokens", list_tokens, "tokens.list"),
+    ("DELETE", "/v1/tokens/{id}", revoke_token, "tokens.revoke"),
+)
 
 
 def make_app(
@@ -273,24 +294,11 @@ def make_app(
     )
     app[SERVICE] = service
     app[DEFAULT_TIMEOUT] = default_timeout_s
-    r = app.router  # every route is named: kv/http/access.py says who may call it
-    r.add_get("/v1/health", health, name="health")
-    r.add_get("/v1/cluster", cluster, name="cluster")
-    r.add_get("/v1/keyspaces", list_keyspaces, name="keyspaces.list")
-    r.add_get("/v1/keyspaces/{ks}", get_keyspace, name="keyspace.get")
-    r.add_put("/v1/keyspaces/{ks}", put_keyspace, name="keyspace.put")
-    r.add_delete("/v1/keyspaces/{ks}", delete_keyspace, name="keyspace.delete")
-    r.add_get(KEY, get_key, name="key.get")
-    r.add_put(KEY, put_key, name="key.put")
-    r.add_delete(KEY, delete_key, name="key.delete")
-    r.add_get("/v1/admin/replica/{ks}/{key:.+}", replica_state, name="admin.replica")
-    r.add_get("/v1/membership", membership_status, name="membership.status")
-    r.add_post("/v1/membership/plan", membership_plan, name="membership.plan")
-    r.add_post("/v1/membership/commit", membership_commit, name="membership.commit")
-    r.add_post("/v1/membership/abort", membership_abort, name="membership.abort")
-    r.add_post("/v1/tokens", create_token, name="tokens.create")
-    r.add_get("/v1/tokens", list_tokens, name="tokens.list")
-    r.add_delete("/v1/tokens/{id}", revoke_token, name="tokens.revoke")
+    for method, path, handler, name in ROUTES:
+        if method == "GET":  # and HEAD, as aiohttp's add_get does
+            app.router.add_get(path, handler, name=name)
+        else:
+            app.router.add_route(method, path, handler, name=name)
     add_routes(app, internode)
     return app
 

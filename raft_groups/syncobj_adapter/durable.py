@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kv.files import sync_dir, write_durably
 from raft_groups.syncobj_adapter import shim
 
 VOTE_FILE = "raft.vote"
@@ -159,31 +160,6 @@ class VoteFile:
             os.fdatasync(fd)
         finally:
             os.close(fd)
-
-
-def write_durably(path: str, data: bytes) -> None:
-    """Replace `path` by `data` so that after a crash it holds either the old or the new
-    content, and the new one once this returns: write a temporary file, fdatasync it,
-    rename it over `path`, fsync the directory. Every sync releases the GIL."""
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fdatasync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    sync_dir(os.path.dirname(path) or ".")
-
-
-def sync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def sync_new_dir(data_dir: str) -> None:

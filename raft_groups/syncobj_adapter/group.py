@@ -94,7 +94,6 @@ class RaftGroup:
             self.reads = ReadIndex(
                 self.transport.send_to, time.monotonic, settings.election_timeout_min / 2
             )
-            self._lead_term, self._lead_floor = -1, 0
             self.transport.read_hook = self._on_read_message
             driver.mux.register(self.transport)
             # a restarted member speaks for the configuration its log names (shim.py)
@@ -130,20 +129,15 @@ class RaftGroup:
         self.reads.on_message(sender, message, self._view())
 
     def _view(self) -> View:
-        """The group as a read round sees it (driver thread). The leader's floor is its log's
-        end when it is first seen leading in a term: at or past the no-op pysyncobj appends
-        on election, so a commit index that reached it covers earlier terms' entries."""
+        """The group as a read round sees it (driver thread)."""
         obj = self._obj
-        leads, term = shim.is_leader(obj), int(obj.raftCurrentTerm)
-        if leads and term != self._lead_term:
-            self._lead_term, self._lead_floor = term, shim.last_log_index(obj)
         return View(
-            is_leader=leads,
+            is_leader=shim.is_leader(obj),
             leader=shim.leader_address(obj),
-            term=term,
+            term=int(obj.raftCurrentTerm),
             commit_index=int(obj.raftCommitIndex),
             last_applied=int(obj.raftLastApplied),
-            leader_floor=self._lead_floor if leads else 0,
+            last_index=shim.last_log_index(obj),
             others=tuple(node.id for node in obj.otherNodes),
         )
 

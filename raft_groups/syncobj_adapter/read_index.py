@@ -6,7 +6,9 @@ message round with the group's members and nothing on disk:
 
 1. The leader takes its commit index as the read index — once it has committed an entry
    of its own term (its no-op after election), so that index covers every entry committed
-   by earlier leaders (thesis §6.4 step 1; `View.leader_floor`).
+   by earlier leaders (thesis §6.4 step 1; `ReadIndex.floor`: the log's end when this
+   member is first seen leading in a term, at or past the no-op pysyncobj appends on
+   election, so a commit index that reached it covers that no-op).
 2. It confirms that it still leads: a `ri_ping` carrying its term goes to every other
    member; a member answers `ri_pong` with `ok` when its own term is not higher. Once a
    majority of the configuration (itself included) answered ok to pings sent AFTER the
@@ -58,12 +60,8 @@ class View:
     term: int
     commit_index: int
     last_applied: int
-    leader_floor: int  # a log index at or past this leader's first entry of its term
+    last_index: int  # the last entry of this member's log
     others: tuple[str, ...]  # the other members of the configuration
-
-    @property
-    def can_confirm(self) -> bool:
-        return self.is_leader and self.commit_index >= self.leader_floor
 
 
 @dataclass
@@ -100,7 +98,17 @@ class ReadIndex:
         self._next: list[Done | _Remote] = []  # readers for the round after the current
         self._asks: dict[int, _Ask] = {}  # a follower's questions to its leader, by seq
         self._applying: list[tuple[int, Done]] = []  # (read index, reader) until applied
+        self._lead_term = -1  # the term `floor` was taken in
+        self.floor = 0  # step 1: a log index at or past this leader's first entry of its term
         self.rounds = 0  # rounds confirmed (ops and tests)
+
+    def _can_confirm(self, view: View) -> bool:
+        """Step 1 (module docstring): this member leads and has committed past `floor`."""
+        if not view.is_leader:
+            return False
+        if view.term != self._lead_term:
+            self._lead_term, self.floor = view.term, view.last_index
+        return view.commit_index >= self.floor
 
     # ------------------------------------------------------------------ entry points
     def read(self, done: Done, view: View) -> None:
@@ -164,7 +172,7 @@ class ReadIndex:
 
     # ------------------------------------------------------------------ leader side
     def _start(self, view: View) -> None:
-        if self._round is not None or not self._next or not view.can_confirm:
+        if self._round is not None or not self._next or not self._can_confirm(view):
             return
         needed = (len(view.others) + 1) // 2 + 1
         r = _Round(0, view.term, view.commit_index, needed, 0.0, self._next)

@@ -42,7 +42,7 @@ from typing import Any, Protocol
 from pysyncobj import SERIALIZER_STATE
 from pysyncobj.node import TCPNode
 
-from raft_groups.syncobj_adapter.durable import sync_dir
+from kv.files import sync_dir
 
 log = logging.getLogger(__name__)
 

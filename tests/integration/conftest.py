@@ -18,13 +18,14 @@ import secrets
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
+from kv import auth
 from kv.config import NodeConfig
 from kv.meta import Member
 from kv.node import Node
@@ -213,6 +214,26 @@ def running(configs: Iterable[NodeConfig]) -> Iterator[dict[str, NodeThread]]:
         yield nodes
     finally:
         stop_all(nodes.values())
+
+
+@contextlib.contextmanager
+def auth_node(root: Path) -> Iterator[tuple[Api, str]]:
+    """A bootstrapped single node with auth on (kv/auth.py): its API and the admin token
+    it bootstrapped from `admin_token_file` (mode 600); stopped on exit."""
+    admin = auth.mint("admin", "admin", None)[0]
+    token_file = root / "admin.token"
+    token_file.write_text(admin)
+    token_file.chmod(0o600)
+    config = replace(single_node_config(root / "n1"), auth=True, admin_token_file=str(token_file))
+    host, _, port = config.advertise.rpartition(":")
+    api = Api(host, int(port), config.cluster_secret)
+    runner = NodeThread(config)
+    try:
+        runner.start()
+        wait_healthy(api, START_DEADLINE_S)
+        yield api, admin
+    finally:
+        runner.stop()
 
 
 def create_keyspace(api: Api, name: str, config: dict[str, Any]) -> None:

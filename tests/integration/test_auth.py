@@ -7,23 +7,13 @@ at once on the node that committed the revocation."""
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kv import auth
-from tests.integration.conftest import (
-    START_DEADLINE_S,
-    Api,
-    NodeThread,
-    error_of,
-    single_node_config,
-    wait_healthy,
-)
+from tests.integration.conftest import Api, auth_node, error_of
 
 KS, OTHER = "carts", "orders"
 EVENTUAL_1 = {"consistency": "eventual", "replication": 1}
@@ -43,23 +33,8 @@ class Client:
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Api, str]]:
-    root = tmp_path_factory.mktemp("auth")
-    admin, _ = auth.mint("admin", "admin", None)
-    token_file = Path(root) / "admin.token"
-    token_file.write_text(admin)
-    os.chmod(token_file, 0o600)
-    config = dataclasses.replace(
-        single_node_config(root / "n1"), auth=True, admin_token_file=str(token_file)
-    )
-    runner = NodeThread(config)
-    try:
-        runner.start()
-        host, _, port = config.advertise.rpartition(":")
-        api = Api(host, int(port), config.cluster_secret)
-        wait_healthy(api, START_DEADLINE_S)
-        yield api, admin
-    finally:
-        runner.stop()
+    with auth_node(tmp_path_factory.mktemp("auth")) as node:
+        yield node
 
 
 def mint(api: Api, admin: str, body: dict[str, Any]) -> str:

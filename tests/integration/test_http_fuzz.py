@@ -21,7 +21,7 @@ import os
 import random
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, quote_from_bytes
 
@@ -29,20 +29,16 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from kv import auth
 from kv.http.app import MAX_BODY_BYTES
 from kv.routing import MAX_VALUE_BYTES
 from tests.integration.conftest import (
-    START_DEADLINE_S,
     Api,
-    NodeThread,
     Reply,
+    auth_node,
     error_of,
     key_path,
     linearizable_keyspace,
-    single_node_config,
     strict_json,
-    wait_healthy,
 )
 
 SEED = int(os.environ.get("KV_FUZZ_SEED") or random.SystemRandom().randrange(1 << 32))
@@ -243,22 +239,9 @@ class AdminApi(Api):
 @pytest.fixture(scope="module")
 def admin_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdminApi]:
     """A single node with auth on, reached with its bootstrap admin token."""
-    root = tmp_path_factory.mktemp("fuzz-auth")
-    token = auth.mint("admin", "admin", None)[0]
-    token_file = root / "admin.token"
-    token_file.write_text(token)
-    token_file.chmod(0o600)
-    config = replace(single_node_config(root / "n1"), auth=True, admin_token_file=str(token_file))
-    runner = NodeThread(config)
-    try:
-        runner.start()
-        host, _, port = config.advertise.rpartition(":")
-        api = AdminApi(Api(host, int(port), config.cluster_secret), token)
-        wait_healthy(api, START_DEADLINE_S)
-        assert Api(host, int(port), config.cluster_secret).get("/v1/keyspaces").status == 401
-        yield api
-    finally:
-        runner.stop()
+    with auth_node(tmp_path_factory.mktemp("fuzz-auth")) as (api, token):
+        assert api.get("/v1/keyspaces").status == 401  # the token check is on
+        yield AdminApi(api, token)
 
 
 @pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")

@@ -203,7 +203,10 @@ def test_a_barrier_not_applied_in_time_is_proposed_again_for_the_same_reads() ->
         barriers = ReadBarriers(lambda: group.propose(barrier, loop), loop, repropose_s=0.05)
         first = barriers.wait()
         later = barriers.wait()  # arrived while the first is in flight: the next barrier
-        await asyncio.sleep(0.08)
+        deadline = loop.time() + 5.0
+        while barriers.reproposed == 0:  # the re-proposal timer; polled, with a deadline
+            assert loop.time() < deadline, "barrier 0 was never proposed again"
+            await asyncio.sleep(0.01)
         assert group.pending() == [0, 1] and barriers.reproposed == 1  # 0 is lost
         group.apply(1)  # the barrier started again completes
         await _run_callbacks()

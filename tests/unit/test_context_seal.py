@@ -46,10 +46,17 @@ def test_the_empty_context_needs_no_seal() -> None:
     assert context_seal.unseal(KEY, 7, "cart", "") == ""
 
 
-@given(st.integers(1, 2**32 - 1), st.text(max_size=20), st.text(max_size=20))
-def test_uid_and_key_cannot_be_shifted_into_each_other(uid: int, a: str, b: str) -> None:
-    """The tag's message is length-prefixed: (uid, key, context) splits one way only."""
-    token = context_seal.seal(KEY, uid, a + b, BODY)
-    if b:
+@given(
+    st.tuples(st.integers(1, 2**32 - 1), st.text(max_size=12)),
+    st.tuples(st.integers(1, 2**32 - 1), st.text(max_size=12)),
+)
+def test_a_seal_opens_for_its_own_keyspace_and_key_only(
+    mine: tuple[int, str], other: tuple[int, str]
+) -> None:
+    """The tag's message is length-prefixed, so no (uid, key) pair — "1"+"23" against
+    "12"+"3", say — opens another pair's seal."""
+    token = context_seal.seal(KEY, *mine, BODY)
+    assert context_seal.unseal(KEY, *mine, token) == BODY
+    if other != mine:
         with pytest.raises(ValueError):
-            context_seal.unseal(KEY, uid, a, token)
+            context_seal.unseal(KEY, *other, token)

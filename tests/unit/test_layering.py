@@ -31,6 +31,7 @@ CLIENTS = ("ops", "kvctl")  # rule 5
 TOOLING = ("verification", "ops", "tests")
 
 PURE = (
+    "kv/auth.py",
     "kv/claim.py",
     "kv/errors.py",
     "kv/hashing.py",
@@ -46,6 +47,7 @@ PURE = (
     "kv/storage.py",
     "kv/voters.py",
     "kv/wire.py",
+    "dynamo_mode/context_seal.py",
     "dynamo_mode/hints.py",
     "dynamo_mode/membership*.py",
     "dynamo_mode/merkle*.py",
@@ -59,6 +61,7 @@ PURE = (
     "raft_groups/moves.py",
     "raft_groups/placement.py",
     "raft_groups/syncobj_adapter/membership.py",
+    "raft_groups/syncobj_adapter/read_index.py",
     "raft_groups/state_machine.py",
     "kvctl/errors.py",
     "kvctl/render.py",

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from pysyncobj.node import TCPNode
 
+from kv.files import write_durably
 from raft_groups.syncobj_adapter import GroupSettings, RaftDriver, RaftGroup, RaftMux, shim
 from raft_groups.syncobj_adapter.durable import (
     SLOT,
@@ -25,7 +26,6 @@ from raft_groups.syncobj_adapter.durable import (
     read_vote,
     restore_vote,
     vote_in,
-    write_durably,
 )
 from raft_groups.syncobj_adapter.settings import RaftNodeSettings
 from raft_groups.syncobj_adapter.snapshot import BackgroundSnapshot

@@ -19,10 +19,10 @@ LEADER = View(
     term=3,
     commit_index=10,
     last_applied=10,
-    leader_floor=8,
+    last_index=10,
     others=("b", "c"),
 )
-FOLLOWER = replace(LEADER, is_leader=False, leader_floor=0)
+FOLLOWER = replace(LEADER, is_leader=False)
 
 
 class Harness:
@@ -87,11 +87,25 @@ def test_the_read_waits_until_the_read_index_is_applied(h: Harness) -> None:
 
 
 def test_no_round_before_the_leader_committed_an_entry_of_its_term(h: Harness) -> None:
-    fresh = replace(LEADER, commit_index=7, leader_floor=8)
+    """Thesis §6.4 step 1: first seen leading term 3 with its log at 8 (the election no-op
+    at or before 8), it confirms nothing until its commit index reaches 8 — a later,
+    longer log does not move that floor within the term."""
+    fresh = replace(LEADER, commit_index=7, last_index=8)
     h.read("r", fresh)
-    assert h.take(PING) == []
-    h.rounds.on_tick(replace(fresh, commit_index=8))
+    assert h.take(PING) == [] and h.rounds.floor == 8
+    h.rounds.on_tick(replace(fresh, last_index=12))
+    assert h.take(PING) == [] and h.rounds.floor == 8
+    h.rounds.on_tick(replace(fresh, commit_index=8, last_index=12))
     assert len(h.take(PING)) == 2
+
+
+def test_a_new_term_takes_a_new_floor(h: Harness) -> None:
+    h.read("r", replace(LEADER, commit_index=10, last_index=10))
+    h.pong("b", h.take(PING)[0][1]["seq"])
+    assert h.outcomes == {"r": None}
+    later = replace(LEADER, term=5, commit_index=10, last_index=11)
+    h.read("again", later)
+    assert h.take(PING) == [] and h.rounds.floor == 11
 
 
 def test_a_member_with_a_later_term_deposes_the_round(h: Harness) -> None:
