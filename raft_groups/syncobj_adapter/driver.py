@@ -10,7 +10,7 @@ only the groups that have work are looked at (`_due`, `needs_sync`); the syncs o
 step run at once (`_sync_all`: the driver thread and a few sync threads, joined before
 the flush).
 
-The driver uses only `tick`, `poll`, `flush`, `discard`, `wake`, `close` and `dirty` of
+The driver uses only `poll`, `flush`, `discard`, `wake`, `close` and `dirty` of
 the mux and the `DrivenGroup` methods of a group, so it runs against fakes in unit tests.
 No pysyncobj here.
 """
@@ -71,7 +71,6 @@ class RaftDriver:
     _again: dict[str, DrivenGroup] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
-    _last_mux_tick: float = 0.0
     _calls: collections.deque[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = field(
         default_factory=collections.deque
     )
@@ -163,13 +162,12 @@ class RaftDriver:
         """Tick the groups that are due; return how long the poll may wait.
 
         Idle groups are ticked together in one round every `idle_tick`, so one round's
-        heartbeats to a peer leave as one frame (one encryption) rather than one per group.
+        heartbeats to a peer leave as one frame rather than one per group.
         Otherwise a group is ticked only when it has work: a queued command (`wake`), or a
         message that left work (`mux.dirty`). No group is ticked on a timer while busy:
         `RaftGroup.tick` sends new entries and commit indexes at once, so nothing waits for
         a period. Between rounds only those groups are looked at, not every group.
         """
-        self._tick_mux(now)
         dirty, self.mux.dirty = self.mux.dirty, set()
         idle_round = self._idle_round_due(now)
         for group in self._due(idle_round, dirty):
@@ -188,11 +186,6 @@ class RaftDriver:
         due.update((group.gid, group) for group in woken)
         due.update((gid, group) for gid in dirty if (group := self._groups.get(gid)) is not None)
         return [group for gid, group in due.items() if self._groups.get(gid) is group]
-
-    def _tick_mux(self, now: float) -> None:
-        if now - self._last_mux_tick > 0.1:
-            self.mux.tick()
-            self._last_mux_tick = now
 
     def _idle_round_due(self, now: float) -> bool:
         if now < self._next_round:

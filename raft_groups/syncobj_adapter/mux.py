@@ -1,14 +1,13 @@
 """ONE Raft port per node for every group, the meta group included (DESIGN.md §2, §3).
 
-`RaftMux` drives pysyncobj's own `TCPTransport` (handshake, Fernet encryption keyed by the
-cluster secret, reconnects) without a SyncObj. Every message travels as (group id,
-message). `send` only queues: what was queued for a peer since the last `flush` leaves
-as ONE frame, so pickling and encryption cost per flush, not per group, and the driver
-decides when anything leaves the node (after the journals are synced, see
-`RaftDriver.cycle`). Without the secret pysyncobj would unpickle whatever reaches its
-port, so `RaftNodeSettings.secret` is mandatory. Frames under 64 KiB are stored rather
-than deflated (`shim.FrameCodec`: pysyncobj's per-frame zlib setup was the largest part
-of a message's CPU), still as zlib streams any pysyncobj peer reads.
+`RaftMux` carries every group's messages over the node's `RaftLink` (link.py: its own
+thread reads, checks and decodes what arrives; link_codec.py: an authenticated handshake,
+a MAC on every frame, a pickle without globals, TLS when configured). Every message
+travels as (group id, message). `send` only queues: what was queued for a peer since the
+last `flush` leaves as one frame (or a few, when large), so pickling costs per flush, not
+per group, and the driver decides when anything leaves the node (after the journals are
+synced, see `RaftDriver.cycle`). `poll` waits for the link's events and hands them to the
+groups on the driver thread.
 
 `GroupTransport` is one group's view of the mux, handed to its SyncObj as its transport.
 Except `wake`, which any thread may call, the mux is used only with the driver lock held.
@@ -29,16 +28,18 @@ from __future__ import annotations
 
 import collections
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from pysyncobj import SyncObjConf
 from pysyncobj.node import TCPNode
 from pysyncobj.transport import Transport
 
-from raft_groups.syncobj_adapter import shim
+from kv import keys, tls
+from raft_groups.syncobj_adapter import link_codec, shim
 from raft_groups.syncobj_adapter.lease import VoteLease, kind
+from raft_groups.syncobj_adapter.link import LinkSettings, RaftLink
 from raft_groups.syncobj_adapter.read_index import KINDS as READ_KINDS
 from raft_groups.syncobj_adapter.settings import RaftNodeSettings
 
@@ -48,16 +49,6 @@ log = logging.getLogger(__name__)
 class RaftMux:
     def __init__(self, settings: RaftNodeSettings) -> None:
         self.settings = settings
-        shim.use_frame_codec(shim.FrameCodec())  # small frames stored, not deflated
-        self.poller = shim.new_poller()
-        self._self = TCPNode(settings.self_address)
-        self._transport, self._tick_callbacks = shim.tcp_transport(
-            _transport_conf(settings), settings.secret, self._self, self.poller
-        )
-        self._transport.setOnMessageReceivedCallback(self._on_message)
-        self._transport.setOnNodeConnectedCallback(self._on_connected)
-        self._transport.setOnNodeDisconnectedCallback(self._on_disconnected)
-        self._notifier = shim.new_notifier(self.poller)
         self._nodes: dict[str, Any] = {}
         self._groups: dict[str, GroupTransport] = {}
         self._connected: set[str] = set()
@@ -65,18 +56,15 @@ class RaftMux:
         self.dirty: set[str] = set()  # groups whose received messages left work for a tick
         self.dropped = 0  # messages from a node outside the addressed group's peer set
         self._pinned: collections.Counter[str] = collections.Counter()
+        self._woken = threading.Event()
+        self.link = RaftLink(_link_settings(settings), self._woken.set)
         for peer in settings.peers:
             self.add_peer(peer)
 
-    @property
-    def ready(self) -> bool:
-        return bool(self._transport.ready)
-
     def add_peer(self, address: str) -> Any:
         if address not in self._nodes and address != self.settings.self_address:
-            node = TCPNode(address)
-            self._nodes[address] = node
-            self._transport.addNode(node)
+            self._nodes[address] = TCPNode(address)
+            self.link.add_peer(address)
         return self._nodes.get(address)
 
     def register(self, group: GroupTransport) -> None:
@@ -111,7 +99,7 @@ class RaftMux:
             return
         node = self._nodes.pop(address, None)
         if node is not None:
-            self._transport.dropNode(node)  # no disconnect callback: its conn is gone first
+            self.link.drop_peer(address)  # no "disconnected" event follows for it
         self._connected.discard(address)
         self._outbox.pop(address, None)
 
@@ -132,38 +120,46 @@ class RaftMux:
         return True
 
     def flush(self) -> None:
-        """Send everything queued since the last flush: one frame per peer."""
+        """Send everything queued since the last flush: one frame per peer (more only for
+        a large batch, link_codec.SPLIT)."""
         outbox, self._outbox = self._outbox, {}
+        batches: dict[str, list[bytes]] = {}
         for address, messages in outbox.items():
-            node = self._nodes.get(address)
-            if node is not None and not self._transport.send(node, messages):
-                self._connected.discard(address)
+            batches[address], dropped = link_codec.frames(messages)
+            if dropped:
+                log.error("raft messages of groups %s to %s exceed the frame cap", dropped, address)
+        if batches:
+            self.link.send(batches)
 
     def discard(self) -> None:
         """Drop everything queued since the last flush (a journal sync failed)."""
         self._outbox = {}
 
-    def tick(self) -> None:
-        """Bind the port and (re)connect to peers as needed (pysyncobj's transport tick)."""
-        try:
-            self._transport.tryGetReady()
-        except Exception:  # noqa: BLE001 - bind retried on the next tick, as pysyncobj does
-            log.debug("raft port not bound yet", exc_info=True)
-        for callback in self._tick_callbacks:
-            callback()
-
     def poll(self, timeout: float) -> None:
-        """Wait up to `timeout` for socket events and handle them (receive, connect)."""
-        self.poller.poll(timeout)
+        """Wait up to `timeout` for the link's events (or `wake`), then hand every event
+        to the groups: connections up and down, received messages."""
+        events = self.link.events
+        if not events:
+            self._woken.wait(timeout)
+        self._woken.clear()
+        for _ in range(len(events)):
+            kind, address, value = events.popleft()
+            node = self._nodes.get(address)
+            if node is None:
+                self.dropped += kind == "message"  # a peer no group names (any more)
+            elif kind == "message":
+                self._on_message(node, value)
+            elif kind == "connected":
+                self._on_connected(node)
+            else:
+                self._on_disconnected(node)
 
     def wake(self) -> None:
         """End the current `poll` early (thread-safe)."""
-        self._notifier.notify()
+        self._woken.set()
 
-    def _on_message(self, node: Any, message: Any) -> None:
-        if not isinstance(message, list):
-            return
-        for gid, payload in message:
+    def _on_message(self, node: Any, messages: list[tuple[str, Any]]) -> None:
+        for gid, payload in messages:
             group = self._groups.get(gid)
             if group is None:
                 continue
@@ -188,18 +184,18 @@ class RaftMux:
                 group.disconnected(node)
 
     def close(self) -> None:
-        self._transport.destroy()
+        self.link.close()
 
 
-def _transport_conf(settings: RaftNodeSettings) -> Any:
-    conf = SyncObjConf(
-        bindAddress=settings.bind_address,
-        connectionTimeout=5.0,
-        connectionRetryTime=0.5,
-        bindRetryTime=0.5,
+def _link_settings(settings: RaftNodeSettings) -> LinkSettings:
+    files = settings.tls
+    return LinkSettings(
+        self_address=settings.self_address,
+        bind_address=settings.bind_address,
+        key=keys.raft_key(settings.secret),
+        server_tls=tls.server_context(files, peers_only=True) if files else None,
+        client_tls=tls.client_context(files.ca, files) if files else None,
     )
-    conf.validate()
-    return conf
 
 
 class GroupTransport(Transport):  # type: ignore[misc]

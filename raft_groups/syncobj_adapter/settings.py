@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kv.tls import TlsFiles
+
 
 def _require(ok: bool, field: str, message: str) -> None:
     if not ok:
@@ -33,11 +35,10 @@ class RaftNodeSettings:
     bind_address: str
     secret: str
     peers: tuple[str, ...] = ()  # other nodes' advertised Raft addresses
+    tls: TlsFiles | None = None  # mutual TLS between Raft ports (kv/tls.py)
 
     def __post_init__(self) -> None:
-        _require(
-            len(self.secret) >= 16, "secret", "must be set: without it the Raft port runs pickles"
-        )
+        _require(len(self.secret) >= 16, "secret", "must be set: it keys the Raft port's handshake")
         _check_address("self_address", self.self_address)
         _check_address("bind_address", self.bind_address)
         _check_peers(self.peers)

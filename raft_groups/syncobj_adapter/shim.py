@@ -23,23 +23,17 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import types
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
 from pysyncobj import SyncObj
-from pysyncobj import encryptor as pso_encryptor
 from pysyncobj import journal as pso_journal
-from pysyncobj import pipe_notifier as pso_pipe_notifier
-from pysyncobj import poller as pso_poller
 from pysyncobj import syncobj as pso_syncobj
-from pysyncobj import tcp_connection as pso_tcp_connection
 from pysyncobj.fast_queue import FastQueue
 from pysyncobj.journal import FileJournal, MetaStorer, ResizableFile
 from pysyncobj.node import Node
-from pysyncobj.tcp_connection import TcpConnection
-from pysyncobj.transport import TCPTransport, Transport
+from pysyncobj.transport import Transport
 
 PINNED_VERSION = "0.3.17"
 Meta = dict[str, Any]  # pysyncobj's journal meta: term, vote, commit index
@@ -108,14 +102,6 @@ NEEDS = (
     Needs(pso_journal, members=("dumps",)),
     Needs(FastQueue, instance_attributes=("_FastQueue__queue",)),
     Needs(Transport, members=("_onMessageReceived", "_onNodeConnected", "_onNodeDisconnected")),
-    # what TCPTransport reads from the SyncObj it belongs to; `_TransportHost` provides them
-    Needs(TCPTransport, instance_attributes=("_poller", "conf", "encryptor", "addOnTickCallback")),
-    # `TcpConnection.send` / its parser call the module's `zlib.compress` / `.decompress`
-    Needs(pso_tcp_connection, members=("zlib",)),
-    Needs(TcpConnection, instance_attributes=("zlib", "compress", "decompress")),
-    Needs(pso_poller, members=("createPoller",)),
-    Needs(pso_pipe_notifier, members=("PipeNotifier",)),
-    Needs(pso_encryptor, members=("getEncryptor",)),
 )
 
 
@@ -337,64 +323,3 @@ def node_connected(transport: Any, node: Any) -> None:
 
 def node_disconnected(transport: Any, node: Any) -> None:
     Transport._onNodeDisconnected(transport, node)
-
-
-def new_poller() -> Any:
-    return pso_poller.createPoller("auto")
-
-
-def new_notifier(poller: Any) -> Any:
-    """A pipe registered with `poller`: `.notify()` ends its current poll early."""
-    return pso_pipe_notifier.PipeNotifier(poller)
-
-
-class _TransportHost:
-    """Stands in for the SyncObj a `TCPTransport` belongs to: the transport reads `conf`,
-    `encryptor` and the private `_poller` from it and registers its tick callback."""
-
-    def __init__(self, conf: Any, secret: str, poller: Any) -> None:
-        self.conf = conf
-        self.encryptor = pso_encryptor.getEncryptor(secret)
-        self._poller = poller
-        self.tick_callbacks: list[Callable[[], None]] = []
-
-    def addOnTickCallback(self, callback: Callable[[], None]) -> None:  # noqa: N802 - pysyncobj API
-        self.tick_callbacks.append(callback)
-
-
-def tcp_transport(
-    conf: Any, secret: str, self_node: Any, poller: Any
-) -> tuple[Any, list[Callable[[], None]]]:
-    """pysyncobj's own TCPTransport (handshake, Fernet encryption keyed by `secret`,
-    reconnects) on `poller`, without a SyncObj; call the returned callbacks each tick."""
-    host = _TransportHost(conf, secret, poller)
-    return TCPTransport(host, self_node, []), host.tick_callbacks
-
-
-class FrameCodec:
-    """What pysyncobj's `TcpConnection` calls as `zlib`: compresses every frame with
-    `zlib.compress(data, 3)`, which allocates and clears deflate's state (~256 KiB at the
-    default window and memory level) per call — measured 50 µs (notes/performance.md)
-    to 300 µs on a busy host for a ~600-byte Raft frame, the largest part of a message's
-    cost. A frame under `small` bytes is stored instead (deflate level 0, a 512-byte
-    window, memory level 1: ~10 µs); larger frames (snapshot chunks, catch-up batches)
-    are compressed as before. Both are zlib streams that `zlib.decompress` reads, so
-    nodes with and without this codec understand each other."""
-
-    def __init__(self, small: int = 1 << 16) -> None:
-        self.small = small
-
-    def compress(self, data: bytes, level: int = -1) -> bytes:
-        if len(data) >= self.small:
-            return zlib.compress(data, level)
-        deflate = zlib.compressobj(0, zlib.DEFLATED, 9, 1)
-        return deflate.compress(data) + deflate.flush()
-
-    def decompress(self, data: bytes) -> bytes:
-        return zlib.decompress(data)
-
-
-def use_frame_codec(codec: FrameCodec) -> None:
-    """Make every pysyncobj TCP connection of this process compress with `codec` (the mux
-    is the only user of pysyncobj's transport here)."""
-    pso_tcp_connection.zlib = codec

@@ -42,6 +42,7 @@ from raft_groups.syncobj_adapter import (
     RaftGroup,
     RaftMux,
     RaftNodeSettings,
+    link_codec,
 )
 from raft_groups.syncobj_adapter.durable import VOTE_FILE, read_vote
 from tests.ports import free_port
@@ -102,14 +103,15 @@ class Member:
 
     def start(self, ledger: Ledger) -> None:
         mux = RaftMux(RaftNodeSettings(self.address, self.address, SECRET, self.peers))
-        transport = mux._transport
-        send = transport.send
+        send = mux.link.send
 
-        def checked_send(node: Any, frame: Any) -> bool:
-            ledger.check_frame(self, node.id, frame)
-            return bool(send(node, frame))
+        def checked_send(batches: dict[str, list[bytes]]) -> None:
+            for to, frames in batches.items():
+                for data in frames:
+                    ledger.check_frame(self, to, link_codec.loads(data))
+            send(batches)
 
-        transport.send = checked_send
+        mux.link.send = checked_send  # type: ignore[method-assign]
         self.driver = RaftDriver(mux)
         settings = GroupSettings(
             gid="g", self_address=self.address, peers=self.peers, data_dir=str(self.raft)

@@ -59,9 +59,6 @@ class FakeMux:
         for deliver in arriving:
             deliver()
 
-    def tick(self) -> None:
-        self.events.append("mux tick")
-
     def wake(self) -> None:
         pass
 
@@ -127,7 +124,6 @@ def test_cycle_is_tick_then_sync_then_flush_then_poll_then_sync_then_flush() -> 
     mux.arriving.append(groups["a"].receive_entry)
     driver.cycle(1.0)
     assert mux.events == [
-        "mux tick",
         "tick a",
         "sync a",
         "flush",
@@ -199,13 +195,6 @@ def test_a_group_with_commands_left_after_its_tick_is_ticked_again_without_waiti
     driver.cycle(1.01)
     assert mux.sent == ["append_entries a#1", "append_entries a#2"]
     assert mux.poll_timeouts[-1] > 0
-
-
-def test_the_transport_ticks_at_most_every_100_ms() -> None:
-    driver, mux, _ = _driver(("a", 0))
-    for now in (1.0, 1.05, 1.09, 1.11):
-        driver.cycle(now)
-    assert mux.events.count("mux tick") == 2
 
 
 def test_call_without_a_thread_runs_inline_under_the_lock() -> None:
