@@ -42,6 +42,15 @@ def _parser() -> argparse.ArgumentParser:
     node.add_argument(
         "--admin-token-file", dest="admin_token_file", help="a founder's bootstrap admin token"
     )
+    node.add_argument("--tls-cert", dest="tls_cert", help="this node's certificate (PEM)")
+    node.add_argument("--tls-key", dest="tls_key", help="its private key (PEM, mode 600)")
+    node.add_argument("--tls-ca", dest="tls_ca", help="the cluster CA's certificate (PEM)")
+    node.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="allow a non-loopback listen address without TLS and auth",
+    )
     node.add_argument("--partitions", type=int)
     node.add_argument("--vnodes", type=int)
     node.add_argument("--log-level", dest="log_level")
@@ -83,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         startup.check_ports(cfg)
         startup.check_admin_token(cfg)
+        startup.check_tls(cfg)
         startup.prepare_data_dir(cfg)
     except (config_mod.ConfigError, OSError) as exc:
         print(f"kv: configuration error: {exc}", file=sys.stderr)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -33,11 +34,16 @@ class KvClient:
         retries: int = 6,
         backoff: float = 0.05,
         token: str | None = None,
+        ca: str | None = None,
     ) -> None:
-        """`token`: a client token (kv/auth.py), sent as `Authorization: Bearer`."""
+        """`token`: a client token (kv/auth.py), sent as `Authorization: Bearer`. `ca`: the
+        cluster CA's certificate (PEM file; `ops/cluster up --secure` writes DIR/ca.pem):
+        nodes given as host:port are then dialled over TLS, checked against it."""
         if not nodes:
             raise ValueError("nodes: at least one host:port is required")
-        self.nodes = [_url(n) for n in nodes]
+        self._scheme = "https" if ca else "http"
+        self._tls = ssl.create_default_context(cafile=ca) if ca else None
+        self.nodes = [self._url(n) for n in nodes]
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = timeout
         self._retries = retries
@@ -48,10 +54,13 @@ class KvClient:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=128),
+                connector=aiohttp.TCPConnector(limit=128, ssl=self._tls or True),
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
             )
         return self._session
+
+    def _url(self, node: str) -> str:
+        return node if node.startswith("http") else f"{self._scheme}://{node}"
 
     async def close(self) -> None:
         if self._session is not None:
@@ -79,7 +88,7 @@ class KvClient:
         suffix = path + ("?" + urllib.parse.urlencode(q) if q else "")
         delay = self._backoff
         for attempt in range(self._retries + 1):
-            base = _url(node) if node else self._pick()
+            base = self._url(node) if node else self._pick()
             try:
                 return await self._once(method, base + suffix, body)
             except (Retryable, _NotSent) as exc:
@@ -186,7 +195,7 @@ class KvClient:
 
         async def one(node: str) -> dict[str, Any] | KvError:
             try:
-                return _obj(await self._once("GET", _url(node) + "/v1/cluster", None))
+                return _obj(await self._once("GET", self._url(node) + "/v1/cluster", None))
             except _NotSent as exc:
                 return exc.error
             except KvError as exc:
@@ -238,7 +247,7 @@ class KvClient:
 
     async def health(self, node: str) -> bool:
         try:
-            await self.request("GET", "/v1/health", idempotent=True, node=_url(node))
+            await self.request("GET", "/v1/health", idempotent=True, node=self._url(node))
         except KvError:
             return False
         return True
@@ -246,7 +255,7 @@ class KvClient:
     async def replica(self, ks: str, key: str, node: str) -> dict[str, Any]:
         """This node's locally stored versions of a key (`/v1/admin/replica`), no retries."""
         url = f"/v1/admin/replica/{_q(ks)}/{_q(key)}"
-        return _obj(await self._once("GET", _url(node) + url, None))
+        return _obj(await self._once("GET", self._url(node) + url, None))
 
 
 class _NotSent(Exception):
@@ -267,10 +276,6 @@ def _q(segment: str) -> str:
 
 def _key_path(ks: str, key: str) -> str:
     return f"/v1/keyspaces/{_q(ks)}/keys/{_q(key)}"
-
-
-def _url(node: str) -> str:
-    return node if node.startswith("http") else f"http://{node}"
 
 
 class SyncClient:

@@ -31,6 +31,7 @@ and `vnodes` are the founders' settings, so a joiner's are ignored.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -38,6 +39,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from kv.meta import Member
+from kv.tls import TlsFiles
 
 ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_META_VOTERS = 5
@@ -61,6 +63,16 @@ def _check_address(field: str, value: str, *, advertised: bool) -> None:
 
 
 WILDCARDS = ("0.0.0.0", "::", "[::]")
+
+
+def _loopback(address: str) -> bool:
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
 
 def _same_socket(a: str, b: str) -> bool:
@@ -92,6 +104,15 @@ class NodeConfig:
     # a founder with admin_token_file puts that token in the bootstrap metadata as admin
     auth: bool = False
     admin_token_file: str = ""
+    # TLS (kv/tls.py, docs/security.md): this node's certificate and key and the cluster
+    # CA that signed every node's — all three or none. With them the API port (and the
+    # internode protocol on it) speaks TLS and the Raft port mutual TLS.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    # a node that listens on an address other hosts can reach needs TLS and auth, unless
+    # this says so in so many words
+    insecure: bool = False
     # one Merkle exchange per interval, round robin over this node's partitions (Dynamo §4.7):
     # an in-sync exchange is one root-hash call, so a 64-partition sweep every 16 s is cheap
     anti_entropy_interval_s: float = 0.25
@@ -131,6 +152,7 @@ class NodeConfig:
             _fail("raft_advertise", f"{self.raft_advertise!r} is also the HTTP advertise address")
         if len(self.cluster_secret) < 16:
             _fail("cluster_secret", "must be at least 16 characters (it guards the Raft port)")
+        self._check_exposure()
         self._check_cluster()
         if (
             self.partitions < 1
@@ -156,6 +178,29 @@ class NodeConfig:
                 f"must be at least meta_poll_interval_s ({self.meta_poll_interval_s}), "
                 f"got {self.meta_poll_max_backoff_s}",
             )
+
+    @property
+    def tls(self) -> TlsFiles | None:
+        if not self.tls_cert:
+            return None
+        return TlsFiles(self.tls_cert, self.tls_key, self.tls_ca)
+
+    def _check_exposure(self) -> None:
+        """TLS files come as a set; a node other hosts can reach needs TLS and auth."""
+        names = ("tls_cert", "tls_key", "tls_ca")
+        missing = [name for name in names if not getattr(self, name)]
+        if 0 < len(missing) < len(names):
+            _fail(missing[0], "tls_cert, tls_key and tls_ca are set together or not at all")
+        if self.insecure or (self.tls is not None and self.auth):
+            return
+        for name in ("listen", "raft_listen"):
+            address = getattr(self, name)
+            if not _loopback(address):
+                _fail(
+                    name,
+                    f"{address!r} can be reached from other hosts: set tls_cert, tls_key, "
+                    "tls_ca and auth = true (or insecure = true to run without them)",
+                )
 
     def _check_cluster(self) -> None:
         """Exactly one of initial_cluster (found a cluster) and seeds (join one)."""

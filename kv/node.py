@@ -37,7 +37,7 @@ from dynamo_mode.replica import DynamoReplica, KeyRef, local_actor
 from dynamo_mode.replica_server import ReplicaServer
 from dynamo_mode.tombstones import TombstoneReaper
 from dynamo_mode.transfer import Disowned, Transfers
-from kv import auth, routing
+from kv import auth, routing, tls
 from kv.config import NodeConfig, read_secret_file
 from kv.errors import NotReady
 from kv.http.app import NODE_STATE, Server, make_app
@@ -77,7 +77,14 @@ class Node:
         cfg = self.config
         self.ops = OpTable()  # every internode operation this node serves
         key = internode_key(cfg.cluster_secret)
-        self.transport = WireTransport(cfg.node_id, self._resolve, key, self.ops)
+        files = cfg.tls
+        self.transport = WireTransport(
+            cfg.node_id,
+            self._resolve,
+            key,
+            self.ops,
+            tls=tls.client_context(files.ca) if files else None,
+        )
         self.internode = InternodeServer(cfg.node_id, key, self.ops)
         self.internode.on_authenticated = self.transport.peer_up
         await self._start_raft()
@@ -96,16 +103,17 @@ class Node:
         self.meta.subscribe(self._on_metadata)
         app = make_app(self.service, self.internode, cfg.request_timeout_s, auth=cfg.auth)
         app[NODE_STATE] = self.node_state
-        self._server = await Server.listen(app, cfg.listen)
+        api_tls = tls.server_context(files, peers_only=False) if files else None
+        self._server = await Server.listen(app, cfg.listen, api_tls)
         loops = (self.peers, self.anti_entropy, self.handoff, self.reaper, self.transfers)
         for loop in (*loops, self.disowned, self.voters):
             loop.start()
         self.raft_moves.start()
         if cfg.founder and self.meta.group is not None:
             self._bootstrap_task = asyncio.ensure_future(self._bootstrap(self.meta.group))
-        log.info(
-            "node %s serving http://%s (advertised %s)", cfg.node_id, cfg.listen, cfg.advertise
-        )
+        scheme = "https" if files else "http"
+        log.info("node %s serving %s://%s", cfg.node_id, scheme, cfg.listen)
+        log.info("node %s advertised at %s", cfg.node_id, cfg.advertise)
 
     async def _start_raft(self) -> None:
         """Storage, the node's one Raft driver and mux, and the node's metadata: the meta
@@ -232,6 +240,7 @@ class Node:
             bind_address=cfg.raft_listen,
             secret=cfg.cluster_secret,
             peers=tuple(m.raft for m in cfg.initial_cluster if m.id != cfg.node_id),
+            tls=cfg.tls,
         )
 
     async def _bootstrap(self, group: MetaGroup) -> None:

@@ -10,6 +10,7 @@
   refused, so a mistyped `--data-dir` or `--node-id` cannot make one node speak with
   another's journals. A directory without `node.json` (older releases, or new) is adopted.
 - **Admin token file** (a founder's bootstrap token, kv/auth.py): mode 600, well formed.
+- **TLS files** (kv/tls.py): the key mode 600; certificate, key and CA load and match.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 
-from kv import auth
+from kv import auth, tls
 from kv.config import ConfigError, NodeConfig, read_secret_file
 from kv.files import write_durably
 from kv.keys import cluster_fingerprint
@@ -47,6 +49,18 @@ def check_admin_token(cfg: NodeConfig) -> None:
         auth.record(token, "admin", "admin", None)
     except ValueError as exc:
         raise ConfigError(f"admin_token_file: {cfg.admin_token_file}: {exc}") from None
+
+
+def check_tls(cfg: NodeConfig) -> None:
+    files = cfg.tls
+    if files is None:
+        return
+    read_secret_file(files.key, "tls_key")  # its mode: the key is the node's identity
+    try:
+        tls.server_context(files, peers_only=True)
+        tls.client_context(files.ca, files)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"tls_cert: {files.cert} / tls_key / tls_ca {files.ca}: {exc}") from None
 
 
 def prepare_data_dir(cfg: NodeConfig) -> None:

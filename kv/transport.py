@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -60,8 +61,10 @@ class WireTransport:
         *,
         max_in_flight: int = MAX_IN_FLIGHT,
         clock: Callable[[], float] | None = None,
+        tls: ssl.SSLContext | None = None,  # the API ports speak TLS (kv/tls.py)
     ) -> None:
         self._self_id = self_id
+        self._tls = tls
         self._resolve = resolve
         self._key = key
         self._local = local
@@ -172,7 +175,7 @@ class _Peer:
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 conn = await PeerConnection.open(
-                    self.address, owner._self_id, owner._key, owner._max_in_flight
+                    self.address, owner._self_id, owner._key, owner._max_in_flight, owner._tls
                 )
         except (OSError, TimeoutError, HandshakeFailed, ValueError) as exc:
             raise self._failed(exc) from None

@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import os
 import socket
+import ssl
 from collections.abc import Callable
 from typing import cast
 
@@ -65,12 +66,20 @@ class PeerConnection(asyncio.Protocol):
 
     @staticmethod
     async def open(
-        address: str, self_id: str, key: bytes, max_in_flight: int = MAX_IN_FLIGHT
+        address: str,
+        self_id: str,
+        key: bytes,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        tls: ssl.SSLContext | None = None,
     ) -> PeerConnection:
-        """Connect, upgrade and authenticate; OSError if the peer cannot be dialled."""
+        """Connect (over TLS with `tls`, checking the peer's certificate), upgrade and
+        authenticate; OSError (ssl.SSLError included) if the peer cannot be dialled."""
         host, _, port = address.rpartition(":")
         conn = PeerConnection(address, self_id, key, max_in_flight)
-        await conn._loop.create_connection(lambda: conn, host.strip("[]"), int(port))
+        host = host.strip("[]")
+        await conn._loop.create_connection(
+            lambda: conn, host, int(port), ssl=tls, server_hostname=host if tls else None
+        )
         try:
             await conn._handshake()
         except BaseException:

@@ -1,4 +1,4 @@
-"""The kvctl commands — the only click importer (DESIGN.md §8.6).
+"""The kvctl commands — with kvctl/cli_*.py, the only click importers (DESIGN.md §8.6).
 
 A command parses its options, calls the cluster through kv/client.py, hands the replies to
 the pure modules (kvctl/status.py, kvctl/render.py) and prints text, or JSON with `--json`.
@@ -25,7 +25,7 @@ from kv.client import SyncClient
 from kv.errors import PlanConflict
 from kv.meta import Member
 from kv.plan import Change
-from kvctl import errors, follow, render, staged
+from kvctl import cli_tokens, errors, follow, render, staged
 from kvctl.errors import KvctlError
 from kvctl.help import HELP
 from kvctl.status import Status
@@ -44,11 +44,13 @@ class Session:
     timeout: float
     state_file: Path
     token: str | None = None
+    cacert: str | None = None
     _client: SyncClient | None = field(default=None, repr=False)
 
     def client(self) -> SyncClient:
         if self._client is None:
-            self._client = SyncClient(self.endpoints, timeout=self.timeout, token=self.token)
+            options = {"timeout": self.timeout, "token": self.token, "ca": self.cacert}
+            self._client = SyncClient(self.endpoints, **options)
         return self._client
 
     def close(self) -> None:
@@ -142,6 +144,12 @@ def _state_file(_ctx: click.Context, _param: click.Parameter, value: Path | None
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     envvar="KV_TOKEN_FILE",
     help="A client token (auth on; e.g. DIR/admin.token). Env KV_TOKEN_FILE, or KV_TOKEN.",
+)
+@click.option(
+    "--cacert",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="KV_CACERT",
+    help="The cluster CA (TLS on; e.g. DIR/ca.pem): talk https. Env KV_CACERT.",
 )
 @click.pass_context
 def cli(ctx: click.Context, /, token_file: Path | None, **options: Any) -> None:
@@ -358,38 +366,7 @@ def cluster_status(session: Session) -> None:
     session.emit(view, render.cluster(view))
 
 
-# ---------------------------------------------------------------------- tokens
-@cli.group()
-def token() -> None:
-    """Create, list and revoke client tokens (kv/auth.py; needs an admin token)."""
-
-
-@token.command("create")
-@click.argument("name")
-@click.option("--role", type=click.Choice(["read", "write", "admin"]), required=True)
-@click.option("--keyspace", "keyspaces", multiple=True, help="Only this one (repeatable).")
-@pass_session
-def token_create(session: Session, name: str, role: str, keyspaces: tuple[str, ...]) -> None:
-    """Mint token NAME and print it, once (the cluster keeps only its hash)."""
-    made = session.client().create_token(name, role, list(keyspaces) or None)
-    session.emit(made, [str(made["token"])])
-
-
-@token.command("list")
-@pass_session
-def token_list(session: Session) -> None:
-    """Every token's id, name, role and keyspaces (never the secrets)."""
-    tokens: list[dict[str, Any]] = session.client().list_tokens()
-    session.emit({"tokens": tokens}, render.tokens(tokens))
-
-
-@token.command("revoke")
-@click.argument("token_id")
-@pass_session
-def token_revoke(session: Session, token_id: str) -> None:
-    """Revoke token TOKEN_ID (as `token list` shows it); it stops working at once."""
-    session.client().revoke_token(token_id)
-    session.emit({"revoked": token_id}, [f"revoked {token_id}"])
+cli.add_command(cli_tokens.token)
 
 
 def main() -> None:

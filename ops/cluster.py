@@ -33,6 +33,7 @@ import os
 import re
 import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -42,7 +43,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from kv import auth
+from kv import auth, keys
 
 try:
     from ops import netns
@@ -66,6 +67,8 @@ EXAMPLES = {
 
 # the admin token's header once a cluster with auth is loaded (`_use_auth`)
 _AUTH: dict[str, str] = {}
+# the cluster CA's context once a --secure cluster is loaded (`_use_auth`): https, checked
+_TLS: dict[str, ssl.SSLContext] = {}
 
 
 def _http(method: str, url: str, body: Any = None, timeout: float = 2.0) -> tuple[int, Any]:
@@ -73,7 +76,7 @@ def _http(method: str, url: str, body: Any = None, timeout: float = 2.0) -> tupl
     headers = {"Content-Type": "application/json", **_AUTH}
     req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout, context=_TLS.get("ca")) as r:
             raw = r.read()
             return r.status, json.loads(raw) if raw else None
     except urllib.error.HTTPError as e:
@@ -206,10 +209,54 @@ def _admin_token_file(d: str) -> str:
 
 
 def _use_auth(d: str, layout: dict[str, Any]) -> None:
-    """Send the admin token with every request of this run (a cluster with auth)."""
+    """Send the admin token with every request of this run (a cluster with auth), over
+    TLS checked against DIR/ca.pem (a --secure cluster)."""
     if layout.get("auth"):
         with open(_admin_token_file(d)) as f:
             _AUTH["Authorization"] = f"Bearer {f.read().strip()}"
+    if layout.get("secure"):
+        _TLS["ca"] = ssl.create_default_context(cafile=_ca(d)[0])
+
+
+def _url(node: dict[str, Any] | str) -> str:
+    """The base URL of a node (or of a `host:port`): https for a --secure cluster."""
+    address = node if isinstance(node, str) else node["http"]
+    return f"{'https' if _TLS else 'http'}://{address}"
+
+
+def _ca(d: str) -> tuple[str, keys.Pem]:
+    """DIR/ca.pem (and DIR/ca.key, 0600): the private CA of a --secure cluster, made once."""
+    cert, key = os.path.join(d, "ca.pem"), os.path.join(d, "ca.key")
+    if not os.path.exists(cert):
+        pem = keys.make_ca(f"kv local CA ({os.path.basename(os.path.abspath(d))})")
+        _write_private(key, pem.key)
+        with open(cert, "wb") as f:
+            f.write(pem.cert)
+    with open(cert, "rb") as c, open(key, "rb") as k:
+        return cert, keys.Pem(c.read(), k.read())
+
+
+def _write_private(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _tls_flags(d: str, layout: dict[str, Any], node: dict[str, Any]) -> list[str]:
+    """A --secure node's certificate (made once, naming its addresses) and the CA; a
+    --netns node without --secure listens on 10.77.0.x and says it means to (`--insecure`)."""
+    if not layout.get("secure"):
+        return ["--insecure"] if _topology(layout) is not None else []
+    ndir = os.path.join(d, node["id"])
+    cert, key = os.path.join(ndir, "node.pem"), os.path.join(ndir, "node.key")
+    if not os.path.exists(cert):
+        ca_path, ca = _ca(d)
+        hosts = {"127.0.0.1", "localhost"} | {node[k].rpartition(":")[0] for k in ("http", "raft")}
+        pem = keys.make_node_cert(ca, node["id"], tuple(sorted(hosts)))
+        _write_private(key, pem.key)
+        with open(cert, "wb") as f:
+            f.write(pem.cert)
+    return ["--tls-cert", cert, "--tls-key", key, "--tls-ca", _ca(d)[0]]
 
 
 def _start(d: str, layout: dict[str, Any], node: dict[str, Any]) -> int:
@@ -226,6 +273,7 @@ def _start(d: str, layout: dict[str, Any], node: dict[str, Any]) -> int:
         "--listen", node["http"],
         "--raft-listen", node["raft"],
         *_cluster_flags(layout, node),
+        *_tls_flags(d, layout, node),
         "--cluster-secret-file", _secret_file(d),
     ]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -240,7 +288,7 @@ def _start(d: str, layout: dict[str, Any], node: dict[str, Any]) -> int:
 
 
 def _healthy(node: dict[str, Any]) -> bool:
-    return _http("GET", f"http://{node['http']}/v1/health", timeout=1.0)[0] == 200
+    return _http("GET", f"{_url(node)}/v1/health", timeout=1.0)[0] == 200
 
 
 def _all_up(d: str, layout: dict[str, Any]) -> bool:
@@ -261,7 +309,7 @@ def _members(layout: dict[str, Any]) -> set[str] | None:
     """Member ids in the cluster metadata, as the first node that answers `/v1/cluster`
     sees them (founders first: they vote); None when no node answers."""
     for node in sorted(layout["nodes"], key=_joiner):
-        status, info = _http("GET", f"http://{node['http']}/v1/cluster", timeout=2.0)
+        status, info = _http("GET", f"{_url(node)}/v1/cluster", timeout=2.0)
         if status == 200 and isinstance(info, dict):
             return {str(m["id"]) for m in info.get("members", [])}
     return None
@@ -287,7 +335,8 @@ def cmd_up(a: argparse.Namespace) -> None:
     if existing is not None:
         layout = existing
     else:
-        layout = {**_layout(a.dir, a.n, a.base_port), **({"auth": True} if a.auth else {})}
+        access = {"auth": True, "secure": True} if a.secure else {"auth": True} if a.auth else {}
+        layout = {**_layout(a.dir, a.n, a.base_port), **access}
         with open(_layout_path(a.dir), "w") as f:
             json.dump(layout, f, indent=2)
     _use_auth(a.dir, layout)
@@ -377,7 +426,7 @@ def _teardown(d: str, layout: dict[str, Any], topo: netns.Topology) -> list[str]
 
 
 def _examples(layout: dict[str, Any]) -> None:
-    base = f"http://{layout['nodes'][0]['http']}"
+    base = _url(layout["nodes"][0])
     for name, body in EXAMPLES.items():
         status, reply = _http("PUT", f"{base}/v1/keyspaces/{name}", body, timeout=10)
         if status not in (200, 201):
@@ -385,21 +434,26 @@ def _examples(layout: dict[str, Any]) -> None:
 
 
 def _print_usage(d: str, layout: dict[str, Any], examples: bool = True) -> None:
-    first = layout["nodes"][0]["http"]
+    first = _url(layout["nodes"][0])
     print(f"kv cluster of {len(layout['nodes'])} nodes is up (data and logs in {d}):")
     for node in layout["nodes"]:
-        print(f"  {node['id']}  http://{node['http']}  pid {_pid(d, node['id'])}")
+        print(f"  {node['id']}  {_url(node)}  pid {_pid(d, node['id'])}")
+    curl = "curl -s"
+    if layout.get("secure"):
+        curl += f" --cacert {d}/ca.pem"
+    if layout.get("auth"):
+        curl += f' -H "Authorization: Bearer $(cat {d}/admin.token)"'
     if examples:
         print(
             f"""
 Keyspaces example_eventual (N=3, R=2, W=2) and example_linearizable (Raft, 3 replicas).
 Try it (any node accepts any request; more in README.md):
-  curl -s http://{first}/v1/keyspaces
-  curl -s -X PUT http://{first}/v1/keyspaces/example_eventual/keys/hello -d '{{"value": "world"}}'
-  curl -s http://{first}/v1/keyspaces/example_eventual/keys/hello
-  curl -s -X PUT http://{first}/v1/keyspaces/example_linearizable/keys/n -d '{{"value": 1}}'
-  curl -s http://{first}/v1/keyspaces/example_linearizable/keys/n
-  curl -s http://{first}/v1/cluster"""
+  {curl} {first}/v1/keyspaces
+  {curl} -X PUT {first}/v1/keyspaces/example_eventual/keys/hello -d '{{"value": "world"}}'
+  {curl} {first}/v1/keyspaces/example_eventual/keys/hello
+  {curl} -X PUT {first}/v1/keyspaces/example_linearizable/keys/n -d '{{"value": 1}}'
+  {curl} {first}/v1/keyspaces/example_linearizable/keys/n
+  {curl} {first}/v1/cluster"""
         )
     print(f"\nStop it:   ops/cluster down --dir {d}")
     if _topology(layout) is not None:
@@ -580,7 +634,7 @@ def cmd_add(a: argparse.Namespace) -> None:
         _save(a.dir, layout)
         raise
     pid = _pid(a.dir, node_id)
-    print(f"{node_id}  http://{http}  pid {pid}  joining (seeds {','.join(seeds)})")
+    print(f"{node_id}  {_url(http)}  pid {pid}  joining (seeds {','.join(seeds)})")
     if not a.no_commit:
         member = {"id": node_id, "http": http, "raft": raft}
         _change(layout, {"kind": "add", "node": node_id, "member": member}, a.wait)
@@ -611,7 +665,7 @@ def _wait_not_voting(node: dict[str, Any], deadline_s: float) -> None:
     not answer (it is stopped anyway)."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
-        status, info = _http("GET", f"http://{node['http']}/v1/cluster", timeout=5.0)
+        status, info = _http("GET", f"{_url(node)}/v1/cluster", timeout=5.0)
         if status != 200 or info.get("meta_group", {}).get("role") == "reader":
             return
         time.sleep(0.5)
@@ -668,7 +722,7 @@ def _member_url(layout: dict[str, Any], avoid: str = "") -> str:
     members = _members(layout) or set()
     for nd in sorted(layout["nodes"], key=_joiner):
         if nd["id"] in members and nd["id"] != avoid and _healthy(nd):
-            return f"http://{nd['http']}"
+            return _url(nd)
     sys.exit("ops/cluster: no running member answers (`ops/cluster status`)")
 
 
@@ -751,6 +805,11 @@ def main(argv: list[str] | None = None) -> None:
     up.add_argument("--base-port", dest="base_port", type=int, default=7001)
     up.add_argument("--netns", action="store_true")
     up.add_argument("--no-examples", dest="no_examples", action="store_true")
+    up.add_argument(
+        "--secure",
+        action="store_true",
+        help="TLS everywhere (a private CA: DIR/ca.pem) and --auth",
+    )
     up.add_argument(
         "--auth", action="store_true", help="require client tokens; DIR/admin.token is admin"
     )

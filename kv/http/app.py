@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import re
+import ssl
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -310,12 +311,14 @@ class Server:
         self._runner = runner
 
     @staticmethod
-    async def listen(app: web.Application, address: str) -> Server:
+    async def listen(
+        app: web.Application, address: str, tls: ssl.SSLContext | None = None
+    ) -> Server:
         # a node stop waits at most 5 s for client requests in flight (aiohttp: 60 s)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
         await runner.setup()
         host, _, port = address.rpartition(":")
-        await web.TCPSite(runner, host, int(port), reuse_address=True).start()
+        await web.TCPSite(runner, host, int(port), reuse_address=True, ssl_context=tls).start()
         return Server(runner)
 
     async def close(self) -> None:

@@ -4,8 +4,11 @@ its admin token in DIR/admin.token (mode 600), usable by curl-style requests and
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import shutil
+import ssl
 import stat
 import subprocess
 import sys
@@ -13,6 +16,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from ops.ports import free_base_port
 
@@ -60,5 +65,46 @@ def test_up_auth_makes_every_node_require_the_admin_token(tmp_path: Path) -> Non
             [*kvctl, "cluster", "status"], capture_output=True, text=True, timeout=60, cwd=ROOT
         )
         assert refused.returncode != 0 and "token" in refused.stderr.lower(), refused
+    finally:
+        ops("down", d=d)
+
+
+def test_up_secure_serves_https_and_mutual_tls_only(tmp_path: Path) -> None:
+    """`ops/cluster up --secure` (issue 11 item 2): DIR/ca.pem and DIR/admin.token; plain
+    HTTP to the API ports and plain TCP to the Raft ports get nothing; https with the CA
+    works on every node, through curl too, and the example keyspaces were made over TLS."""
+    d = tmp_path / "c"
+    base = free_base_port(3)
+    try:
+        up = ops("up", "--secure", "--base-port", str(base), d=d)
+        assert up.returncode == 0, up.stderr
+        assert "--cacert" in up.stdout and "https://" in up.stdout
+        ca = str(d / "ca.pem")
+        token = (d / "admin.token").read_text().strip()
+        tls = ssl.create_default_context(cafile=ca)
+        for i in range(3):
+            for port in (base + i, base + 100 + i):  # the API port, the Raft port
+                with pytest.raises(
+                    (urllib.error.URLError, ConnectionError, http.client.HTTPException)
+                ):
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=10)
+            url = f"https://127.0.0.1:{base + i}/v1/keyspaces/example_linearizable"
+            request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+            with urllib.request.urlopen(request, timeout=10, context=tls) as reply:
+                assert reply.status == 200
+        if shutil.which("curl"):
+            key_url = f"https://127.0.0.1:{base + 2}/v1/keyspaces/example_linearizable/keys/k"
+            curl = subprocess.run(
+                ["curl", "-s", "--cacert", ca, "-H", f"Authorization: Bearer {token}",
+                 "-X", "PUT", key_url, "-d", '{"value": 1}'],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert curl.returncode == 0 and '"version"' in curl.stdout, curl
+        kvctl = [sys.executable, "-m", "kvctl", "--endpoints", f"127.0.0.1:{base + 1}"]
+        status = subprocess.run(
+            [*kvctl, "--cacert", ca, "--token-file", str(d / "admin.token"), "cluster", "status"],
+            capture_output=True, text=True, timeout=60, cwd=ROOT,
+        )  # fmt: skip
+        assert status.returncode == 0 and "n3" in status.stdout, status
     finally:
         ops("down", d=d)

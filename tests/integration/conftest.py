@@ -15,6 +15,7 @@ import http.client
 import json
 import re
 import secrets
+import ssl
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -62,11 +63,12 @@ class Reply:
 class Api:
     """A minimal HTTP client: one fresh connection per request, raw paths, raw bodies."""
 
-    def __init__(self, host: str, port: int, secret: str) -> None:
+    def __init__(self, host: str, port: int, secret: str, ca: str | None = None) -> None:
         self.host = host
         self.port = port
         self.secret = secret
-        self.base_url = f"http://{host}:{port}"
+        self.tls = ssl.create_default_context(cafile=ca) if ca else None  # https
+        self.base_url = f"{'https' if ca else 'http'}://{host}:{port}"
 
     def request(
         self,
@@ -83,7 +85,11 @@ class Api:
             body = json.dumps(json_body).encode()
         if body is not None:
             hdrs.setdefault("Content-Type", "application/json")
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        conn = (
+            http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self.tls)
+            if self.tls
+            else http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        )
         try:
             # http.client adds only Host; the path goes out exactly as given.
             conn.putrequest(method, path, skip_accept_encoding=True)
@@ -186,8 +192,9 @@ def founder_configs(root: Path, count: int, **settings: Any) -> list[NodeConfig]
 
 
 def api_of(node: NodeThread) -> Api:
-    host, _, port = node.config.advertise.rpartition(":")
-    return Api(host, int(port), node.config.cluster_secret)
+    """The node's API at its listen address (https with the CA when it has TLS)."""
+    host, _, port = node.config.listen.rpartition(":")
+    return Api(host, int(port), node.config.cluster_secret, node.config.tls_ca or None)
 
 
 def stop_all(nodes: Iterable[NodeThread]) -> None:

@@ -25,6 +25,7 @@ advertise = "10.0.0.1:7001"
 raft_listen = "0.0.0.0:7101"
 raft_advertise = "10.0.0.1:7101"
 cluster_secret = "{SECRET}"
+insecure = true
 partitions = 32
 vnodes = 16
 
@@ -56,6 +57,7 @@ def flags(**changes: Any) -> dict[str, Any]:
         "raft_advertise": "10.0.0.1:7101",
         "cluster_secret": SECRET,
         "initial_cluster": f"{ME},{PEERS}",
+        "insecure": True,  # listens on 0.0.0.0 without TLS: see the exposure tests below
     }
     return {**base, **changes}
 
@@ -408,3 +410,36 @@ def test_one_advertised_address_for_http_and_raft_is_refused() -> None:
 def test_a_member_address_given_twice_is_refused(peers: str) -> None:
     message = assert_fails_naming("initial_cluster", flags(initial_cluster=f"{ME},{peers}"))
     assert "is given to both" in message
+
+
+# ---------------------------------------------------------------------- exposure (issue 11)
+TLS = {"tls_cert": "/etc/kv/n1.pem", "tls_key": "/etc/kv/n1.key", "tls_ca": "/etc/kv/ca.pem"}
+
+
+@pytest.mark.parametrize("field", ["listen", "raft_listen"])
+def test_a_non_loopback_listen_address_needs_tls_and_auth(field: str) -> None:
+    loopback = {"listen": "127.0.0.1:7001", "raft_listen": "127.0.0.1:7101"}
+    exposed = {**loopback, field: "0.0.0.0:7001" if field == "listen" else "10.0.0.1:7101"}
+    with pytest.raises(ConfigError, match=f"^{field}: .* can be reached from other hosts"):
+        load(None, flags(insecure=False, **exposed))
+    with pytest.raises(ConfigError, match=f"^{field}: "):
+        load(None, flags(insecure=False, **exposed, **TLS))  # TLS without auth
+    with pytest.raises(ConfigError, match=f"^{field}: "):
+        load(None, flags(insecure=False, auth=True, **exposed))  # auth without TLS
+    assert load(None, flags(insecure=False, auth=True, **exposed, **TLS)).tls is not None
+    assert load(None, flags(insecure=True, **exposed)).insecure
+    assert load(None, flags(insecure=False, **loopback)).tls is None
+
+
+@pytest.mark.parametrize(
+    "address", ["127.0.0.1:7001", "127.3.4.5:7001", "[::1]:7001", "localhost:7001"]
+)
+def test_loopback_addresses_need_nothing(address: str) -> None:
+    load(None, flags(insecure=False, listen=address, raft_listen="127.0.0.1:7101"))
+
+
+@pytest.mark.parametrize("missing", ["tls_cert", "tls_key", "tls_ca"])
+def test_tls_files_come_together(missing: str) -> None:
+    given = {k: v for k, v in TLS.items() if k != missing}
+    with pytest.raises(ConfigError, match=f"^{missing}: .* together"):
+        load(None, flags(**given))

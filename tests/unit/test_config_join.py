@@ -27,6 +27,7 @@ def joiner(**changes: Any) -> dict[str, Any]:
         "listen": "0.0.0.0:7004",
         "advertise": "10.0.0.4:7004",
         "raft_listen": "0.0.0.0:7104",
+        "insecure": True,  # a non-loopback listen address without TLS (test_config.py)
         "raft_advertise": "10.0.0.4:7104",
         "cluster_secret": SECRET,
         "seeds": "10.0.0.1:7001,10.0.0.2:7001",
@@ -102,7 +103,7 @@ def test_seeds_from_toml(tmp_path: Path) -> None:
     path = tmp_path / "node.toml"
     path.write_text(
         'node_id = "n4"\ndata_dir = "/d"\nlisten = "10.0.0.4:7004"\n'
-        f'raft_listen = "10.0.0.4:7104"\ncluster_secret = "{SECRET}"\n'
+        f'raft_listen = "10.0.0.4:7104"\ncluster_secret = "{SECRET}"\ninsecure = true\n'
         'seeds = ["10.0.0.1:7001", "10.0.0.2:7001"]\n'
     )
     assert load(str(path), {}).seeds == ("10.0.0.1:7001", "10.0.0.2:7001")

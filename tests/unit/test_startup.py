@@ -7,11 +7,12 @@ import json
 import os
 import socket
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from kv import startup
+from kv import keys, startup
 from kv.config import ConfigError, NodeConfig
 from kv.meta import Member
 from tests.ports import free_port
@@ -69,3 +70,29 @@ def test_a_port_in_use_is_named(tmp_path: Path) -> None:
     with socket.create_server((host, int(port))):
         with pytest.raises(ConfigError, match=f"raft_listen: cannot bind {cfg.raft_listen}"):
             startup.check_ports(cfg)
+
+
+def _tls_config(tmp_path: Path, key_mode: int = 0o600, other_ca: bool = False) -> NodeConfig:
+    ca = keys.make_ca()
+    pem = keys.make_node_cert(keys.make_ca() if other_ca else ca, "n1", ("127.0.0.1",))
+    files = {"tls_cert": pem.cert, "tls_key": pem.key, "tls_ca": ca.cert}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "tls_key").chmod(key_mode)
+    paths = {name: str(tmp_path / name) for name in files}
+    return replace(config(tmp_path), **paths)
+
+
+def test_tls_files_that_load_pass(tmp_path: Path) -> None:
+    startup.check_tls(_tls_config(tmp_path))
+
+
+def test_a_tls_key_others_can_read_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^tls_key: .* can be read by group or others"):
+        startup.check_tls(_tls_config(tmp_path, key_mode=0o644))
+
+
+def test_a_missing_tls_file_is_named(tmp_path: Path) -> None:
+    cfg = replace(_tls_config(tmp_path), tls_cert=str(tmp_path / "nope.pem"))
+    with pytest.raises(ConfigError, match=r"^tls_cert: .*nope\.pem"):
+        startup.check_tls(cfg)
