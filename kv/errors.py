@@ -20,7 +20,8 @@
     │   ├── NotReady             not_ready            (node booting, group not running here)
     │   └── PeerUnreachable      unavailable          internode: never reached the peer
     └── UnknownOutcome           timeout              may have been applied: read before retrying
-        └── PeerTimeout          timeout              internode: sent, no reply in time
+        ├── PeerTimeout          timeout              internode: sent, no reply in time
+        └── StorageFailed        storage_failed       this node's disk failed: use another node
 
 `PeerUnreachable` and `PeerTimeout` are raised by the internode transport (kv/transport.py)
 at its boundary; callers that can do better (the Dynamo coordinator reroutes a write that
@@ -153,6 +154,13 @@ class UnknownOutcome(KvError):
     """The request may or may not have been applied (HTTP 504)."""
 
     code = "timeout"
+
+
+class StorageFailed(UnknownOutcome):
+    """This node's storage raised (kv/storage.py StorageError: I/O, corruption) while serving
+    the request; other replicas may have applied it. Logged as an error on the node."""
+
+    code = "storage_failed"
 
 
 class PeerTimeout(UnknownOutcome):

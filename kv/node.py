@@ -293,17 +293,17 @@ class Node:
         return Member(id=cfg.node_id, http=cfg.advertise, raft=cfg.raft_advertise)
 
     def node_state(self) -> dict[str, Any]:
-        """`/v1/health` details: member, or joining (a node the metadata does not list yet).
-        A node whose id belongs to another member is not ready (503): it must not serve."""
+        """`/v1/health` details: member, or joining (a node the metadata does not list yet);
+        `degraded` with the Raft groups a failure stopped here (`fenced_raft_groups`). A
+        node whose id belongs to another member is not ready (503): it must not serve."""
         md = self._metadata()
         state = membership_of(md, self._me)
         if state == "id_conflict":
             raise NotReady(_conflict_message(md, self._me), retry_after=5.0)
-        return {
-            "status": "ok" if state == "member" else "joining",
-            "node": self.config.node_id,
-            "member": state == "member",
-        }
+        fenced = dict(self.driver.fenced)  # groups stopped here by a failure (docs/raft.md)
+        status = "joining" if state != "member" else "degraded" if fenced else "ok"
+        found = {"status": status, "node": self.config.node_id, "member": state == "member"}
+        return {**found, "fenced_raft_groups": fenced} if fenced else found
 
     def _track(self, task: asyncio.Task[Any]) -> None:
         self._tasks.add(task)
@@ -355,6 +355,7 @@ class Node:
             },
             "raft_groups": {
                 gid: {"leader": st.leader, "term": st.term, "commit_index": st.commit_index}
+                | ({"fenced": st.fenced} if st.fenced else {})
                 for gid, st in self.groups.statuses().items()
             },
         }

@@ -23,8 +23,9 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from kv import wire
-from kv.errors import InvalidRequest, KvError, TooLarge
+from kv.errors import InvalidRequest, KvError, StorageFailed, TooLarge
 from kv.internode import OpTable
+from kv.storage import StorageError
 from kv.wire import Frame, FrameDecoder, Kind
 
 log = logging.getLogger(__name__)
@@ -254,7 +255,10 @@ class ServerLink:
             if len(payload) > wire.MAX_PAYLOAD:
                 raise TooLarge(f"{frame.name} reply", len(payload), wire.MAX_PAYLOAD)
             return wire.encode_frame(Kind.REPLY, rid, payload, version=version)
-        except KvError as exc:
+        except (KvError, StorageError) as exc:
+            if isinstance(exc, StorageError):  # a failing disk: loud here (kv/errors.py)
+                log.error("internode %s from %s: storage failed: %s", frame.name, self.client, exc)
+                exc = StorageFailed(f"storage failed on {self._server.node_id}: {exc}")
             return wire.encode_frame(Kind.ERROR, rid, codec.encode(exc.to_wire()), version=version)
         except Exception:
             log.exception("internode %s from %s failed", frame.name, self.client)

@@ -23,12 +23,13 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from kv import json_codec
-from kv.errors import InvalidRequest, KvError, MalformedJson, TooLarge
+from kv.errors import InvalidRequest, KvError, MalformedJson, StorageFailed, TooLarge
 from kv.http import access
 from kv.http.errors import response_for
 from kv.http.internode import add_routes
 from kv.routing import MAX_TIMEOUT_S, Options
 from kv.service import Service
+from kv.storage import StorageError
 from kv.wire_server import InternodeServer
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     except KvError as exc:
         return response_for(exc)
+    except StorageError as exc:  # a failing disk: loud here, 504 to the client (kv/errors.py)
+        log.error("storage failed in %s %s: %s", request.method, request.path, exc)
+        return response_for(StorageFailed(f"this node's storage failed: {exc}"))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -204,7 +208,8 @@ async def replica_state(request: web.Request) -> web.Response:
 
 
 # The node's own state for /v1/health, set by the composition root (kv/node.py): whether the
-# metadata lists it — {"status": "ok" | "joining", "node": id, "member": bool}.
+# metadata lists it — {"status": "ok" | "joining" | "degraded", "node": id, "member": bool,
+# "fenced_raft_groups": {gid: reason} when degraded}.
 NODE_STATE: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("node_state", object)  # type: ignore[arg-type]
 
 

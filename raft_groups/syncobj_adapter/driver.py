@@ -10,7 +10,8 @@ only the groups that have work are looked at (`_due`, `needs_sync`); the syncs o
 step run at once (`_sync_all`: the driver thread and a few sync threads, joined before
 the flush).
 
-The driver uses only `poll`, `flush`, `discard`, `wake`, `close` and `dirty` of
+The driver uses only `poll`, `flush`, `discard_group`, `take_failures`, `wake`, `close`
+and `dirty` of
 the mux and the `DrivenGroup` methods of a group, so it runs against fakes in unit tests.
 No pysyncobj here.
 """
@@ -52,6 +53,8 @@ class DrivenGroup(Protocol):
 
     def destroy(self) -> None: ...
 
+    def fence(self, reason: str) -> None: ...
+
 
 @dataclass
 class RaftDriver:
@@ -61,6 +64,7 @@ class RaftDriver:
     idle_tick: float = 0.1  # heartbeat cadence of idle groups; ≪ election_timeout_min (0.6 s)
     lock: threading.RLock = field(default_factory=threading.RLock)
     journal_syncs: int = 0  # journal syncs so far (ops and tests)
+    fenced: dict[str, str] = field(default_factory=dict)  # gid → why (`_fence`)
     sync_threads: int = 8  # syncs of one sync step run at once (`_sync_all`)
     _groups: dict[str, DrivenGroup] = field(default_factory=dict)
     _unsynced: dict[str, DrivenGroup] = field(default_factory=dict)  # `needs_sync`
@@ -152,6 +156,9 @@ class RaftDriver:
             timeout = self._tick_due(now)
             self._sync_then_flush()
             self.mux.poll(timeout)
+            for gid, exc in self.mux.take_failures().items():
+                if (group := self._groups.get(gid)) is not None:
+                    self._fence(group, exc)
             self._sync_then_flush()
 
     def _run_calls(self) -> None:
@@ -171,7 +178,12 @@ class RaftDriver:
         dirty, self.mux.dirty = self.mux.dirty, set()
         idle_round = self._idle_round_due(now)
         for group in self._due(idle_round, dirty):
-            if _tick_if_due(group, idle_round or group.gid in dirty):
+            try:
+                again = _tick_if_due(group, idle_round or group.gid in dirty)
+            except Exception as exc:  # noqa: BLE001 - this group's failure, not the node's
+                self._fence(group, exc)
+                continue
+            if again:
                 self._again[group.gid] = group
         return 0.0 if self._again else max(self._next_round - now, 0.0)
 
@@ -196,31 +208,53 @@ class RaftDriver:
     def _sync_then_flush(self) -> None:
         """Group commit: journals on disk first, then the messages that vouch for them.
 
-        Only the groups that wrote since the last sync are visited (`needs_sync`). If a
-        sync fails, nothing queued leaves (`mux.discard`: a lost message, which Raft
-        tolerates) and every group of the step stays to be synced."""
+        Only the groups that wrote since the last sync are visited (`needs_sync`). A group
+        whose sync fails is fenced and its queued messages are dropped before the flush
+        (they would vouch for what may not be on disk); the others' leave."""
         unsynced, self._unsynced = self._unsynced, {}
-        try:
-            self.journal_syncs += self._sync_all(list(unsynced.values()))
-        except BaseException:
-            self.mux.discard()
-            self._unsynced.update(unsynced)
-            raise
+        synced, failed = self._sync_all(list(unsynced.values()))
+        self.journal_syncs += synced
+        for group, exc in failed:
+            self._fence(group, exc)
         self.mux.flush()
 
-    def _sync_all(self, groups: list[DrivenGroup]) -> int:
+    def _fence(self, group: DrivenGroup, exc: Exception) -> None:
+        """Fault isolation (issue 11 item 4): a group whose tick, delivery or sync raised
+        (a failing disk, a full journal, a bug) stops on this node — it is neither ticked
+        nor synced again, nothing it queued leaves, it receives nothing more, and its
+        requests fail (group.fence) — while every other group keeps running. Its files
+        stay as they are; a restart of the node starts it afresh from them."""
+        reason = f"{type(exc).__name__}: {exc}"
+        log.error("raft group %s fenced on this node: %s", group.gid, reason, exc_info=exc)
+        self.remove(group)
+        self.mux.discard_group(group.gid)
+        self.fenced[group.gid] = reason
+        group.fence(reason)
+
+    def _sync_all(
+        self, groups: list[DrivenGroup]
+    ) -> tuple[int, list[tuple[DrivenGroup, Exception]]]:
         """Sync `groups` at once: the first on this thread, the others on the sync
         threads — each sync waits for the disk with the GIL released, and the device and
-        filesystem merge concurrent flushes. Returns once every sync has returned, and
-        raises the first failure then."""
-        if len(groups) < 2:
-            return sum(group.sync_journal() for group in groups)
-        pool = self._syncers()
-        others = [pool.submit(group.sync_journal) for group in groups[1:]]
+        filesystem merge concurrent flushes. Returns once every sync has returned: how
+        many journals were synced, and the groups whose sync raised."""
+        if not groups:
+            return 0, []
+        pool = self._syncers() if len(groups) > 1 else None
+        others = [(g, pool.submit(g.sync_journal)) for g in groups[1:]] if pool else []
         here: concurrent.futures.Future[bool] = concurrent.futures.Future()
         _run_call(groups[0].sync_journal, here)
-        concurrent.futures.wait(others)
-        return sum(future.result() for future in [here, *others])
+        concurrent.futures.wait([f for _, f in others])
+        synced, failed = 0, []
+        for group, future in [(groups[0], here), *others]:
+            exc = future.exception()
+            if exc is None:
+                synced += future.result()
+            elif isinstance(exc, Exception):
+                failed.append((group, exc))
+            else:
+                raise exc
+        return synced, failed
 
     def _syncers(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._sync_pool is None:

@@ -27,16 +27,17 @@ each access atomic under the GIL, so a status may mix two driver cycles.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj import SyncObj, SyncObjConf, replicated
 
-from kv.errors import KvError, NoLeader, Retryable, UnknownOutcome
-from raft_groups.syncobj_adapter import shim
+from kv.errors import KvError, NotReady, UnknownOutcome
+from raft_groups.syncobj_adapter import outcomes, shim
 from raft_groups.syncobj_adapter.changes import SyncObjChanges, members_of
 from raft_groups.syncobj_adapter.driver import Schedule
 from raft_groups.syncobj_adapter.durable import GroupDurability, restore_vote
@@ -68,6 +69,7 @@ class RaftStatus:
     commit_index: int
     last_applied: int
     ready: bool
+    fenced: str | None = None  # why this member stopped (RaftDriver._fence), if it did
 
 
 class RaftGroup:
@@ -82,6 +84,13 @@ class RaftGroup:
         self._commit_sent = -1
         self._joining = settings.joining
         self._hold_until = 0.0  # transfer hold: no tick before this time.monotonic(); 0 = none
+        self.fenced: str | None = None  # set once, by `fence`
+        # proposals whose callback has not run: failed by `fence` (any thread adds, the
+        # driver thread removes; single dict operations are atomic)
+        self._waiting: dict[int, tuple[asyncio.Future[Any], asyncio.AbstractEventLoop]] = {}
+        self._proposals = itertools.count()
+        self._max_bytes = settings.log_compaction_max_bytes
+        self._compact_after = 0.0  # no byte-triggered compaction before (time.monotonic())
         with driver.lock:
             self.transport = GroupTransport(
                 driver.mux, settings.gid, settings.peers, lease=settings.election_timeout_min
@@ -106,9 +115,15 @@ class RaftGroup:
     def propose(self, command: bytes, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
         """Replicate `command`; the future resolves after it is applied on this node."""
         fut: asyncio.Future[Any] = loop.create_future()
+        if self.fenced is not None:
+            fut.set_exception(self._fenced_error())
+            return fut
+        token = next(self._proposals)
+        self._waiting[token] = (fut, loop)
 
         def done(result: Any, reason: int) -> None:  # runs on the driver thread
-            loop.call_soon_threadsafe(_settle, fut, result, reason)
+            self._waiting.pop(token, None)
+            loop.call_soon_threadsafe(outcomes.settle, fut, result, reason)
 
         self._obj._apply_command(command, callback=done)  # thread-safe queue put
         self._driver.wake(self)
@@ -118,12 +133,48 @@ class RaftGroup:
         """A linearizable read point (read_index.py, Raft thesis §6.4): the future resolves
         once this member has applied every entry committed before the call."""
         fut: asyncio.Future[None] = loop.create_future()
+        if self.fenced is not None:
+            fut.set_exception(self._fenced_error())
+            return fut
 
         def done(error: KvError | None) -> None:  # runs on the driver thread
-            loop.call_soon_threadsafe(_settle_read, fut, error)
+            loop.call_soon_threadsafe(outcomes.settle_read, fut, error)
 
-        self._driver.submit(lambda: self.reads.read(done, self._view()))
+        def read() -> None:
+            if self.fenced is not None:
+                done(self._fenced_error())
+            else:
+                self.reads.read(done, self._view())
+
+        self._driver.submit(read)
         return fut
+
+    def fence(self, reason: str) -> None:
+        """Stop this member after a failure of its own (driver thread, lock held; the
+        driver no longer ticks or syncs it, RaftDriver._fence). It receives and sends
+        nothing more, so the other members go on without it (a leader's followers elect
+        another); waiting reads fail retryably; proposals in flight end as unknown
+        outcomes — an entry this member appended may have reached the others and commit
+        there; new requests get 503."""
+        if self.fenced is not None:
+            return
+        self.fenced = reason
+        self.transport.destroy()  # out of the mux: nothing delivered, nothing queued
+        self.reads.close()
+        lost = UnknownOutcome(
+            f"raft group {self.gid} stopped on this node ({reason}) with the command in "
+            "flight; it may have been applied"
+        )
+        waiting, self._waiting = list(self._waiting.values()), {}
+        for fut, loop in waiting:
+            loop.call_soon_threadsafe(outcomes.fail, fut, lost)
+
+    def _fenced_error(self) -> NotReady:
+        return NotReady(
+            f"raft group {self.gid} is stopped on this node after a failure ({self.fenced}); "
+            "see /v1/health",
+            retry_after=1.0,
+        )
 
     def _on_read_message(self, sender: str, message: dict[str, Any]) -> None:
         self.reads.on_message(sender, message, self._view())
@@ -149,7 +200,8 @@ class RaftGroup:
             term=int(obj.raftCurrentTerm),
             commit_index=int(obj.raftCommitIndex),
             last_applied=int(obj.raftLastApplied),
-            ready=bool(obj.isReady()),
+            ready=bool(obj.isReady()) and self.fenced is None,
+            fenced=self.fenced,
         )
 
     # ------------------------------------------------------------------ membership
@@ -178,9 +230,14 @@ class RaftGroup:
         return await self.reconfig.transfer_leadership(timeout, target)
 
     def tick(self) -> None:
-        """One pysyncobj tick (`_tick`), then the read rounds' (read_index.py)."""
+        """One pysyncobj tick (`_tick`), then the read rounds' (read_index.py); then a
+        compaction if the journal has grown past `log_compaction_max_bytes`."""
         self._tick()
         self.reads.on_tick(self._view())
+        now = time.monotonic()
+        if now >= self._compact_after and shim.journal_offset(self._obj) > self._max_bytes:
+            self._obj.forceLogCompaction()  # at most every 10 s: a snapshot takes a while
+            self._compact_after = now + 10.0
 
     def _tick(self) -> None:
         """One pysyncobj tick, then send what it left unsent.
@@ -336,41 +393,3 @@ def _conf(settings: GroupSettings, snapshots: BackgroundSnapshot) -> Any:
 
 def _journal_file(settings: GroupSettings) -> str:
     return os.path.join(settings.data_dir, "raft.journal")  # pysyncobj adds ".meta"
-
-
-def _settle(fut: asyncio.Future[Any], result: Any, reason: int) -> None:
-    if fut.done():
-        return
-    if reason == FAIL_REASON.SUCCESS:
-        fut.set_result(result)
-    else:
-        fut.set_exception(_error_for(reason))
-
-
-def _settle_read(fut: asyncio.Future[None], error: KvError | None) -> None:
-    if fut.done():
-        return
-    if error is None:
-        fut.set_result(None)
-    else:
-        fut.set_exception(error)
-
-
-def _error_for(reason: int) -> KvError:
-    """FAIL_REASON → typed error, by whether the command can have been applied."""
-    if reason in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME):
-        # measured: 59 of 178 LEADER_CHANGED commands were applied (DESIGN.md §3)
-        return UnknownOutcome(
-            "the Raft leader changed before the command committed; it may have been applied"
-        )
-    if reason in (FAIL_REASON.MISSING_LEADER, FAIL_REASON.NOT_LEADER):
-        return NoLeader(
-            "no Raft leader is available; the command was not proposed", retry_after=0.5
-        )
-    if reason == FAIL_REASON.DISCARDED:
-        return NoLeader(
-            "a new Raft leader discarded the command; it was not applied", retry_after=0.2
-        )
-    return Retryable(
-        f"Raft refused the command (reason {reason}); it was not applied", retry_after=0.5
-    )

@@ -55,6 +55,7 @@ class RaftMux:
         self._outbox: dict[str, list[tuple[str, Any]]] = {}
         self.dirty: set[str] = set()  # groups whose received messages left work for a tick
         self.dropped = 0  # messages from a node outside the addressed group's peer set
+        self._failures: dict[str, Exception] = {}  # a group's delivery raised (driver fences)
         self._pinned: collections.Counter[str] = collections.Counter()
         self._woken = threading.Event()
         self.link = RaftLink(_link_settings(settings), self._woken.set)
@@ -131,9 +132,15 @@ class RaftMux:
         if batches:
             self.link.send(batches)
 
-    def discard(self) -> None:
-        """Drop everything queued since the last flush (a journal sync failed)."""
-        self._outbox = {}
+    def discard_group(self, gid: str) -> None:
+        """Drop what `gid` queued since the last flush (its journal sync failed)."""
+        for address, messages in self._outbox.items():
+            self._outbox[address] = [m for m in messages if m[0] != gid]
+
+    def take_failures(self) -> dict[str, Exception]:
+        """The groups whose delivery raised during the last poll, and why."""
+        failures, self._failures = self._failures, {}
+        return failures
 
     def poll(self, timeout: float) -> None:
         """Wait up to `timeout` for the link's events (or `wake`), then hand every event
@@ -166,9 +173,14 @@ class RaftMux:
             if node.id not in group.peer_addresses:
                 self.dropped += 1  # a removed member, or a new one not yet added
                 continue
+            if gid in self._failures:
+                continue
             if group.needs_tick(payload):
                 self.dirty.add(gid)
-            group.deliver(node, payload)
+            try:
+                group.deliver(node, payload)
+            except Exception as exc:  # noqa: BLE001 - this group's failure (driver fences it)
+                self._failures[gid] = exc
 
     def _on_connected(self, node: Any) -> None:
         self._connected.add(node.id)

@@ -61,6 +61,10 @@ class GroupSettings:
     # pysyncobj's default 5000 dumps the whole state every 5000 writes (DESIGN.md §3).
     log_compaction_min_entries: int = 200_000
     log_compaction_min_time: float = 3600.0
+    # ... or once the journal file holds this many bytes: pysyncobj's record offsets are
+    # 32-bit (journal.py), so a journal that reached 4 GiB could take no more writes.
+    # Compaction rewrites the journal with the entries after the snapshot.
+    log_compaction_max_bytes: int = 1 << 30
     # Group commit (DESIGN.md §3: pysyncobj never fsyncs its journal): msync every journal
     # that changed before any message leaves the node, so a follower's ack and the
     # leader's own vote for commit both mean "on disk" — an acknowledged write is durable
@@ -91,3 +95,8 @@ class GroupSettings:
             "must exceed election_timeout_min",
         )
         _require(self.log_compaction_min_entries >= 2, "log_compaction_min_entries", "must be ≥ 2")
+        _require(
+            1 << 16 <= self.log_compaction_max_bytes <= 3 << 30,
+            "log_compaction_max_bytes",
+            "must be between 64 KiB and 3 GiB (journal offsets are 32-bit)",
+        )

@@ -27,6 +27,7 @@ from raft_groups.syncobj_adapter import (
     RaftGroup,
     RaftMux,
     RaftNodeSettings,
+    shim,
 )
 from tests.ports import free_port
 
@@ -42,6 +43,7 @@ class Member:
     peers: tuple[str, ...]
     data: Path
     compaction: int
+    max_bytes: int = 1 << 30
     engine: LevelDBEngine | None = None
     driver: RaftDriver | None = None
     group: RaftGroup | None = None
@@ -57,6 +59,7 @@ class Member:
             peers=self.peers,
             data_dir=str(self.data / "raft"),
             log_compaction_min_entries=self.compaction,
+            log_compaction_max_bytes=self.max_bytes,
         )
         self.group = RaftGroup(self.driver, settings, LinearizableMachine(self.engine, GROUP))
         self.driver.start()
@@ -75,13 +78,15 @@ class Member:
 
 
 @pytest.fixture
-def members(tmp_path: Path) -> Iterator[list[Member]]:
+def members(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[list[Member]]:
+    """Three members; an indirect parameter (entries, max_bytes) sets their compaction."""
+    entries, max_bytes = getattr(request, "param", (50, 1 << 30))
     addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
     out = []
     for name, address in zip("abc", addresses, strict=True):
         peers = tuple(a for a in addresses if a != address)
         os.makedirs(tmp_path / name, exist_ok=True)
-        out.append(Member(name, address, peers, tmp_path / name, compaction=50))
+        out.append(Member(name, address, peers, tmp_path / name, entries, max_bytes))
     try:
         for m in out:
             m.start()
@@ -118,7 +123,7 @@ def _write(leader: Member, keys: list[str], value: Any) -> None:
         assert leader.group is not None
         for key in keys:
             cmd = commands.Command(
-                op="put", uid=1, key=key, value=value, request_id=f"{key}/{value}"
+                op="put", uid=1, key=key, value=value, request_id=f"{key}/{str(value)[:32]}"
             )
             result = await asyncio.wait_for(leader.group.propose(commands.encode(cmd), loop), 10)
             assert result["ok"], result
@@ -179,3 +184,19 @@ def test_snapshot_of_a_million_keys_causes_no_election(members: list[Member]) ->
     after = {m.name: m.group.status().term for m in members if m.group is not None}
     assert after == terms, f"an election happened: {terms} -> {after}"
     assert leader.group.status().is_leader
+
+
+@pytest.mark.parametrize("members", [(200_000, 1 << 16)], indirect=True)
+def test_a_journal_past_its_byte_limit_is_compacted_whatever_its_entry_count(
+    members: list[Member],
+) -> None:
+    """Issue 11 item 4: pysyncobj's journal offsets are 32-bit, so compaction must also
+    follow bytes: 120 writes of 2 KiB (far below 200,000 entries) pass the 64 KiB limit."""
+    leader = _leader(members)
+    _write(leader, [f"k{i}" for i in range(120)], ["x" * 2048])
+    for m in members:
+        group = m.group
+        assert group is not None
+        _wait(lambda g=group: shim.journal_offset(g._obj) < 1 << 16, 30, f"{m.name} compacted")
+        assert os.path.exists(m.data / "raft" / "raft.snapshot")
+    assert members[0].read("k119") is not None

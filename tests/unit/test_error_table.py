@@ -49,6 +49,7 @@ EXAMPLES: dict[type[e.KvError], Callable[[], e.KvError]] = {
     e.UnknownOutcome: lambda: e.UnknownOutcome("may have been applied"),
     e.PeerUnreachable: lambda: e.PeerUnreachable("n2: connection refused", retry_after=0.5),
     e.PeerTimeout: lambda: e.PeerTimeout("n2 did not answer fetch within 2.00s"),
+    e.StorageFailed: lambda: e.StorageFailed("this node's storage failed: I/O error"),
 }
 
 # Raised by the internode transport only: to a client they are their parent (same code and
@@ -77,6 +78,7 @@ EXPECTED_STATUS = {
     e.UnknownOutcome: 504,
     e.PeerUnreachable: 503,
     e.PeerTimeout: 504,
+    e.StorageFailed: 504,
 }
 
 

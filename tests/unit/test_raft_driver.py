@@ -40,6 +40,7 @@ class FakeMux:
         self.sent: list[str] = []
         self.arriving: list[Callable[[], None]] = []  # delivered by the next poll
         self.poll_timeouts: list[float] = []
+        self.failures: dict[str, Exception] = {}  # a delivery raised (set by a test)
 
     def send(self, group: FakeGroup, message: str) -> None:
         self.outbox.append((group, group.journal.entries, message))
@@ -61,6 +62,13 @@ class FakeMux:
 
     def wake(self) -> None:
         pass
+
+    def discard_group(self, gid: str) -> None:
+        self.outbox = [m for m in self.outbox if m[0].gid != gid]
+
+    def take_failures(self) -> dict[str, Exception]:
+        failures, self.failures = self.failures, {}
+        return failures
 
     def close(self) -> None:
         self.events.append("close")
@@ -100,6 +108,9 @@ class FakeGroup:
 
     def destroy(self) -> None:
         self.mux.events.append(f"destroy {self.gid}")
+
+    def fence(self, reason: str) -> None:
+        self.mux.events.append(f"fence {self.gid}: {reason}")
 
 
 def _driver(*groups: tuple[str, int]) -> tuple[RaftDriver, FakeMux, dict[str, FakeGroup]]:
@@ -258,16 +269,47 @@ def test_a_sync_step_visits_only_the_groups_whose_journal_was_written() -> None:
     assert [g.looks for g in groups if g.looks] == [1]  # g5, after its tick; no other group
 
 
-def test_a_failed_sync_sends_nothing_and_is_tried_again_before_the_next_flush() -> None:
-    driver, mux, groups = _driver(("a", 1))
-    real_sync = groups["a"].sync_journal
-    mux.discard = lambda: mux.outbox.clear()  # type: ignore[attr-defined]
-    groups["a"].sync_journal = _fail_once(real_sync)  # type: ignore[method-assign]
-    with pytest.raises(OSError):
-        driver.cycle(1.0)
-    assert mux.sent == [] and "flush" not in mux.events  # the append is dropped, not sent
+def test_a_failed_sync_fences_its_group_and_only_its_messages_stay_behind() -> None:
+    """Issue 11 item 4: one group's failing disk write stops that group, not the node."""
+    driver, mux, groups = _driver(("a", 2), ("b", 2))
+    groups["a"].sync_journal = _fail_once(groups["a"].sync_journal)  # type: ignore[method-assign]
+    driver.cycle(1.0)  # an idle round: both append; a's sync raises
+    assert mux.sent == ["append_entries b#1"]  # a's append vouches for nothing: dropped
+    assert "fence a: OSError: [Errno 5] EIO" in mux.events
+    assert list(driver.fenced) == ["a"]
+    mux.events.clear()
+    driver.cycle(1.2)  # the next idle round: a is neither ticked nor synced again
+    assert "tick a" not in mux.events and "tick b" in mux.events
+    assert mux.sent == ["append_entries b#1", "append_entries b#2"]
+
+
+def test_a_tick_that_raises_fences_its_group_and_the_others_keep_running() -> None:
+    driver, mux, groups = _driver(("a", 1), ("b", 1))
+
+    def broken() -> None:
+        raise RuntimeError("storage failed")
+
+    groups["a"].tick = broken  # type: ignore[method-assign]
+    driver.cycle(1.0)
+    assert driver.fenced == {"a": "RuntimeError: storage failed"}
+    assert mux.sent == ["append_entries b#1"]
+    driver.cycle(1.2)
+    assert "fence a: RuntimeError: storage failed" in mux.events
+
+
+def test_a_delivery_that_raised_fences_the_group_before_its_sync() -> None:
+    driver, mux, groups = _driver(("a", 0), ("b", 0))
+    _quiet(driver, mux, 1.0)
+
+    def deliver_and_fail() -> None:
+        groups["a"].receive_entry()  # appended and queued an ack, then raised in the mux
+        mux.failures["a"] = OSError(28, "ENOSPC")
+
+    mux.arriving.append(deliver_and_fail)
+    mux.arriving.append(groups["b"].receive_entry)
     driver.cycle(1.01)
-    assert groups["a"].journal.synced == 1  # synced again before that cycle's flush
+    assert mux.sent == ["ack b#1"] and list(driver.fenced) == ["a"]
+    assert "sync a" not in mux.events
 
 
 def _needs_sync(driver: RaftDriver, group: FakeGroup) -> Callable[[], None]:
