@@ -210,19 +210,24 @@ class DynamoReplica:
     ) -> tuple[Version, tuple[Version, ...]]:
         """Mint the new version's dot here (DVV: the dot belongs to this replica) and store it.
 
-        Raises siblings.SiblingLimitExceeded without writing anything.
+        Raises siblings.SiblingLimitExceeded or siblings.SiblingBytesExceeded (the stored
+        set, as encoded here, over `siblings.MAX_SIBLING_BYTES`) without writing anything.
         """
         local = self.fetch(ref)
         new, merged = siblings.coordinate(
             local, self.actor, context, value, deleted, max_siblings, context_dots
         )
-        self._write(ref, merged)
+        encoded = encode_versions(merged)
+        siblings.admit_bytes(len(encoded))
+        self._write(ref, merged, encoded)
         return new, merged
 
-    def _write(self, ref: KeyRef, versions: tuple[Version, ...]) -> None:
+    def _write(
+        self, ref: KeyRef, versions: tuple[Version, ...], encoded: bytes | None = None
+    ) -> None:
         batch = WriteBatch()
         key = ref.storage_key()
-        batch.put(key, encode_versions(versions))
+        batch.put(key, encode_versions(versions) if encoded is None else encoded)
         self._mark_tombstone(batch, key, versions)
         self._engine.write(batch)
         tree = self._trees.get(ref.partition)
