@@ -5,7 +5,13 @@ Every `interval` the loop visits each owner with pending hints that is not known
 each (a CRDT merge, so a repeated delivery is harmless). A hint is dropped only after the
 owner acknowledged it, and only if it did not grow meanwhile (`hints.may_drop`, applied
 inside `DynamoReplica.drop_hint` without an `await`, so atomically on the event loop).
-The first failed delivery ends that owner's round: the rest wait for the next one.
+A failure of the owner (unreachable, unavailable, timed out) ends that owner's round: the
+rest wait for the next one. A hint the owner refuses (too large, invalid: `hints.
+entry_refused`) is skipped and reported instead — logged once, counted in `skipped`
+(/v1/cluster "hinted_handoff") — and kept, and the round goes on; rounds resume after
+the last hint they visited and wrap around, so no run of refused hints holds back the
+hints after it. Invariant: a hint is never the only copy of a write (only primaries mint),
+so a skipped one only waits for anti-entropy.
 
 A hint for an owner that is no longer a member (a membership plan removed it) goes to the
 key's current owners instead (`rehome`), so removed nodes are never addressed again and
@@ -31,11 +37,12 @@ from dataclasses import dataclass, field
 from dynamo_mode import hints
 from dynamo_mode.messages import STORE, StoreRequest
 from dynamo_mode.replica import DynamoReplica, KeyRef
-from kv.errors import KvError
+from dynamo_mode.siblings import Version
 from kv.periodic import Periodic
 from kv.transport import Transport
 
 log = logging.getLogger(__name__)
+MAX_REPORTED = 10_000  # skipped hints remembered as logged (then they are logged again)
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class DeliveryReport:
     delivered: int
     dropped: int
     failure: str | None = None
+    skipped: int = 0  # refused by the owner: kept, and the round went on
 
 
 @dataclass
@@ -64,7 +72,10 @@ class Handoff:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     reports: list[DeliveryReport] = field(default_factory=list)
     delivered: int = 0  # hints acknowledged by their owners since start
+    skipped: int = 0  # deliveries refused by their owners since start (each round counts)
     _loop: Periodic | None = None
+    _resume: dict[str, KeyRef] = field(default_factory=dict)  # owner → last hint visited
+    _reported: set[tuple[str, KeyRef]] = field(default_factory=set)  # skips logged already
 
     def pending(self) -> dict[str, int]:
         """owner → keys with a pending hint on this node (/v1/cluster)."""
@@ -88,20 +99,45 @@ class Handoff:
         return any(self.rehome(owner, ref) is not None for ref, _ in first)
 
     async def deliver(self, owner: str) -> DeliveryReport:
-        delivered = dropped = 0
+        delivered = dropped = skipped = 0
         failure = None
-        for ref, versions in self.replica.hints_for(owner, self.batch):
-            targets = self.rehome(owner, ref)
+        found = self.replica.hints_for(owner, self.batch, self._resume.get(owner))
+        for ref, versions in found:
             try:
-                for target in (owner,) if targets is None else targets:
-                    request = StoreRequest(ref, versions)
-                    await self.transport.call(target, STORE, request, self.timeout)
-            except KvError as exc:
-                failure = f"{exc.__class__.__name__}: {exc}"
-                break
+                await self._send(owner, ref, versions)
+            except Exception as exc:  # noqa: BLE001 - whose fault decides: skip or end
+                if not hints.entry_refused(exc):
+                    failure = _reason(exc)
+                    break
+                skipped += 1
+                self._report_skip(owner, ref, exc)
+                continue
             delivered += 1
             dropped += self.replica.drop_hint(owner, ref, versions)
-        report = DeliveryReport(self.clock(), owner, delivered, dropped, failure)
+        if failure is None:  # a full batch: the next round goes on after it; else wrap around
+            self._resume.pop(owner, None)
+            if len(found) == self.batch:
+                self._resume[owner] = found[-1][0]
+        report = DeliveryReport(self.clock(), owner, delivered, dropped, failure, skipped)
         self.delivered += delivered
+        self.skipped += skipped
         self.reports = [*self.reports[-99:], report]
         return report
+
+    async def _send(self, owner: str, ref: KeyRef, versions: tuple[Version, ...]) -> None:
+        targets = self.rehome(owner, ref)
+        for target in (owner,) if targets is None else targets:
+            await self.transport.call(target, STORE, StoreRequest(ref, versions), self.timeout)
+
+    def _report_skip(self, owner: str, ref: KeyRef, exc: BaseException) -> None:
+        if (owner, ref) not in self._reported:  # once per hint: rounds come every second
+            if len(self._reported) >= MAX_REPORTED:
+                self._reported.clear()
+            self._reported.add((owner, ref))
+            log.warning(
+                "hinted handoff: skipped the hint of %s for %s: %s", ref, owner, _reason(exc)
+            )
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{exc.__class__.__name__}: {exc}"

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from dynamo_mode.siblings import Version, reconcile, same
+from kv.errors import Retryable, UnknownOutcome
 
 HINT_PREFIX = b"h"
 _SEP = b"\0"
@@ -59,6 +60,18 @@ def parse_hint_key(raw: bytes) -> tuple[str, bytes]:
     if not raw.startswith(HINT_PREFIX) or end <= len(HINT_PREFIX):
         raise ValueError(f"not a hint key: {raw[:24]!r}")
     return raw[len(HINT_PREFIX) : end].decode(), raw[end + 1 :]
+
+
+# -- background delivery: whose fault is a failure? ----------------------------------
+
+
+def entry_refused(exc: BaseException) -> bool:
+    """A failed background delivery (a hint's handoff, a tombstone's purge) that belongs to
+    the entry, not to the peer: the peer answered and refused this one (too large, invalid)
+    or this node could not send it. The loop skips and reports it and goes on with the next
+    entry. A failure of the peer itself — unreachable, unavailable or slow (`Retryable`,
+    `UnknownOutcome`) — would fail every other entry too: it ends that peer's round."""
+    return not isinstance(exc, Retryable | UnknownOutcome)
 
 
 # -- before a write or read: can the request be served at all? -----------------------

@@ -116,6 +116,12 @@ def local_actor(engine: StorageEngine, node_id: str, incarnation: int) -> str:
     return actor
 
 
+def _after(prefix: bytes, after: KeyRef | None) -> tuple[bytes, bytes]:
+    """[start, stop) of the keys `prefix | storage key` past `after`'s (all: None)."""
+    start = prefix + after.storage_key() + b"\0" if after is not None else prefix
+    return start, _prefix_end(prefix)
+
+
 def partition_prefix(partition: int) -> bytes:
     return PREFIX + struct.pack(">H", partition)
 
@@ -210,19 +216,24 @@ class DynamoReplica:
     ) -> tuple[Version, tuple[Version, ...]]:
         """Mint the new version's dot here (DVV: the dot belongs to this replica) and store it.
 
-        Raises siblings.SiblingLimitExceeded without writing anything.
+        Raises siblings.SiblingLimitExceeded or siblings.SiblingBytesExceeded (the stored
+        set, as encoded here, over `siblings.MAX_SIBLING_BYTES`) without writing anything.
         """
         local = self.fetch(ref)
         new, merged = siblings.coordinate(
             local, self.actor, context, value, deleted, max_siblings, context_dots
         )
-        self._write(ref, merged)
+        encoded = encode_versions(merged)
+        siblings.admit_bytes(len(encoded))
+        self._write(ref, merged, encoded)
         return new, merged
 
-    def _write(self, ref: KeyRef, versions: tuple[Version, ...]) -> None:
+    def _write(
+        self, ref: KeyRef, versions: tuple[Version, ...], encoded: bytes | None = None
+    ) -> None:
         batch = WriteBatch()
         key = ref.storage_key()
-        batch.put(key, encode_versions(versions))
+        batch.put(key, encode_versions(versions) if encoded is None else encoded)
         self._mark_tombstone(batch, key, versions)
         self._engine.write(batch)
         tree = self._trees.get(ref.partition)
@@ -241,10 +252,13 @@ class DynamoReplica:
         elif self._engine.get(marker) is not None:
             batch.delete(marker)
 
-    def tombstones(self, older_than: float, limit: int) -> list[tuple[KeyRef, tuple[Version, ...]]]:
-        """Up to `limit` tombstone-only keys that have been so since before `older_than`."""
+    def tombstones(
+        self, older_than: float, limit: int, after: KeyRef | None = None
+    ) -> list[tuple[KeyRef, tuple[Version, ...]]]:
+        """Up to `limit` tombstone-only keys that have been so since before `older_than`, in
+        key order, after `after` (where the previous sweep stopped)."""
         out = []
-        for marker, raw in self._engine.iterate_prefix(GC_PREFIX):
+        for marker, raw in self._engine.iterate(*_after(GC_PREFIX, after)):
             if json.loads(raw) <= older_than:
                 ref = KeyRef.from_storage_key(marker[len(GC_PREFIX) :])
                 out.append((ref, self.fetch(ref)))
@@ -285,10 +299,12 @@ class DynamoReplica:
                 self._count_hint(owner, +1)
         return merged
 
-    def hints_for(self, owner: str, limit: int) -> list[tuple[KeyRef, tuple[Version, ...]]]:
-        """Up to `limit` hints held for `owner`, in key order."""
+    def hints_for(
+        self, owner: str, limit: int, after: KeyRef | None = None
+    ) -> list[tuple[KeyRef, tuple[Version, ...]]]:
+        """Up to `limit` hints held for `owner`, in key order, after `after`."""
         out = []
-        for key, raw in self._engine.iterate_prefix(hints.owner_prefix(owner)):
+        for key, raw in self._engine.iterate(*_after(hints.owner_prefix(owner), after)):
             _, storage_key = hints.parse_hint_key(key)
             out.append((KeyRef.from_storage_key(storage_key), decode_stored(raw)))
             if len(out) >= limit:

@@ -32,7 +32,7 @@ from dynamo_mode.messages import (
     Versions,
 )
 from dynamo_mode.replica import DynamoReplica
-from kv.errors import SiblingLimit
+from kv.errors import SiblingLimit, SiblingSetTooLarge
 from kv.internode import OpTable
 
 # A partition transfer's batch stops at this many stored bytes (whatever its key limit), so
@@ -77,6 +77,8 @@ class ReplicaServer:
             )
         except siblings.SiblingLimitExceeded as exc:
             raise SiblingLimit(str(exc), count=exc.count, limit=exc.limit) from None
+        except siblings.SiblingBytesExceeded as exc:
+            raise SiblingSetTooLarge(str(exc), size=exc.size, limit=exc.limit) from None
         return Coordinated(new, merged)
 
     async def part_scan(self, req: ScanRequest) -> ScanBatch:

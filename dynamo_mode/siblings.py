@@ -25,6 +25,28 @@ Invariants:
 Sibling cap policy (Riak-like): a write whose reconciled result would exceed
 ``max_siblings`` versions is refused with ``SiblingLimitExceeded``; nothing is
 dropped silently. The client reads, resolves, and writes with the context.
+
+Sibling bytes policy (issue 11 item 6: every stored key stays replicable): a write whose
+reconciled result, as the minting replica stores it (``encode_versions``: values, clocks,
+tombstones), would exceed ``MAX_SIBLING_BYTES`` is refused with ``SiblingBytesExceeded``
+(``admit_bytes``); again nothing is truncated. Unlike the count cap it is strict: a write
+that resolves some siblings but leaves the set over the limit is refused too; a write with
+the context of a full read leaves one version, which always fits.
+
+Invariant (the internode frame cap, kv/wire.py ``MAX_PAYLOAD``, relies on it): only a mint
+is ever refused. A merge — ``store`` from a write's replication, read repair,
+anti-entropy, hinted handoff, a partition transfer — never is, so no replica refuses a
+version another replica accepted and the limit never stops convergence. A merged set can
+be larger than one replica's mint allowed (concurrent mints on different replicas), but
+it is bounded: every version still unresolved that actor A minted was in A's set right
+after A's latest mint (a version leaves a set only when superseded, and supersession is
+permanent), so each actor's unresolved versions total at most ``MAX_SIBLING_BYTES``, and a
+key's set is at most (actors with unresolved versions) × ``MAX_SIBLING_BYTES``. Only
+primaries mint (dynamo_mode/coordinator.py ``_mint``), so on a ring that stands still that
+is N ≤ 7 actors (kv/keyspace.py MAX_REPLICATION); a membership plan that moves the key's
+replicas, or a primary whose store was wiped (a new actor, ``replica.local_actor``), can
+add actors until their versions are resolved.
+tests/property/test_sibling_bytes_properties.py checks the bound on random histories.
 """
 
 from __future__ import annotations
@@ -49,6 +71,25 @@ class SiblingLimitExceeded(Exception):
             "read, resolve and write back with the context"
         )
         self.count = count
+        self.limit = limit
+
+
+# 4 MiB: four values at the 1 MiB value limit (kv/routing.py MAX_VALUE_BYTES); the 64 MiB
+# internode frame (kv/wire.py MAX_PAYLOAD) holds 16 actors' worth with room for the
+# envelope, over twice the 7 of a stable ring (the module invariant). A constant, not a
+# keyspace setting: the frame cap it protects is the same for every keyspace.
+MAX_SIBLING_BYTES = 4 << 20
+
+
+class SiblingBytesExceeded(Exception):
+    """The write would leave a sibling set of ``size`` encoded bytes, over ``limit``."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"write would leave siblings of {size} bytes, limit is {limit}: "
+            "read, resolve and write back with the context"
+        )
+        self.size = size
         self.limit = limit
 
 
@@ -226,6 +267,14 @@ def coordinate(
     if len(merged) > max_siblings and len(merged) > len(reconcile(local)):
         raise SiblingLimitExceeded(len(merged), max_siblings)
     return new, merged
+
+
+def admit_bytes(size: int, limit: int = MAX_SIBLING_BYTES) -> None:
+    """Refuse (``SiblingBytesExceeded``) a mint whose stored set would be ``size`` encoded
+    bytes, over ``limit``. Strict, whatever the set held before: the module invariant's
+    bound on merged sets depends on it. Only mints are checked, never merges."""
+    if size > limit:
+        raise SiblingBytesExceeded(size, limit)
 
 
 def live(versions: Iterable[Version]) -> tuple[Version, ...]:

@@ -8,6 +8,7 @@
     ├── KeyspaceConflict         keyspace_conflict    delete and re-create, or keep the old config
     ├── PlanConflict             plan_conflict        re-plan, or wait for / abort the plan
     ├── SiblingLimit             sibling_limit        read, resolve, write back with the context
+    │   └── SiblingSetTooLarge   sibling_set_too_large  (the same: the set's bytes, not count)
     ├── ConditionFailed          condition_failed     re-read `current_version`, retry the CAS
     ├── RequestIdConflict        request_id_conflict  a new request_id for a new command
     ├── TooLarge                 too_large            shrink the key or value
@@ -83,7 +84,18 @@ class PlanConflict(KvError):
 
 
 class SiblingLimit(KvError):
+    """The write would leave more than the keyspace's `max_siblings` versions (`count`,
+    `limit`); nothing was written."""
+
     code = "sibling_limit"
+
+
+class SiblingSetTooLarge(SiblingLimit):
+    """The write would leave a sibling set of `size` encoded bytes, over `limit`
+    (dynamo_mode/siblings.py MAX_SIBLING_BYTES, which keeps every key's versions inside one
+    internode frame); nothing was written."""
+
+    code = "sibling_set_too_large"
 
 
 class ConditionFailed(KvError):

@@ -8,9 +8,12 @@ replies were 8-9 % of a request's CPU.
 Invariant its callers keep: every stored value passed `kv.routing.check_value`, which
 refuses what `dumps` cannot write — an integer outside -2**63 .. 2**64-1 (orjson would also
 read a larger one back as a float) or a lone UTF-16 surrogate, reason from `refusal` — and
-the request parser refuses NaN, Infinity and non-finite numbers. For every such value
-`loads(dumps(x)) == x` (tests/property/test_json_codec_properties.py). Output is compact
-UTF-8; dict keys that are not strings are written as strings, as the stdlib does.
+a value nested more than `MAX_VALUE_DEPTH` containers deep (`dumps_value`), and the request
+parser refuses NaN, Infinity and non-finite numbers. Every envelope a value travels in
+(a stored version set, a Raft record, an internode frame, a reply) adds a few containers,
+far fewer than the `ENCODER_DEPTH - MAX_VALUE_DEPTH` left, so each can be written. For
+every such value `loads(dumps(x)) == x` (tests/property/test_json_codec_properties.py).
+Output is compact UTF-8; dict keys that are not strings are written as strings, as the stdlib does.
 """
 
 from __future__ import annotations
@@ -20,10 +23,27 @@ from typing import Any
 import orjson
 
 _OPTIONS = orjson.OPT_NON_STR_KEYS
+# orjson writes at most this many nested containers, refusing more with a TypeError
+# "Recursion limit reached" (tests/property/test_json_codec_properties.py pins it).
+ENCODER_DEPTH = 254
+# The deepest value a client may store, in nested lists and objects, in either consistency
+# mode (issue 11 item 6); raft_groups/commands.py checks Raft commands against it too.
+MAX_VALUE_DEPTH = 100
 
 
 def dumps(value: Any) -> bytes:
     return orjson.dumps(value, option=_OPTIONS)
+
+
+def dumps_value(value: Any, max_depth: int = MAX_VALUE_DEPTH) -> bytes:
+    """`dumps(value)`, refusing (TypeError "Recursion limit reached") a value nested more than
+    `max_depth` containers deep. The depth check is orjson's own, so there is no second walk
+    over the value: it is written inside `ENCODER_DEPTH - max_depth` lists, cut off again."""
+    pad = ENCODER_DEPTH - max_depth
+    wrapped = value
+    for _ in range(pad):
+        wrapped = [wrapped]
+    return dumps(wrapped)[pad:-pad] if pad else dumps(wrapped)
 
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
@@ -36,6 +56,8 @@ def refusal(exc: TypeError) -> str:
     text = str(exc)
     if "surrogates" in text:
         return "it contains a lone UTF-16 surrogate (not valid Unicode)"
+    if "Recursion" in text:
+        return f"it is nested deeper than {MAX_VALUE_DEPTH} levels of lists and objects"
     if "Integer" in text:
         return "an integer is outside the range -2**63 .. 2**64-1"
     return text

@@ -345,6 +345,7 @@ class Node:
             ],
             "anti_entropy": asdict(self.anti_entropy.totals),
             "tombstones_purged": self.reaper.purged,
+            "tombstones_skipped": self.reaper.skipped,
             "transfers": self.transfers.status(),
             "sizes": self.sizes.of_moves(md, self.config.node_id),
             "raft_moves": self.raft_moves.status(),
@@ -352,12 +353,9 @@ class Node:
             "hinted_handoff": {
                 "pending": self.handoff.pending(),
                 "delivered": self.handoff.delivered,
+                "skipped": self.handoff.skipped,
             },
-            "raft_groups": {
-                gid: {"leader": st.leader, "term": st.term, "commit_index": st.commit_index}
-                | ({"fenced": st.fenced} if st.fenced else {})
-                for gid, st in self.groups.statuses().items()
-            },
+            "raft_groups": self.groups.summary(),
         }
 
     async def stop(self) -> None:

@@ -25,6 +25,7 @@ from kv.meta import Metadata
 
 MAX_KEY_BYTES = 1024
 MAX_VALUE_BYTES = 1 << 20  # encoded JSON
+MAX_VALUE_DEPTH = json_codec.MAX_VALUE_DEPTH  # nested lists and objects
 MAX_TIMEOUT_S = 60.0
 MAX_REQUEST_ID = 128
 
@@ -168,9 +169,11 @@ def check_key(key: str) -> None:
 def check_value(value: Any) -> None:
     """A value is stored as kv.json_codec writes it: what that cannot write — a lone UTF-16
     surrogate, an integer outside -2**63 .. 2**64-1 (which it would read back as a float)
-    — is refused here, naming why; the size limit counts those bytes."""
+    — is refused here, naming why; the size limit counts those bytes. The one check of
+    both consistency modes, so a value nested deeper than `MAX_VALUE_DEPTH` is the same
+    400 in both."""
     try:
-        size = len(json_codec.dumps(value))
+        size = len(json_codec.dumps_value(value, MAX_VALUE_DEPTH))
     except TypeError as exc:
         raise InvalidRequest(
             "value", f"cannot be stored as JSON: {json_codec.refusal(exc)}"

@@ -48,9 +48,12 @@ UPGRADE = "kv-internode"
 
 HEADER = struct.Struct("!BBBxII")
 MAX_NAME = 64
-# The largest legitimate message is one key at the default sibling cap: 32 versions × a
-# 1 MiB value (kv/routing.py MAX_VALUE_BYTES, kv/keyspace.py DEFAULT_MAX_SIBLINGS), plus
-# clocks; partition scans cap their batches by bytes (dynamo_mode/replica.py).
+# The largest legitimate message carries one key's sibling set. A mint that would leave a
+# set over 4 MiB encoded, clocks included, is refused (dynamo_mode/siblings.py
+# MAX_SIBLING_BYTES), which bounds a merged set by 4 MiB per actor with unresolved versions:
+# 7 primaries (kv/keyspace.py MAX_REPLICATION) × 4 MiB = 28 MiB, and 64 MiB holds 16 actors'
+# worth plus the envelope (a ref, a name, a mint's new version ≤ 1 MiB). Partition scans cap
+# their batches by bytes (dynamo_mode/replica_server.py SCAN_BATCH_BYTES).
 MAX_PAYLOAD = 64 << 20
 HANDSHAKE_MAX_PAYLOAD = 4096  # what an unauthenticated peer may make us buffer
 NONCE_BYTES = 32

@@ -20,13 +20,16 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from kv import json_codec
+
 FORMAT_VERSION = 1
 OPS = ("put", "delete", "barrier")
 MAX_UID = 2**32 - 1  # the uid is 4 bytes of the storage key (state_machine.py)
 MAX_REQUEST_ID_CHARS = 128
 # Deep enough for any document; far below the recursion limit, so encoding a decoded value
-# succeeds identically on every replica.
-MAX_VALUE_DEPTH = 100
+# succeeds identically on every replica. The API's limit for both modes (kv/routing.py
+# check_value refuses deeper values first, as a 400 naming `value`).
+MAX_VALUE_DEPTH = json_codec.MAX_VALUE_DEPTH
 
 Op = Literal["put", "delete", "barrier"]
 

@@ -246,6 +246,15 @@ class RaftGroups:
     def statuses(self) -> dict[str, RaftStatus]:
         return {gid: h.group.status() for gid, h in sorted(self._running.items())}
 
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """`/v1/cluster` "raft_groups": each group's leader, term and commit index, and
+        why this node fenced it, if it did (docs/raft.md "Fencing")."""
+        return {
+            gid: {"leader": st.leader, "term": st.term, "commit_index": st.commit_index}
+            | ({"fenced": st.fenced} if st.fenced else {})
+            for gid, st in self.statuses().items()
+        }
+
     async def propose(
         self, spec: GroupSpec, command: commands.Command, timeout: float
     ) -> dict[str, Any]:

@@ -24,6 +24,7 @@ STATUS: dict[type[e.KvError], int] = {
     e.KeyspaceConflict: 409,
     e.PlanConflict: 409,
     e.SiblingLimit: 409,
+    e.SiblingSetTooLarge: 409,
     e.RequestIdConflict: 409,
     e.ConditionFailed: 412,
     e.TooLarge: 413,

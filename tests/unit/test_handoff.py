@@ -20,7 +20,7 @@ from dynamo_mode.messages import HINT, HintRequest
 from dynamo_mode.replica import DynamoReplica, KeyRef
 from dynamo_mode.replica_server import serve
 from dynamo_mode.siblings import Version, join_context, make_version
-from kv.errors import InvalidRequest, PeerTimeout, PeerUnreachable, QuorumUnavailable
+from kv.errors import InvalidRequest, PeerTimeout, PeerUnreachable, QuorumUnavailable, TooLarge
 from kv.internode import Operation, Req, Resp
 from kv.memory import MemoryEngine
 from kv.routing import _primaries
@@ -368,5 +368,53 @@ def test_a_hint_whose_keyspace_is_gone_is_dropped() -> None:
         h = handoff(net, rehome=lambda owner, ref: ())
         await h.deliver_once()
         assert net.replicas["d"].hint_counts() == {} and net.calls[-1] == ("d", "hint")
+
+    run(scenario())
+
+
+# -- an entry that cannot be delivered (issue 11 item 6) -------------------------------------
+
+
+def refusing(net: Net, keys: set[str]) -> None:
+    """`c` refuses a store of these keys as an owner refuses a set it cannot take."""
+
+    async def call(node: str, op: Operation[Req, Resp], request: Req, timeout: float) -> Resp:
+        ref = getattr(request, "ref", None)
+        if node == "c" and op.name == "store" and ref is not None and ref.key in keys:
+            raise TooLarge("request", 70 << 20, 64 << 20)
+        return await Net.call(net, node, op, request, timeout)
+
+    net.call = call  # type: ignore[method-assign]
+
+
+def test_a_hint_the_owner_refuses_is_skipped_reported_and_kept_not_stopped_on() -> None:
+    async def scenario() -> None:
+        net = Net()
+        for key in ("a-refused", "b-fine", "c-fine"):
+            await hint(net, "d", "c", KeyRef(1, 1, key), V1)
+        refusing(net, {"a-refused"})
+        h = handoff(net)
+        [report] = await h.deliver_once()
+        assert (report.delivered, report.dropped, report.skipped) == (2, 2, 1)
+        assert report.failure is None
+        assert net.replicas["c"].fetch(KeyRef(1, 1, "c-fine")) == (V1,)
+        assert h.skipped == 1 and h.pending() == {"c": 1}  # kept: anti-entropy is the backstop
+        [report] = await h.deliver_once()
+        assert report.skipped == 1 and h.skipped == 2
+
+    run(scenario())
+
+
+def test_a_batch_of_refused_hints_does_not_hold_back_the_hints_after_it() -> None:
+    async def scenario() -> None:
+        net = Net()
+        for key in ("a1", "a2", "b", "c"):
+            await hint(net, "d", "c", KeyRef(1, 1, key), V1)
+        refusing(net, {"a1", "a2"})
+        h = handoff(net, batch=2)
+        for _ in range(3):  # the rounds move on past what they skipped, then wrap around
+            await h.deliver_once()
+        assert h.pending() == {"c": 2} and h.delivered == 2
+        assert net.replicas["c"].fetch(KeyRef(1, 1, "c")) == (V1,)
 
     run(scenario())

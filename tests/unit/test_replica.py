@@ -25,6 +25,8 @@ from dynamo_mode.replica import (
     local_actor,
 )
 from dynamo_mode.siblings import (
+    MAX_SIBLING_BYTES,
+    SiblingBytesExceeded,
     SiblingLimitExceeded,
     Version,
     join_context,
@@ -352,3 +354,24 @@ def test_a_scan_batch_stops_at_its_byte_budget_and_resumes_after_it() -> None:
     assert [ref.key for ref, _ in rest] == ["d", "e"] and done
     one, done = rep.scan(5, 3, None, 100, max_bytes=1)
     assert [ref.key for ref, _ in one] == ["a"] and not done
+
+
+def test_sibling_bytes_limit_writes_nothing_and_a_merge_is_never_refused() -> None:
+    """Only a mint is checked (dynamo_mode/siblings.py, "Sibling bytes policy")."""
+    rep, engine = replica("A")
+    big = "x" * (MAX_SIBLING_BYTES // 3)
+    rep.coordinate(REF, {}, f"1{big}", False, 10)
+    rep.coordinate(REF, {}, f"2{big}", False, 10)
+    before, writes = rep.fetch(REF), engine.writes
+    with pytest.raises(SiblingBytesExceeded):
+        rep.coordinate(REF, {}, f"3{big}", False, 10)
+    assert rep.fetch(REF) == before and engine.writes == writes
+    # Another replica's versions are merged whatever the size of the result.
+    other, _ = replica("B")
+    other.coordinate(REF, {}, f"4{big}", False, 10)
+    other.coordinate(REF, {}, f"5{big}", False, 10)
+    merged = rep.store(REF, other.fetch(REF))
+    assert len(merged) == 4 and len(encode_versions(merged)) > MAX_SIBLING_BYTES
+    # A write that resolves them all with the context of a full read fits again.
+    _, resolved = rep.coordinate(REF, join_context(merged), "resolved", False, 10)
+    assert [v.value for v in resolved] == ["resolved"]

@@ -22,6 +22,9 @@ from dynamo_mode.siblings import (
     reconcile,
     same,
 )
+from kv.keyspace import MAX_REPLICATION
+from kv.routing import MAX_VALUE_BYTES
+from kv.wire import MAX_PAYLOAD
 
 LIMIT = 10
 
@@ -215,3 +218,17 @@ def test_a_write_that_resolves_siblings_is_not_refused_by_the_cap() -> None:
     clock, dots = siblings.join_full(stored[:2])  # saw two of three
     _, after = siblings.coordinate(stored, "n1", clock, "ab", False, 1, dots)
     assert len(after) == 2  # still over the cap of 1, but fewer than before: allowed
+
+
+def test_the_bytes_limit_refuses_a_set_over_it_even_when_the_write_shrinks_nothing() -> None:
+    siblings.admit_bytes(100, limit=100)
+    with pytest.raises(siblings.SiblingBytesExceeded) as info:
+        siblings.admit_bytes(101, limit=100)
+    assert (info.value.size, info.value.limit) == (101, 100)
+    assert siblings.MAX_SIBLING_BYTES >= 4 * MAX_VALUE_BYTES  # four values at the limit fit
+
+
+def test_the_sets_of_twice_the_largest_preference_list_fit_in_one_internode_frame() -> None:
+    """kv/wire.py MAX_PAYLOAD: a merged set is at most MAX_SIBLING_BYTES per actor."""
+    envelope = 2 * MAX_VALUE_BYTES  # a ref, a name, a mint's new version, with room
+    assert 2 * MAX_REPLICATION * siblings.MAX_SIBLING_BYTES + envelope <= MAX_PAYLOAD

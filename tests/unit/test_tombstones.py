@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from dynamo_mode import siblings
 from dynamo_mode.replica import DynamoReplica, KeyRef
-from dynamo_mode.tombstones import purgeable
+from dynamo_mode.replica_server import serve
+from dynamo_mode.tombstones import TombstoneReaper, purgeable
+from kv.errors import InvalidRequest
+from kv.internode import Operation, Req, Resp
+from kv.keyspace import KeyspaceConfig
 from kv.memory import MemoryEngine
+from kv.meta import Member, Metadata
 
 A = siblings.make_version(("n1", 1), {}, "a")
 T = siblings.make_version(("n1", 2), {"n1": 1}, None, deleted=True)
@@ -49,3 +56,46 @@ def test_a_value_written_after_the_tombstone_clears_the_marker() -> None:
     assert replica.tombstones(older_than=1e9, limit=10) == []
     assert not replica.purge(ref, {("n1", 2)})
     assert [v.value for v in replica.fetch(ref)] == ["back"]
+
+
+# -- the reaper skips and reports what it cannot purge (issue 11 item 6) ---------------------
+
+
+class Refusing:
+    """A transport over three replicas; `n3` refuses the fetch of the keys in `refuse`."""
+
+    def __init__(self, replicas: dict[str, DynamoReplica], refuse: set[str]) -> None:
+        self.replicas = replicas
+        self.refuse = refuse
+
+    async def call(self, node: str, op: Operation[Req, Resp], request: Req, timeout: float) -> Resp:
+        ref = getattr(request, "ref", None)
+        if node == "n3" and ref is not None and ref.key in self.refuse:
+            raise InvalidRequest("ref", "refused")
+        return await serve(self.replicas[node]).call_local(op, request)
+
+
+def test_the_reaper_skips_and_reports_a_tombstone_it_cannot_purge() -> None:
+    ks = KeyspaceConfig("ks", "eventual", 3, 2, 2, uid=7)
+    members = tuple(
+        Member(n, f"127.0.0.1:{i}", f"127.0.0.1:{i + 10}") for i, n in enumerate(REPLICAS)
+    )
+    md = Metadata(epoch=1, members=members, partitions=4, vnodes=4, keyspaces=(ks,))
+    replicas = {n: DynamoReplica(MemoryEngine(), n, clock=lambda: 1.0) for n in REPLICAS}
+    keys = ("a-refused", "b-fine", "c-fine")
+    for key in keys:
+        for rep in replicas.values():
+            rep.store(KeyRef(0, 7, key), (T,))
+    reaper = TombstoneReaper(
+        replicas["n1"],
+        Refusing(replicas, {"a-refused"}),
+        lambda: md,
+        lambda: 10.0,
+        grace=1.0,
+        batch=1,
+    )
+    for _ in range(4):  # one tombstone per sweep: the refused one must not hold back the rest
+        asyncio.run(reaper.sweep_once())
+    assert reaper.purged == 2 and reaper.skipped >= 1
+    assert [r.key for r, _ in replicas["n1"].tombstones(1e9, 10)] == ["a-refused"]
+    assert all(rep.fetch(KeyRef(0, 7, "c-fine")) == () for rep in replicas.values())
