@@ -38,6 +38,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from kv.meta import Member
+from kv.server_limits import ServerLimits
 
 ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_META_VOTERS = 5
@@ -111,6 +112,17 @@ class NodeConfig:
     # unchanged epoch costs one small round trip); failures back off up to the maximum
     meta_poll_interval_s: float = 0.5
     meta_poll_max_backoff_s: float = 5.0
+    # HTTP server limits (kv/http/limits.py, docs/security.md "Server limits"): a connection
+    # over max_connections, or over max_connections_per_source from one address (0: no
+    # limit), is closed when accepted; a request's head must arrive within header_timeout_s
+    # of its first byte (of the accept, for a connection's first request), its body within
+    # body_timeout_s of the head (else 408); an idle keep-alive connection is closed after
+    # keepalive_timeout_s. Internode links (the upgrade) are exempt once upgraded.
+    max_connections: int = 1024
+    max_connections_per_source: int = 256
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keepalive_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
         if not ID_RE.fullmatch(self.node_id):
@@ -140,9 +152,23 @@ class NodeConfig:
             _fail("partitions", f"must be a power of two ≤ 65536, got {self.partitions}")
         if not 1 <= self.vnodes <= 4096:
             _fail("vnodes", f"must be between 1 and 4096, got {self.vnodes}")
-        for name in ("request_timeout_s", "internode_timeout_s", "meta_poll_interval_s"):
+        for name in (
+            "request_timeout_s",
+            "internode_timeout_s",
+            "meta_poll_interval_s",
+            "header_timeout_s",
+            "body_timeout_s",
+            "keepalive_timeout_s",
+        ):
             if getattr(self, name) <= 0:
                 _fail(name, f"must be positive, got {getattr(self, name)}")
+        if self.max_connections < 1 or self.max_connections_per_source < 0:
+            _fail(
+                "max_connections",
+                "must be at least 1, and max_connections_per_source 0 "
+                f"(no limit) or more; got {self.max_connections}, "
+                f"{self.max_connections_per_source}",
+            )
         if self.transfer_batch < 1:
             _fail("transfer_batch", f"must be at least 1, got {self.transfer_batch}")
         if self.transfer_keys_per_s < 0:
@@ -219,6 +245,16 @@ class NodeConfig:
         """Whether this node founds the cluster (its founders are the meta group's first
         voters; kv/voters.py moves them with the membership afterwards)."""
         return bool(self.initial_cluster)
+
+    @property
+    def server_limits(self) -> ServerLimits:
+        return ServerLimits(
+            self.max_connections,
+            self.max_connections_per_source,
+            self.header_timeout_s,
+            self.body_timeout_s,
+            self.keepalive_timeout_s,
+        )
 
     @property
     def meta_dir(self) -> str:

@@ -94,9 +94,10 @@ class Node:
         self._background_loops()
         self.raft_moves = RaftMoves(self.groups, cfg.node_id, self._metadata, self._propose)
         self.meta.subscribe(self._on_metadata)
-        app = make_app(self.service, self.internode, cfg.request_timeout_s, auth=cfg.auth)
+        limits = cfg.server_limits
+        app = make_app(self.service, self.internode, cfg.request_timeout_s, cfg.auth, limits)
         app[NODE_STATE] = self.node_state
-        self._server = await Server.listen(app, cfg.listen)
+        self._server = await Server.listen(app, cfg.listen, limits)
         loops = (self.peers, self.anti_entropy, self.handoff, self.reaper, self.transfers)
         for loop in (*loops, self.disowned, self.voters):
             loop.start()
@@ -340,6 +341,7 @@ class Node:
             "sizes": self.sizes.of_moves(md, self.config.node_id),
             "raft_moves": self.raft_moves.status(),
             "dropped_disowned": self.disowned.dropped,
+            "http_connections": self._server.connections() if self._server else {},
             "hinted_handoff": {
                 "pending": self.handoff.pending(),
                 "delivered": self.handoff.delivered,

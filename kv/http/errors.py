@@ -25,6 +25,7 @@ STATUS: dict[type[e.KvError], int] = {
     e.PlanConflict: 409,
     e.SiblingLimit: 409,
     e.RequestIdConflict: 409,
+    e.RequestTimeout: 408,
     e.ConditionFailed: 412,
     e.TooLarge: 413,
     e.NotImplementedYet: 501,

@@ -408,3 +408,29 @@ def test_one_advertised_address_for_http_and_raft_is_refused() -> None:
 def test_a_member_address_given_twice_is_refused(peers: str) -> None:
     message = assert_fails_naming("initial_cluster", flags(initial_cluster=f"{ME},{peers}"))
     assert "is given to both" in message
+
+
+# -- HTTP server limits (kv/http/limits.py) ----------------------------------------------
+
+
+def test_server_limits_have_defaults_and_come_from_the_settings() -> None:
+    default = load(None, flags()).server_limits
+    assert default.max_connections >= 1 and 0 < default.header_timeout_s
+    tuned = load(None, flags(max_connections=8, header_timeout_s=1.5)).server_limits
+    assert (tuned.max_connections, tuned.header_timeout_s) == (8, 1.5)
+    assert tuned.keepalive_timeout_s == default.keepalive_timeout_s
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("header_timeout_s", 0),
+        ("body_timeout_s", -1.0),
+        ("keepalive_timeout_s", 0.0),
+        ("max_connections", 0),
+        ("max_connections_per_source", -1),
+    ],
+)
+def test_bad_server_limits_are_named(field: str, value: float) -> None:
+    named = "max_connections" if field.startswith("max_") else field
+    assert_fails_naming(named, flags(**{field: value}))
