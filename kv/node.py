@@ -40,6 +40,7 @@ from dynamo_mode.transfer import Disowned, Transfers
 from kv import auth, routing
 from kv.config import NodeConfig, read_secret_file
 from kv.errors import NotReady
+from kv.group_commit import GroupCommit
 from kv.http.app import NODE_STATE, Server, make_app
 from kv.internode import OpTable
 from kv.keys import context_key, internode_key
@@ -156,7 +157,8 @@ class Node:
         # the replica's writes are tallied: partition sizes (kv/tally.py, kv/sizer.py)
         self.replica_store = TalliedEngine(self.engine, dynamo_replica.LAYOUT)
         self.replica = DynamoReplica(self.replica_store, cfg.node_id, actor=actor)
-        ReplicaServer(self.replica).register(self.ops)
+        self.group_commit = GroupCommit(self.engine.sync)  # `durability: "fsync"` keyspaces
+        ReplicaServer(self.replica, self.group_commit).register(self.ops)
         self.peers = GossipDetector(
             cfg.node_id, lambda: list(self._addresses()), self.transport, generation, time.monotonic
         )
