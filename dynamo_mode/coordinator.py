@@ -54,6 +54,7 @@ from dynamo_mode.replica import KeyRef
 from dynamo_mode.siblings import Version
 from dynamo_mode.vclock import Dot
 from kv.errors import KvError, PeerTimeout, PeerUnreachable, QuorumUnavailable, UnknownOutcome
+from kv.keyspace import PROCESS
 from kv.transport import Transport
 
 Context = tuple[dict[str, int], tuple[Dot, ...]]  # clock + extra dots (vclock docstring)
@@ -195,8 +196,10 @@ class DynamoCoordinator:
         max_siblings: int,
         timeout: float,
         pw: int = 0,
+        durability: str = PROCESS,
     ) -> Context:
-        """`context`: what the client has seen — a clock plus extra dots, or a plain clock."""
+        """`context`: what the client has seen — a clock plus extra dots, or a plain clock.
+        `durability`: the keyspace's, sent with every copy (dynamo_mode/messages.py)."""
         context = context if isinstance(context, tuple) else (dict(context), ())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -204,13 +207,15 @@ class DynamoCoordinator:
         refusal = hints.write_refusal(where.replicas, where.fallbacks, down, w, pw)
         if refusal is not None:
             raise QuorumUnavailable(refusal, retry_after=0.5)
-        minted_by, new, merged = await self._mint(
-            where, context, value, deleted, max_siblings, timeout
+        request = CoordinateRequest(
+            where.ref, context[0], context[1], value, deleted, max_siblings, durability
         )
+        minted_by, new, merged = await self._mint(where, request, timeout)
+        copy = StoreRequest(where.ref, tuple(merged), durability)
         for node in where.incoming:  # a partition moving to `node`: it must not miss this write
-            self._spawn(self._store(node, where.ref, merged, timeout))
+            self._spawn(self._transport.call(node, STORE, copy, timeout))
         plan = SloppyWrite(where.replicas, where.fallbacks, w, pw, down)
-        await self._replicate(plan, minted_by, where.ref, merged, deadline)
+        await self._replicate(plan, minted_by, copy, deadline)
         if plan.status() != "ok":
             raise UnknownOutcome(
                 f"stored on {len(plan.filled)} of w={w} (pw={pw}) replicas before the "
@@ -223,17 +228,9 @@ class DynamoCoordinator:
         return vclock.compact(clock, (*dots, new.dot))
 
     async def _mint(
-        self,
-        where: Placement,
-        context: Context,
-        value: Any,
-        deleted: bool,
-        max_siblings: int,
-        timeout: float,
+        self, where: Placement, request: CoordinateRequest, timeout: float
     ) -> tuple[str, Version, tuple[Version, ...]]:
         """Ask replicas in turn to mint the dot; only `PeerUnreachable` lets us try the next."""
-        clock, dots = context
-        request = CoordinateRequest(where.ref, clock, dots, value, deleted, max_siblings)
         tried: list[str] = []
         for node in self._nearest_first(where.replicas):
             try:
@@ -273,38 +270,35 @@ class DynamoCoordinator:
         self,
         plan: SloppyWrite,
         minted_by: str,
-        ref: KeyRef,
-        merged: Sequence[Version],
+        copy: StoreRequest,
         deadline: float,
     ) -> None:
         """Send every other slot's copy; return once `plan` decides. Sends still in flight
         are followed in the background (same deadline), so their hints are still placed."""
-        inflight = self._send_all(plan.start(minted_by), ref, merged, deadline)
-        await self._drive(plan, inflight, ref, merged, deadline, settle_all=False)
+        inflight = self._send_all(plan.start(minted_by), copy, deadline)
+        await self._drive(plan, inflight, copy, deadline, settle_all=False)
         if inflight:
-            follow = self._drive(plan, inflight, ref, merged, deadline, settle_all=True)
+            follow = self._drive(plan, inflight, copy, deadline, settle_all=True)
             self._track(asyncio.ensure_future(follow))
 
     def _send_all(
-        self, sends: Sequence[Send], ref: KeyRef, versions: Sequence[Version], deadline: float
+        self, sends: Sequence[Send], copy: StoreRequest, deadline: float
     ) -> dict[asyncio.Task[Any], Send]:
         left = max(deadline - asyncio.get_running_loop().time(), 0.001)
-        return {self._spawn(self._deliver(s, ref, versions, left)): s for s in sends}
+        return {self._spawn(self._deliver(s, copy, left)): s for s in sends}
 
-    async def _deliver(
-        self, send: Send, ref: KeyRef, versions: Sequence[Version], timeout: float
-    ) -> None:
+    async def _deliver(self, send: Send, copy: StoreRequest, timeout: float) -> None:
         if not send.is_hint:
-            return await self._store(send.node, ref, versions, timeout)
-        request = HintRequest(send.owner, ref, tuple(versions))
+            await self._transport.call(send.node, STORE, copy, timeout)
+            return
+        request = HintRequest(send.owner, copy.ref, copy.versions, copy.durability)
         await self._transport.call(send.node, HINT, request, timeout)
 
     async def _drive(
         self,
         plan: SloppyWrite,
         inflight: dict[asyncio.Task[Any], Send],
-        ref: KeyRef,
-        versions: Sequence[Version],
+        copy: StoreRequest,
         deadline: float,
         settle_all: bool,
     ) -> None:
@@ -326,7 +320,7 @@ class DynamoCoordinator:
                     continue
                 reroute = isinstance(exc, PeerUnreachable)  # certainly not stored there
                 retries = plan.on_error(send, _reason(exc), reroute)
-                inflight.update(self._send_all(retries, ref, versions, deadline))
+                inflight.update(self._send_all(retries, copy, deadline))
 
     def _down(self, nodes: Sequence[str]) -> frozenset[str]:
         return frozenset(n for n in nodes if not self._is_alive(n))

@@ -76,6 +76,7 @@ class EventualKeys:
             ks.max_siblings,
             req.timeout_s,
             pw=req.pw,
+            durability=ks.durability,
         )
         return {"context": encode_context(ctx, self._seal_key, req)}
 
@@ -98,6 +99,7 @@ class EventualKeys:
             req.keyspace.max_siblings,
             req.timeout_s,
             pw=req.pw,
+            durability=req.keyspace.durability,
         )
         return {"deleted": True, "context": encode_context(ctx, self._seal_key, req)}
 

@@ -15,6 +15,10 @@ operations, anti-entropy queries) or dynamo_mode/gossip.py (push-pull rounds). E
     part_scan     ScanRequest       ScanBatch     a partition transfer's batch of keys
     part_digest   ScanRequest       DigestBatch   the same keys' version hashes (verification)
 
+`store`, `hint` and `coordinate` carry the keyspace's `durability` ("process" or "fsync",
+kv/keyspace.py; on the wire only when "fsync"): with "fsync" the replica answers once the
+write is on disk (dynamo_mode/replica_server.py).
+
 Wire form of tree queries: {"t": "h", "level": L, "indexes": [...]} → ["<b64 hash>", ...];
 {"t": "b", "buckets": [...]} → [{"<b64 key>": "<b64 hash>"}, ...].
 """
@@ -30,6 +34,20 @@ from dynamo_mode.replica import KeyRef, decode_versions
 from dynamo_mode.siblings import Version
 from dynamo_mode.vclock import Dot
 from kv.internode import Operation, integer, obj, text
+from kv.keyspace import DURABILITIES, PROCESS
+
+
+def _with_durability(out: dict[str, Any], durability: str) -> dict[str, Any]:
+    if durability != PROCESS:
+        out["durability"] = durability
+    return out
+
+
+def _durability(d: dict[str, Any]) -> str:
+    value = d.get("durability", PROCESS)
+    if value not in DURABILITIES:
+        raise ValueError(f"durability: must be one of {DURABILITIES}, got {value!r}")
+    return str(value)
 
 
 def _versions_wire(versions: tuple[Version, ...]) -> list[dict[str, Any]]:
@@ -64,14 +82,17 @@ class Versions:
 class StoreRequest:
     ref: KeyRef
     versions: tuple[Version, ...]
+    durability: str = PROCESS
 
     def to_wire(self) -> dict[str, Any]:
-        return {"ref": self.ref.to_wire(), "versions": _versions_wire(self.versions)}
+        out = {"ref": self.ref.to_wire(), "versions": _versions_wire(self.versions)}
+        return _with_durability(out, self.durability)
 
     @staticmethod
     def from_wire(raw: Any) -> StoreRequest:
         d = obj(raw)
-        return StoreRequest(KeyRef.from_wire(d.get("ref")), decode_versions(d.get("versions")))
+        ref, versions = KeyRef.from_wire(d.get("ref")), decode_versions(d.get("versions"))
+        return StoreRequest(ref, versions, _durability(d))
 
 
 @dataclass(frozen=True)
@@ -79,21 +100,22 @@ class HintRequest:
     owner: str  # the primary the versions are kept for
     ref: KeyRef
     versions: tuple[Version, ...]
+    durability: str = PROCESS
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        out = {
             "owner": self.owner,
             "ref": self.ref.to_wire(),
             "versions": _versions_wire(self.versions),
         }
+        return _with_durability(out, self.durability)
 
     @staticmethod
     def from_wire(raw: Any) -> HintRequest:
         d = obj(raw)
         owner = text(d.get("owner"), "owner")
-        return HintRequest(
-            owner, KeyRef.from_wire(d.get("ref")), decode_versions(d.get("versions"))
-        )
+        ref, versions = KeyRef.from_wire(d.get("ref")), decode_versions(d.get("versions"))
+        return HintRequest(owner, ref, versions, _durability(d))
 
 
 @dataclass(frozen=True)
@@ -134,9 +156,10 @@ class CoordinateRequest:
     value: Any
     deleted: bool
     max_siblings: int
+    durability: str = PROCESS
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        out = {
             "ref": self.ref.to_wire(),
             "context": self.context,
             "dots": [[n, c] for n, c in self.dots],
@@ -144,6 +167,7 @@ class CoordinateRequest:
             "deleted": self.deleted,
             "max_siblings": self.max_siblings,
         }
+        return _with_durability(out, self.durability)
 
     @staticmethod
     def from_wire(raw: Any) -> CoordinateRequest:
@@ -155,6 +179,7 @@ class CoordinateRequest:
             value=d.get("value"),
             deleted=bool(d.get("deleted", False)),
             max_siblings=integer(d.get("max_siblings", 32), "max_siblings", 1, 1 << 16),
+            durability=_durability(d),
         )
 
 

@@ -1,6 +1,9 @@
 """The replica's side of the eventual mode's internode operations (dynamo_mode/messages.py).
 
 Each handler performs one local replica operation on an already validated, typed request;
+a write whose keyspace asks for `durability: "fsync"` is answered only once it is on disk
+(`commit`, kv/group_commit.py: one sync covers the writes of many requests; the write
+itself is made first, in the replica's atomic read-merge-write, so reads see it at once);
 the coordinator (dynamo_mode/coordinator.py), anti-entropy, hinted handoff and the
 tombstone reaper are its callers on other nodes (and on this one, without the wire).
 """
@@ -33,7 +36,9 @@ from dynamo_mode.messages import (
 )
 from dynamo_mode.replica import DynamoReplica
 from kv.errors import SiblingLimit, SiblingSetTooLarge
+from kv.group_commit import GroupCommit
 from kv.internode import OpTable
+from kv.keyspace import FSYNC
 
 # A partition transfer's batch stops at this many stored bytes (whatever its key limit), so
 # its reply stays well under the internode frame cap (kv/wire.py MAX_PAYLOAD).
@@ -41,8 +46,13 @@ SCAN_BATCH_BYTES = 8 << 20
 
 
 class ReplicaServer:
-    def __init__(self, replica: DynamoReplica) -> None:
+    def __init__(self, replica: DynamoReplica, commit: GroupCommit | None = None) -> None:
         self.replica = replica
+        self.commit = commit  # None: the engine has nothing to sync (MemoryEngine)
+
+    async def _durable(self, durability: str) -> None:
+        if durability == FSYNC and self.commit is not None:
+            await self.commit.durable()
 
     def register(self, table: OpTable) -> None:
         table.register(FETCH, self.fetch)
@@ -58,14 +68,19 @@ class ReplicaServer:
         return Versions(self.replica.fetch(req.ref))
 
     async def store(self, req: StoreRequest) -> Versions:
-        return Versions(self.replica.store(req.ref, req.versions))
+        merged = self.replica.store(req.ref, req.versions)
+        await self._durable(req.durability)
+        return Versions(merged)
 
     async def hint(self, req: HintRequest) -> Versions:
         """A fallback's side of a sloppy write: keep the versions for `owner` (Dynamo §4.6).
         A hint addressed to this node itself (the ring moved) is plain replica data."""
         if req.owner == self.replica.node_id:
-            return Versions(self.replica.store(req.ref, req.versions))
-        return Versions(self.replica.store_hint(req.owner, req.ref, req.versions))
+            merged = self.replica.store(req.ref, req.versions)
+        else:
+            merged = self.replica.store_hint(req.owner, req.ref, req.versions)
+        await self._durable(req.durability)
+        return Versions(merged)
 
     async def purge(self, req: PurgeRequest) -> Purged:
         return Purged(self.replica.purge(req.ref, set(req.dots)))
@@ -79,6 +94,7 @@ class ReplicaServer:
             raise SiblingLimit(str(exc), count=exc.count, limit=exc.limit) from None
         except siblings.SiblingBytesExceeded as exc:
             raise SiblingSetTooLarge(str(exc), size=exc.size, limit=exc.limit) from None
+        await self._durable(req.durability)
         return Coordinated(new, merged)
 
     async def part_scan(self, req: ScanRequest) -> ScanBatch:

@@ -11,7 +11,7 @@ import signal
 import sys
 
 from kv import config as config_mod
-from kv import startup
+from kv import config_load, startup
 from kv.node import Node
 
 
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args.pop("command")
     path = args.pop("config")
     try:
-        cfg = config_mod.load(
+        cfg = config_load.load(
             path, {**_env_settings(), **{k: v for k, v in args.items() if v is not None}}
         )
         startup.check_ports(cfg)

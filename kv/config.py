@@ -34,11 +34,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import tomllib
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 from kv.meta import Member
+from kv.server_limits import ServerLimits
 from kv.tls import TlsFiles
 
 ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -50,16 +49,16 @@ class ConfigError(ValueError):
     pass
 
 
-def _fail(field: str, message: str) -> None:
+def fail(field: str, message: str) -> None:
     raise ConfigError(f"{field}: {message}")
 
 
 def _check_address(field: str, value: str, *, advertised: bool) -> None:
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        _fail(field, f"must be host:port, got {value!r}")
+        fail(field, f"must be host:port, got {value!r}")
     if advertised and host in WILDCARDS:
-        _fail(field, f"{value!r} is a wildcard; advertise an address peers can dial")
+        fail(field, f"{value!r} is a wildcard; advertise an address peers can dial")
 
 
 WILDCARDS = ("0.0.0.0", "::", "[::]")
@@ -132,26 +131,37 @@ class NodeConfig:
     # unchanged epoch costs one small round trip); failures back off up to the maximum
     meta_poll_interval_s: float = 0.5
     meta_poll_max_backoff_s: float = 5.0
+    # HTTP server limits (kv/http/limits.py, docs/security.md "Server limits"): a connection
+    # over max_connections, or over max_connections_per_source from one address (0: no
+    # limit), is closed when accepted; a request's head must arrive within header_timeout_s
+    # of its first byte (of the accept, for a connection's first request), its body within
+    # body_timeout_s of the head (else 408); an idle keep-alive connection is closed after
+    # keepalive_timeout_s. Internode links (the upgrade) are exempt once upgraded.
+    max_connections: int = 1024
+    max_connections_per_source: int = 256
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keepalive_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
         if not ID_RE.fullmatch(self.node_id):
-            _fail("node_id", f"must match {ID_RE.pattern}, got {self.node_id!r}")
+            fail("node_id", f"must match {ID_RE.pattern}, got {self.node_id!r}")
         if not self.data_dir:
-            _fail("data_dir", "is required")
+            fail("data_dir", "is required")
         _check_address("listen", self.listen, advertised=False)
         _check_address("advertise", self.advertise, advertised=True)
         _check_address("raft_listen", self.raft_listen, advertised=False)
         _check_address("raft_advertise", self.raft_advertise, advertised=True)
         if _same_socket(self.listen, self.raft_listen):
-            _fail(
+            fail(
                 "raft_listen",
                 f"{self.raft_listen!r} takes the port of listen {self.listen!r}; the HTTP API "
                 "and the Raft port need a port each",
             )
         if self.advertise == self.raft_advertise:
-            _fail("raft_advertise", f"{self.raft_advertise!r} is also the HTTP advertise address")
+            fail("raft_advertise", f"{self.raft_advertise!r} is also the HTTP advertise address")
         if len(self.cluster_secret) < 16:
-            _fail("cluster_secret", "must be at least 16 characters (it guards the Raft port)")
+            fail("cluster_secret", "must be at least 16 characters (it guards the Raft port)")
         self._check_exposure()
         self._check_cluster()
         if (
@@ -159,21 +169,35 @@ class NodeConfig:
             or self.partitions & (self.partitions - 1)
             or self.partitions > 65536
         ):
-            _fail("partitions", f"must be a power of two ≤ 65536, got {self.partitions}")
+            fail("partitions", f"must be a power of two ≤ 65536, got {self.partitions}")
         if not 1 <= self.vnodes <= 4096:
-            _fail("vnodes", f"must be between 1 and 4096, got {self.vnodes}")
-        for name in ("request_timeout_s", "internode_timeout_s", "meta_poll_interval_s"):
+            fail("vnodes", f"must be between 1 and 4096, got {self.vnodes}")
+        for name in (
+            "request_timeout_s",
+            "internode_timeout_s",
+            "meta_poll_interval_s",
+            "header_timeout_s",
+            "body_timeout_s",
+            "keepalive_timeout_s",
+        ):
             if getattr(self, name) <= 0:
-                _fail(name, f"must be positive, got {getattr(self, name)}")
+                fail(name, f"must be positive, got {getattr(self, name)}")
+        if self.max_connections < 1 or self.max_connections_per_source < 0:
+            fail(
+                "max_connections",
+                "must be at least 1, and max_connections_per_source 0 "
+                f"(no limit) or more; got {self.max_connections}, "
+                f"{self.max_connections_per_source}",
+            )
         if self.transfer_batch < 1:
-            _fail("transfer_batch", f"must be at least 1, got {self.transfer_batch}")
+            fail("transfer_batch", f"must be at least 1, got {self.transfer_batch}")
         if self.transfer_keys_per_s < 0:
-            _fail(
+            fail(
                 "transfer_keys_per_s",
                 f"must be 0 (no limit) or more, got {self.transfer_keys_per_s}",
             )
         if self.meta_poll_max_backoff_s < self.meta_poll_interval_s:
-            _fail(
+            fail(
                 "meta_poll_max_backoff_s",
                 f"must be at least meta_poll_interval_s ({self.meta_poll_interval_s}), "
                 f"got {self.meta_poll_max_backoff_s}",
@@ -190,13 +214,13 @@ class NodeConfig:
         names = ("tls_cert", "tls_key", "tls_ca")
         missing = [name for name in names if not getattr(self, name)]
         if 0 < len(missing) < len(names):
-            _fail(missing[0], "tls_cert, tls_key and tls_ca are set together or not at all")
+            fail(missing[0], "tls_cert, tls_key and tls_ca are set together or not at all")
         if self.insecure or (self.tls is not None and self.auth):
             return
         for name in ("listen", "raft_listen"):
             address = getattr(self, name)
             if not _loopback(address):
-                _fail(
+                fail(
                     name,
                     f"{address!r} can be reached from other hosts: set tls_cert, tls_key, "
                     "tls_ca and auth = true (or insecure = true to run without them)",
@@ -205,7 +229,7 @@ class NodeConfig:
     def _check_cluster(self) -> None:
         """Exactly one of initial_cluster (found a cluster) and seeds (join one)."""
         if self.initial_cluster and self.seeds:
-            _fail(
+            fail(
                 "seeds",
                 "set either initial_cluster (founding a cluster) or seeds (joining one), not both",
             )
@@ -213,7 +237,7 @@ class NodeConfig:
             self._check_seeds()
             return
         if not self.initial_cluster:
-            _fail(
+            fail(
                 "initial_cluster",
                 "must list the founding members (including this node); "
                 "a node joining a running cluster sets seeds instead",
@@ -222,27 +246,27 @@ class NodeConfig:
 
     def _check_seeds(self) -> None:
         if len(self.seeds) > MAX_SEEDS:
-            _fail("seeds", f"at most {MAX_SEEDS} addresses, got {len(self.seeds)}")
+            fail("seeds", f"at most {MAX_SEEDS} addresses, got {len(self.seeds)}")
         if len(set(self.seeds)) != len(self.seeds):
-            _fail("seeds", f"duplicate address in {list(self.seeds)}")
+            fail("seeds", f"duplicate address in {list(self.seeds)}")
         for i, seed in enumerate(self.seeds):
             _check_address(f"seeds[{i}]", seed, advertised=True)
             if seed == self.advertise:
-                _fail(f"seeds[{i}]", f"{seed!r} is this node; seeds are live members to join")
+                fail(f"seeds[{i}]", f"{seed!r} is this node; seeds are live members to join")
 
     def _check_founders(self) -> None:
         ids = [m.id for m in self.initial_cluster]
         if len(set(ids)) != len(ids):
-            _fail("initial_cluster", f"duplicate member id in {ids}")
+            fail("initial_cluster", f"duplicate member id in {ids}")
         if len(ids) > MAX_META_VOTERS:
-            _fail(
+            fail(
                 "initial_cluster", f"at most {MAX_META_VOTERS} founding members (meta-group voters)"
             )
         me = next((m for m in self.initial_cluster if m.id == self.node_id), None)
         if me is None:
-            _fail("initial_cluster", f"does not list this node {self.node_id!r}")
+            fail("initial_cluster", f"does not list this node {self.node_id!r}")
         elif (me.http, me.raft) != (self.advertise, self.raft_advertise):
-            _fail(
+            fail(
                 "initial_cluster",
                 f"lists {self.node_id} at http={me.http} raft={me.raft}, but this node advertises "
                 f"http={self.advertise} raft={self.raft_advertise} (Raft ids must match exactly)",
@@ -250,20 +274,28 @@ class NodeConfig:
         owners: dict[str, str] = {}  # address -> the first "member.kind" that named it
         for m in self.initial_cluster:
             if not ID_RE.fullmatch(m.id):
-                _fail("initial_cluster", f"member id {m.id!r} must match {ID_RE.pattern}")
+                fail("initial_cluster", f"member id {m.id!r} must match {ID_RE.pattern}")
             for kind, address in (("http", m.http), ("raft", m.raft)):
                 _check_address(f"initial_cluster.{m.id}.{kind}", address, advertised=True)
                 first = owners.setdefault(address, f"{m.id}.{kind}")
                 if first != f"{m.id}.{kind}":
-                    _fail(
-                        "initial_cluster", f"{address} is given to both {first} and {m.id}.{kind}"
-                    )
+                    fail("initial_cluster", f"{address} is given to both {first} and {m.id}.{kind}")
 
     @property
     def founder(self) -> bool:
         """Whether this node founds the cluster (its founders are the meta group's first
         voters; kv/voters.py moves them with the membership afterwards)."""
         return bool(self.initial_cluster)
+
+    @property
+    def server_limits(self) -> ServerLimits:
+        return ServerLimits(
+            self.max_connections,
+            self.max_connections_per_source,
+            self.header_timeout_s,
+            self.body_timeout_s,
+            self.keepalive_timeout_s,
+        )
 
     @property
     def meta_dir(self) -> str:
@@ -276,123 +308,3 @@ class NodeConfig:
     @property
     def db_dir(self) -> str:
         return os.path.join(self.data_dir, "db")
-
-
-_KNOWN = {f.name for f in fields(NodeConfig)} | {"cluster_secret_file"}
-
-
-def parse_initial_cluster(spec: str) -> tuple[Member, ...]:
-    """`n1=HOST:HTTP_PORT/HOST:RAFT_PORT,n2=...` → members."""
-    members = []
-    for item in filter(None, (s.strip() for s in spec.split(","))):
-        node_id, sep, addrs = item.partition("=")
-        http, slash, raft = addrs.partition("/")
-        if not sep or not slash:
-            _fail("initial_cluster", f"entry {item!r} must be ID=HOST:PORT/HOST:RAFT_PORT")
-        members.append(Member(id=node_id, http=http, raft=raft))
-    return tuple(members)
-
-
-def parse_seeds(spec: str) -> tuple[str, ...]:
-    """`HOST:PORT,HOST:PORT` → addresses (checked by NodeConfig)."""
-    return tuple(filter(None, (s.strip() for s in spec.split(","))))
-
-
-def load(path: str | None, overrides: dict[str, Any]) -> NodeConfig:
-    """Merge a TOML file (if any) with flag overrides (non-None values win)."""
-    raw: dict[str, Any] = {}
-    if path:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    raw.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = sorted(set(raw) - _KNOWN)
-    if unknown:
-        _fail(unknown[0], f"unknown setting (known: {', '.join(sorted(_KNOWN))})")
-    return _build(raw)
-
-
-def read_secret_file(path: str, field: str = "cluster_secret_file") -> str:
-    """The secret in `path`, which no one but its owner may read (issue 11 item 8: the
-    secret derives every key of the cluster; an admin token opens every keyspace)."""
-    with open(path) as f:
-        mode = os.fstat(f.fileno()).st_mode & 0o777
-        if mode & 0o077:
-            _fail(field, f"{path} can be read by group or others (mode {mode:o}); chmod 600 {path}")
-        return f.read().strip()
-
-
-def _build(raw: dict[str, Any]) -> NodeConfig:
-    raw = dict(raw)
-    secret_file = raw.pop("cluster_secret_file", None)
-    if "cluster_secret" not in raw:
-        if secret_file:
-            raw["cluster_secret"] = read_secret_file(secret_file)
-        elif os.environ.get("KV_CLUSTER_SECRET"):
-            raw["cluster_secret"] = os.environ["KV_CLUSTER_SECRET"]
-        else:
-            _fail(
-                "cluster_secret",
-                "set cluster_secret_file, --cluster-secret-file or KV_CLUSTER_SECRET",
-            )
-    cluster = raw.get("initial_cluster")
-    if isinstance(cluster, str):
-        raw["initial_cluster"] = parse_initial_cluster(cluster)
-    elif isinstance(cluster, list):
-        raw["initial_cluster"] = tuple(_member_table(i, m) for i, m in enumerate(cluster))
-    raw["seeds"] = _seeds(raw.get("seeds", ()))
-    raw.setdefault("advertise", raw.get("listen"))
-    raw.setdefault("raft_advertise", raw.get("raft_listen"))
-    for required in ("node_id", "data_dir", "listen", "raft_listen"):
-        if required not in raw or raw[required] is None:
-            _fail(required, "is required")
-    _check_types(raw)
-    try:
-        return NodeConfig(**raw)
-    except TypeError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-_MEMBER_KEYS = {"id", "http", "raft"}
-_TYPES: dict[str, type | tuple[type, ...]] = {
-    "int": int,
-    "float": (int, float),
-    "str": str,
-    "bool": bool,
-}
-
-
-def _seeds(raw: Any) -> tuple[str, ...]:
-    """Seeds from a flag (`a:1,b:2`) or a TOML list of strings."""
-    if isinstance(raw, str):
-        return parse_seeds(raw)
-    if not isinstance(raw, list | tuple):
-        _fail("seeds", f"must be a list of host:port strings, got {raw!r}")
-    for i, seed in enumerate(raw):
-        if not isinstance(seed, str):
-            _fail(f"seeds[{i}]", f"must be a host:port string, got {seed!r}")
-    return tuple(raw)
-
-
-def _member_table(i: int, table: Any) -> Member:
-    field = f"initial_cluster[{i}]"
-    if not isinstance(table, dict):
-        _fail(field, "must be a table with id, http and raft")
-    if set(table) != _MEMBER_KEYS:
-        _fail(field, f"must have exactly the keys id, http, raft; got {sorted(table)}")
-    for key in sorted(_MEMBER_KEYS):
-        if not isinstance(table[key], str):
-            _fail(f"{field}.{key}", f"must be a string, got {table[key]!r}")
-    return Member(id=table["id"], http=table["http"], raft=table["raft"])
-
-
-def _check_types(raw: dict[str, Any]) -> None:
-    """Type errors name the field, instead of surfacing as AttributeError deep inside."""
-    for f in fields(NodeConfig):
-        if f.name not in raw or f.name in ("initial_cluster", "seeds"):
-            continue
-        value = raw[f.name]
-        want: type | tuple[type, ...] | None = _TYPES.get(str(f.type))
-        if want is None:
-            continue
-        if (isinstance(value, bool) and want is not bool) or not isinstance(value, want):
-            _fail(f.name, f"must be of type {f.type}, got {value!r}")

@@ -123,6 +123,12 @@ class TooLarge(KvError):
         )
 
 
+class RequestTimeout(KvError):
+    """The client did not send its request in time (kv/http/limits.py): nothing was done."""
+
+    code = "request_timeout"
+
+
 class NotImplementedYet(KvError):
     code = "not_implemented"
 

@@ -15,13 +15,27 @@ from kv.errors import InvalidRequest
 
 Consistency = Literal["linearizable", "eventual"]
 
+# An eventual keyspace's durability: a replica acknowledges a write once it is in LevelDB
+# ("process": survives a crash of the process, not a power loss) or once it is on disk
+# ("fsync": group commit, dynamo_mode/replica_server.py; an acknowledged write survives a
+# power loss of W replicas).
+PROCESS, FSYNC = "process", "fsync"
+DURABILITIES = (PROCESS, FSYNC)
+
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 MAX_REPLICATION = 7
 # Riak's siblings_maximum default is 100; we refuse earlier because every GET returns all of
 # them. A write that would exceed the cap is refused (409 sibling_limit), never truncated.
 DEFAULT_MAX_SIBLINGS = 32
 
-_FIELDS = {"consistency", "replication", "read_quorum", "write_quorum", "max_siblings"}
+_FIELDS = {
+    "consistency",
+    "replication",
+    "read_quorum",
+    "write_quorum",
+    "max_siblings",
+    "durability",
+}
 # Changing these would require moving or re-encoding stored data: a 409, not an update.
 _FIXED = ("consistency", "replication")
 
@@ -34,6 +48,7 @@ class KeyspaceConfig:
     read_quorum: int = 0  # eventual only
     write_quorum: int = 0  # eventual only
     max_siblings: int = DEFAULT_MAX_SIBLINGS  # eventual only
+    durability: str = PROCESS  # eventual only: PROCESS or FSYNC
     uid: int = 0  # assigned by the metadata group when created
 
     def to_wire(self) -> dict[str, Any]:
@@ -47,6 +62,7 @@ class KeyspaceConfig:
                 read_quorum=self.read_quorum,
                 write_quorum=self.write_quorum,
                 max_siblings=self.max_siblings,
+                durability=self.durability,
             )
         return out
 
@@ -62,6 +78,7 @@ class KeyspaceConfig:
             read_quorum=d.get("read_quorum", 0),
             write_quorum=d.get("write_quorum", 0),
             max_siblings=d.get("max_siblings", DEFAULT_MAX_SIBLINGS),
+            durability=d.get("durability", PROCESS),
             uid=d.get("uid", 0),
         )
 
@@ -115,7 +132,7 @@ def parse_keyspace(name: str, body: Any, cluster_size: int) -> KeyspaceConfig:
 
 
 def _linearizable(name: str, body: dict[str, Any], replication: int) -> KeyspaceConfig:
-    for field in ("read_quorum", "write_quorum", "max_siblings"):
+    for field in ("read_quorum", "write_quorum", "max_siblings", "durability"):
         if field in body:
             raise InvalidRequest(field, "applies only to eventual keyspaces")
     return KeyspaceConfig(name=name, consistency="linearizable", replication=replication)
@@ -133,6 +150,11 @@ def _eventual(name: str, body: dict[str, Any], replication: int) -> KeyspaceConf
     cap = _int_field(body, "max_siblings", DEFAULT_MAX_SIBLINGS)
     if not 1 <= cap <= 1000:
         raise InvalidRequest("max_siblings", f"must be between 1 and 1000, got {cap}")
+    durability = body.get("durability", PROCESS)
+    if durability not in DURABILITIES:
+        raise InvalidRequest(
+            "durability", f"must be {' or '.join(map(repr, DURABILITIES))}, got {durability!r}"
+        )
     return KeyspaceConfig(
         name=name,
         consistency="eventual",
@@ -140,4 +162,5 @@ def _eventual(name: str, body: dict[str, Any], replication: int) -> KeyspaceConf
         read_quorum=r,
         write_quorum=w,
         max_siblings=cap,
+        durability=durability,
     )

@@ -15,6 +15,7 @@ from typing import Any, Self
 
 import plyvel
 
+from kv.files import sync_dir
 from kv.storage import StorageError, WriteBatch, prefix_end
 
 _PLYVEL_ERRORS = (plyvel.Error, RuntimeError)
@@ -62,6 +63,17 @@ def _drain(raw: Any, path: str, floor: bytes | None) -> Iterator[tuple[bytes, by
             yield key, value
 
 
+def _fsync_if_present(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class LevelDBEngine:
     """A LevelDB database directory at `path`, exclusively locked while open."""
 
@@ -69,6 +81,7 @@ class LevelDBEngine:
         self._path = os.fspath(path)
         with _mapped(self._path, "open"):
             self._db: Any = plyvel.DB(self._path, create_if_missing=create_if_missing)
+        self._synced_logs: set[str] = set()  # the write-ahead logs `sync` found last time
 
     @property
     def path(self) -> str:
@@ -108,9 +121,25 @@ class LevelDBEngine:
             return LevelDBSnapshot(self._db.snapshot(), self._path)
 
     def sync(self) -> None:
-        # An empty synced batch fsyncs LevelDB's current log file (docs/storage.md: caveat).
+        """Every write made so far is on disk when this returns. An empty synced batch
+        fsyncs LevelDB's current write-ahead log; LevelDB does not sync a log it switches
+        away from (docs/storage.md: the caveat), so every `*.log` still in the directory is
+        fsynced too — LevelDB hands each write to the OS before it returns, so an fsync of
+        the file covers it — and the directory, when a log appeared since the last sync. A
+        log deleted meanwhile was compacted into a table file, which LevelDB syncs."""
         with _mapped(self._path, "sync"):
             self._db.write_batch(sync=True).write()
+        try:
+            logs = {name for name in os.listdir(self._path) if name.endswith(".log")}
+            for name in sorted(logs):
+                _fsync_if_present(os.path.join(self._path, name))
+            if logs - self._synced_logs:
+                sync_dir(self._path)
+        except OSError as exc:
+            raise StorageError(
+                f"LevelDB at {self._path}: sync failed: {exc}", path=self._path
+            ) from exc
+        self._synced_logs = logs
 
     def close(self) -> None:
         # plyvel's close is idempotent and also closes this DB's iterators and snapshots.

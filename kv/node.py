@@ -38,8 +38,10 @@ from dynamo_mode.replica_server import ReplicaServer
 from dynamo_mode.tombstones import TombstoneReaper
 from dynamo_mode.transfer import Disowned, Transfers
 from kv import auth, routing, tls
-from kv.config import NodeConfig, read_secret_file
+from kv.config import NodeConfig
+from kv.config_load import read_secret_file
 from kv.errors import NotReady
+from kv.group_commit import GroupCommit
 from kv.http.app import NODE_STATE, Server, make_app
 from kv.internode import OpTable
 from kv.keys import context_key, internode_key
@@ -78,13 +80,8 @@ class Node:
         self.ops = OpTable()  # every internode operation this node serves
         key = internode_key(cfg.cluster_secret)
         files = cfg.tls
-        self.transport = WireTransport(
-            cfg.node_id,
-            self._resolve,
-            key,
-            self.ops,
-            tls=tls.client_context(files.ca) if files else None,
-        )
+        client_tls = tls.client_context(files.ca) if files else None
+        self.transport = WireTransport(cfg.node_id, self._resolve, key, self.ops, tls=client_tls)
         self.internode = InternodeServer(cfg.node_id, key, self.ops)
         self.internode.on_authenticated = self.transport.peer_up
         await self._start_raft()
@@ -101,10 +98,11 @@ class Node:
         self._background_loops()
         self.raft_moves = RaftMoves(self.groups, cfg.node_id, self._metadata, self._propose)
         self.meta.subscribe(self._on_metadata)
-        app = make_app(self.service, self.internode, cfg.request_timeout_s, auth=cfg.auth)
+        limits = cfg.server_limits
+        app = make_app(self.service, self.internode, cfg.request_timeout_s, cfg.auth, limits)
         app[NODE_STATE] = self.node_state
         api_tls = tls.server_context(files, peers_only=False) if files else None
-        self._server = await Server.listen(app, cfg.listen, api_tls)
+        self._server = await Server.listen(app, cfg.listen, limits, api_tls)
         loops = (self.peers, self.anti_entropy, self.handoff, self.reaper, self.transfers)
         for loop in (*loops, self.disowned, self.voters):
             loop.start()
@@ -163,7 +161,8 @@ class Node:
         # the replica's writes are tallied: partition sizes (kv/tally.py, kv/sizer.py)
         self.replica_store = TalliedEngine(self.engine, dynamo_replica.LAYOUT)
         self.replica = DynamoReplica(self.replica_store, cfg.node_id, actor=actor)
-        ReplicaServer(self.replica).register(self.ops)
+        self.group_commit = GroupCommit(self.engine.sync)  # `durability: "fsync"` keyspaces
+        ReplicaServer(self.replica, self.group_commit).register(self.ops)
         self.peers = GossipDetector(
             cfg.node_id, lambda: list(self._addresses()), self.transport, generation, time.monotonic
         )
@@ -350,6 +349,7 @@ class Node:
             "sizes": self.sizes.of_moves(md, self.config.node_id),
             "raft_moves": self.raft_moves.status(),
             "dropped_disowned": self.disowned.dropped,
+            "http_connections": self._server.connections() if self._server else {},
             "hinted_handoff": {
                 "pending": self.handoff.pending(),
                 "delivered": self.handoff.delivered,

@@ -21,7 +21,8 @@ import socket
 import ssl
 
 from kv import auth, tls
-from kv.config import ConfigError, NodeConfig, read_secret_file
+from kv.config import ConfigError, NodeConfig
+from kv.config_load import read_secret_file
 from kv.files import write_durably
 from kv.keys import cluster_fingerprint
 

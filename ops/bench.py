@@ -339,12 +339,20 @@ async def _probe(target: Target, node: int) -> str | None:
 
 MODES: dict[str, Callable[[Cluster], TargetSpec]] = {
     "eventual": lambda cluster: KvEventualSpec(cluster.nodes),
+    "eventual-fsync": lambda cluster: KvEventualSpec(
+        cluster.nodes,
+        keyspace="bench_eventual_fsync",
+        config={**KvEventualSpec(()).config, "durability": "fsync"},
+        name="kv-eventual-fsync",
+    ),
     "linearizable": lambda cluster: KvLinearizableSpec(cluster.nodes),
 }
 # What the kv side does about durability, printed beside etcd's (docs/raft.md "Durability").
 FSYNC_NOTES = {
     "eventual": "kv eventual: LevelDB writes not fsynced (a process crash loses nothing, "
     "a power loss may)",
+    "eventual-fsync": "kv eventual, keyspace durability fsync: each replica's write synced "
+    "(group commit) before it acknowledges",
     "linearizable": "kv linearizable: group commit, every changed Raft journal msync'ed before any "
     "message leaves the node (node config raft_sync_journal, default true)",
 }

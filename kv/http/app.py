@@ -24,10 +24,11 @@ from aiohttp.typedefs import Middleware
 
 from kv import json_codec
 from kv.errors import InvalidRequest, KvError, MalformedJson, StorageFailed, TooLarge
-from kv.http import access
+from kv.http import access, limits
 from kv.http.errors import response_for
 from kv.http.internode import add_routes
 from kv.routing import MAX_TIMEOUT_S, Options
+from kv.server_limits import ServerLimits
 from kv.service import Service
 from kv.storage import StorageError
 from kv.wire_server import InternodeServer
@@ -73,7 +74,7 @@ def _finite_float(text: str) -> float:
 
 async def read_json(request: web.Request) -> Any:
     try:
-        raw = await request.read()
+        raw = await limits.read_body(request)
     except web.HTTPRequestEntityTooLarge:
         raise TooLarge(
             "body", request.content_length or MAX_BODY_BYTES + 1, MAX_BODY_BYTES
@@ -285,10 +286,15 @@ ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
 
 
 def make_app(
-    service: Service, internode: InternodeServer, default_timeout_s: float, auth: bool = False
+    service: Service,
+    internode: InternodeServer,
+    default_timeout_s: float,
+    auth: bool = False,
+    server_limits: ServerLimits | None = None,
 ) -> web.Application:
-    """`auth`: check every request's token (kv/http/access.py; errors rendered outside)."""
-    middlewares: list[Middleware] = [errors_middleware]
+    """`auth`: check every request's token (kv/http/access.py; errors rendered outside).
+    `server_limits`: the body deadline (kv/http/limits.py); `Server.listen` applies the rest."""
+    middlewares: list[Middleware] = [limits.middleware, errors_middleware]
     if auth:
         middlewares.append(access.middleware(service.authenticate))
     app = web.Application(
@@ -300,6 +306,8 @@ def make_app(
     )
     app[SERVICE] = service
     app[DEFAULT_TIMEOUT] = default_timeout_s
+    if server_limits is not None:
+        app[limits.LIMITS] = server_limits
     for method, path, handler, name in ROUTES:
         if method == "GET":  # and HEAD, as aiohttp's add_get does
             app.router.add_get(path, handler, name=name)
@@ -312,19 +320,29 @@ def make_app(
 class Server:
     """The API listener of a node (the only place aiohttp's server runner is used)."""
 
-    def __init__(self, runner: web.AppRunner) -> None:
+    def __init__(self, runner: limits.LimitedRunner) -> None:
         self._runner = runner
 
     @staticmethod
     async def listen(
-        app: web.Application, address: str, tls: ssl.SSLContext | None = None
+        app: web.Application,
+        address: str,
+        server_limits: ServerLimits,
+        tls: ssl.SSLContext | None = None,
     ) -> Server:
         # a node stop waits at most 5 s for client requests in flight (aiohttp: 60 s)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+        runner = limits.LimitedRunner(
+            app, server_limits, access_log=None, handle_signals=False, shutdown_timeout=5.0
+        )
         await runner.setup()
         host, _, port = address.rpartition(":")
         await web.TCPSite(runner, host, int(port), reuse_address=True, ssl_context=tls).start()
         return Server(runner)
+
+    def connections(self) -> dict[str, int]:
+        """Open, refused and timed-out connections of the listener (kv/server_limits.py)."""
+        gate = self._runner.gate()
+        return gate.stats() if gate is not None else {}
 
     async def close(self) -> None:
         await self._runner.cleanup()

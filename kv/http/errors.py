@@ -26,6 +26,7 @@ STATUS: dict[type[e.KvError], int] = {
     e.SiblingLimit: 409,
     e.SiblingSetTooLarge: 409,
     e.RequestIdConflict: 409,
+    e.RequestTimeout: 408,
     e.ConditionFailed: 412,
     e.TooLarge: 413,
     e.NotImplementedYet: 501,

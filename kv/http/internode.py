@@ -5,7 +5,8 @@ from then on the connection belongs to kv/wire_server.py (docs/internode.md).
 This is the pattern aiohttp's own WebSocketResponse uses: prepare a 101 response, then
 `request.protocol.set_parser(...)` routes every later byte of the connection to our frame
 decoder instead of the HTTP parser; keep-alive is off, so the connection closes when the
-handler returns (the link ended). Node shutdown ends every link first (`on_shutdown`), so
+handler returns (the link ended). The HTTP server limits stop applying to it at the
+upgrade (kv/http/limits.py `upgraded`). Node shutdown ends every link first (`on_shutdown`), so
 the runner's graceful shutdown does not wait on them.
 """
 
@@ -17,6 +18,7 @@ from aiohttp import web
 
 from kv import wire
 from kv.errors import InvalidRequest
+from kv.http import limits
 from kv.wire_client import keepalive
 from kv.wire_server import InternodeServer
 
@@ -62,6 +64,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     if transport is None or transport.is_closing():
         return response
     keepalive(transport.get_extra_info("socket"))
+    limits.upgraded(request)  # no HTTP connection slot or timer from now on (kv/http/limits.py)
     peer = request.remote or "?"
     link = request.app[INTERNODE].accept(_Carrier(response, transport, peer))
     request.protocol.set_parser(link)  # type: ignore[arg-type]

@@ -7,12 +7,22 @@ captures a consistent view on the driver thread (`machine.snapshot()`: the state
 the applied log at that instant), leaves at `.tmp` a hard link to the current snapshot
 (the rename is then a no-op) or nothing when there is none (the rename fails, which
 pysyncobj only notes; our `serializeChecker` decides the outcome), and returns at once; a
-background thread then writes the real file (`<file>.bg`, fsynced, then renamed over the
-snapshot, the directory fsynced). pysyncobj truncates the journal only after
-`serializeChecker` (`check`) reports SUCCESS — once, then NOT_SERIALIZING so the next
-compaction can start — and sends no snapshot to followers while one is being written. So
-the snapshot file is always absent or a whole snapshot, and a crash in between falls back
-to the untruncated journal.
+background thread then writes the real file (`<file>.bg`, fsynced). The driver thread
+installs it in `check` (the serializeChecker hook): renamed over the snapshot file, the
+directory fsynced. pysyncobj truncates the journal only after `check` reports SUCCESS —
+once, then NOT_SERIALIZING so the next compaction can start — and sends no snapshot to
+followers while one is being written. So the snapshot file is always absent or a whole
+snapshot, and a crash in between falls back to the untruncated journal.
+
+Invariant: the snapshot file's last included index never goes down through our renames.
+Every rename onto it happens on the driver thread: pysyncobj's placeholder rename puts the
+same file back; ours (`_install`) only replaces a file whose last index is lower — while
+the background file was written, pysyncobj may have installed a newer snapshot received
+from the leader (and cleared its journal up to it), and the older background file must
+not replace it (issue 11 item 8). A snapshot received from the leader is renamed in by
+pysyncobj without asking; if it is older than ours (seen once, DESIGN.md §3) the machine
+refuses to move backwards (`Snapshots.restore`) and pysyncobj's journal restarts at that
+snapshot's index, so the file and the journal still make a whole history.
 
 It once left an "incomplete" marker when there was no snapshot yet. A node killed while
 writing its first snapshot kept that marker as its snapshot file; as a leader it later sent
@@ -67,6 +77,7 @@ class BackgroundSnapshot:
         self._machine = machine
         self._thread: threading.Thread | None = None
         self._result: int | None = None
+        self._written: tuple[str, str, int] | None = None  # (.bg path, final path, last index)
 
     def write(self, tmp_path: str, data: Any) -> None:
         """The serializer hook (driver thread): capture now, write in the background."""
@@ -74,7 +85,7 @@ class BackgroundSnapshot:
         header = _header(data)
         chunks = self._machine.snapshot()
         _leave_placeholder(tmp_path, final)
-        self._result = None
+        self._result, self._written = None, None
         self._thread = threading.Thread(
             target=self._stream, args=(final, header, chunks), name="raft-snapshot", daemon=True
         )
@@ -89,12 +100,31 @@ class BackgroundSnapshot:
                     f.write(chunk)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(partial, final)
-            sync_dir(os.path.dirname(final) or ".")  # before the journal is truncated
+            self._written = (partial, final, _last_index(header))
             self._result = SERIALIZER_STATE.SUCCESS
         except Exception:  # reported to pysyncobj, which keeps the journal and retries later
             log.exception("background snapshot to %s failed", final)
             self._result = SERIALIZER_STATE.FAILED
+
+    def _install(self) -> int:
+        """On the driver thread: the written file over the snapshot, unless the snapshot
+        there is as new or newer (module docstring, the invariant)."""
+        assert self._written is not None
+        (partial, final, index), self._written = self._written, None
+        try:
+            there = read_last_index(final)
+            if there is not None and there >= index:
+                log.info(
+                    "%s already holds index %d; dropping the snapshot of %d", final, there, index
+                )
+                os.remove(partial)
+            else:
+                os.replace(partial, final)
+                sync_dir(os.path.dirname(final) or ".")  # before the journal is truncated
+        except OSError:
+            log.exception("installing the snapshot %s failed", partial)
+            return int(SERIALIZER_STATE.FAILED)
+        return int(SERIALIZER_STATE.SUCCESS)
 
     def join(self) -> None:
         """Wait for a snapshot being written (before deleting the files)."""
@@ -108,7 +138,9 @@ class BackgroundSnapshot:
         if self._thread.is_alive():
             return int(SERIALIZER_STATE.SERIALIZING)
         result, self._thread = self._result, None
-        return int(result if result is not None else SERIALIZER_STATE.FAILED)
+        if result == SERIALIZER_STATE.SUCCESS:
+            return self._install()
+        return int(SERIALIZER_STATE.FAILED)
 
     def read(self, path: str) -> tuple[Any, ...]:
         """The deserializer hook (driver thread): restore the machine, return the header.
@@ -153,6 +185,19 @@ def drop_marker(path: str) -> bool:
         log.warning("deleting %s: an incomplete snapshot marker, not a snapshot", path)
         os.remove(path)
     return marker
+
+
+def read_last_index(path: str) -> int | None:
+    """The last included index of the snapshot file at `path`; None without a readable one."""
+    try:
+        with open(path, "rb") as f:
+            return _last_index(f.readline())
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
+def _last_index(header: bytes) -> int:
+    return int(json.loads(header)["last"][1])
 
 
 def _header(data: Any) -> bytes:

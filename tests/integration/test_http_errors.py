@@ -542,7 +542,14 @@ def test_keyspace_lifecycle(api: Api) -> None:
     path = f"/v1/keyspaces/{name}"
     created = api.put(path, EVENTUAL_1)
     assert created.status == 201, created
-    want = {**EVENTUAL_1, "name": name, "read_quorum": 1, "write_quorum": 1, "max_siblings": 32}
+    want = {
+        **EVENTUAL_1,
+        "name": name,
+        "read_quorum": 1,
+        "write_quorum": 1,
+        "max_siblings": 32,
+        "durability": "process",
+    }
     assert created.json() == want
     unchanged = api.put(path, EVENTUAL_1)
     assert unchanged.status == 200 and unchanged.json() == want

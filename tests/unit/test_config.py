@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from kv.config import MAX_META_VOTERS, ConfigError, NodeConfig, load, parse_initial_cluster
+from kv.config import MAX_META_VOTERS, ConfigError, NodeConfig
+from kv.config_load import load, parse_initial_cluster
 from kv.meta import Member
 
 SECRET = "0123456789abcdef"  # exactly 16 characters
@@ -443,3 +444,29 @@ def test_tls_files_come_together(missing: str) -> None:
     given = {k: v for k, v in TLS.items() if k != missing}
     with pytest.raises(ConfigError, match=f"^{missing}: .* together"):
         load(None, flags(**given))
+
+
+# -- HTTP server limits (kv/http/limits.py) ----------------------------------------------
+
+
+def test_server_limits_have_defaults_and_come_from_the_settings() -> None:
+    default = load(None, flags()).server_limits
+    assert default.max_connections >= 1 and 0 < default.header_timeout_s
+    tuned = load(None, flags(max_connections=8, header_timeout_s=1.5)).server_limits
+    assert (tuned.max_connections, tuned.header_timeout_s) == (8, 1.5)
+    assert tuned.keepalive_timeout_s == default.keepalive_timeout_s
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("header_timeout_s", 0),
+        ("body_timeout_s", -1.0),
+        ("keepalive_timeout_s", 0.0),
+        ("max_connections", 0),
+        ("max_connections_per_source", -1),
+    ],
+)
+def test_bad_server_limits_are_named(field: str, value: float) -> None:
+    named = "max_connections" if field.startswith("max_") else field
+    assert_fails_naming(named, flags(**{field: value}))

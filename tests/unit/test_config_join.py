@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from kv.config import MAX_SEEDS, ConfigError, load, parse_seeds
+from kv.config import MAX_SEEDS, ConfigError
+from kv.config_load import load, parse_seeds
 
 SECRET = "0123456789abcdef"
 FOUNDERS = "n1=10.0.0.1:7001/10.0.0.1:7101,n2=10.0.0.2:7001/10.0.0.2:7101"

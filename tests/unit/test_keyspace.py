@@ -164,7 +164,7 @@ def test_max_siblings_bounds(value: int, ok: bool) -> None:
         assert_names_field(rejects("ks", body), "max_siblings")
 
 
-@pytest.mark.parametrize("field", ["read_quorum", "write_quorum", "max_siblings"])
+@pytest.mark.parametrize("field", ["read_quorum", "write_quorum", "max_siblings", "durability"])
 def test_linearizable_rejects_eventual_only_fields(field: str) -> None:
     body = {"consistency": "linearizable", "replication": 3, field: 1}
     exc = rejects("ks", body)
@@ -218,3 +218,26 @@ def test_same_settings_ignores_uid_only() -> None:
     assert not base.same_settings(KeyspaceConfig("ks", "eventual", 3, 1, 2, uid=4))
     assert not base.same_settings(KeyspaceConfig("ks", "eventual", 3, 2, 2, max_siblings=5))
     assert not base.same_settings(KeyspaceConfig("other", "eventual", 3, 2, 2, uid=4))
+
+
+# -- durability (issue 11 item 8) -------------------------------------------------------
+
+
+def test_durability_defaults_to_process_and_fsync_is_kept() -> None:
+    assert parse_keyspace("ks", eventual(), 3).durability == "process"
+    cfg = parse_keyspace("ks", eventual(durability="fsync"), 3)
+    assert cfg.durability == "fsync"
+    assert cfg.to_wire()["durability"] == "fsync"
+    assert KeyspaceConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("value", ["FSYNC", "sync", "", None, 1, True, ["fsync"]])
+def test_durability_must_be_process_or_fsync(value: Any) -> None:
+    exc = rejects("ks", eventual(durability=value))
+    assert_names_field(exc, "durability")
+    assert "'process' or 'fsync'" in exc.message
+
+
+def test_a_keyspace_stored_before_durability_existed_reads_as_process() -> None:
+    old = {"name": "ks", "consistency": "eventual", "replication": 3, "uid": 4}
+    assert KeyspaceConfig.from_dict(old).durability == "process"

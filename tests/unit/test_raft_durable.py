@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from pysyncobj import SERIALIZER_STATE
 from pysyncobj.node import TCPNode
 
 from kv.files import write_durably
@@ -177,6 +178,7 @@ def test_a_snapshot_is_durable_before_it_is_loaded_and_before_the_journal_is_tru
     _record(monkeypatch, events)
     snapshots.write(f"{final}.tmp", (entry, entry, [TCPNode(ADDRESS)]))
     snapshots.join()
+    assert snapshots.check() == SERIALIZER_STATE.SUCCESS  # installs it (driver thread)
     assert events[-2:] == [f"replace {final}.bg {final}", f"fsync {tmp_path}"]
     events.clear()
     snapshots.read(str(final))
