@@ -38,6 +38,7 @@ from dynamo_mode import hints
 from dynamo_mode.messages import STORE, StoreRequest
 from dynamo_mode.replica import DynamoReplica, KeyRef
 from dynamo_mode.siblings import Version
+from kv.keyspace import FSYNC
 from kv.periodic import Periodic
 from kv.transport import Transport
 
@@ -125,9 +126,13 @@ class Handoff:
         return report
 
     async def _send(self, owner: str, ref: KeyRef, versions: tuple[Version, ...]) -> None:
+        """Deliver with `fsync` whatever the keyspace's durability: the hint is dropped once
+        the owner acknowledges, so the owner's copy must be on disk by then — the holder
+        may have acknowledged the write with fsync (kv/keyspace.py durability)."""
         targets = self.rehome(owner, ref)
+        request = StoreRequest(ref, versions, FSYNC)
         for target in (owner,) if targets is None else targets:
-            await self.transport.call(target, STORE, StoreRequest(ref, versions), self.timeout)
+            await self.transport.call(target, STORE, request, self.timeout)
 
     def _report_skip(self, owner: str, ref: KeyRef, exc: BaseException) -> None:
         if (owner, ref) not in self._reported:  # once per hint: rounds come every second

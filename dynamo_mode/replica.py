@@ -158,6 +158,10 @@ class DynamoReplica:
             self._trees[partition] = tree
         return tree
 
+    def sync(self) -> None:
+        """Put every write so far on disk (blocking: call it from a thread)."""
+        self._engine.sync()
+
     def fetch(self, ref: KeyRef) -> tuple[Version, ...]:
         raw = self._engine.get(ref.storage_key())
         return decode_stored(raw) if raw is not None else ()

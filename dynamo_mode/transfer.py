@@ -120,6 +120,9 @@ class Transfers:
             prog.source, prog.state, prog.error = source, "copying", ""
             try:
                 await self._pull(md, key, source, prog)
+                # on disk before it is reported: the old owners drop their copies after
+                # the plan completes, whatever the keyspaces' durability
+                await asyncio.to_thread(self.replica.sync)
                 await self._report(md, key)
             except KvError as exc:
                 prog.state, prog.error = "failed", f"{exc.__class__.__name__}: {exc}"

@@ -168,6 +168,25 @@ def test_kept_while_the_owner_is_down_delivered_and_dropped_when_it_is_back() ->
     run(scenario())
 
 
+def test_a_hint_is_delivered_with_fsync_so_its_drop_never_loses_a_durable_copy() -> None:
+    async def scenario() -> None:
+        net = Net()
+        await hint(net, "d", "c", REF, V1)
+        sent: list[Any] = []
+        call = net.call
+
+        async def recording(node: str, op: Any, request: Any, timeout: float) -> Any:
+            sent.append(request)
+            return await call(node, op, request, timeout)
+
+        net.call = recording  # type: ignore[method-assign]
+        [report] = await handoff(net).deliver_once()
+        assert report.dropped == 1
+        assert [r.durability for r in sent] == ["fsync"]
+
+    run(scenario())
+
+
 def test_kept_when_the_delivery_fails_or_its_ack_is_lost() -> None:
     async def scenario() -> None:
         net = Net()
