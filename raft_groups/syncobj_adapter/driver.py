@@ -10,8 +10,8 @@ only the groups that have work are looked at (`_due`, `needs_sync`); the syncs o
 step run at once (`_sync_all`: the driver thread and a few sync threads, joined before
 the flush).
 
-The driver uses only `poll`, `flush`, `discard_group`, `take_failures`, `wake`, `close`
-and `dirty` of
+The driver uses only `poll`, `deliver`, `flush`, `discard_group`, `take_failures`,
+`wake`, `close` and `dirty` of
 the mux and the `DrivenGroup` methods of a group, so it runs against fakes in unit tests.
 No pysyncobj here.
 """
@@ -109,8 +109,8 @@ class RaftDriver:
     def call(self, fn: Callable[[], T]) -> T:
         """Run `fn` on the driver thread between two cycles and return its result.
 
-        Group creation and destruction go through here: the driver holds its lock while it
-        polls, so a caller on another thread would otherwise wait for idle polls to end."""
+        Group creation and destruction go through here: they run on the driver thread
+        between two cycles (the `wake` ends a poll at once), never beside a tick."""
         return self.submit(fn).result()
 
     def submit(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
@@ -142,8 +142,9 @@ class RaftDriver:
            journals and queues messages in the mux (`RaftMux.send` only queues);
         3. sync every journal that changed, then flush the mux — messages leave the node;
         4. poll the port until a message arrives, `wake` is called, or the next idle round
-           is due; received messages are handled at once (a follower appends the entries
-           it receives to its journal and queues its ack; a vote is granted);
+           is due — without the lock: the link reads and checks what arrives — then, with
+           the lock again, hand it to the groups (`mux.deliver`: a follower appends the
+           entries it receives to its journal and queues its ack; a vote is granted);
         5. sync, then flush again.
 
         Invariant (group commit, docs/raft.md "Durability"): no message leaves the node
@@ -155,7 +156,9 @@ class RaftDriver:
             self._run_calls()
             timeout = self._tick_due(now)
             self._sync_then_flush()
-            self.mux.poll(timeout)
+        self.mux.poll(timeout)  # socket I/O (raft link), outside the lock every group needs
+        with self.lock:
+            self.mux.deliver()
             for gid, exc in self.mux.take_failures().items():
                 if (group := self._groups.get(gid)) is not None:
                     self._fence(group, exc)

@@ -1,38 +1,45 @@
-"""The Raft port's connections (docs/raft.md "The Raft port"), on a thread of their own.
+"""The Raft port's connections (docs/raft.md "The Raft port"): non-blocking sockets the
+driver thread polls, outside the lock every group needs.
 
-`RaftLink` runs an asyncio loop on the `raft-link` thread: it listens on the node's Raft
-port, dials every peer the mux names (one connection per direction of a pair: a node sends
-on the connection it dialled and receives on those it accepted), runs the handshake and
-checks every frame (link_codec.py). The driver thread never reads a socket: what the link
-receives waits in `events` — ("connected" | "disconnected" | "message", peer address,
-messages) — until the mux drains it in its poll, and `on_event` wakes that poll. So no
-byte from the network is read, buffered or unpickled under the driver lock every group
-needs, and an unauthenticated peer can make the link buffer at most 4 KiB per connection
-for at most `handshake_timeout`, on at most `AcceptLimits` connections at a time.
+`RaftLink.poll` waits on a selector for the port (accepts), the connections (handshakes,
+frames) and a wake socket, does the I/O, checks every frame (link_codec.py) and leaves
+what arrived in `events` — ("connected" | "disconnected" | "message", peer address,
+messages) — for the mux to hand to the groups under the lock (`RaftMux.deliver`). The
+driver calls `poll` without holding its lock (driver.py `cycle`), so no byte from the
+network is read, buffered or unpickled under it, and no thread hop lies between a frame's
+arrival and its group: a measured first version on a thread of its own (asyncio) cost
+linearizable reads half their throughput in thread handoffs (docs/benchmarks.md).
 
-Every method but those marked "loop thread" may be called from any thread.
+One connection per direction of a pair: a node sends on the connection it dialled and
+receives on those it accepted. An unauthenticated peer can make the link buffer at most
+4 KiB per connection for at most `handshake_timeout`, on at most `AcceptLimits`
+connections at a time. `send` and `poll` run on the driver thread; `add_peer`,
+`drop_peer`, `call_soon` and `wake` on any thread.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import dataclasses
+import errno
 import logging
-import os
+import selectors
+import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from kv import wire
-from kv.wire import Frame, FrameDecoder, Kind
 from kv.wire_client import keepalive
 from raft_groups.syncobj_adapter import link_codec as codec
+from raft_groups.syncobj_adapter.link_conn import Conn, Handshake
 
 log = logging.getLogger(__name__)
 Event = tuple[str, str, Any]
+READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 
 
 @dataclass(frozen=True)
@@ -42,348 +49,223 @@ class LinkSettings:
     key: bytes  # kv/keys.py raft_key(secret)
     server_tls: ssl.SSLContext | None = None  # mutual TLS (kv/tls.py) or none
     client_tls: ssl.SSLContext | None = None
-    handshake_timeout: float = 5.0  # TLS and ours, each
-    retry: float = 0.5  # between dials to one peer
+    handshake_timeout: float = 5.0  # from connect (or accept) to an open connection
+    retry: float = 0.5  # between dials to one peer; between bind attempts
     max_buffered: int = 64 << 20  # unsent bytes to one peer before its connection is dropped
     limits: codec.AcceptLimits = dataclasses.field(default_factory=codec.AcceptLimits)
 
 
-class HandshakeFailed(Exception):
-    pass
+@dataclass
+class _Dialer:
+    address: str
+    conn: Conn | None = None
+    next_at: float = 0.0
 
 
 class RaftLink:
-    def __init__(self, settings: LinkSettings, on_event: Callable[[], None]) -> None:
+    def __init__(self, settings: LinkSettings, clock: Callable[[], float] = time.monotonic):
         self.settings = settings
         self.events: collections.deque[Event] = collections.deque()
         self.refused = 0  # connections closed at accept or in the handshake, and bad frames
         self.bound = threading.Event()  # set once the Raft port listens
-        self._on_event = on_event
-        self._loop = asyncio.new_event_loop()
-        self._dialers: dict[str, asyncio.Task[None]] = {}  # loop thread
-        self._out: dict[str, _Outbound] = {}  # open outgoing connections, loop thread
-        self._inbound: set[_Inbound] = set()
-        self._server: asyncio.AbstractServer | None = None
-        self._first = wire.FirstTimes()  # a refusal is logged once per address
-        self._thread = threading.Thread(target=self._run, name="raft-link", daemon=True)
-        self._thread.start()
+        self.clock = clock
+        self.first = wire.FirstTimes()  # a refusal is logged once per address
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        for end in (self._wake_r, self._wake_w):
+            end.setblocking(False)
+        self._sel.register(self._wake_r, READ, None)
+        self._ops: collections.deque[Callable[[], None]] = collections.deque()
+        self._dialers: dict[str, _Dialer] = {}
+        self._out: dict[str, Conn] = {}  # open connections this node dialled, by address
+        self._conns: set[Conn] = set()
+        self._listener: socket.socket | None = None
+        self._bind_at = 0.0
 
     # -- any thread ---------------------------------------------------------------------
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run `fn` on the polling thread at the start of its next poll."""
+        self._ops.append(fn)
+        self.wake()
+
     def add_peer(self, address: str) -> None:
-        self._call(self._add_peer, address)
+        self.call_soon(lambda: self._add(address))
 
     def drop_peer(self, address: str) -> None:
-        self._call(self._drop_peer, address)
+        self.call_soon(lambda: self._drop(address))
 
-    def send(self, batches: dict[str, list[bytes]]) -> None:
-        """Write each peer's frames on its connection, in order (dropped if it is down)."""
-        self._call(self._send, batches)
-
-    def close(self) -> None:
-        self._call(self._stop)
-        self._thread.join(timeout=5)
-
-    def _call(self, fn: Callable[..., None], *args: Any) -> None:
+    def wake(self) -> None:
+        """End the current `poll` early."""
         try:
-            self._loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:  # the loop is closed: the link is shutting down
+            self._wake_w.send(b"\0")
+        except OSError:  # full (a wake is pending anyway) or closed
             pass
 
-    # -- loop thread --------------------------------------------------------------------
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.create_task(self._listen())
-        try:
-            self._loop.run_forever()
-        finally:
-            self._loop.close()
+    # -- the polling thread -------------------------------------------------------------
+    def send(self, batches: dict[str, list[bytes]]) -> None:
+        """Write each peer's frames on its connection, in order (dropped if it is down)."""
+        for address, frames in batches.items():
+            conn = self._out.get(address)
+            if conn is not None:
+                conn.send_frames(frames)
 
-    async def _listen(self) -> None:
-        """Bind the Raft port, retrying (kv/startup.py has already checked it is free)."""
+    def poll(self, timeout: float) -> None:
+        """Wait up to `timeout` for socket events or `wake`, and handle them."""
+        while self._ops:
+            self._ops.popleft()()
+        now = self.clock()
+        self._maintain(now)
+        for key, mask in self._sel.select(min(timeout, self._next_duty(now))):
+            if key.data is None:
+                self._drain_wake()
+            elif key.data is self:
+                self._accept()
+            else:
+                key.data.on_ready(mask)
+
+    def _next_duty(self, now: float) -> float:
+        """How long until a dial, a bind retry or a handshake deadline is due."""
+        due = [d.next_at for d in self._dialers.values() if d.conn is None]
+        due += [c.deadline for c in self._conns if not c.open]
+        if self._listener is None:
+            due.append(self._bind_at)
+        return max(min(due, default=now + 3600.0) - now, 0.0)
+
+    def _maintain(self, now: float) -> None:
+        if self._listener is None and now >= self._bind_at:
+            self._bind(now)
+        for conn in [c for c in self._conns if not c.open and now >= c.deadline]:
+            conn.fail(f"handshake not completed within {self.settings.handshake_timeout}s")
+        for dialer in self._dialers.values():
+            if dialer.conn is None and now >= dialer.next_at:
+                dialer.next_at = now + self.settings.retry
+                self._dial(dialer, now)
+
+    def _bind(self, now: float) -> None:
         host, _, port = self.settings.bind_address.rpartition(":")
-        while self._server is None:
-            try:
-                self._server = await self._loop.create_server(
-                    lambda: _Inbound(self),
-                    host.strip("[]"),
-                    int(port),
-                    ssl=self.settings.server_tls,
-                    ssl_handshake_timeout=self.settings.handshake_timeout
-                    if self.settings.server_tls
-                    else None,
-                    reuse_address=True,
-                )
-                self.bound.set()
-            except OSError as exc:
-                if self._first.first("bind"):
-                    log.warning("raft port %s not bound yet: %s", self.settings.bind_address, exc)
-                await asyncio.sleep(self.settings.retry)
+        try:
+            listener = socket.create_server((host.strip("[]"), int(port)), backlog=128)
+        except OSError as exc:
+            self._bind_at = now + self.settings.retry
+            if self.first.first("bind"):
+                log.warning("raft port %s not bound yet: %s", self.settings.bind_address, exc)
+            return
+        listener.setblocking(False)
+        self._sel.register(listener, READ, self)
+        self._listener = listener
+        self.bound.set()
 
-    def emit(self, kind: str, address: str, value: Any = None) -> None:
-        self.events.append((kind, address, value))
-        self._on_event()
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                sock, peer = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and the like: try again at the next event
+                log.warning("raft port: accept failed: %s", exc)
+                return
+            source = str(peer[0])
+            if not self.settings.limits.admit(source):
+                self.refused += 1  # a flood: not logged per connection
+                sock.close()
+                continue
+            self._start(sock, Handshake.ACCEPTED, source, source)
+
+    def _dial(self, dialer: _Dialer, now: float) -> None:
+        host, _, port = dialer.address.rpartition(":")
+        try:
+            info = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)[0]
+            sock = socket.socket(info[0], info[1], info[2])
+        except OSError as exc:
+            log.debug("raft link to %s: %s", dialer.address, exc)
+            return
+        sock.setblocking(False)
+        code = sock.connect_ex(info[4])
+        if code not in (0, errno.EINPROGRESS):
+            sock.close()
+            return
+        dialer.conn = self._start(sock, Handshake.DIALLED, dialer.address, dialer.address)
+
+    def _start(self, sock: socket.socket, side: Handshake, who: str, source: str) -> Conn:
+        sock.setblocking(False)  # an accepted socket is blocking whatever the listener is
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        keepalive(sock)
+        conn = Conn(self, sock, side, who, source, self.clock() + self.settings.handshake_timeout)
+        self._conns.add(conn)
+        self._sel.register(sock, READ | WRITE, conn)
+        conn.start()
+        return conn
+
+    # -- callbacks from Conn ------------------------------------------------------------
+    def interest(self, conn: Conn, events: int) -> None:
+        self._sel.modify(conn.sock, events, conn)
+
+    def forget_socket(self, conn: Conn) -> None:
+        """Before `conn` wraps its socket in TLS (the plain one is detached by it)."""
+        self._sel.unregister(conn.sock)
+
+    def watch_socket(self, conn: Conn, events: int) -> None:
+        self._sel.register(conn.sock, events, conn)
+
+    def opened(self, conn: Conn) -> None:
+        if conn.side is Handshake.DIALLED:
+            self.first.forget(conn.who)
+            self._out[conn.who] = conn
+            self.events.append(("connected", conn.who, None))
+        else:
+            self.first.forget(conn.source)
+            self.settings.limits.release(conn.source)
+
+    def received(self, conn: Conn, messages: list[codec.Message]) -> None:
+        self.events.append(("message", conn.peer, messages))
+
+    def closed(self, conn: Conn) -> None:
+        self._conns.discard(conn)
+        try:
+            self._sel.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        if conn.side is Handshake.ACCEPTED:
+            if not conn.open:
+                self.settings.limits.release(conn.source)
+            return
+        dialer = self._dialers.get(conn.who)
+        if dialer is not None and dialer.conn is conn:
+            dialer.conn = None
+            dialer.next_at = max(dialer.next_at, self.clock() + self.settings.retry)
+        if self._out.get(conn.who) is conn:
+            del self._out[conn.who]
+            self.events.append(("disconnected", conn.who, None))
 
     def refuse(self, who: str, reason: str, *, dialled: bool = False) -> None:
         """Count a refused connection or frame; log it once per address."""
         self.refused += 1
-        if self._first.first(who):
+        if self.first.first(who):
             way = "to" if dialled else "from"
             log.warning("raft port: connection %s %s: %s (logged once)", way, who, reason)
 
-    def _add_peer(self, address: str) -> None:
-        if address not in self._dialers:
-            self._dialers[address] = self._loop.create_task(self._dial_loop(address))
+    def _add(self, address: str) -> None:
+        self._dialers.setdefault(address, _Dialer(address))
 
-    def _drop_peer(self, address: str) -> None:
-        task = self._dialers.pop(address, None)
-        if task is not None:
-            task.cancel()
-        conn = self._out.pop(address, None)
+    def _drop(self, address: str) -> None:
+        dialer = self._dialers.pop(address, None)
+        conn = self._out.pop(address, None) or (dialer.conn if dialer else None)
         if conn is not None:
-            conn.close()
+            conn.close()  # no "disconnected" event: the mux forgot the peer first
 
-    def _send(self, batches: dict[str, list[bytes]]) -> None:
-        for address, frames in batches.items():
-            conn = self._out.get(address)
-            if conn is not None:
-                for data in frames:
-                    conn.write(data)
-
-    async def _dial_loop(self, address: str) -> None:
-        while True:
-            try:
-                async with asyncio.timeout(2 * self.settings.handshake_timeout):
-                    conn = await self._dial(address)
-            except (OSError, TimeoutError, HandshakeFailed, ValueError) as exc:
-                if isinstance(exc, HandshakeFailed | ssl.SSLError):
-                    self.refuse(address, str(exc), dialled=True)
-                await asyncio.sleep(self.settings.retry)
-                continue
-            self._first.forget(address)
-            self._out[address] = conn
-            self.emit("connected", address)
-            try:
-                await conn.lost
-            finally:
-                if self._out.get(address) is conn:
-                    del self._out[address]
-            self.emit("disconnected", address)
-            await asyncio.sleep(self.settings.retry)
-
-    async def _dial(self, address: str) -> _Outbound:
-        host, _, port = address.rpartition(":")
-        conn = _Outbound(self, address)
-        tls = self.settings.client_tls
-        await self._loop.create_connection(
-            lambda: conn,
-            host.strip("[]"),
-            int(port),
-            ssl=tls,
-            server_hostname=host.strip("[]") if tls else None,
-            ssl_handshake_timeout=self.settings.handshake_timeout if tls else None,
-        )
+    def _drain_wake(self) -> None:
         try:
-            await conn.handshake()
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _stop(self) -> None:
-        for task in self._dialers.values():
-            task.cancel()
-        for out in self._out.values():
-            out.close()
-        for inbound in self._inbound:
-            inbound.close()
-        if self._server is not None:
-            self._server.close()
-        self._loop.call_later(0.05, self._loop.stop)  # let the cancellations run
-
-
-class _Outbound(asyncio.Protocol):
-    """A connection this node dialled: it sends, and reads only the handshake."""
-
-    def __init__(self, link: RaftLink, address: str) -> None:
-        self.link = link
-        self.address = address
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._transport: asyncio.Transport | None = None
-        self._decoder = FrameDecoder(1, wire.HANDSHAKE_MAX_PAYLOAD)
-        self._inbox: asyncio.Queue[Frame | None] = asyncio.Queue()
-        self._session = b""
-        self._seq = 0
-        self._version = 1
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
-        keepalive(self._transport.get_extra_info("socket"))
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            frames = self._decoder.feed(data)
-        except wire.FrameError as exc:
-            self._inbox.put_nowait(None)
-            self.link.refuse(self.address, str(exc), dialled=True)
-            self.close()
-            return
-        if self._session and frames:  # a peer sends nothing after WELCOME but a CLOSE
-            reason = f"closed by the peer: {wire.reason(frames[0])}"
-            self.link.refuse(self.address, reason, dialled=True)
-            self.close()
-            return
-        for frame in frames:
-            self._inbox.put_nowait(frame)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._inbox.put_nowait(None)
-        if not self.lost.done():
-            self.lost.set_result(None)
-
-    async def handshake(self) -> None:
-        key = self.link.settings.key
-        hello = wire.Hello.from_wire(wire.json_value((await self._expect(Kind.HELLO)).payload))
-        if hello.node != self.address:
-            raise HandshakeFailed(f"the node at {self.address} says it is {hello.node}")
-        version = wire.choose_version(codec.VERSIONS, hello.versions)
-        chosen = wire.choose_codec(codec.CODECS, hello.codecs)
-        me = self.link.settings.self_address
-        unsigned = wire.Auth(version, chosen, os.urandom(wire.NONCE_BYTES), me, b"")
-        auth = dataclasses.replace(unsigned, proof=wire.proof(key, "client", hello, unsigned))
-        self._write(wire.encode_frame(Kind.AUTH, 0, wire.json_payload(auth.to_wire())))
-        welcome = wire.json_value((await self._expect(Kind.WELCOME)).payload)
-        given = bytes.fromhex(str(welcome.get("proof", ""))) if isinstance(welcome, dict) else b""
-        if not wire.verify(key, "server", hello, auth, given):
-            raise HandshakeFailed(f"{self.address} could not prove the cluster secret")
-        self._session = codec.session_key(key, hello, auth)
-        self._version = version
-
-    async def _expect(self, kind: Kind) -> Frame:
-        frame = await self._inbox.get()
-        if frame is None:
-            raise HandshakeFailed("closed during the handshake")
-        if frame.kind == Kind.CLOSE:
-            raise HandshakeFailed(f"refused: {wire.reason(frame)}")
-        if frame.kind != kind:
-            raise HandshakeFailed(f"expected {kind.name}, got frame kind {frame.kind}")
-        return frame
-
-    def write(self, data: bytes) -> None:
-        """Send one frame of pickled messages, sealed with the next sequence number."""
-        payload = codec.seal(self._session, self._seq, data)
-        self._seq += 1
-        self._write(wire.encode_frame(Kind.REQUEST, 0, payload, version=self._version))
-        stream = self._transport
-        if stream is not None and stream.get_write_buffer_size() > self.link.settings.max_buffered:
-            log.warning("raft link to %s: peer not reading; connection dropped", self.address)
-            stream.abort()
-
-    def _write(self, frame: bytes) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(frame)
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
 
     def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-
-
-class _Inbound(asyncio.Protocol):
-    """A connection a peer dialled: handshake, then frames of messages from that peer."""
-
-    def __init__(self, link: RaftLink) -> None:
-        self.link = link
-        self.source = "?"
-        self.peer = ""  # the authenticated peer's Raft address
-        self._admitted = False
-        self._transport: asyncio.Transport | None = None
-        self._decoder = FrameDecoder(1, wire.HANDSHAKE_MAX_PAYLOAD)
-        self._hello: wire.Hello | None = None
-        self._session = b""
-        self._seq = 0
-        self._deadline: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = stream = cast(asyncio.Transport, transport)
-        peername = stream.get_extra_info("peername")
-        self.source = str(peername[0]) if peername else "?"
-        link = self.link
-        if not link.settings.limits.admit(self.source):
-            link.refused += 1  # a flood: not logged per connection
-            stream.abort()
-            return
-        self._admitted = True
-        link._inbound.add(self)
-        keepalive(stream.get_extra_info("socket"))
-        nonce = os.urandom(wire.NONCE_BYTES)
-        self._hello = wire.Hello(codec.VERSIONS, codec.CODECS, nonce, link.settings.self_address)
-        stream.write(wire.encode_frame(Kind.HELLO, 0, wire.json_payload(self._hello.to_wire())))
-        timeout = link.settings.handshake_timeout
-        self._deadline = asyncio.get_running_loop().call_later(
-            timeout, self._refuse, f"handshake not completed within {timeout}s"
-        )
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            for frame in self._decoder.feed(data):
-                if self.peer:
-                    self._receive(frame)
-                else:
-                    self._authenticate(frame)
-        except (wire.FrameError, codec.Refused, ValueError) as exc:
-            self._refuse(str(exc))
-
-    def _authenticate(self, frame: Frame) -> None:
-        hello = self._hello
-        if frame.kind != Kind.AUTH or hello is None:
-            raise ValueError(f"expected AUTH, got frame kind {frame.kind}")
-        auth = wire.Auth.from_wire(wire.json_value(frame.payload))
-        if auth.version not in codec.VERSIONS or auth.codec not in codec.CODECS:
-            raise ValueError(f"unsupported version {auth.version} or codec {auth.codec!r}")
-        key = self.link.settings.key
-        if not wire.verify(key, "client", hello, auth, auth.proof):
-            raise ValueError("authentication failed: the cluster secrets differ")
-        proof = wire.proof(key, "server", hello, auth)
-        assert self._transport is not None
-        self._transport.write(
-            wire.encode_frame(Kind.WELCOME, 0, wire.json_payload({"proof": proof.hex()}))
-        )
-        self._session = codec.session_key(key, hello, auth)
-        self._decoder.max_payload = codec.MAX_FRAME
-        self.peer = auth.node
-        self._settle()
-        self.link._first.forget(self.source)
-
-    def _receive(self, frame: Frame) -> None:
-        if frame.kind != Kind.REQUEST:
-            raise ValueError(f"unexpected frame kind {frame.kind}")
-        data = codec.unseal(self._session, self._seq, frame.payload)
-        self._seq += 1
-        self.link.emit("message", self.peer, codec.loads(data))
-
-    def _settle(self) -> None:
-        """Give the connection's place among those waiting for a handshake back."""
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-        if self._admitted:
-            self._admitted = False
-            self.link.settings.limits.release(self.source)
-
-    def _refuse(self, reason: str) -> None:
-        who = f"{self.peer} ({self.source})" if self.peer else self.source
-        self.link.refuse(who, reason)
-        stream = self._transport
-        if stream is not None and not stream.is_closing():
-            if not self.peer:
-                stream.write(
-                    wire.encode_frame(Kind.CLOSE, 0, wire.json_payload({"reason": reason}))
-                )
-            stream.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._settle()
-        self.link._inbound.discard(self)
-
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
+        for conn in list(self._conns):
+            conn.close()
+        if self._listener is not None:
+            self._listener.close()
+        self._sel.close()
+        self._wake_r.close()
+        self._wake_w.close()

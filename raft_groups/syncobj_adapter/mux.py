@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -57,8 +56,7 @@ class RaftMux:
         self.dropped = 0  # messages from a node outside the addressed group's peer set
         self._failures: dict[str, Exception] = {}  # a group's delivery raised (driver fences)
         self._pinned: collections.Counter[str] = collections.Counter()
-        self._woken = threading.Event()
-        self.link = RaftLink(_link_settings(settings), self._woken.set)
+        self.link = RaftLink(_link_settings(settings))
         for peer in settings.peers:
             self.add_peer(peer)
 
@@ -143,12 +141,15 @@ class RaftMux:
         return failures
 
     def poll(self, timeout: float) -> None:
-        """Wait up to `timeout` for the link's events (or `wake`), then hand every event
-        to the groups: connections up and down, received messages."""
+        """Wait up to `timeout` for the port's sockets (or `wake`) and do their I/O: the
+        link reads, checks and decodes; what arrived waits for `deliver`. Called without
+        the driver lock."""
+        self.link.poll(timeout)
+
+    def deliver(self) -> None:
+        """Hand what the last poll received to the groups (driver lock held): connections
+        up and down, messages."""
         events = self.link.events
-        if not events:
-            self._woken.wait(timeout)
-        self._woken.clear()
         for _ in range(len(events)):
             kind, address, value = events.popleft()
             node = self._nodes.get(address)
@@ -163,7 +164,7 @@ class RaftMux:
 
     def wake(self) -> None:
         """End the current `poll` early (thread-safe)."""
-        self._woken.set()
+        self.link.wake()
 
     def _on_message(self, node: Any, messages: list[tuple[str, Any]]) -> None:
         for gid, payload in messages:

@@ -56,6 +56,8 @@ class FakeMux:
     def poll(self, timeout: float) -> None:
         self.events.append("poll")
         self.poll_timeouts.append(timeout)
+
+    def deliver(self) -> None:
         arriving, self.arriving = self.arriving, []
         for deliver in arriving:
             deliver()
