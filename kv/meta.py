@@ -15,6 +15,7 @@ from kv import claim
 from kv.auth import Token
 from kv.keyspace import KeyspaceConfig
 from kv.ring import Ring
+from kv.switch import Switch
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class Metadata:
     chains: claim.Chains = ()  # explicit placement (kv/claim.py); () = vnode walks (legacy)
     transition: Transition | None = None  # a committed plan still moving data
     tokens: tuple[Token, ...] = ()  # client tokens, their secrets hashed (kv/auth.py)
+    switches: tuple[Switch, ...] = ()  # keyspaces switching consistency (kv/switch.py)
     _ring: Ring | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -111,6 +113,9 @@ class Metadata:
 
     def keyspace(self, name: str) -> KeyspaceConfig | None:
         return next((k for k in self.keyspaces if k.name == name), None)
+
+    def switch(self, name: str) -> Switch | None:
+        return next((s for s in self.switches if s.keyspace == name), None)
 
     def member(self, node_id: str) -> Member | None:
         return next((m for m in self.members if m.id == node_id), None)
@@ -137,6 +142,7 @@ class Metadata:
             "chains": [list(chain) for chain in self.chains],
             "transition": self.transition.to_dict() if self.transition else None,
             "tokens": [t.to_dict() for t in self.tokens],
+            "switches": [s.to_dict() for s in self.switches],
         }
 
     @staticmethod
@@ -150,4 +156,5 @@ class Metadata:
             chains=tuple(tuple(str(n) for n in chain) for chain in d.get("chains", ())),
             transition=Transition.from_dict(d["transition"]) if d.get("transition") else None,
             tokens=tuple(Token.from_dict(t) for t in d.get("tokens", ())),
+            switches=tuple(Switch.from_dict(s) for s in d.get("switches", ())),
         )

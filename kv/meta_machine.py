@@ -5,9 +5,12 @@
 a refused change is an outcome, and the metadata is returned unchanged.
 
 Changes: `bootstrap`, `put_keyspace`, `delete_keyspace`, `put_token` / `revoke_token`
-(client tokens, kv/auth.py: records with hashed secrets), and the membership plan's
+(client tokens, kv/auth.py: records with hashed secrets), the membership plan's
 `commit_plan`, `move_done`, `abort_plan` (kv/plan.py makes plans; a commit recomputes the
-plan it names and is refused if the metadata has moved on since — Riak's claimant).
+plan it names and is refused if the metadata has moved on since — Riak's claimant), and a
+consistency switch's `start_switch`, `switch_partition_done`, `cancel_switch`,
+`finish_switch` (kv/switch.py; no plan commits while a keyspace switches, and the other
+way round).
 `sync` changes nothing: it is the meta group's read barrier (kv/barriers.py): once it is
 applied on a node, that node's metadata holds every change committed before it was proposed.
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from kv import auth, claim
+from kv import auth, claim, switch
 from kv.auth import Token
 from kv.errors import KvError
 from kv.keyspace import KeyspaceConfig
@@ -97,7 +100,8 @@ def _delete_keyspace(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Ou
     if md.keyspace(name) is None:
         return md, _refused("keyspace_not_found", f"keyspace {name!r} does not exist")
     remaining = tuple(k for k in md.keyspaces if k.name != name)
-    return _bump(md, keyspaces=remaining), {"status": "deleted"}
+    switches = tuple(s for s in md.switches if s.keyspace != name)  # a switch ends with it
+    return _bump(md, keyspaces=remaining, switches=switches), {"status": "deleted"}
 
 
 def _put_token(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]:
@@ -126,6 +130,9 @@ def _commit_plan(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcom
     flight, or if the plan id differs (the metadata moved on since it was shown)."""
     if md.transition is not None:
         return md, _conflict("plan_in_flight", f"plan {md.transition.plan_id} is in flight")
+    if md.switches:
+        names = ", ".join(s.keyspace for s in md.switches)
+        return md, _conflict("switch_in_flight", f"keyspaces switching consistency: {names}")
     try:
         plan = make_plan(md, [Change.from_wire(c) for c in change["changes"]])
     except KvError as exc:
@@ -190,6 +197,57 @@ def _conflict(reason: str, message: str) -> Outcome:
     return {**_refused("plan_conflict", message), "reason": reason}
 
 
+# ---------------------------------------------------------------------- consistency switches
+def _start_switch(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]:
+    target = KeyspaceConfig.from_dict(change["target"])
+    ks, policy = md.keyspace(target.name), str(change.get("policy", "refuse"))
+    plan = md.transition.plan_id if md.transition is not None else None
+    refused = switch.check_start(ks, target, policy, md.switches, len(md.members), plan)
+    if refused is not None or ks is None:
+        return md, refused or switch.refusal("keyspace_not_found", target.name)
+    record = switch.start(ks, target, policy, md.epoch + 1)
+    return _bump(md, switches=(*md.switches, record)), {"status": "switching"}
+
+
+def _switching(md: Metadata, change: dict[str, Any]) -> switch.Switch | None:
+    """The switch a change names (by keyspace and uid), if it is still in flight."""
+    record = md.switch(str(change["keyspace"]))
+    return record if record is not None and record.uid == int(change["uid"]) else None
+
+
+def _replace_switch(md: Metadata, record: switch.Switch) -> Metadata:
+    others = (record if s.keyspace == record.keyspace else s for s in md.switches)
+    return _bump(md, switches=tuple(others))
+
+
+def _switch_partition_done(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]:
+    record = _switching(md, change)
+    moved = record and switch.partition_done(record, int(change["partition"]), md.partitions)
+    if not moved:
+        return md, {"status": "unchanged"}  # a duplicate or stale report
+    return _replace_switch(md, moved), {"status": "done", "partitions_done": len(moved.done)}
+
+
+def _cancel_switch(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]:
+    record = _switching(md, change)
+    turned = record and switch.cancel(record, md.partitions)
+    if not turned:
+        why = f"keyspace {change['keyspace']!r} has no switch in flight to cancel"
+        return md, switch.refusal("keyspace_conflict", why)
+    return _replace_switch(md, turned), {"status": "cancelling"}
+
+
+def _finish_switch(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]:
+    record, ks = _switching(md, change), md.keyspace(str(change["keyspace"]))
+    final = record and ks and switch.finished(record, ks, md.partitions)
+    if not final or record is None:
+        return md, {"status": "unchanged"}  # partitions still moving, or already finished
+    keyspaces = tuple(final if k.name == final.name else k for k in md.keyspaces)
+    switches = tuple(s for s in md.switches if s is not record)
+    outcome = "cancelled" if record.cancelling else "switched"
+    return _bump(md, keyspaces=keyspaces, switches=switches), {"status": outcome}
+
+
 def _sync(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]:
     return md, {"status": "unchanged"}
 
@@ -204,4 +262,8 @@ _HANDLERS = {
     "commit_plan": _commit_plan,
     "move_done": _move_done,
     "abort_plan": _abort_plan,
+    "start_switch": _start_switch,
+    "switch_partition_done": _switch_partition_done,
+    "cancel_switch": _cancel_switch,
+    "finish_switch": _finish_switch,
 }

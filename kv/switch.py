@@ -1,0 +1,135 @@
+"""A keyspace switching its consistency live (docs/mode_switch.md): the record cluster
+metadata keeps of it and the meta changes that move it on. Pure.
+
+    start_switch ──▶ switching (source mode serves the record; routing: mode_switch.md)
+        │  switch_partition_done × every partition
+        ▼
+    finish_switch ──▶ the keyspace has the target configuration (same uid), no record
+    cancel_switch: `cancelling` — the migrated partitions move back; finish_switch then
+    leaves the keyspace in its source configuration.
+
+Every change is refused (metadata unchanged) when it does not fit: a switch to the mode
+the keyspace has, a second switch of one keyspace, a switch while a membership plan moves
+data (and `commit_plan` refuses while any keyspace switches: kv/meta_machine.py), an
+unknown sibling policy, a replication the cluster cannot hold, a finish before every
+partition is done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from kv.keyspace import KeyspaceConfig
+
+# Siblings of an eventual key when it moves into one linearizable value (issue 12):
+# `refuse` stops the switch, listing the keys; `lww` keeps the latest written version;
+# `merge-json-list` keeps the union when every sibling is a JSON list.
+POLICIES = ("refuse", "lww", "merge-json-list")
+Outcome = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Switch:
+    keyspace: str
+    uid: int  # the keyspace incarnation switching; its data keeps this uid in both modes
+    target: KeyspaceConfig  # the configuration after the switch (same name and uid)
+    policy: str
+    since: int  # the metadata epoch that committed the switch: the fence
+    done: frozenset[int] = field(default_factory=frozenset)  # partitions migrated
+    cancelling: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "keyspace": self.keyspace,
+            "uid": self.uid,
+            "target": self.target.to_dict(),
+            "policy": self.policy,
+            "since": self.since,
+            "done": sorted(self.done),
+            "cancelling": self.cancelling,
+        }
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Switch:
+        return Switch(
+            keyspace=str(d["keyspace"]),
+            uid=int(d["uid"]),
+            target=KeyspaceConfig.from_dict(d["target"]),
+            policy=str(d["policy"]),
+            since=int(d["since"]),
+            done=frozenset(int(p) for p in d.get("done", ())),
+            cancelling=bool(d.get("cancelling", False)),
+        )
+
+    def progress(self, partitions: int) -> dict[str, Any]:
+        """What `GET /v1/keyspaces/KS` shows of it."""
+        return {
+            "state": "cancelling" if self.cancelling else "switching",
+            "to": self.target.consistency,
+            "policy": self.policy,
+            "partitions_done": len(self.done),
+            "partitions": partitions,
+        }
+
+
+def refusal(code: str, message: str) -> Outcome:
+    return {"status": "refused", "code": code, "message": message}
+
+
+def check_start(
+    ks: KeyspaceConfig | None,
+    target: KeyspaceConfig,
+    policy: str,
+    switches: tuple[Switch, ...],
+    members: int,
+    plan_in_flight: str | None,
+) -> Outcome | None:
+    """Why a switch of `ks` to `target` cannot start now (an outcome), or None."""
+    if ks is None:
+        return refusal("keyspace_not_found", f"keyspace {target.name!r} does not exist")
+    if target.consistency == ks.consistency:
+        why = f"keyspace {ks.name!r} is already {ks.consistency}; nothing to switch"
+        return refusal("invalid_request", why)
+    if policy not in POLICIES:
+        return refusal("invalid_request", f"policy: must be one of {POLICIES}, got {policy!r}")
+    if not 1 <= target.replication <= members:
+        why = f"replication {target.replication}: the cluster has {members} members"
+        return refusal("invalid_request", why)
+    if any(s.keyspace == ks.name for s in switches):
+        return refusal("keyspace_conflict", f"keyspace {ks.name!r} is already switching")
+    if plan_in_flight is not None:
+        why = f"membership plan {plan_in_flight} is moving data; switch when it is done"
+        return {**refusal("plan_conflict", why), "reason": "plan_in_flight"}
+    return None
+
+
+def start(ks: KeyspaceConfig, target: KeyspaceConfig, policy: str, epoch: int) -> Switch:
+    """The record of a switch committed at `epoch` (the target keeps the keyspace's uid)."""
+    return Switch(ks.name, ks.uid, replace(target, name=ks.name, uid=ks.uid), policy, epoch)
+
+
+def partition_done(switch: Switch, partition: int, partitions: int) -> Switch | None:
+    """The record with `partition` migrated; None if that changes nothing (a duplicate
+    report, or a partition the cluster does not have)."""
+    if not 0 <= partition < partitions or partition in switch.done:
+        return None
+    return replace(switch, done=switch.done | {partition})
+
+
+def finished(switch: Switch, source: KeyspaceConfig, partitions: int) -> KeyspaceConfig | None:
+    """The keyspace's configuration once the switch is over, or None while partitions are
+    still moving: the target's, or — cancelled — the source's."""
+    if len(switch.done) < partitions:
+        return None
+    return source if switch.cancelling else switch.target
+
+
+def cancel(switch: Switch, partitions: int) -> Switch | None:
+    """Turn the switch around (None if it already is): the partitions migrated so far move
+    back; the others never served in the target mode (a request for one migrates it
+    first, docs/mode_switch.md), so they count as done for the way back."""
+    if switch.cancelling:
+        return None
+    back = frozenset(range(partitions)) - switch.done
+    return replace(switch, cancelling=True, done=back)

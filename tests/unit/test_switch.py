@@ -1,0 +1,134 @@
+"""A consistency switch's record and meta changes (kv/switch.py, kv/meta_machine.py;
+docs/mode_switch.md): refusals leave the metadata unchanged, partitions finish one by one,
+cancel turns the switch around, and no membership plan commits while a keyspace switches."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from kv.keyspace import KeyspaceConfig
+from kv.meta import Metadata
+from kv.meta_machine import apply
+from tests.unit.test_meta_membership import ADD4, commit, metadata
+
+Q = 16  # partitions of test_meta_membership.metadata()
+LIN = KeyspaceConfig("ev", "linearizable", 3)
+
+
+def start(md: Metadata, target: KeyspaceConfig = LIN, policy: str = "lww") -> Any:
+    return apply(md, {"type": "start_switch", "target": target.to_dict(), "policy": policy})
+
+
+def report(md: Metadata, partition: int, uid: int | None = None) -> Any:
+    ks = md.keyspace("ev")
+    assert ks is not None
+    change = {"keyspace": "ev", "uid": uid or ks.uid, "partition": partition}
+    return apply(md, {"type": "switch_partition_done", **change})
+
+
+def finish(md: Metadata) -> Any:
+    ks = md.keyspace("ev")
+    assert ks is not None
+    return apply(md, {"type": "finish_switch", "keyspace": "ev", "uid": ks.uid})
+
+
+def test_a_started_switch_keeps_the_uid_and_the_source_mode_until_it_finishes() -> None:
+    md = metadata()
+    switching, outcome = start(md)
+    assert outcome == {"status": "switching"}
+    ks, record = switching.keyspace("ev"), switching.switch("ev")
+    assert ks is not None and record is not None
+    assert ks == md.keyspace("ev")  # still eventual while partitions move
+    assert record.target == replace(LIN, uid=ks.uid) and record.since == switching.epoch
+    assert record.progress(Q)["state"] == "switching"
+    for p in range(Q - 1):
+        switching, outcome = report(switching, p)
+        assert outcome["status"] == "done"
+    unchanged, outcome = finish(switching)
+    assert outcome == {"status": "unchanged"} and unchanged is switching  # one to go
+    switching, _ = report(switching, Q - 1)
+    done, outcome = finish(switching)
+    assert outcome == {"status": "switched"}
+    assert done.keyspace("ev") == replace(LIN, uid=ks.uid) and done.switches == ()
+
+
+@pytest.mark.parametrize(
+    ("target", "policy", "code"),
+    [
+        (KeyspaceConfig("ev", "eventual", 2), "lww", "invalid_request"),  # the same mode
+        (LIN, "newest", "invalid_request"),  # an unknown policy
+        (KeyspaceConfig("ev", "linearizable", 5), "lww", "invalid_request"),  # 3 members
+        (KeyspaceConfig("nope", "linearizable", 3), "lww", "keyspace_not_found"),
+    ],
+)
+def test_a_switch_that_cannot_start_changes_nothing(
+    target: KeyspaceConfig, policy: str, code: str
+) -> None:
+    md = metadata()
+    after, outcome = start(md, target, policy)
+    assert outcome["status"] == "refused" and outcome["code"] == code, outcome
+    assert after is md
+
+
+def test_one_switch_per_keyspace() -> None:
+    switching, _ = start(metadata())
+    after, outcome = start(switching)
+    assert outcome["code"] == "keyspace_conflict" and after is switching
+
+
+def test_no_switch_during_a_plan_and_no_plan_during_a_switch() -> None:
+    moving, outcome = commit(metadata(), ADD4)
+    assert outcome["status"] == "committed"
+    after, outcome = start(moving)
+    assert (outcome["code"], outcome["reason"]) == ("plan_conflict", "plan_in_flight")
+    assert after is moving
+    switching, _ = start(metadata())
+    after, outcome = commit(switching, ADD4)
+    assert (outcome["code"], outcome["reason"]) == ("plan_conflict", "switch_in_flight")
+    assert after is switching
+
+
+def test_reports_are_idempotent_and_stale_ones_ignored() -> None:
+    switching, _ = start(metadata())
+    once, _ = report(switching, 3)
+    twice, outcome = report(once, 3)
+    assert outcome == {"status": "unchanged"} and twice is once
+    for stale in ({"partition": Q}, {"partition": 1, "uid": 999}):
+        after, outcome = report(once, stale["partition"], stale.get("uid"))
+        assert outcome == {"status": "unchanged"} and after is once
+
+
+def test_cancel_moves_back_only_what_was_migrated_and_ends_in_the_source_mode() -> None:
+    md = metadata()
+    switching, _ = start(md)
+    for p in (0, 5):
+        switching, _ = report(switching, p)
+    ks = md.keyspace("ev")
+    assert ks is not None
+    cancel = {"type": "cancel_switch", "keyspace": "ev", "uid": ks.uid}
+    back, outcome = apply(switching, cancel)
+    record = back.switch("ev")
+    assert outcome == {"status": "cancelling"} and record is not None and record.cancelling
+    assert record.done == frozenset(range(Q)) - {0, 5}  # only 0 and 5 move back
+    again, outcome = apply(back, cancel)
+    assert outcome["code"] == "keyspace_conflict" and again is back
+    for p in (0, 5):
+        back, _ = report(back, p)
+    over, outcome = finish(back)
+    assert outcome == {"status": "cancelled"} and over.keyspace("ev") == ks
+    assert over.switches == ()
+
+
+def test_deleting_a_switching_keyspace_ends_its_switch() -> None:
+    switching, _ = start(metadata())
+    gone, outcome = apply(switching, {"type": "delete_keyspace", "name": "ev"})
+    assert outcome["status"] == "deleted" and gone.switches == ()
+
+
+def test_the_record_survives_a_metadata_round_trip() -> None:
+    switching, _ = start(metadata())
+    switching, _ = report(switching, 2)
+    assert Metadata.from_dict(switching.to_dict()).switches == switching.switches
