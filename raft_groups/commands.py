@@ -7,9 +7,11 @@ state machine applies an undecodable entry as a no-op (`raft_groups/state_machin
 `Command` validates itself when built, so an invalid command never reaches the log.
 
 Format version 1: `b"\\x01"` + a JSON object with `op` and, when set, `uid`, `key`,
-`value` (present iff op is put, may be null), `if_version`, `request_id`. Unknown fields
-are errors. A new format gets a new version byte; old entries stay decodable while any
-journal or snapshot may still hold them.
+`value` (present iff op is put, may be null), `if_version`, `request_id`, `guard` (true:
+refused until the keyspace's data is migrated here, docs/mode_switch.md), and for op
+`migrate` its `items` ([key, value] pairs) and `mark`. Unknown fields are errors. A new
+format gets a new version byte; old entries stay decodable while any journal or snapshot
+may still hold them.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from typing import Any, Literal
 from kv import json_codec
 
 FORMAT_VERSION = 1
-OPS = ("put", "delete", "barrier")
+OPS = ("put", "delete", "barrier", "migrate")
+MAX_MIGRATE_ITEMS = 1000  # keys per migrate command (the caller also bounds their bytes)
 MAX_UID = 2**32 - 1  # the uid is 4 bytes of the storage key (state_machine.py)
 MAX_REQUEST_ID_CHARS = 128
 # Deep enough for any document; far below the recursion limit, so encoding a decoded value
@@ -31,9 +34,12 @@ MAX_REQUEST_ID_CHARS = 128
 # check_value refuses deeper values first, as a 400 naming `value`).
 MAX_VALUE_DEPTH = json_codec.MAX_VALUE_DEPTH
 
-Op = Literal["put", "delete", "barrier"]
+Op = Literal["put", "delete", "barrier", "migrate"]
+Item = tuple[str, Any]
 
-_FIELDS = frozenset({"op", "uid", "key", "value", "if_version", "request_id"})
+_FIELDS = frozenset(
+    {"op", "uid", "key", "value", "if_version", "request_id", "guard", "items", "mark"}
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,10 @@ class Command:
     if_version: the write applies only if the key's current version equals it (absent = 0,
     so 0 means create-only). request_id: unique per logical request; a retry with the same
     id returns the first result instead of applying again (Raft §8).
+    guard (put, delete): the keyspace is switching to linearizable; the state machine
+    refuses the command (`not_migrated`) until this partition's data of `uid` is migrated.
+    migrate: `items` (key, value) are created where the key has no record, then `mark`
+    records the partition's data of `uid` as migrated (docs/mode_switch.md); key "".
     """
 
     op: Op
@@ -53,6 +63,9 @@ class Command:
     value: Any = None
     if_version: int | None = None
     request_id: str = ""
+    guard: bool = False
+    items: tuple[Item, ...] = ()
+    mark: bool = False
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -63,8 +76,12 @@ class Command:
         _check_if_version(self.if_version)
         if self.op == "barrier":
             _check_barrier(self)
+        elif self.op == "migrate":
+            _check_migrate(self)
         else:
             _check_key_op(self)
+        if (self.items or self.mark) and self.op != "migrate":
+            raise ValueError("items and mark belong to migrate")
 
 
 def encode(cmd: Command) -> bytes:
@@ -74,6 +91,11 @@ def encode(cmd: Command) -> bytes:
         fields["key"] = cmd.key
     if cmd.op == "put":
         fields["value"] = cmd.value
+    if cmd.op == "migrate":
+        fields["items"] = [list(item) for item in cmd.items]
+        fields["mark"] = cmd.mark
+    if cmd.guard:
+        fields["guard"] = True
     if cmd.if_version is not None:
         fields["if_version"] = cmd.if_version
     if cmd.request_id:
@@ -111,10 +133,18 @@ def decode(raw: bytes) -> Command:
         raise ValueError("value must be present for put and only for put")
     if fields["op"] == "barrier":
         fields = {"uid": 0, "key": "", **fields}
+    if "items" in fields:
+        fields["items"] = _items(fields["items"])
     try:
         return Command(**fields)
     except TypeError as exc:  # a required field (uid, key) is missing
         raise ValueError(f"incomplete command: {exc}") from None
+
+
+def _items(raw: Any) -> tuple[Item, ...]:
+    if not isinstance(raw, list) or not all(isinstance(i, list) and len(i) == 2 for i in raw):
+        raise ValueError("items must be a list of [key, value] pairs")
+    return tuple((i[0], i[1]) for i in raw)
 
 
 def _parse_object(body: bytes) -> dict[str, Any]:
@@ -138,9 +168,25 @@ def _check_barrier(cmd: Command) -> None:
         raise ValueError("barrier takes no uid or key")
     if cmd.value is not None or cmd.if_version is not None:
         raise ValueError("barrier takes no value or if_version")
-    if cmd.request_id:
+    if cmd.request_id or cmd.guard:
         # A barrier changes nothing, so a retry is always safe and needs no dedupe entry.
-        raise ValueError("barrier takes no request_id")
+        raise ValueError("barrier takes no request_id or guard")
+
+
+def _check_migrate(cmd: Command) -> None:
+    if not 1 <= cmd.uid <= MAX_UID:
+        raise ValueError(f"uid must be in 1..{MAX_UID}, got {cmd.uid}")
+    if cmd.key or cmd.value is not None or cmd.if_version is not None or cmd.request_id:
+        raise ValueError("migrate takes uid, items and mark only")
+    if cmd.guard or type(cmd.mark) is not bool:
+        raise ValueError("migrate is never guarded; mark is a boolean")
+    if len(cmd.items) > MAX_MIGRATE_ITEMS:
+        raise ValueError(f"migrate takes at most {MAX_MIGRATE_ITEMS} items")
+    for key, value in cmd.items:
+        _check_str("items key", key)
+        if not key:
+            raise ValueError("items need non-empty keys")
+        _check_json_value(value)
 
 
 def _check_key_op(cmd: Command) -> None:

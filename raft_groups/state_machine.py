@@ -14,6 +14,7 @@ one partition for two replication factors never share bookkeeping:
     G + b"\\0\\0\\0\\0" + b"applied"             -> applied index (8 bytes BE)
     G + b"\\0\\0\\0\\0" + b"rid/" + request_id   -> JSON {"index": i, "result": {...}, "fp": f}
     G + b"\\0\\0\\0\\0" + b"rix/" + i (8 bytes BE) -> request_id (the same entry, by index)
+    G + b"\\0\\0\\0\\0" + b"mig/" + uid (4 bytes BE) -> b"1": uid's data is migrated here
 
 uid 0 is never a keyspace (commands.Command refuses it), so the bookkeeping area cannot
 collide with data. Invariant of the dedupe table: every "rid/" entry has exactly one "rix/"
@@ -108,6 +109,10 @@ def _apply_entry(
         cmd = decode(raw)
     except ValueError as exc:
         return {"ok": False, "code": "invalid_command", "message": str(exc)}
+    if cmd.guard and not migrated(view, partition, cmd.uid):
+        # A switching keyspace's data is not here yet (docs/mode_switch.md): refused before
+        # the dedupe table, so a retry after the migration applies.
+        return {"ok": False, "code": "not_migrated"}
     if not cmd.request_id:
         return _execute(view, partition, cmd, batch)
     seen = _load_request(view, partition, cmd.request_id)
@@ -135,6 +140,8 @@ def _apply_entry(
 def _execute(view: ReadView, partition: int, cmd: Command, batch: WriteBatch) -> Result:
     if cmd.op == "barrier":
         return {"ok": True}
+    if cmd.op == "migrate":
+        return _migrate(view, partition, cmd, batch)
     key = _data_key(partition, cmd.uid, cmd.key)
     current = _load_record(view, key)
     version = 0 if current is None else current[1]
@@ -146,6 +153,30 @@ def _execute(view: ReadView, partition: int, cmd: Command, batch: WriteBatch) ->
     if current is not None:
         batch.delete(key)
     return {"ok": True, "version": 0, "existed": current is not None}
+
+
+def migrated(view: ReadView, partition: int, uid: int) -> bool:
+    """Whether this partition's data of keyspace `uid` was migrated here (a switch)."""
+    return view.get(_migrated_key(partition, uid)) is not None
+
+
+def _migrate(view: ReadView, partition: int, cmd: Command, batch: WriteBatch) -> Result:
+    """Create each item whose key has no record (create-only: a value already here came
+    through the log after the switch and wins), then, with `mark`, record the migration.
+    Once marked, later migrate commands (another node migrating the same partition) are
+    no-ops, so guarded client writes — all ordered after the mark — are never overwritten.
+    """
+    if migrated(view, partition, cmd.uid):
+        return {"ok": True, "migrated": 0, "already": True}
+    created: set[str] = set()  # a key given twice: its first value
+    for key, value in cmd.items:
+        data_key = _data_key(partition, cmd.uid, key)
+        if key not in created and _load_record(view, data_key) is None:
+            batch.put(data_key, _dump({"value": value, "version": 1}))
+            created.add(key)
+    if cmd.mark:
+        batch.put(_migrated_key(partition, cmd.uid), b"1")
+    return {"ok": True, "migrated": len(created), "kept": len(cmd.items) - len(created)}
 
 
 # --- request dedupe table ------------------------------------------------------------------
@@ -201,6 +232,10 @@ def _applied_key(partition: int) -> bytes:
 
 def _rid_key(partition: int, request_id: bytes) -> bytes:
     return group_prefix(partition) + _BOOKKEEPING + b"rid/" + request_id
+
+
+def _migrated_key(partition: int, uid: int) -> bytes:
+    return group_prefix(partition) + _BOOKKEEPING + b"mig/" + uid.to_bytes(4, "big")
 
 
 def _rix_key(partition: int, index: int) -> bytes:

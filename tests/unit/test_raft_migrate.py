@@ -1,0 +1,98 @@
+"""The state machine's part of a switch to linearizable (raft_groups/state_machine.py,
+docs/mode_switch.md): `migrate` creates only absent keys and marks the partition; guarded
+client commands are refused until the mark and never remembered as done, so every client
+write is ordered after the migrated data and no migrated value overwrites it."""
+
+from __future__ import annotations
+
+import pytest
+
+from raft_groups import state_machine as sm
+from raft_groups.commands import MAX_MIGRATE_ITEMS, Command, decode, encode
+from tests.unit.test_raft_state_machine import UID, Group
+
+
+def migrate(*items: tuple[str, object], mark: bool = True) -> Command:
+    return Command("migrate", UID, "", items=tuple(items), mark=mark)
+
+
+def test_migrate_creates_absent_keys_at_version_1_and_marks_the_partition() -> None:
+    g = Group()
+    assert not sm.migrated(g.engine, 0, UID)
+    assert g.submit(migrate(("a", 1), mark=False)) == {"ok": True, "migrated": 1, "kept": 0}
+    assert not sm.migrated(g.engine, 0, UID)
+    result = g.submit(migrate(("a", 99), ("b", [2]), ("b", "second")))
+    assert result == {"ok": True, "migrated": 1, "kept": 2}  # a exists; b's first value
+    assert sm.read(g.engine, 0, UID, "a") == (1, 1)
+    assert sm.read(g.engine, 0, UID, "b") == ([2], 1)
+    assert sm.migrated(g.engine, 0, UID) and not sm.migrated(g.engine, 0, UID + 1)
+
+
+def test_a_guarded_write_waits_for_the_migration_and_its_request_id_stays_free() -> None:
+    g = Group()
+    refused = g.submit(Command("put", UID, "k", "new", request_id="r1", guard=True))
+    assert refused == {"ok": False, "code": "not_migrated"}
+    assert sm.read(g.engine, 0, UID, "k") is None
+    g.submit(migrate(("k", "old")))
+    applied = g.submit(Command("put", UID, "k", "new", request_id="r1", guard=True))
+    assert applied == {"ok": True, "version": 2}  # the retry applies: r1 was not remembered
+    assert sm.read(g.engine, 0, UID, "k") == ("new", 2)
+
+
+def test_after_the_mark_a_late_migrate_changes_nothing() -> None:
+    """Another node migrating the same partition from a read taken earlier: its values
+    must not overwrite, nor resurrect, what clients did after the mark."""
+    g = Group()
+    g.submit(migrate(("k", "old"), ("gone", 1)))
+    g.submit(Command("put", UID, "k", "new", guard=True))
+    g.submit(Command("delete", UID, "gone", guard=True))
+    assert g.submit(migrate(("k", "old"), ("gone", 1))) == {
+        "ok": True,
+        "migrated": 0,
+        "already": True,
+    }
+    assert sm.read(g.engine, 0, UID, "k") == ("new", 2)
+    assert sm.read(g.engine, 0, UID, "gone") is None
+
+
+def test_unguarded_commands_are_not_held_back() -> None:
+    g = Group()
+    assert g.submit(Command("put", UID, "k", 1)) == {"ok": True, "version": 1}
+
+
+def test_migrate_and_guard_round_trip_through_the_log_encoding() -> None:
+    for cmd in (
+        migrate(("k", {"x": [1, None]}), ("l", "s")),
+        migrate(mark=True),
+        Command("put", UID, "k", 1, guard=True, request_id="r"),
+        Command("delete", UID, "k", guard=True),
+    ):
+        assert decode(encode(cmd)) == cmd
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Command("migrate", UID, "k", items=(("a", 1),)),  # a key of its own
+        lambda: Command("migrate", UID, "", items=(("", 1),)),  # an empty item key
+        lambda: Command("migrate", UID, "", request_id="r"),
+        lambda: Command("migrate", UID, "", guard=True),
+        lambda: Command("put", UID, "k", 1, items=(("a", 1),)),
+        lambda: Command("put", UID, "k", 1, mark=True),
+        lambda: Command("migrate", 0, ""),
+        lambda: Command("migrate", UID, "", items=(("a", float("nan")),)),
+        lambda: Command("migrate", UID, "", items=tuple((f"k{i}", i) for i in range(1001))),
+    ],
+)
+def test_malformed_migrations_are_refused_when_built(build: object) -> None:
+    assert MAX_MIGRATE_ITEMS == 1000
+    with pytest.raises(ValueError):
+        build()  # type: ignore[operator]
+
+
+def test_an_undecodable_migrate_entry_is_a_no_op() -> None:
+    g = Group()
+    raw = b'\x01{"op":"migrate","uid":7,"key":"","items":[["a"]],"mark":true}'
+    result = g.submit(raw)
+    assert result is not None and result["code"] == "invalid_command"
+    assert not sm.migrated(g.engine, 0, UID)
