@@ -300,6 +300,24 @@ class ScanRequest:
 
 
 @dataclass(frozen=True)
+class SwitchScanRequest:
+    """A batch of one member's versions of a switching keyspace in a partition — its
+    replica data and, in the first batch, the hints it holds — once its metadata has the
+    switch committed at epoch `since` (docs/mode_switch.md: the fence)."""
+
+    scan: ScanRequest
+    since: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {**self.scan.to_wire(), "since": self.since}
+
+    @staticmethod
+    def from_wire(raw: Any) -> SwitchScanRequest:
+        since = integer(obj(raw).get("since"), "since", 1, 1 << 62)
+        return SwitchScanRequest(ScanRequest.from_wire(raw), since)
+
+
+@dataclass(frozen=True)
 class ScanBatch:
     items: tuple[tuple[str, tuple[Version, ...]], ...]  # (key, versions)
     done: bool  # the range is exhausted
@@ -347,3 +365,4 @@ AE_QUERY = Operation("ae_query", TreeQuery.from_wire, TreeAnswer.from_wire)
 GOSSIP = Operation("gossip", GossipDigest.from_wire, GossipDigest.from_wire)
 PART_SCAN = Operation("part_scan", ScanRequest.from_wire, ScanBatch.from_wire)
 PART_DIGEST = Operation("part_digest", ScanRequest.from_wire, DigestBatch.from_wire)
+SWITCH_SCAN = Operation("switch_scan", SwitchScanRequest.from_wire, ScanBatch.from_wire)

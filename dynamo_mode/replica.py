@@ -315,6 +315,20 @@ class DynamoReplica:
                 break
         return out
 
+    def hints_of(
+        self, partition: int, uid: int, limit: int
+    ) -> list[tuple[KeyRef, tuple[Version, ...]]]:
+        """Every hint this node holds (for any owner) of keyspace `uid` in `partition`, up
+        to `limit` (a switch's migrator reads them with the replicas' data)."""
+        out = []
+        for key, raw in self._engine.iterate_prefix(hints.HINT_PREFIX):
+            ref = KeyRef.from_storage_key(hints.parse_hint_key(key)[1])
+            if (ref.partition, ref.uid) == (partition, uid):
+                out.append((ref, decode_stored(raw)))
+                if len(out) >= limit:
+                    break
+        return out
+
     def drop_hint(self, owner: str, ref: KeyRef, delivered: tuple[Version, ...]) -> bool:
         """Delete the hint once `owner` acknowledged `delivered`, unless it grew meanwhile."""
         key = hints.hint_key(owner, ref.storage_key())

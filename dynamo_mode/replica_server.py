@@ -10,6 +10,8 @@ tombstone reaper are its callers on other nodes (and on this one, without the wi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from dynamo_mode import merkle, merkle_diff, siblings
 from dynamo_mode.messages import (
     AE_QUERY,
@@ -20,6 +22,7 @@ from dynamo_mode.messages import (
     PART_SCAN,
     PURGE,
     STORE,
+    SWITCH_SCAN,
     Coordinated,
     CoordinateRequest,
     DigestBatch,
@@ -30,12 +33,13 @@ from dynamo_mode.messages import (
     ScanBatch,
     ScanRequest,
     StoreRequest,
+    SwitchScanRequest,
     TreeAnswer,
     TreeQuery,
     Versions,
 )
 from dynamo_mode.replica import DynamoReplica
-from kv.errors import SiblingLimit, SiblingSetTooLarge
+from kv.errors import NotReady, SiblingLimit, SiblingSetTooLarge
 from kv.group_commit import GroupCommit
 from kv.internode import OpTable
 from kv.keyspace import FSYNC
@@ -45,10 +49,31 @@ from kv.keyspace import FSYNC
 SCAN_BATCH_BYTES = 8 << 20
 
 
+MAX_SWITCH_HINTS = 10_000  # hints of one keyspace and partition a switch scan returns
+
+
 class ReplicaServer:
-    def __init__(self, replica: DynamoReplica, commit: GroupCommit | None = None) -> None:
+    def __init__(
+        self,
+        replica: DynamoReplica,
+        commit: GroupCommit | None = None,
+        frozen: Callable[[int], bool] = lambda uid: False,
+        epoch: Callable[[], int] = lambda: 1 << 62,
+    ) -> None:
         self.replica = replica
         self.commit = commit  # None: the engine has nothing to sync (MemoryEngine)
+        # the fence of a switch to linearizable (docs/mode_switch.md): this node's metadata
+        # says keyspace `uid` switches, so it takes no more eventual writes of it
+        self.frozen = frozen
+        self.epoch = epoch  # this node's metadata epoch
+
+    def _writable(self, uid: int) -> None:
+        if self.frozen(uid):
+            raise NotReady(
+                "the keyspace is switching to linearizable: its eventual copies take no "
+                "writes (retry: the coordinator routes by newer metadata)",
+                retry_after=0.2,
+            )
 
     async def _durable(self, durability: str) -> None:
         if durability == FSYNC and self.commit is not None:
@@ -63,11 +88,13 @@ class ReplicaServer:
         table.register(AE_QUERY, self.tree_query)
         table.register(PART_SCAN, self.part_scan)
         table.register(PART_DIGEST, self.part_digest)
+        table.register(SWITCH_SCAN, self.switch_scan)
 
     async def fetch(self, req: KeyRequest) -> Versions:
         return Versions(self.replica.fetch(req.ref))
 
     async def store(self, req: StoreRequest) -> Versions:
+        self._writable(req.ref.uid)
         merged = self.replica.store(req.ref, req.versions)
         await self._durable(req.durability)
         return Versions(merged)
@@ -75,6 +102,7 @@ class ReplicaServer:
     async def hint(self, req: HintRequest) -> Versions:
         """A fallback's side of a sloppy write: keep the versions for `owner` (Dynamo §4.6).
         A hint addressed to this node itself (the ring moved) is plain replica data."""
+        self._writable(req.ref.uid)
         if req.owner == self.replica.node_id:
             merged = self.replica.store(req.ref, req.versions)
         else:
@@ -86,6 +114,7 @@ class ReplicaServer:
         return Purged(self.replica.purge(req.ref, set(req.dots)))
 
     async def coordinate(self, req: CoordinateRequest) -> Coordinated:
+        self._writable(req.ref.uid)
         try:
             new, merged = self.replica.coordinate(
                 req.ref, req.context, req.value, req.deleted, req.max_siblings, req.dots
@@ -102,6 +131,25 @@ class ReplicaServer:
             req.partition, req.uid, req.after, req.limit, max_bytes=SCAN_BATCH_BYTES
         )
         return ScanBatch(tuple((ref.key, versions) for ref, versions in found), done)
+
+    async def switch_scan(self, req: SwitchScanRequest) -> ScanBatch:
+        """A switch's migrator reading this member's versions of a partition: only once
+        this node's metadata holds the switch — from then on it takes no eventual write of
+        the keyspace (`_writable`), so what it returns is all it will ever have acknowledged.
+        The first batch also carries the hints held here for the partition's keys."""
+        if self.epoch() < req.since:
+            why = f"this node's metadata (epoch {self.epoch()}) lacks the switch ({req.since})"
+            raise NotReady(why, retry_after=0.5)
+        batch = await self.part_scan(req.scan)
+        if req.scan.after is not None:
+            return batch
+        scan = req.scan
+        held = self.replica.hints_of(scan.partition, scan.uid, MAX_SWITCH_HINTS + 1)
+        if len(held) > MAX_SWITCH_HINTS:
+            raise NotReady(f"more than {MAX_SWITCH_HINTS} hints to read", retry_after=5.0)
+        # hints first: the batch's last item stays the replica data's last key (the next
+        # batch's `after`)
+        return ScanBatch((*((r.key, v) for r, v in held), *batch.items), batch.done)
 
     async def part_digest(self, req: ScanRequest) -> DigestBatch:
         found, done = self.replica.scan(req.partition, req.uid, req.after, req.limit)

@@ -245,3 +245,12 @@ def next_delay(delay: float, ok: bool, interval: float, max_backoff: float) -> f
     """The wait before the next poll: the interval after a success, doubling (capped) after
     each failed one."""
     return interval if ok else min(max(delay, interval) * 2, max_backoff)
+
+
+def conflict_message(md: Metadata, me: Member) -> str:
+    listed = md.member(me.id)
+    return (
+        f"node id {me.id!r} is a member at http={listed.http if listed else None} "
+        f"raft={listed.raft if listed else None}, but this node advertises http={me.http} "
+        f"raft={me.raft}: another node's identity (use a new node id)"
+    )

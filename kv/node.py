@@ -37,7 +37,7 @@ from dynamo_mode.replica import DynamoReplica, KeyRef, local_actor
 from dynamo_mode.replica_server import ReplicaServer
 from dynamo_mode.tombstones import TombstoneReaper
 from dynamo_mode.transfer import Disowned, Transfers
-from kv import auth, routing, tls
+from kv import auth, node_switch, routing, tls
 from kv.config import NodeConfig
 from kv.config_load import read_secret_file
 from kv.errors import NotReady
@@ -47,7 +47,7 @@ from kv.internode import OpTable
 from kv.keys import context_key, internode_key
 from kv.leveldb import LevelDBEngine
 from kv.meta import Member, Metadata
-from kv.meta_ops import META_JOIN, MetaJoin, Role, membership_of
+from kv.meta_ops import META_JOIN, MetaJoin, Role, conflict_message, membership_of
 from kv.meta_reader import MetaReader, MetaServer
 from kv.meta_role import MetaRole
 from kv.service import KeyOps, Service
@@ -94,9 +94,10 @@ class Node:
         self.sizes = SizeServer(self.replica_store, self.group_store, self.groups.owned)
         self.sizes.register(self.ops)
         sizer = PlanSizer(self.transport, self.peers.is_alive)
-        self.service = Service(self.meta, modes, self.cluster_info, sizer)
+        conflicts = node_switch.conflicts(self)  # the `refuse` policy's check (issue 12)
+        self.service = Service(self.meta, modes, self.cluster_info, sizer, conflicts)
         self._background_loops()
-        self.raft_moves = RaftMoves(self.groups, cfg.node_id, self._metadata, self._propose)
+        self.raft_moves = RaftMoves(self.groups, cfg.node_id, self._metadata, self.propose)
         self.meta.subscribe(self._on_metadata)
         limits = cfg.server_limits
         app = make_app(self.service, self.internode, cfg.request_timeout_s, cfg.auth, limits)
@@ -104,7 +105,7 @@ class Node:
         api_tls = tls.server_context(files, peers_only=False) if files else None
         self._server = await Server.listen(app, cfg.listen, limits, api_tls)
         loops = (self.peers, self.anti_entropy, self.handoff, self.reaper, self.transfers)
-        for loop in (*loops, self.disowned, self.voters):
+        for loop in (*loops, self.disowned, self.voters, self.switches):
             loop.start()
         self.raft_moves.start()
         if cfg.founder and self.meta.group is not None:
@@ -162,7 +163,8 @@ class Node:
         self.replica_store = TalliedEngine(self.engine, dynamo_replica.LAYOUT)
         self.replica = DynamoReplica(self.replica_store, cfg.node_id, actor=actor)
         self.group_commit = GroupCommit(self.engine.sync)  # `durability: "fsync"` keyspaces
-        ReplicaServer(self.replica, self.group_commit).register(self.ops)
+        fence = node_switch.frozen(self._metadata), lambda: self._metadata().epoch
+        ReplicaServer(self.replica, self.group_commit, *fence).register(self.ops)
         self.peers = GossipDetector(
             cfg.node_id, lambda: list(self._addresses()), self.transport, generation, time.monotonic
         )
@@ -216,10 +218,11 @@ class Node:
             self.transport,
             cfg.node_id,
             self._metadata,
-            self._propose,
+            self.propose,
             batch=cfg.transfer_batch,
             keys_per_s=cfg.transfer_keys_per_s,
         )
+        self.switches = node_switch.migrator(self, self._metadata)  # to linearizable
         self.disowned = Disowned(
             self.replica, cfg.node_id, self._metadata, time.monotonic, grace=cfg.disowned_grace_s
         )
@@ -274,7 +277,7 @@ class Node:
             return ()
         return routing.replicas(md, "eventual", ref.partition, ks.replication)
 
-    async def _propose(self, change: dict[str, Any]) -> dict[str, Any]:
+    async def propose(self, change: dict[str, Any]) -> dict[str, Any]:
         return await self.meta.change(change, self.config.request_timeout_s)
 
     def _on_metadata(self, md: Metadata) -> None:
@@ -284,7 +287,7 @@ class Node:
         if md.bootstrapped and membership_of(md, self._me) != "id_conflict":
             self._track(asyncio.ensure_future(self.groups.reconcile(md)))
         elif md.bootstrapped:
-            log.error("%s", _conflict_message(md, self._me))
+            log.error("%s", conflict_message(md, self._me))
 
     @property
     def _me(self) -> Member:
@@ -298,7 +301,7 @@ class Node:
         md = self._metadata()
         state = membership_of(md, self._me)
         if state == "id_conflict":
-            raise NotReady(_conflict_message(md, self._me), retry_after=5.0)
+            raise NotReady(conflict_message(md, self._me), retry_after=5.0)
         fenced = dict(self.driver.fenced)  # groups stopped here by a failure (docs/raft.md)
         status = "joining" if state != "member" else "degraded" if fenced else "ok"
         found = {"status": status, "node": self.config.node_id, "member": state == "member"}
@@ -376,21 +379,13 @@ class Node:
         await self.transfers.stop()
         await self.raft_moves.stop()
         await self.disowned.stop()
+        await self.switches.stop()
         await self.coordinator.close()
         await self.transport.close()
         await asyncio.to_thread(self.driver.stop)
         await self.sizes.stop()
         self.engine.close()
         log.info("node %s stopped", self.config.node_id)
-
-
-def _conflict_message(md: Metadata, me: Member) -> str:
-    listed = md.member(me.id)
-    return (
-        f"node id {me.id!r} is a member at http={listed.http if listed else None} "
-        f"raft={listed.raft if listed else None}, but this node advertises http={me.http} "
-        f"raft={me.raft}: another node's identity (use a new node id)"
-    )
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

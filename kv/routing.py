@@ -60,6 +60,10 @@ class KeyRequest:
     key: str
     route: Route
     timeout_s: float
+    # the keyspace is switching to linearizable: `keyspace` is its target configuration,
+    # and the Raft groups refuse the request until its partition is migrated (the guard,
+    # docs/mode_switch.md)
+    guard: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,11 +121,23 @@ def keyspace(md: Metadata, name: str) -> KeyspaceConfig:
     return ks
 
 
+def serving(md: Metadata, name: str) -> tuple[KeyspaceConfig, bool]:
+    """The configuration requests of keyspace `name` are routed by, and whether they are
+    guarded: while it switches to linearizable, its target's (docs/mode_switch.md)."""
+    ks = keyspace(md, name)
+    switch = md.switch(name)
+    if switch is None or switch.cancelling or switch.uid != ks.uid:
+        return ks, False
+    if switch.target.consistency != "linearizable":
+        return ks, False
+    return switch.target, True
+
+
 def locate(md: Metadata, name: str, key: str, timeout_s: float) -> KeyRequest:
     """Keyspace, key and route: what every key request starts from."""
-    ks = keyspace(md, name)
+    ks, guard = serving(md, name)
     check_key(key)
-    return KeyRequest(ks, key, place(md, ks, key), timeout_s)
+    return KeyRequest(ks, key, place(md, ks, key), timeout_s, guard)
 
 
 def get_request(md: Metadata, name: str, key: str, opts: Options) -> GetRequest:
@@ -154,6 +170,7 @@ def _fields(base: KeyRequest) -> dict[str, Any]:
         "key": base.key,
         "route": base.route,
         "timeout_s": base.timeout_s,
+        "guard": base.guard,
     }
 
 

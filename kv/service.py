@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from kv import auth, plan, routing
+from kv import auth, plan, routing, switch
 from kv.errors import (
     InvalidRequest,
     KeyNotFound,
@@ -45,6 +45,10 @@ from kv.sizes import Size
 # The sizes of moving partitions, asked of their owners (kv/sizer.py `PlanSizer`); a
 # partition left out is unknown.
 Sizer = Callable[[Metadata, Iterable[MoveKey]], Awaitable[Mapping[MoveKey, Size]]]
+# The keys of an eventual keyspace holding siblings (up to a limit) and their count
+# (kv/node_switch.py): the `refuse` policy's check before a switch starts.
+Conflicts = Callable[[Metadata, KeyspaceConfig, int, float], Awaitable[tuple[list[str], int]]]
+MAX_LISTED_CONFLICTS = 100
 
 
 class MetaStore(Protocol):
@@ -83,7 +87,9 @@ class Service:
         modes: dict[str, KeyOps],
         cluster_info: Callable[[], dict[str, Any]],
         sizer: Sizer | None = None,
+        conflicts: Conflicts | None = None,
     ) -> None:
+        self._conflicts = conflicts  # an eventual keyspace's keys with siblings (a switch)
         self._meta = meta
         self._modes = modes
         self.cluster_info = cluster_info
@@ -122,27 +128,68 @@ class Service:
         self._confirmed = True
         return self.metadata()
 
-    async def describe_keyspace(self, name: str, timeout: float) -> KeyspaceConfig:
-        return routing.keyspace(await self.current(name, timeout), name)
+    async def describe_keyspace(self, name: str, timeout: float) -> dict[str, Any]:
+        """`GET /v1/keyspaces/{name}`: its configuration and, while it switches
+        consistency, the switch's progress (docs/mode_switch.md)."""
+        md = await self.current(name, timeout)
+        return _described(md, routing.keyspace(md, name))
 
     def list_keyspaces(self) -> list[dict[str, Any]]:
-        return [k.to_wire() for k in self.metadata().keyspaces]
+        md = self.metadata()
+        return [_described(md, k) for k in md.keyspaces]
 
     async def put_keyspace(
         self, name: str, body: Any, timeout: float
     ) -> tuple[str, dict[str, Any]]:
         md = self.metadata()
-        config = parse_keyspace(name, body, len(md.members))
+        policy = body.get("siblings") if isinstance(body, dict) else None
+        fields = {k: v for k, v in body.items() if k != "siblings"} if policy else body
+        config = parse_keyspace(name, fields, len(md.members))
         if config.consistency not in self._modes:
             raise NotImplementedYet(
                 f"{config.consistency} keyspaces are not available in this build"
             )
+        have = md.keyspace(name)
+        if have is not None and have.consistency != config.consistency:
+            return await self._start_switch(md, config, policy, timeout)
+        if policy is not None:
+            raise InvalidRequest("siblings", "applies only to switching a keyspace's consistency")
         change = {"type": "put_keyspace", "keyspace": config.to_dict()}
         outcome = await self._meta.change(change, timeout)
         _raise_refused(outcome)
         ks = self.keyspace(name)
         await self._modes[ks.consistency].prepare(self.metadata(), ks, timeout)
         return outcome["status"], ks.to_wire()
+
+    async def _start_switch(
+        self, md: Metadata, target: KeyspaceConfig, policy: Any, timeout: float
+    ) -> tuple[str, dict[str, Any]]:
+        """A consistency change of an existing keyspace starts a live switch."""
+        if target.consistency != "linearizable":
+            raise NotImplementedYet(
+                "switching a linearizable keyspace to eventual is not built yet "
+                "(docs/mode_switch.md)"
+            )
+        policy = "refuse" if policy is None else policy
+        if policy not in switch.POLICIES:
+            raise InvalidRequest("siblings", f"must be one of {switch.POLICIES}, got {policy!r}")
+        if policy == "lww":
+            raise NotImplementedYet("siblings policy 'lww' needs per-version write times")
+        source = routing.keyspace(md, target.name)
+        if policy == "refuse" and self._conflicts is not None and md.switch(source.name) is None:
+            keys, count = await self._conflicts(md, source, MAX_LISTED_CONFLICTS, timeout)
+            if count:
+                raise KeyspaceConflict(
+                    f"{count} keys of {source.name!r} hold siblings and the siblings policy "
+                    "is 'refuse': resolve them (read, write back with the context) or choose "
+                    "'merge-json-list'",
+                    keys=keys,
+                    count=count,
+                )
+        change = {"type": "start_switch", "target": target.to_dict(), "policy": policy}
+        _raise_refused(await self._meta.change(change, timeout))
+        md = self.metadata()
+        return "switching", _described(md, routing.keyspace(md, target.name))
 
     async def delete_keyspace(self, name: str, timeout: float) -> None:
         await self.describe_keyspace(name, timeout)
@@ -265,6 +312,13 @@ def _changes(body: Any) -> list[plan.Change]:
     if not isinstance(raw, list):
         raise InvalidRequest("changes", "must be a list of {kind, node, member?, force?}")
     return [plan.Change.from_wire(c) for c in raw]
+
+
+def _described(md: Metadata, ks: KeyspaceConfig) -> dict[str, Any]:
+    record = md.switch(ks.name)
+    if record is None or record.uid != ks.uid:
+        return ks.to_wire()
+    return {**ks.to_wire(), "switch": record.progress(md.partitions)}
 
 
 def _raise_refused(outcome: dict[str, Any]) -> None:

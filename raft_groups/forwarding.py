@@ -52,7 +52,9 @@ class Forwarded:
         return Forwarded("delete", *_where(req), if_version=req.if_version, request_id=request_id)
 
     def get_request(self, base: KeyRequest) -> GetRequest:
-        return GetRequest(base.keyspace, base.key, base.route, base.timeout_s, stale=self.stale)
+        return GetRequest(
+            base.keyspace, base.key, base.route, base.timeout_s, base.guard, stale=self.stale
+        )
 
     def put_request(self, base: KeyRequest) -> PutRequest:
         return PutRequest(
@@ -60,6 +62,7 @@ class Forwarded:
             base.key,
             base.route,
             base.timeout_s,
+            base.guard,
             value=self.value,
             if_version=self.if_version,
             request_id=self.request_id,
@@ -71,6 +74,7 @@ class Forwarded:
             base.key,
             base.route,
             base.timeout_s,
+            base.guard,
             if_version=self.if_version,
             request_id=self.request_id,
         )

@@ -43,7 +43,7 @@ from kv.transport import Transport
 from raft_groups import state_machine
 from raft_groups.commands import Command
 from raft_groups.forwarding import LIN_FORWARD, Forwarded, ForwardReply
-from raft_groups.manager import RaftGroups
+from raft_groups.manager import MIGRATING, RaftGroups
 from raft_groups.placement import GroupSpec
 
 
@@ -66,6 +66,8 @@ def render_write(result: dict[str, Any] | None) -> dict[str, Any]:
         raise ConditionFailed(int(result["current_version"]))
     if result.get("code") == "request_id_conflict":
         raise RequestIdConflict(str(result["message"]))
+    if result.get("code") == "not_migrated":
+        raise NotReady(MIGRATING, retry_after=0.2)
     raise InvalidRequest("command", str(result.get("message", result)))
 
 
@@ -90,7 +92,9 @@ class LinearizableKeys:
         spec = GroupSpec.of(req)
         if self._self_id not in spec.members:
             return await self._forward(spec, Forwarded.of_get(req))
-        found = await self._groups.read(spec, req.keyspace.uid, req.key, req.timeout_s, req.stale)
+        found = await self._groups.read(
+            spec, req.keyspace.uid, req.key, req.timeout_s, req.stale, req.guard
+        )
         if found is None:
             raise KeyNotFound(f"key {req.key!r} not found", key=req.key, version=0)
         value, version = found
@@ -111,6 +115,7 @@ class LinearizableKeys:
             value=req.value,
             if_version=req.if_version,
             request_id=rid,
+            guard=req.guard,
         )
         return await self._propose(spec, command, req.timeout_s)
 
@@ -125,6 +130,7 @@ class LinearizableKeys:
             key=req.key,
             if_version=req.if_version,
             request_id=rid,
+            guard=req.guard,
         )
         return await self._propose(spec, command, req.timeout_s)
 
@@ -185,7 +191,9 @@ class LinearizableKeys:
         ks = md.keyspace(fwd.keyspace)
         if ks is None or ks.uid != fwd.uid:
             raise KeyspaceNotFound(fwd.keyspace)
-        base = routing.KeyRequest(ks, fwd.key, routing.place(md, ks, fwd.key), fwd.timeout_s)
+        base = routing.locate(md, fwd.keyspace, fwd.key, fwd.timeout_s)
+        if base.route.mode != "linearizable":  # its switch was cancelled here, or is older
+            raise NotReady("this node routes the keyspace elsewhere now", retry_after=0.2)
         if self._self_id not in base.route.replicas:
             raise NotReady(
                 "forwarded to a node outside the group (metadata changing)", retry_after=0.2

@@ -32,6 +32,13 @@ from raft_groups.syncobj_adapter import GroupSettings, RaftDriver, RaftGroup, Ra
 log = logging.getLogger(__name__)
 
 
+# a guarded request (docs/mode_switch.md) before its partition's data is migrated
+MIGRATING = (
+    "the keyspace is switching to linearizable and this key's partition is being migrated; "
+    "retry (nothing was applied)"
+)
+
+
 class LinearizableMachine:
     """The StateMachine pysyncobj drives: pure `state_machine.apply` + one LevelDB batch."""
 
@@ -270,11 +277,15 @@ class RaftGroups:
         return result
 
     async def read(
-        self, spec: GroupSpec, uid: int, key: str, timeout: float, stale: bool
+        self, spec: GroupSpec, uid: int, key: str, timeout: float, stale: bool, guard: bool = False
     ) -> tuple[Any, int] | None:
+        """`guard`: the keyspace switches to linearizable (docs/mode_switch.md): its data
+        of this partition must be migrated before a read may answer."""
         hosted = self.hosted(spec)
         if not stale:
             await hosted.barriers.passed(timeout, "read barrier (no quorum?)")
+        if guard and not state_machine.migrated(self._engine, spec.number, uid):
+            raise NotReady(MIGRATING, retry_after=0.2)
         return state_machine.read(self._engine, spec.number, uid, key)
 
     async def close(self) -> None:

@@ -53,7 +53,11 @@ class GroupSpec:
 
 
 def replication_factors(md: Metadata) -> list[int]:
-    return sorted({k.replication for k in md.keyspaces if k.consistency == "linearizable"})
+    """Those of linearizable keyspaces, and of switches to linearizable (their groups run
+    from the switch's commit, docs/mode_switch.md)."""
+    factors = {k.replication for k in md.keyspaces if k.consistency == "linearizable"}
+    targets = (s.target for s in md.switches if s.target.consistency == "linearizable")
+    return sorted(factors | {t.replication for t in targets})
 
 
 def hosted_groups(md: Metadata, node_id: str) -> dict[str, GroupSpec]:

@@ -158,7 +158,7 @@ async def list_keyspaces(request: web.Request) -> web.Response:
 
 async def get_keyspace(request: web.Request) -> web.Response:
     service, name = request.app[SERVICE], request.match_info["ks"]
-    return _json((await service.describe_keyspace(name, options(request).timeout_s)).to_wire())
+    return _json(await service.describe_keyspace(name, options(request).timeout_s))
 
 
 async def put_keyspace(request: web.Request) -> web.Response:
@@ -166,7 +166,7 @@ async def put_keyspace(request: web.Request) -> web.Response:
     status, config = await request.app[SERVICE].put_keyspace(
         request.match_info["ks"], body, options(request).timeout_s
     )
-    return _json(config, 201 if status == "created" else 200)
+    return _json(config, {"created": 201, "switching": 202}.get(status, 200))
 
 
 async def delete_keyspace(request: web.Request) -> web.Response:

@@ -400,19 +400,17 @@ def test_unknown_route_and_method_use_the_error_shape(api: Api, ks: str) -> None
 
 
 # ------------------------------------------------------------------ 409
-@pytest.mark.parametrize(
-    ("first", "then"),
-    [(EVENTUAL_1, LINEARIZABLE_1), (LINEARIZABLE_1, EVENTUAL_1)],
-    ids=["eventual-to-linearizable", "linearizable-to-eventual"],
-)
-def test_keyspace_conflict_is_409(
-    api: Api, make_keyspace: KeyspaceFactory, first: dict[str, Any], then: dict[str, Any]
+def test_a_consistency_change_starts_a_switch_or_says_why_it_cannot(
+    api: Api, make_keyspace: KeyspaceFactory
 ) -> None:
-    # One node pins replication to 1, so consistency is the only fixed field that can differ.
-    name = make_keyspace(**first)
-    reply = api.put(f"/v1/keyspaces/{name}", then)
-    assert_error(reply, 409, "keyspace_conflict", "consistency", name)
-    assert api.get(f"/v1/keyspaces/{name}").json()["consistency"] == first["consistency"]
+    """Issue 12 (docs/mode_switch.md): eventual → linearizable starts a live switch (202);
+    linearizable → eventual is not built yet (501), and changes nothing."""
+    name = make_keyspace(**EVENTUAL_1)
+    reply = api.put(f"/v1/keyspaces/{name}", LINEARIZABLE_1)
+    assert reply.status == 202 and reply.json()["switch"]["to"] == "linearizable", reply
+    name = make_keyspace(**LINEARIZABLE_1)
+    assert_error(api.put(f"/v1/keyspaces/{name}", EVENTUAL_1), 501, "not_implemented")
+    assert api.get(f"/v1/keyspaces/{name}").json()["consistency"] == "linearizable"
 
 
 def test_sibling_limit_is_409(api: Api, make_keyspace: KeyspaceFactory) -> None:

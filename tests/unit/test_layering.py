@@ -96,7 +96,7 @@ ONE_IMPORTER = {
     "click": ("kvctl/cli.py", "kvctl/cli_*.py"),  # the operator CLI's commands
     "orjson": ("kv/json_codec.py",),  # JSON bytes stored and sent
 }
-COMPOSITION_ROOT = ("kv/node.py", "kv/__main__.py")
+COMPOSITION_ROOT = ("kv/node.py", "kv/node_switch.py", "kv/__main__.py")
 OPS_MUST_NOT_IMPORT = (
     "kv/leveldb.py",
     "kv/node.py",

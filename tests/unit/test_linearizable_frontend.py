@@ -69,7 +69,7 @@ class Groups:
         return {"ok": True, "version": version + 1}
 
     async def read(
-        self, spec: GroupSpec, uid: int, key: str, timeout: float, stale: bool
+        self, spec: GroupSpec, uid: int, key: str, timeout: float, stale: bool, guard: bool = False
     ) -> tuple[Any, int] | None:
         return self.data.get(key)
 

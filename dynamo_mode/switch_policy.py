@@ -1,0 +1,63 @@
+"""What an eventual key becomes when its keyspace switches to linearizable (issue 12,
+docs/mode_switch.md): one value, or absent. Pure.
+
+The versions of every member are merged first (`siblings.reconcile`, the same CRDT merge
+as replication), so a version some member has seen superseded is gone. Then:
+
+- one version left: its value — or absent, if it is a tombstone;
+- several (siblings: concurrent writes, a tombstone among them too) — the policy decides:
+  `refuse`: the key is a conflict (the switch stops, listing such keys);
+  `merge-json-list`: the union of the live values when every one is a JSON list (in the
+  order of first appearance, each distinct element once; tombstones add nothing), else a
+  conflict; `lww` needs each version's write time, which versions do not record yet: a
+  conflict too (kv/switch.py refuses the policy before any switch starts).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from dynamo_mode import siblings
+from dynamo_mode.siblings import Version
+
+
+class Conflict(ValueError):
+    """The key's siblings cannot become one value under the policy."""
+
+
+ABSENT: tuple[bool, Any] = (False, None)
+
+
+def resolve(versions: Iterable[Version], policy: str) -> tuple[bool, Any]:
+    """(present, value) of a key's merged versions under `policy`; Conflict if none."""
+    merged = siblings.reconcile(versions)
+    if not merged:
+        return ABSENT
+    if len(merged) == 1:
+        only = merged[0]
+        return ABSENT if only.deleted else (True, only.value)
+    if policy == "merge-json-list":
+        return _merge_lists([v.value for v in merged if not v.deleted], len(merged))
+    raise Conflict(f"{len(merged)} siblings and policy {policy!r}")
+
+
+def _merge_lists(values: list[Any], count: int) -> tuple[bool, Any]:
+    if not values:
+        return ABSENT  # concurrent deletes only
+    if not all(isinstance(v, list) for v in values):
+        raise Conflict(f"{count} siblings, not all JSON lists (merge-json-list)")
+    seen: set[str] = set()
+    union: list[Any] = []
+    for value in sorted(values, key=_canonical):  # the same order on every node
+        for item in value:
+            text = _canonical(item)
+            if text not in seen:
+                seen.add(text)
+                union.append(item)
+    return True, union
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,92 @@
+"""The composition of a consistency switch (docs/mode_switch.md): the eventual side's fence
+and scan and the Raft side's `migrate`, wired into kv/switch_migrator.py. Part of the
+composition root (with kv/node.py): the one place besides it that sees both modes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from dynamo_mode import siblings, switch_policy
+from dynamo_mode.messages import PART_SCAN, SWITCH_SCAN, ScanRequest, SwitchScanRequest
+from kv import routing
+from kv.errors import Retryable
+from kv.keyspace import KeyspaceConfig
+from kv.meta import Metadata
+from kv.service import Conflicts
+from kv.switch import Switch
+from kv.switch_migrator import SwitchMigrator
+from raft_groups.commands import Command
+from raft_groups.placement import GroupSpec
+
+if TYPE_CHECKING:
+    from kv.node import Node
+
+
+def frozen(metadata: Callable[[], Metadata]) -> Callable[[int], bool]:
+    """Whether this node's metadata fences keyspace `uid`'s eventual copies: it switches
+    to linearizable (and is not being cancelled)."""
+
+    def check(uid: int) -> bool:
+        return any(
+            s.uid == uid and s.target.consistency == "linearizable" and not s.cancelling
+            for s in metadata().switches
+        )
+
+    return check
+
+
+def migrator(node: Node, metadata: Callable[[], Metadata]) -> SwitchMigrator:
+    cfg = node.config
+    timeout = 5 * cfg.request_timeout_s
+
+    async def scan(
+        member: str, partition: int, uid: int, since: int, after: str | None, limit: int
+    ) -> tuple[list[Any], bool]:
+        request = SwitchScanRequest(ScanRequest(partition, uid, after, limit), since)
+        batch = await node.transport.call(member, SWITCH_SCAN, request, timeout)
+        return list(batch.items), batch.done
+
+    def resolve(versions: Sequence[Any], policy: str) -> tuple[bool, Any]:
+        return switch_policy.resolve(versions, policy)
+
+    async def migrate(
+        md: Metadata, switch: Switch, partition: int, items: list[tuple[str, Any]], mark: bool
+    ) -> None:
+        n = switch.target.replication
+        spec = GroupSpec(partition, n, routing.replicas(md, "linearizable", partition, n))
+        command = Command("migrate", switch.uid, "", items=tuple(items), mark=mark)
+        result = await node.groups.propose(spec, command, timeout)
+        if not result.get("ok"):
+            raise Retryable(f"migrate of partition {partition} refused: {result}")
+
+    return SwitchMigrator(cfg.node_id, metadata, scan, resolve, migrate, node.propose)
+
+
+def conflicts(node: Node) -> Conflicts:
+    """The keys of an eventual keyspace that hold siblings once every replica's versions
+    are merged (up to `limit` of them) and how many: what the `refuse` policy refuses a
+    switch for before it starts (issue 12). Reads every partition from each replica."""
+
+    async def scan(md: Metadata, ks: KeyspaceConfig, limit: int, timeout: float) -> Any:
+        found: list[str] = []
+        count = 0
+        for partition in range(md.partitions):
+            versions: dict[str, list[Any]] = {}
+            for owner in routing.replicas(md, "eventual", partition, ks.replication):
+                after: str | None = None
+                while True:
+                    request = ScanRequest(partition, ks.uid, after, 1000)
+                    batch = await node.transport.call(owner, PART_SCAN, request, timeout)
+                    for key, vs in batch.items:
+                        versions.setdefault(key, []).extend(vs)
+                    if batch.done or not batch.items:
+                        break
+                    after = batch.items[-1][0]
+            for key in sorted(versions):
+                if len(siblings.reconcile(versions[key])) > 1:
+                    count += 1
+                    found += [key] if len(found) < limit else []
+        return found, count
+
+    return scan

@@ -1,0 +1,152 @@
+"""Drives switches to linearizable (docs/mode_switch.md) on this node: for each partition
+of a switching keyspace whose target Raft group this node leads the preference list of,
+read every member's versions (they answer only once they hold the switch, and take no
+eventual write of it from then on: the fence), resolve each key by the policy, propose
+the `migrate` commands, report the partition; when every partition is done, finish.
+
+The mode-specific steps are injected (kv/node_switch.py wires them), so this module holds
+only the order of things. Every step is idempotent — a partition migrated twice changes
+nothing the second time (the state machine's mark), reports are deduplicated by the meta
+group — so a node that restarts mid-switch simply runs the round again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kv import routing
+from kv.errors import KvError
+from kv.meta import Metadata
+from kv.periodic import Periodic
+from kv.switch import Switch
+
+log = logging.getLogger(__name__)
+
+# (member, partition, uid, since, after, limit) -> ([(key, versions)], done)
+Scan = Callable[[str, int, int, int, str | None, int], Awaitable[tuple[list[Any], bool]]]
+# (key's versions from every member, policy) -> (present, value); ValueError: a conflict
+Resolve = Callable[[Sequence[Any], str], tuple[bool, Any]]
+# (metadata, switch, partition, items, mark) -> None: one `migrate` command, committed
+Migrate = Callable[[Metadata, Switch, int, list[tuple[str, Any]], bool], Awaitable[None]]
+Change = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+SCAN_LIMIT = 1000
+ITEMS_PER_COMMAND = 200  # values up to 1 MiB each: a few of them fill an entry already
+BYTES_PER_COMMAND = 4 << 20
+
+
+@dataclass
+class Progress:
+    keys: int = 0  # keys migrated so far by this node
+    conflicts: list[str] = field(default_factory=list)  # keys the policy could not resolve
+    error: str = ""
+
+
+class SwitchMigrator(Periodic):
+    def __init__(
+        self,
+        node_id: str,
+        metadata: Callable[[], Metadata],
+        scan: Scan,
+        resolve: Resolve,
+        migrate: Migrate,
+        change: Change,
+        interval: float = 0.5,
+    ) -> None:
+        super().__init__("switch migrator", interval, self.round_once)
+        self.node_id = node_id
+        self.metadata = metadata
+        self._scan, self._resolve, self._migrate, self._change = scan, resolve, migrate, change
+        self.progress: dict[str, Progress] = {}  # by keyspace
+
+    async def round_once(self) -> int:
+        """Migrate what this node should of every switch to linearizable; finish those
+        complete. Returns how many partitions it migrated."""
+        md, migrated = self.metadata(), 0
+        for switch in md.switches:
+            if switch.cancelling or switch.target.consistency != "linearizable":
+                continue  # the way back and linearizable → eventual: not built yet
+            for partition in self._mine(md, switch):
+                migrated += await self._partition(md, switch, partition)
+            if len(switch.done) == md.partitions:
+                await self._change(_naming(switch, "finish_switch"))
+        return migrated
+
+    def _mine(self, md: Metadata, switch: Switch) -> list[int]:
+        n = switch.target.replication
+        return [
+            p
+            for p in range(md.partitions)
+            if p not in switch.done
+            and routing.replicas(md, "linearizable", p, n)[:1] == (self.node_id,)
+        ]
+
+    async def _partition(self, md: Metadata, switch: Switch, partition: int) -> int:
+        prog = self.progress.setdefault(switch.keyspace, Progress())
+        try:
+            items, conflicts = await self._read(md, switch, partition)
+            if conflicts:
+                prog.conflicts = sorted({*prog.conflicts, *conflicts})[:100]
+                prog.error = f"{len(conflicts)} keys of partition {partition} in conflict"
+                log.error("switch of %s: %s", switch.keyspace, prog.error)
+                return 0
+            for chunk in _chunks(items):
+                await self._migrate(md, switch, partition, chunk, False)
+            await self._migrate(md, switch, partition, [], True)
+            change = {**_naming(switch, "switch_partition_done"), "partition": partition}
+            await self._change(change)
+        except KvError as exc:  # a member not caught up, no leader yet: the next round
+            prog.error = f"partition {partition}: {exc.message}"
+            log.info("switch of %s: %s", switch.keyspace, prog.error)
+            return 0
+        prog.keys += len(items)
+        return 1
+
+    async def _read(
+        self, md: Metadata, switch: Switch, partition: int
+    ) -> tuple[list[tuple[str, Any]], list[str]]:
+        """Every member's versions (replicas and hints: more than R = N), merged per key
+        and resolved; the keys the policy cannot resolve."""
+        versions: dict[str, list[Any]] = {}
+        for member in md.members:
+            after: str | None = None
+            while True:
+                batch, done = await self._scan(
+                    member.id, partition, switch.uid, switch.since, after, SCAN_LIMIT
+                )
+                for key, vs in batch:
+                    versions.setdefault(key, []).extend(vs)
+                if done or not batch:
+                    break
+                after = batch[-1][0]
+        items, conflicts = [], []
+        for key in sorted(versions):
+            try:
+                present, value = self._resolve(versions[key], switch.policy)
+            except ValueError:
+                conflicts.append(key)
+                continue
+            if present:
+                items.append((key, value))
+        return items, conflicts
+
+
+def _naming(switch: Switch, kind: str) -> dict[str, Any]:
+    return {"type": kind, "keyspace": switch.keyspace, "uid": switch.uid}
+
+
+def _chunks(items: list[tuple[str, Any]]) -> list[list[tuple[str, Any]]]:
+    """Items in commands of at most ITEMS_PER_COMMAND items and about BYTES_PER_COMMAND."""
+    out: list[list[tuple[str, Any]]] = [[]]
+    size = 0
+    for key, value in items:
+        weight = len(key) + len(repr(value))
+        if out[-1] and (len(out[-1]) >= ITEMS_PER_COMMAND or size + weight > BYTES_PER_COMMAND):
+            out.append([])
+            size = 0
+        out[-1].append((key, value))
+        size += weight
+    return [chunk for chunk in out if chunk]

@@ -1,0 +1,116 @@
+"""A live switch of an eventual keyspace to linearizable on a real node (issue 12,
+docs/mode_switch.md): `PUT /v1/keyspaces/KS` with the other consistency starts it (202),
+`GET` shows its progress, the data written before is readable and writable through the
+Raft groups afterwards, and bad input changes nothing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import (
+    Api,
+    api_of,
+    create_keyspace,
+    key_path,
+    running,
+    single_node_config,
+)
+
+DEADLINE_S = 60.0
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    with running([single_node_config(tmp_path / "n1")]) as nodes:
+        yield api_of(nodes["n1"])
+
+
+def _wait_switched(api: Api, name: str) -> dict[str, Any]:
+    end = time.monotonic() + DEADLINE_S
+    while True:
+        ks = api.get(f"/v1/keyspaces/{name}").json()
+        if ks["consistency"] == "linearizable" and "switch" not in ks:
+            return dict(ks)
+        assert time.monotonic() < end, f"switch not done: {ks}"
+        time.sleep(0.1)
+
+
+def _retrying(call: Any, deadline_s: float = DEADLINE_S) -> Any:
+    """A request again while it is a retryable 503 (a partition being migrated)."""
+    end = time.monotonic() + deadline_s
+    while True:
+        reply = call()
+        if reply.status != 503 or time.monotonic() > end:
+            return reply
+        time.sleep(0.05)
+
+
+def test_eventual_to_linearizable_keeps_every_value_and_serves_through_raft(api: Api) -> None:
+    create_keyspace(api, "carts", {"consistency": "eventual", "replication": 1})
+    for i in range(40):
+        assert api.put(key_path("carts", f"k{i}"), {"value": {"n": i}}).status == 200
+    assert api.delete(key_path("carts", "k0")).status in (200, 204)
+    started = api.put("/v1/keyspaces/carts", {"consistency": "linearizable", "replication": 1})
+    assert started.status == 202, started
+    assert started.json()["switch"]["to"] == "linearizable"
+    after = _retrying(lambda: api.put(key_path("carts", "k1"), {"value": "after"}))
+    assert after.status == 200 and after.json()["version"] == 2  # migrated v1, then this
+    final = _wait_switched(api, "carts")
+    assert final["replication"] == 1
+    for i in range(2, 40):
+        got = _retrying(lambda i=i: api.get(key_path("carts", f"k{i}")))
+        assert got.status == 200 and got.json()["value"] == {"n": i}, got
+        assert got.json()["version"] == 1
+    assert api.get(key_path("carts", "k1")).json()["value"] == "after"
+    assert api.get(key_path("carts", "k0")).status == 404  # the tombstone: absent
+    cas = api.put(key_path("carts", "k2"), {"value": "cas", "if_version": 1})
+    assert cas.status == 200 and cas.json()["version"] == 2
+
+
+def test_siblings_merge_as_json_lists(api: Api) -> None:
+    create_keyspace(api, "lists", {"consistency": "eventual", "replication": 1})
+    for item in ([1, 2], [2, 3]):  # blind writes: concurrent siblings
+        assert api.put(key_path("lists", "k"), {"value": item}).status == 200
+    assert len(api.get(key_path("lists", "k")).json()["siblings"]) == 2
+    body = {"consistency": "linearizable", "replication": 1, "siblings": "merge-json-list"}
+    assert api.put("/v1/keyspaces/lists", body).status == 202
+    _wait_switched(api, "lists")
+    got = _retrying(lambda: api.get(key_path("lists", "k")))
+    assert got.json()["value"] == [1, 2, 3]
+
+
+def test_refuse_lists_the_keys_with_siblings_and_changes_nothing(api: Api) -> None:
+    create_keyspace(api, "refusing", {"consistency": "eventual", "replication": 1})
+    for value in ("a", "b"):
+        assert api.put(key_path("refusing", "twice"), {"value": value}).status == 200
+    assert api.put(key_path("refusing", "once"), {"value": 1}).status == 200
+    before = api.get("/v1/keyspaces/refusing").json()
+    reply = api.put("/v1/keyspaces/refusing", {"consistency": "linearizable", "replication": 1})
+    assert reply.status == 409, reply
+    error = reply.json()["error"]
+    assert error["code"] == "keyspace_conflict" and error["keys"] == ["twice"]
+    assert error["count"] == 1 and "refuse" in error["message"]
+    assert api.get("/v1/keyspaces/refusing").json() == before
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"consistency": "linearizable", "replication": 1, "siblings": "newest"}, 400, "siblings"),
+        ({"consistency": "linearizable", "replication": 3}, 400, "replication"),
+        ({"consistency": "eventual", "replication": 1, "siblings": "lww"}, 400, "siblings"),
+    ],
+)
+def test_bad_switches_are_4xx_and_change_nothing(
+    api: Api, body: dict[str, Any], status: int, field: str
+) -> None:
+    create_keyspace(api, "ev", {"consistency": "eventual", "replication": 1})
+    before = api.get("/v1/keyspaces/ev").json()
+    reply = api.put("/v1/keyspaces/ev", body)
+    assert reply.status == status and reply.json()["error"]["field"] == field, reply
+    assert api.get("/v1/keyspaces/ev").json() == before
