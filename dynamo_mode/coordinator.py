@@ -103,6 +103,8 @@ class DynamoCoordinator:
         self._transport = transport
         self._is_alive = is_alive
         self._background: set[asyncio.Task[Any]] = set()
+        self.read_repairs = 0  # replicas sent the merged result after a read, since start
+        self.siblings_seen: dict[int, int] = {}  # live versions of a found key → reads
 
     # ------------------------------------------------------------------ GET
     async def get(self, where: Placement, r: int, timeout: float, pr: int = 0) -> ReadResult:
@@ -124,7 +126,10 @@ class DynamoCoordinator:
             )
         result = acc.result()
         self._track(asyncio.ensure_future(self._read_repair(where, acc, calls, timeout)))
-        return ReadResult(result, siblings.join_full(result))
+        read = ReadResult(result, siblings.join_full(result))
+        if found := len(read.live):
+            self.siblings_seen[found] = self.siblings_seen.get(found, 0) + 1
+        return read
 
     async def _read(
         self, where: Placement, acc: ReadQuorum, need: int, timeout: float
@@ -184,6 +189,8 @@ class DynamoCoordinator:
                 await self._store(node, where.ref, merged, timeout)
             except KvError as exc:
                 log.debug("read repair of %s on %s failed: %s", where.ref, node, exc)
+            else:
+                self.read_repairs += 1
 
     # ------------------------------------------------------------------ PUT / DELETE
     async def put(

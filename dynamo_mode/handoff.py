@@ -73,6 +73,7 @@ class Handoff:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     reports: list[DeliveryReport] = field(default_factory=list)
     delivered: int = 0  # hints acknowledged by their owners since start
+    delivered_to: dict[str, int] = field(default_factory=dict)  # the same, by owner
     skipped: int = 0  # deliveries refused by their owners since start (each round counts)
     _loop: Periodic | None = None
     _resume: dict[str, KeyRef] = field(default_factory=dict)  # owner → last hint visited
@@ -121,6 +122,7 @@ class Handoff:
                 self._resume[owner] = found[-1][0]
         report = DeliveryReport(self.clock(), owner, delivered, dropped, failure, skipped)
         self.delivered += delivered
+        self.delivered_to[owner] = self.delivered_to.get(owner, 0) + delivered
         self.skipped += skipped
         self.reports = [*self.reports[-99:], report]
         return report

@@ -80,6 +80,7 @@ class Transfers:
     keys_per_s: float = 0.0  # copy at most this many keys a second (0: no limit)
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     progress: dict[MoveKey, Progress] = field(default_factory=dict)
+    bytes_moved: int = 0  # bytes copied by every transfer since start (docs/metrics.md)
     _loop: Periodic | None = None
 
     def start(self) -> None:
@@ -155,7 +156,9 @@ class Transfers:
             for key, versions in got.items:
                 ref = KeyRef(partition, uid, key)
                 self.replica.store(ref, versions)
-                prog.bytes_copied += len(ref.storage_key()) + len(encode_versions(versions))
+                size = len(ref.storage_key()) + len(encode_versions(versions))
+                prog.bytes_copied += size
+                self.bytes_moved += size
                 after = key
             prog.keys_copied += len(got.items)
             done = got.done

@@ -43,6 +43,7 @@ from kv.config_load import read_secret_file
 from kv.errors import NotReady
 from kv.group_commit import GroupCommit
 from kv.http.app import NODE_STATE, Server, make_app
+from kv.http.metrics import METRICS
 from kv.internode import OpTable
 from kv.keys import context_key, internode_key
 from kv.leveldb import LevelDBEngine
@@ -50,6 +51,7 @@ from kv.meta import Member, Metadata
 from kv.meta_ops import META_JOIN, MetaJoin, Role, conflict_message, membership_of
 from kv.meta_reader import MetaReader, MetaServer
 from kv.meta_role import MetaRole
+from kv.metrics import NodeMetrics
 from kv.service import KeyOps, Service
 from kv.sizer import PlanSizer, SizeServer
 from kv.tally import TalliedEngine
@@ -102,12 +104,12 @@ class Node:
         limits = cfg.server_limits
         app = make_app(self.service, self.internode, cfg.request_timeout_s, cfg.auth, limits)
         app[NODE_STATE] = self.node_state
+        app[METRICS] = NodeMetrics(self)  # read at each scrape (docs/metrics.md)
         api_tls = tls.server_context(files, peers_only=False) if files else None
         self._server = await Server.listen(app, cfg.listen, limits, api_tls)
         loops = (self.peers, self.anti_entropy, self.handoff, self.reaper, self.transfers)
-        for loop in (*loops, self.disowned, self.voters, self.switches):
+        for loop in (*loops, self.disowned, self.voters, self.raft_moves, self.switches):
             loop.start()
-        self.raft_moves.start()
         if cfg.founder and self.meta.group is not None:
             self._bootstrap_task = asyncio.ensure_future(self._bootstrap(self.meta.group))
         scheme = "https" if files else "http"
@@ -372,14 +374,9 @@ class Node:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.peers.stop()
-        await self.anti_entropy.stop()
-        await self.handoff.stop()
-        await self.reaper.stop()
-        await self.transfers.stop()
-        await self.raft_moves.stop()
-        await self.disowned.stop()
-        await self.switches.stop()
+        loops = (self.peers, self.anti_entropy, self.handoff, self.reaper, self.transfers)
+        for loop in (*loops, self.raft_moves, self.disowned, self.switches):
+            await loop.stop()
         await self.coordinator.close()
         await self.transport.close()
         await asyncio.to_thread(self.driver.stop)

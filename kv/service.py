@@ -103,6 +103,11 @@ class Service:
             raise NotReady("cluster metadata is not bootstrapped yet", retry_after=1.0)
         return md
 
+    def mode_of(self, name: str) -> str:
+        """The consistency of keyspace `name`, "none" if there is none (metrics labels)."""
+        ks = self._meta.metadata.keyspace(name)
+        return ks.consistency if ks is not None else "none"
+
     def keyspace(self, name: str) -> KeyspaceConfig:
         return routing.keyspace(self.metadata(), name)
 

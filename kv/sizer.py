@@ -59,6 +59,19 @@ class SizeServer:
         found = sizes.move_sizes(md, mine, {node: self.known(req.eventual, groups)})
         return [_wire(key, size) for key, size in sorted(found.items())]
 
+    def by_uid(self, partitions: int) -> dict[int, Size]:
+        """Keyspace uid → its size here, summed over every eventual partition (of
+        `partitions`) and owned Raft group counted so far; the rest are counted meanwhile
+        (`/metrics`, docs/metrics.md)."""
+        scopes = (range(partitions), tuple(self.owned_groups()))
+        self._count(*scopes)
+        total: dict[int, Size] = {}
+        for tally, wanted in zip((self.eventual, self.linearizable), scopes, strict=True):
+            for scope in tally.counted(wanted):
+                for uid, size in (tally.sizes(scope) or {}).items():
+                    total[uid] = total.get(uid, Size()) + size
+        return total
+
     def _owned(self, groups: Iterable[int]) -> tuple[int, ...]:
         owned = set(self.owned_groups())
         return tuple(g for g in groups if g in owned)

@@ -27,7 +27,13 @@ from kv.meta import Metadata
 from kv.storage import StorageEngine, WriteBatch
 from raft_groups import commands, state_machine
 from raft_groups.placement import GroupSpec, hosted_groups, replication_factors
-from raft_groups.syncobj_adapter import GroupSettings, RaftDriver, RaftGroup, RaftStatus
+from raft_groups.syncobj_adapter import (
+    GroupSettings,
+    GroupStats,
+    RaftDriver,
+    RaftGroup,
+    RaftStatus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +258,11 @@ class RaftGroups:
 
     def statuses(self) -> dict[str, RaftStatus]:
         return {gid: h.group.status() for gid, h in sorted(self._running.items())}
+
+    def stats(self) -> dict[str, tuple[RaftStatus, GroupStats]]:
+        """Each group's state and counters (`/metrics`, docs/metrics.md)."""
+        running = sorted(self._running.items())
+        return {gid: (h.group.status(), h.group.stats()) for gid, h in running}
 
     def summary(self) -> dict[str, dict[str, Any]]:
         """`/v1/cluster` "raft_groups": each group's leader, term and commit index, and

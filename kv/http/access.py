@@ -23,6 +23,7 @@ Authenticate = Callable[[str | None], auth.Token]
 OPEN = frozenset({"health"})  # load balancers probe it without a token
 NEEDS: dict[str, tuple[str, str | None]] = {  # route name → (role, keyspace segment)
     "cluster": ("read", None),
+    "metrics": ("read", None),  # Prometheus scrapes with a read token (docs/security.md)
     "keyspaces.list": ("read", None),
     "keyspace.get": ("read", "ks"),
     "keyspace.put": ("admin", "ks"),

@@ -24,9 +24,10 @@ from aiohttp.typedefs import Middleware
 
 from kv import json_codec
 from kv.errors import InvalidRequest, KvError, MalformedJson, StorageFailed, TooLarge
-from kv.http import access, limits
-from kv.http.errors import response_for
+from kv.http import access, limits, metrics
+from kv.http.errors import ERROR_CODE, response_for
 from kv.http.internode import add_routes
+from kv.metrics import NodeMetrics
 from kv.routing import MAX_TIMEOUT_S, Options
 from kv.server_limits import ServerLimits
 from kv.service import Service
@@ -133,10 +134,16 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         code = {404: "no_route", 405: "method_not_allowed", 413: "too_large"}.get(
             exc.status, "http_error"
         )
-        return _json({"error": {"code": code, "message": exc.reason}}, exc.status)
+        return _error(code, exc.reason, exc.status)
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
-        return _json({"error": {"code": "internal", "message": "internal error (logged)"}}, 500)
+        return _error("internal", "internal error (logged)", 500)
+
+
+def _error(code: str, message: str, status: int) -> web.Response:
+    response = _json({"error": {"code": code, "message": message}}, status)
+    response[ERROR_CODE] = code
+    return response
 
 
 def key_of(request: web.Request) -> str:
@@ -282,6 +289,7 @@ ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
     ("POST", "/v1/tokens", create_token, "tokens.create"),
     ("GET", "/v1/tokens", list_tokens, "tokens.list"),
     ("DELETE", "/v1/tokens/{id}", revoke_token, "tokens.revoke"),
+    ("GET", "/metrics", metrics.scrape, "metrics"),  # Prometheus (docs/metrics.md)
 )
 
 
@@ -294,7 +302,9 @@ def make_app(
 ) -> web.Application:
     """`auth`: check every request's token (kv/http/access.py; errors rendered outside).
     `server_limits`: the body deadline (kv/http/limits.py); `Server.listen` applies the rest."""
-    middlewares: list[Middleware] = [limits.middleware, errors_middleware]
+    # metrics outside the error middleware: it times and counts the rendered responses
+    measure = metrics.middleware(lambda name: service.mode_of(name))
+    middlewares: list[Middleware] = [limits.middleware, measure, errors_middleware]
     if auth:
         middlewares.append(access.middleware(service.authenticate))
     app = web.Application(
@@ -306,6 +316,7 @@ def make_app(
     )
     app[SERVICE] = service
     app[DEFAULT_TIMEOUT] = default_timeout_s
+    app[metrics.METRICS] = NodeMetrics()  # requests only; kv/node.py sets a node's
     if server_limits is not None:
         app[limits.LIMITS] = server_limits
     for method, path, handler, name in ROUTES:

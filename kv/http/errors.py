@@ -14,6 +14,9 @@ from aiohttp import web
 
 from kv import errors as e
 
+# the error code of an error response, for the metrics middleware (kv/http/metrics.py)
+ERROR_CODE: web.ResponseKey[str] = web.ResponseKey("error_code", str)
+
 STATUS: dict[type[e.KvError], int] = {
     e.InvalidRequest: 400,
     e.MalformedJson: 400,
@@ -51,9 +54,11 @@ def response_for(exc: e.KvError) -> web.Response:
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     if isinstance(exc, e.Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="kv"'
-    return web.Response(
+    response = web.Response(
         status=status_for(exc),
         body=json.dumps(exc.to_wire()).encode(),
         content_type="application/json",
         headers=headers,
     )
+    response[ERROR_CODE] = exc.code
+    return response

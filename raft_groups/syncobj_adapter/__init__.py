@@ -11,6 +11,7 @@ pysyncobj's camelCase API, its FAIL_REASON codes and its threads stop here. Modu
 - `durable`: the group commit's syncs — the journal by fdatasync, the term and vote in a
   file of their own (`raft.vote`), restored into pysyncobj's meta file at start;
 - `snapshot`: snapshots streamed from a background thread through pysyncobj's hooks;
+- `stats`: what a group reports, `RaftStatus` (`/v1/cluster`) and `GroupStats` (`/metrics`);
 - `group`: `RaftGroup`, one replica group: `propose(bytes)`, `status()`, typed errors,
   and its membership changes (`add_member`, `remove_member`, `wait_caught_up`,
   `transfer_leadership`);
@@ -24,7 +25,7 @@ methods take it.
 
 from raft_groups.syncobj_adapter import shim  # noqa: F401 - version check before any use
 from raft_groups.syncobj_adapter.driver import RaftDriver
-from raft_groups.syncobj_adapter.group import RaftGroup, RaftStatus, StateMachine
+from raft_groups.syncobj_adapter.group import RaftGroup, StateMachine
 from raft_groups.syncobj_adapter.membership import (
     ChangeOutcome,
     Done,
@@ -37,11 +38,13 @@ from raft_groups.syncobj_adapter.membership import (
 )
 from raft_groups.syncobj_adapter.mux import RaftMux
 from raft_groups.syncobj_adapter.settings import GroupSettings, RaftNodeSettings
+from raft_groups.syncobj_adapter.stats import GroupStats, RaftStatus
 
 __all__ = [
     "ChangeOutcome",
     "Done",
     "GroupSettings",
+    "GroupStats",
     "Moved",
     "NotMoved",
     "RaftDriver",

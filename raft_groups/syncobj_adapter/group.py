@@ -20,7 +20,7 @@ Threads: the driver thread calls `tick`, `has_queued_commands` and `sync_journal
 cycle, under the driver lock; `__init__` and `close` take the lock themselves, and
 `destroy` is called with it held (by `close`, `RaftDriver.stop`). `propose` does not take
 it: it puts the command on pysyncobj's thread-safe command queue and wakes the driver.
-Nor do `status`, `log_size` and `force_compaction`: they read (or set) single attributes,
+Nor do `status`, `stats`, `log_size` and `force_compaction`: they read (or set) single attributes,
 each access atomic under the GIL, so a status may mix two driver cycles.
 """
 
@@ -31,7 +31,6 @@ import itertools
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pysyncobj import SyncObj, SyncObjConf, replicated
@@ -52,6 +51,7 @@ from raft_groups.syncobj_adapter.snapshot import (
     Snapshots,
     drop_marker,
 )
+from raft_groups.syncobj_adapter.stats import GroupStats, LeaderChanges, RaftStatus
 
 if TYPE_CHECKING:
     from raft_groups.syncobj_adapter.driver import RaftDriver
@@ -59,17 +59,6 @@ if TYPE_CHECKING:
 
 class StateMachine(Snapshots, Protocol):
     def apply(self, index: int, command: bytes) -> Any: ...
-
-
-@dataclass(frozen=True)
-class RaftStatus:
-    leader: str | None
-    is_leader: bool
-    term: int
-    commit_index: int
-    last_applied: int
-    ready: bool
-    fenced: str | None = None  # why this member stopped (RaftDriver._fence), if it did
 
 
 class RaftGroup:
@@ -91,6 +80,7 @@ class RaftGroup:
         self._proposals = itertools.count()
         self._max_bytes = settings.log_compaction_max_bytes
         self._compact_after = 0.0  # no byte-triggered compaction before (time.monotonic())
+        self._leaders = LeaderChanges()
         with driver.lock:
             self.transport = GroupTransport(
                 driver.mux, settings.gid, settings.peers, lease=settings.election_timeout_min
@@ -204,6 +194,13 @@ class RaftGroup:
             fenced=self.fenced,
         )
 
+    def stats(self) -> GroupStats:
+        obj, snapshots = self._obj, self._obj.snapshots
+        journal = shim.journal_offset(obj)
+        return GroupStats(
+            self._leaders.count, len(self._waiting), journal, snapshots.taken, snapshots.seconds
+        )
+
     # ------------------------------------------------------------------ membership
     def members(self) -> tuple[str, ...]:
         """This member's configuration (in effect from append, not commit), sorted."""
@@ -233,6 +230,7 @@ class RaftGroup:
         """One pysyncobj tick (`_tick`), then the read rounds' (read_index.py); then a
         compaction if the journal has grown past `log_compaction_max_bytes`."""
         self._tick()
+        self._leaders.see(shim.leader_address(self._obj))
         self.reads.on_tick(self._view())
         now = time.monotonic()
         if now >= self._compact_after and shim.journal_offset(self._obj) > self._max_bytes:

@@ -46,6 +46,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -78,6 +79,8 @@ class BackgroundSnapshot:
         self._thread: threading.Thread | None = None
         self._result: int | None = None
         self._written: tuple[str, str, int] | None = None  # (.bg path, final path, last index)
+        self.taken = 0  # snapshots written whole since start (docs/metrics.md)
+        self.seconds = 0.0  # their total write time, capture to fsync
 
     def write(self, tmp_path: str, data: Any) -> None:
         """The serializer hook (driver thread): capture now, write in the background."""
@@ -92,7 +95,7 @@ class BackgroundSnapshot:
         self._thread.start()
 
     def _stream(self, final: str, header: bytes, chunks: Iterator[bytes]) -> None:
-        partial = final + ".bg"
+        partial, start = final + ".bg", time.monotonic()
         try:
             with open(partial, "wb") as f:
                 f.write(header)
@@ -101,6 +104,7 @@ class BackgroundSnapshot:
                 f.flush()
                 os.fsync(f.fileno())
             self._written = (partial, final, _last_index(header))
+            self.taken, self.seconds = self.taken + 1, self.seconds + time.monotonic() - start
             self._result = SERIALIZER_STATE.SUCCESS
         except Exception:  # reported to pysyncobj, which keeps the journal and retries later
             log.exception("background snapshot to %s failed", final)

@@ -95,6 +95,7 @@ ONE_IMPORTER = {
     "cryptography": ("kv/keys.py",),  # keys derived from the cluster secret (and pysyncobj's)
     "click": ("kvctl/cli.py", "kvctl/cli_*.py"),  # the operator CLI's commands
     "orjson": ("kv/json_codec.py",),  # JSON bytes stored and sent
+    "prometheus_client": ("kv/metrics.py",),  # /metrics: per-node registry, collectors
 }
 COMPOSITION_ROOT = ("kv/node.py", "kv/node_switch.py", "kv/__main__.py")
 OPS_MUST_NOT_IMPORT = (
