@@ -24,7 +24,7 @@ from aiohttp.typedefs import Middleware
 
 from kv import json_codec
 from kv.errors import InvalidRequest, KvError, MalformedJson, StorageFailed, TooLarge
-from kv.http import access, limits
+from kv.http import access, limits, openapi
 from kv.http.errors import response_for
 from kv.http.internode import add_routes
 from kv.routing import MAX_TIMEOUT_S, Options
@@ -266,6 +266,7 @@ KEY = "/v1/keyspaces/{ks}/keys/{key:.+}"
 # who may call it
 ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
     ("GET", "/v1/health", health, "health"),
+    ("GET", openapi.PATH, openapi.serve, "openapi"),
     ("GET", "/v1/cluster", cluster, "cluster"),
     ("GET", "/v1/keyspaces", list_keyspaces, "keyspaces.list"),
     ("GET", "/v1/keyspaces/{ks}", get_keyspace, "keyspace.get"),
