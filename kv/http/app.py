@@ -141,10 +141,15 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 def key_of(request: web.Request) -> str:
     """The key path segment, decoded strictly as UTF-8 from the raw path (yarl keeps an
-    invalid escape such as %FF as literal text, which would alias the key "%FF")."""
-    raw = request.raw_path.split("?", 1)[0]
-    marker = "/keys/" if "/keys/" in raw else f"/{request.match_info['ks']}/"
-    segment = raw.split(marker, 1)[1]
+    invalid escape such as %FF as literal text, which would alias the key "%FF"). Both key
+    routes put it after the fifth '/' (/v1/keyspaces/{ks}/keys/{key},
+    /v1/admin/replica/{ks}/{key}): found by position, not by searching for the keyspace
+    name (which the raw path may percent-encode) or for "/keys/" (which a keyspace or key
+    may be named)."""
+    parts = request.raw_path.split("?", 1)[0].split("/", 5)
+    if len(parts) < 6:  # a path the router matched only after removing dot segments
+        raise InvalidRequest("key", "must be the path segment after the keyspace")
+    segment = parts[5]
     try:
         return urllib.parse.unquote_to_bytes(segment).decode("utf-8")
     except UnicodeDecodeError:
