@@ -18,7 +18,8 @@ revocation reaches a voter when it commits and a non-voter at its next poll (0.5
 
 Outcomes: no token, a malformed one, an unknown id or a wrong secret → 401
 `unauthorized`; a valid token whose role or scope does not cover the request → 403
-`forbidden`. `/v1/health` and the internode upgrade (its own handshake) need no token.
+`forbidden`. `/v1/health`, `/v1/openapi.json` and the internode upgrade (its own
+handshake) need no token.
 Pure: the randomness of `mint` is a parameter.
 """
 

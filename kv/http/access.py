@@ -20,7 +20,8 @@ from kv import auth
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Authenticate = Callable[[str | None], auth.Token]
 
-OPEN = frozenset({"health"})  # load balancers probe it without a token
+# load balancers probe health without a token; the API description holds no data
+OPEN = frozenset({"health", "openapi"})
 NEEDS: dict[str, tuple[str, str | None]] = {  # route name → (role, keyspace segment)
     "cluster": ("read", None),
     "metrics": ("read", None),  # Prometheus scrapes with a read token (docs/security.md)

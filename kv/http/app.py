@@ -24,7 +24,7 @@ from aiohttp.typedefs import Middleware
 
 from kv import json_codec
 from kv.errors import InvalidRequest, KvError, MalformedJson, StorageFailed, TooLarge
-from kv.http import access, limits, metrics
+from kv.http import access, limits, metrics, openapi
 from kv.http.errors import ERROR_CODE, response_for
 from kv.http.internode import add_routes
 from kv.metrics import NodeMetrics
@@ -148,10 +148,15 @@ def _error(code: str, message: str, status: int) -> web.Response:
 
 def key_of(request: web.Request) -> str:
     """The key path segment, decoded strictly as UTF-8 from the raw path (yarl keeps an
-    invalid escape such as %FF as literal text, which would alias the key "%FF")."""
-    raw = request.raw_path.split("?", 1)[0]
-    marker = "/keys/" if "/keys/" in raw else f"/{request.match_info['ks']}/"
-    segment = raw.split(marker, 1)[1]
+    invalid escape such as %FF as literal text, which would alias the key "%FF"). Both key
+    routes put it after the fifth '/' (/v1/keyspaces/{ks}/keys/{key},
+    /v1/admin/replica/{ks}/{key}): found by position, not by searching for the keyspace
+    name (which the raw path may percent-encode) or for "/keys/" (which a keyspace or key
+    may be named)."""
+    parts = request.raw_path.split("?", 1)[0].split("/", 5)
+    if len(parts) < 6:  # a path the router matched only after removing dot segments
+        raise InvalidRequest("key", "must be the path segment after the keyspace")
+    segment = parts[5]
     try:
         return urllib.parse.unquote_to_bytes(segment).decode("utf-8")
     except UnicodeDecodeError:
@@ -273,6 +278,7 @@ KEY = "/v1/keyspaces/{ks}/keys/{key:.+}"
 # who may call it
 ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
     ("GET", "/v1/health", health, "health"),
+    ("GET", openapi.PATH, openapi.serve, "openapi"),
     ("GET", "/v1/cluster", cluster, "cluster"),
     ("GET", "/v1/keyspaces", list_keyspaces, "keyspaces.list"),
     ("GET", "/v1/keyspaces/{ks}", get_keyspace, "keyspace.get"),

@@ -640,6 +640,27 @@ def test_unencoded_and_encoded_slash_name_the_same_key(api: Api, ks: str) -> Non
     assert api.get(f"/v1/keyspaces/{ks}/keys/a%2Fb%2Fc").json()["value"] == 1
 
 
+def test_a_key_route_finds_the_key_by_position(api: Api) -> None:
+    """Regression (found by tests/integration/test_openapi_fuzz.py): `key_of` looked for the
+    first "/keys/" in the raw path, so in a keyspace named `keys` the path
+    /v1/keyspaces/keys/keys/x named the key "keys/x", and on /v1/admin/replica it looked
+    for the decoded keyspace name in the raw path, a 500 when the path percent-encodes it.
+    The key is the raw path after its fifth '/'."""
+    assert api.put("/v1/keyspaces/keys", EVENTUAL_1).status in (200, 201)
+    try:
+        assert api.put("/v1/keyspaces/keys/keys/x", {"value": 1}).status == 200
+        assert api.get(key_path("keys", "x")).json() == {
+            "key": "x",
+            "value": 1,
+            "context": api.get(key_path("keys", "x")).json()["context"],
+        }
+        replica = api.get("/v1/admin/replica/%6B%65ys/x")  # "keys", percent-encoded
+        assert replica.status == 200 and replica.json()["key"] == "x", replica
+        assert api.get("/v1/admin/replica/keys/keys/x").json()["key"] == "keys/x"
+    finally:
+        api.delete("/v1/keyspaces/keys")
+
+
 @pytest.mark.parametrize("raw", ["%FF", "%C3", "%ED%A0%80", "%C0%AF"])
 def test_key_that_is_not_utf8_is_400(api: Api, ks: str, raw: str) -> None:
     """§5: keys are UTF-8, percent-encoded. Regression: yarl leaves escapes that do not
