@@ -210,10 +210,11 @@ class Transfers:
 
 @dataclass
 class Disowned:
-    """Copies this node holds of partitions it no longer owns (a plan moved them away) are
-    deleted `grace` seconds after it first saw itself outside their owners — never while a
-    plan may still move them (DESIGN.md §2: the old copy goes only after the new owner holds
-    it, which the flip guarantees). The grace covers nodes acting on older metadata."""
+    """Copies this node holds of partitions it no longer owns (a plan moved them away), and
+    the eventual copies of a keyspace that switched to linearizable, are deleted `grace`
+    seconds after it first saw them so — never while a plan may still move them (DESIGN.md
+    §2: the old copy goes only after the new owner holds it, which the flip guarantees).
+    The grace covers nodes acting on older metadata."""
 
     replica: DynamoReplica
     self_id: str
@@ -254,9 +255,14 @@ class Disowned:
         eventual = [k for k in md.keyspaces if k.consistency == "eventual"]
         widest = max((k.replication for k in eventual), default=0)
         out: list[tuple[int, int]] = []
-        for p in range(md.partitions):
+        for p in range(md.partitions) if eventual else ():
             if self.self_id not in md.owners("eventual", widest, p)[0]:
                 out.extend((p, k.uid) for k in eventual)
+        # a keyspace that switched to linearizable: its eventual copies are left over
+        # (docs/mode_switch.md), in every partition
+        switched = [k.uid for k in md.keyspaces if k.consistency != "eventual"]
+        switched = [uid for uid in switched if not any(s.uid == uid for s in md.switches)]
+        out.extend((p, uid) for p in range(md.partitions) for uid in switched)
         return out
 
 

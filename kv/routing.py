@@ -148,7 +148,7 @@ def get_request(md: Metadata, name: str, key: str, opts: Options) -> GetRequest:
 
 def put_request(md: Metadata, name: str, key: str, body: Any, opts: Options) -> PutRequest:
     base = locate(md, name, key, opts.timeout_s)
-    fields = _write_fields(base.keyspace, body, {"value"})
+    fields = _write_fields(base, body, {"value"})
     if "value" not in fields:
         raise InvalidRequest("value", "is required")
     check_value(fields["value"])
@@ -158,7 +158,7 @@ def put_request(md: Metadata, name: str, key: str, body: Any, opts: Options) -> 
 
 def delete_request(md: Metadata, name: str, key: str, body: Any, opts: Options) -> DeleteRequest:
     base = locate(md, name, key, opts.timeout_s)
-    fields = _write_fields(base.keyspace, body, set())
+    fields = _write_fields(base, body, set())
     r, pr = _read_quorums(base.keyspace, opts)
     w, pw = _write_quorums(base.keyspace, opts)
     return DeleteRequest(**_fields(base), **_conditions(fields), r=r, pr=pr, w=w, pw=pw)
@@ -223,10 +223,14 @@ _FOREIGN = {
 }
 
 
-def _write_fields(ks: KeyspaceConfig, body: Any, extra: set[str]) -> dict[str, Any]:
-    fields = check_body(body, _WRITE_FIELDS[ks.consistency] | extra)
-    foreign, message = _FOREIGN[ks.consistency]
-    if foreign in fields:
+def _write_fields(base: KeyRequest, body: Any, extra: set[str]) -> dict[str, Any]:
+    """The body's fields; the other mode's field is a 400 — except a `context` sent to a
+    keyspace switching to linearizable, which clients of the eventual keyspace still
+    send: it is ignored there (docs/mode_switch.md)."""
+    consistency = base.keyspace.consistency
+    fields = check_body(body, _WRITE_FIELDS[consistency] | extra)
+    foreign, message = _FOREIGN[consistency]
+    if foreign in fields and not (base.guard and foreign == "context"):
         raise InvalidRequest(foreign, message)
     return fields
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +115,27 @@ def test_bad_switches_are_4xx_and_change_nothing(
     reply = api.put("/v1/keyspaces/ev", body)
     assert reply.status == status and reply.json()["error"]["field"] == field, reply
     assert api.get("/v1/keyspaces/ev").json() == before
+
+
+def test_the_eventual_copies_are_deleted_after_the_switch(tmp_path: Path) -> None:
+    config = replace(single_node_config(tmp_path / "n1"), disowned_grace_s=0.2)
+    with running([config]) as nodes:
+        node, api = nodes["n1"], api_of(nodes["n1"])
+        create_keyspace(api, "moved", {"consistency": "eventual", "replication": 1})
+        for i in range(20):
+            assert api.put(key_path("moved", f"k{i}"), {"value": i}).status == 200
+        uid = api.get("/v1/cluster").json()["epoch"]  # the keyspace is the latest change
+        replica, partitions = node.node.replica, range(config.partitions)
+
+        def held() -> int:
+            return sum(bool(replica.scan(p, uid, None, 1)[0]) for p in partitions)
+
+        assert held() > 0
+        body = {"consistency": "linearizable", "replication": 1}
+        assert api.put("/v1/keyspaces/moved", body).status == 202
+        _wait_switched(api, "moved")
+        end = time.monotonic() + DEADLINE_S
+        while held():
+            assert time.monotonic() < end, f"{held()} partitions still hold eventual copies"
+            time.sleep(0.2)
+        assert _retrying(lambda: api.get(key_path("moved", "k7"))).json()["value"] == 7

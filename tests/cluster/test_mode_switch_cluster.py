@@ -1,0 +1,170 @@
+"""A live switch eventual → linearizable on three real node processes under load, with a
+node SIGKILLed and restarted in the middle (issue 12 acceptance; docs/mode_switch.md).
+
+Writers own their keys and write unique, numbered values through every node (with the
+context of their last write while the keyspace is eventual; it is ignored once it
+switches); readers read them. Checked:
+- no acknowledged write is lost: after the switch each key reads as its last acknowledged
+  value or a later attempted one (an unknown outcome may have been applied);
+- a read during the switch never returns a value older than a write acknowledged after
+  the switch was committed and before the read began;
+- the history recorded on the keyspace once it is linearizable passes the checker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from kv.client import KvClient
+from kv.errors import KvError, UnknownOutcome
+from tests.cluster.harness import Cluster
+from verification.checker import check
+from verification.recorder import RecorderConfig, record
+
+KS = "switching"
+WRITERS, KEYS_PER_WRITER = 4, 5
+SWITCH_DEADLINE_S = 120.0
+
+
+@dataclass
+class Ledger:
+    attempts: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # seq, outcome
+    acked: list[tuple[float, str, int]] = field(default_factory=list)  # (done at, key, seq)
+    reads: list[tuple[float, str, int]] = field(default_factory=list)  # (began at, key, seq)
+    committed_at: float | None = None
+    at_kill: dict[str, Any] | None = None  # the switch's progress when n2 was killed
+
+
+def _seq(value: Any) -> int:
+    return int(value["seq"]) if isinstance(value, dict) else -1
+
+
+async def _writer(client: KvClient, w: int, stop: asyncio.Event, ledger: Ledger) -> None:
+    contexts: dict[str, str | None] = {}
+    seq = 0
+    while not stop.is_set():
+        key = f"w{w}-k{seq % KEYS_PER_WRITER}"
+        seq += 1
+        outcome = "ok"
+        try:
+            reply = await client.put(KS, key, {"w": w, "seq": seq}, context=contexts.get(key))
+            contexts[key] = reply.get("context")
+        except UnknownOutcome:
+            outcome = "unknown"
+        except KvError:
+            outcome = "failed"
+        ledger.attempts.setdefault(key, []).append((seq, outcome))
+        if outcome == "ok":
+            ledger.acked.append((time.monotonic(), key, seq))
+
+
+async def _reader(client: KvClient, stop: asyncio.Event, ledger: Ledger) -> None:
+    rng = random.Random(7)
+    while not stop.is_set():
+        key = f"w{rng.randrange(WRITERS)}-k{rng.randrange(KEYS_PER_WRITER)}"
+        began = time.monotonic()
+        try:
+            reply = await client.get(KS, key)
+        except KvError:
+            continue
+        if "siblings" not in reply:  # eventual siblings are not a single value
+            ledger.reads.append((began, key, _seq(reply.get("value"))))
+
+
+async def _partly_migrated(client: KvClient) -> dict[str, Any] | None:
+    """The switch's progress once some partition is migrated (polled; the kill comes
+    then, so the switch is caught in the middle)."""
+    end = time.monotonic() + SWITCH_DEADLINE_S
+    while time.monotonic() < end:
+        progress = (await client.get_keyspace(KS)).get("switch")
+        if progress is None or progress["partitions_done"] > 0:
+            return progress
+        await asyncio.sleep(0.02)
+    raise AssertionError("no partition migrated")
+
+
+async def _switched(client: KvClient) -> None:
+    end = time.monotonic() + SWITCH_DEADLINE_S
+    while time.monotonic() < end:
+        try:
+            ks = await client.get_keyspace(KS)
+            if ks["consistency"] == "linearizable" and "switch" not in ks:
+                return
+        except KvError:
+            pass
+        await asyncio.sleep(0.2)
+    raise AssertionError("the switch did not finish")
+
+
+async def _run(cluster: Cluster, ledger: Ledger) -> None:
+    async with KvClient(cluster.addresses(), timeout=5.0) as client:
+        await client.create_keyspace(KS, consistency="eventual", replication=3)
+        stop = asyncio.Event()
+        tasks = [asyncio.ensure_future(_writer(client, w, stop, ledger)) for w in range(WRITERS)]
+        tasks.append(asyncio.ensure_future(_reader(client, stop, ledger)))
+        await asyncio.sleep(3)
+        await client.create_keyspace(KS, consistency="linearizable", replication=3)
+        ledger.committed_at = time.monotonic()
+        ledger.at_kill = await _partly_migrated(client)
+        await asyncio.to_thread(cluster.kill, "n2")
+        await asyncio.sleep(2)
+        await asyncio.to_thread(cluster.start, "n2")
+        await _switched(client)
+        await asyncio.sleep(2)
+        stop.set()
+        await asyncio.gather(*tasks)
+
+
+def _lost(ledger: Ledger, final: dict[str, int]) -> list[str]:
+    lost = []
+    for key, attempts in ledger.attempts.items():
+        acked = [s for s, o in attempts if o == "ok"]
+        if not acked:
+            continue
+        maybe = {s for s, o in attempts if o != "failed" and s >= acked[-1]}
+        if final.get(key) not in maybe:
+            lost.append(f"{key}: read {final.get(key)}, last acknowledged {acked[-1]}")
+    return lost
+
+
+def _stale(ledger: Ledger) -> list[str]:
+    assert ledger.committed_at is not None
+    stale = []
+    for began, key, seq in ledger.reads:
+        after = [s for t, k, s in ledger.acked if k == key and ledger.committed_at <= t < began]
+        if after and seq < max(after):
+            stale.append(f"{key}: read seq {seq} after seq {max(after)} was acknowledged")
+    return stale
+
+
+@pytest.mark.cluster
+def test_a_switch_under_load_with_a_node_killed_loses_nothing(cluster: Cluster) -> None:
+    ledger = Ledger()
+    asyncio.run(_run(cluster, ledger))
+    acked = len(ledger.acked)
+    print(f"{acked} writes acknowledged, {len(ledger.reads)} reads; at the kill: {ledger.at_kill}")
+    assert acked > 0 and ledger.reads
+    assert ledger.at_kill is not None, "the switch was over before the kill"
+    assert 0 < ledger.at_kill["partitions_done"] < ledger.at_kill["partitions"]
+
+    async def finals() -> dict[str, int]:
+        async with KvClient(cluster.addresses(), timeout=10.0) as client:
+            return {k: _seq((await client.get(KS, k))["value"]) for k in ledger.attempts}
+
+    final = asyncio.run(finals())
+    assert _lost(ledger, final) == []
+    assert _stale(ledger) == []
+
+    async def linearizable_history() -> Any:
+        keys = [f"after-{i}" for i in range(4)]
+        async with KvClient(cluster.addresses(), timeout=4.0) as client:
+            return await record(client, RecorderConfig(KS, keys, clients=4, duration_s=5))
+
+    result = check(asyncio.run(linearizable_history()), time_limit_s=60)
+    assert result.verdict == "ok", f"{result.key}: {result.message}"
