@@ -25,7 +25,7 @@ from kv.client import SyncClient
 from kv.errors import PlanConflict
 from kv.meta import Member
 from kv.plan import Change
-from kvctl import cli_tokens, errors, follow, render, staged
+from kvctl import cli_keyspace, cli_tokens, errors, follow, render, staged
 from kvctl.errors import KvctlError
 from kvctl.help import HELP
 from kvctl.status import Status
@@ -367,6 +367,7 @@ def cluster_status(session: Session) -> None:
 
 
 cli.add_command(cli_tokens.token)
+cli.add_command(cli_keyspace.keyspace)
 
 
 def main() -> None:

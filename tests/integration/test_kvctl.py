@@ -167,3 +167,22 @@ def test_cluster_status_as_json_and_endpoints_from_the_environment(
     assert result.exit_code == 0, result.output
     view = json.loads(result.stdout)
     assert view["node"] == "n2" and {"n1", "n2", "n3"} <= {m["id"] for m in view["members"]}
+
+
+def test_keyspace_commands_and_a_live_switch_followed_to_the_end(
+    kvctl: Any, nodes: dict[str, NodeThread]
+) -> None:
+    """Issue 12: `kvctl keyspace switch` starts the switch and follows it; the same mode
+    is refused with one line and exit 1; so is linearizable → eventual (not built yet)."""
+    created = ok(kvctl("keyspace", "create", "sw", "--consistency", "eventual"))
+    assert created.startswith("sw  eventual  replication 3")
+    assert api_of(nodes["n2"]).put(key_path("sw", "k"), {"value": [1]}).status == 200
+    switched = ok(kvctl("keyspace", "switch", "sw", "--to", "linearizable"))
+    assert switched.startswith("sw  linearizable  replication 3")
+    assert api_of(nodes["n3"]).get(key_path("sw", "k")).json()["value"] == [1]
+    again = kvctl("keyspace", "switch", "sw", "--to", "linearizable")
+    assert "already linearizable" in failed(again, 1)
+    assert "not built" in failed(kvctl("keyspace", "switch", "sw", "--to", "eventual"), 1)
+    assert "sw  linearizable" in ok(kvctl("keyspace", "list"))
+    ok(kvctl("keyspace", "delete", "sw"))
+    assert "sw " not in ok(kvctl("keyspace", "list"))
