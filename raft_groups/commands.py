@@ -25,7 +25,8 @@ from typing import Any, Literal
 from kv import json_codec
 
 FORMAT_VERSION = 1
-OPS = ("put", "delete", "barrier", "migrate")
+OPS = ("put", "delete", "barrier", "migrate", "freeze", "purge")
+KEYSPACE_OPS = ("freeze", "purge")  # act on a keyspace's data in the group: uid only
 MAX_MIGRATE_ITEMS = 1000  # keys per migrate command (the caller also bounds their bytes)
 MAX_UID = 2**32 - 1  # the uid is 4 bytes of the storage key (state_machine.py)
 MAX_REQUEST_ID_CHARS = 128
@@ -34,7 +35,7 @@ MAX_REQUEST_ID_CHARS = 128
 # check_value refuses deeper values first, as a 400 naming `value`).
 MAX_VALUE_DEPTH = json_codec.MAX_VALUE_DEPTH
 
-Op = Literal["put", "delete", "barrier", "migrate"]
+Op = Literal["put", "delete", "barrier", "migrate", "freeze", "purge"]
 Item = tuple[str, Any]
 
 _FIELDS = frozenset(
@@ -55,6 +56,8 @@ class Command:
     refuses the command (`not_migrated`) until this partition's data of `uid` is migrated.
     migrate: `items` (key, value) are created where the key has no record, then `mark`
     records the partition's data of `uid` as migrated (docs/mode_switch.md); key "".
+    freeze: no put or delete of `uid` applies here any more (a switch to eventual).
+    purge: delete a batch of `uid`'s records here (its markers with the last batch).
     """
 
     op: Op
@@ -78,6 +81,8 @@ class Command:
             _check_barrier(self)
         elif self.op == "migrate":
             _check_migrate(self)
+        elif self.op in KEYSPACE_OPS:
+            _check_keyspace_op(self)
         else:
             _check_key_op(self)
         if (self.items or self.mark) and self.op != "migrate":
@@ -187,6 +192,15 @@ def _check_migrate(cmd: Command) -> None:
         if not key:
             raise ValueError("items need non-empty keys")
         _check_json_value(value)
+
+
+def _check_keyspace_op(cmd: Command) -> None:
+    if not 1 <= cmd.uid <= MAX_UID:
+        raise ValueError(f"uid must be in 1..{MAX_UID}, got {cmd.uid}")
+    if cmd.key or cmd.value is not None or cmd.if_version is not None or cmd.request_id:
+        raise ValueError(f"{cmd.op} takes a uid only")
+    if cmd.guard:
+        raise ValueError(f"{cmd.op} is never guarded")
 
 
 def _check_key_op(cmd: Command) -> None:

@@ -68,6 +68,8 @@ def render_write(result: dict[str, Any] | None) -> dict[str, Any]:
         raise RequestIdConflict(str(result["message"]))
     if result.get("code") == "not_migrated":
         raise NotReady(MIGRATING, retry_after=0.2)
+    if result.get("code") == "frozen":
+        raise NotReady("the keyspace is switching to eventual: retry", retry_after=0.2)
     raise InvalidRequest("command", str(result.get("message", result)))
 
 

@@ -15,6 +15,7 @@ one partition for two replication factors never share bookkeeping:
     G + b"\\0\\0\\0\\0" + b"rid/" + request_id   -> JSON {"index": i, "result": {...}, "fp": f}
     G + b"\\0\\0\\0\\0" + b"rix/" + i (8 bytes BE) -> request_id (the same entry, by index)
     G + b"\\0\\0\\0\\0" + b"mig/" + uid (4 bytes BE) -> b"1": uid's data is migrated here
+    G + b"\\0\\0\\0\\0" + b"frz/" + uid (4 bytes BE) -> b"1": uid takes no more writes here
 
 uid 0 is never a keyspace (commands.Command refuses it), so the bookkeeping area cannot
 collide with data. Invariant of the dedupe table: every "rid/" entry has exactly one "rix/"
@@ -26,6 +27,7 @@ the next put creates version 1 again. See docs/raft_state_machine.md.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,6 +111,10 @@ def _apply_entry(
         cmd = decode(raw)
     except ValueError as exc:
         return {"ok": False, "code": "invalid_command", "message": str(exc)}
+    if cmd.op in ("put", "delete") and frozen(view, partition, cmd.uid):
+        # the keyspace is switching to eventual: its state here is final (refused before
+        # the dedupe table, like the guard below)
+        return {"ok": False, "code": "frozen"}
     if cmd.guard and not migrated(view, partition, cmd.uid):
         # A switching keyspace's data is not here yet (docs/mode_switch.md): refused before
         # the dedupe table, so a retry after the migration applies.
@@ -142,6 +148,11 @@ def _execute(view: ReadView, partition: int, cmd: Command, batch: WriteBatch) ->
         return {"ok": True}
     if cmd.op == "migrate":
         return _migrate(view, partition, cmd, batch)
+    if cmd.op == "freeze":
+        batch.put(_marker(partition, b"frz/", cmd.uid), b"1")
+        return {"ok": True}
+    if cmd.op == "purge":
+        return _purge(view, partition, cmd.uid, batch)
     key = _data_key(partition, cmd.uid, cmd.key)
     current = _load_record(view, key)
     version = 0 if current is None else current[1]
@@ -158,6 +169,39 @@ def _execute(view: ReadView, partition: int, cmd: Command, batch: WriteBatch) ->
 def migrated(view: ReadView, partition: int, uid: int) -> bool:
     """Whether this partition's data of keyspace `uid` was migrated here (a switch)."""
     return view.get(_migrated_key(partition, uid)) is not None
+
+
+def frozen(view: ReadView, partition: int, uid: int) -> bool:
+    """Whether keyspace `uid` takes no more writes here (a switch to eventual)."""
+    return view.get(_marker(partition, b"frz/", uid)) is not None
+
+
+def records(view: ReadView, partition: int, uid: int) -> list[tuple[str, Any, int]]:
+    """Every (key, value, version) of keyspace `uid` in this group, in key order."""
+    start = group_prefix(partition) + uid.to_bytes(4, "big")
+    stop = prefix_end(start)
+    skip = len(start)
+    return [
+        (raw_key[skip:].decode(), *_record(raw, raw_key))
+        for raw_key, raw in view.iterate(start, stop)
+    ]
+
+
+PURGE_BATCH = 1000  # records one purge command deletes
+
+
+def _purge(view: ReadView, partition: int, uid: int, batch: WriteBatch) -> Result:
+    """Delete up to PURGE_BATCH of `uid`'s records; with the last, its markers too."""
+    start = group_prefix(partition) + uid.to_bytes(4, "big")
+    found = itertools.islice(view.iterate(start, prefix_end(start)), PURGE_BATCH + 1)
+    keys = [key for key, _ in found]
+    for key in keys[:PURGE_BATCH]:
+        batch.delete(key)
+    done = len(keys) <= PURGE_BATCH
+    if done:
+        batch.delete(_migrated_key(partition, uid))
+        batch.delete(_marker(partition, b"frz/", uid))
+    return {"ok": True, "purged": min(len(keys), PURGE_BATCH), "done": done}
 
 
 def _migrate(view: ReadView, partition: int, cmd: Command, batch: WriteBatch) -> Result:
@@ -235,7 +279,11 @@ def _rid_key(partition: int, request_id: bytes) -> bytes:
 
 
 def _migrated_key(partition: int, uid: int) -> bytes:
-    return group_prefix(partition) + _BOOKKEEPING + b"mig/" + uid.to_bytes(4, "big")
+    return _marker(partition, b"mig/", uid)
+
+
+def _marker(partition: int, kind: bytes, uid: int) -> bytes:
+    return group_prefix(partition) + _BOOKKEEPING + kind + uid.to_bytes(4, "big")
 
 
 def _rix_key(partition: int, index: int) -> bytes:
@@ -244,8 +292,10 @@ def _rix_key(partition: int, index: int) -> bytes:
 
 def _load_record(view: ReadView, key: bytes) -> tuple[Any, int] | None:
     raw = view.get(key)
-    if raw is None:
-        return None
+    return None if raw is None else _record(raw, key)
+
+
+def _record(raw: bytes, key: bytes) -> tuple[Any, int]:
     record = _load_json(raw, f"record {key!r}")
     return record["value"], record["version"]
 

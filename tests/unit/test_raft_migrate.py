@@ -96,3 +96,52 @@ def test_an_undecodable_migrate_entry_is_a_no_op() -> None:
     result = g.submit(raw)
     assert result is not None and result["code"] == "invalid_command"
     assert not sm.migrated(g.engine, 0, UID)
+
+
+# -- the way to eventual: freeze, read the final state, purge --------------------------------
+
+
+def test_a_frozen_keyspace_takes_no_write_and_its_request_ids_stay_free() -> None:
+    g = Group()
+    g.submit(Command("put", UID, "k", 1))
+    assert g.submit(Command("freeze", UID, "")) == {"ok": True}
+    assert sm.frozen(g.engine, 0, UID) and not sm.frozen(g.engine, 0, UID + 1)
+    for cmd in (
+        Command("put", UID, "k", 2, request_id="r"),
+        Command("delete", UID, "k"),
+        Command("put", UID, "new", 1, guard=True),
+    ):
+        assert g.submit(cmd) == {"ok": False, "code": "frozen"}
+    assert sm.read(g.engine, 0, UID, "k") == (1, 1)
+    assert g.submit(Command("put", UID + 1, "k", 1)) == {"ok": True, "version": 1}  # others
+
+
+def test_records_lists_a_keyspace_in_key_order() -> None:
+    g = Group()
+    for key in ("b", "a", "c"):
+        g.submit(Command("put", UID, key, key.upper()))
+    g.submit(Command("put", UID + 1, "other", 0))
+    assert sm.records(g.engine, 0, UID) == [("a", "A", 1), ("b", "B", 1), ("c", "C", 1)]
+
+
+def test_purge_deletes_in_batches_then_the_markers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sm, "PURGE_BATCH", 2)
+    g = Group()
+    g.submit(migrate(("a", 1), ("b", 2), ("c", 3)))
+    g.submit(Command("freeze", UID, ""))
+    g.submit(Command("put", UID + 1, "kept", 0))
+    assert g.submit(Command("purge", UID, "")) == {"ok": True, "purged": 2, "done": False}
+    assert sm.migrated(g.engine, 0, UID) and sm.frozen(g.engine, 0, UID)
+    assert g.submit(Command("purge", UID, "")) == {"ok": True, "purged": 1, "done": True}
+    assert sm.records(g.engine, 0, UID) == []
+    assert not sm.migrated(g.engine, 0, UID) and not sm.frozen(g.engine, 0, UID)
+    assert sm.read(g.engine, 0, UID + 1, "kept") == (0, 1)
+
+
+def test_freeze_and_purge_take_a_uid_only() -> None:
+    for op in ("freeze", "purge"):
+        cmd = Command(op, UID, "")  # type: ignore[arg-type]
+        assert decode(encode(cmd)) == cmd
+        for bad in ({"key": "k"}, {"request_id": "r"}, {"guard": True}, {"mark": True}):
+            with pytest.raises(ValueError):
+                Command(op, UID, bad.pop("key", ""), **bad)  # type: ignore[arg-type]
