@@ -62,7 +62,12 @@ class EventualKeys:
 
     async def get(self, req: GetRequest) -> dict[str, Any]:
         result = await self._dynamo.get(placement(req), req.r, req.timeout_s, pr=req.pr)
-        return render_read(req.key, result, encode_context(result.context, self._seal_key, req))
+        context = encode_context(result.context, self._seal_key, req)
+        if req.source is not None and not result.live:  # a switch to eventual: the caller
+            # falls back on the frozen source unless a tombstone says the key was deleted
+            why = f"key {req.key!r} not found"
+            raise KeyNotFound(why, key=req.key, context=context, tombstone=bool(result.versions))
+        return render_read(req.key, result, context)
 
     async def put(self, req: PutRequest) -> dict[str, Any]:
         context = decode_context(req.context, self._seal_key, req)
@@ -86,9 +91,11 @@ class EventualKeys:
         if not context[0] and not context[1]:
             # Delete what a quorum read sees now (a blind tombstone would only be a sibling).
             seen = await self._dynamo.get(where, req.r, req.timeout_s, pr=req.pr)
-            if not seen.live:
+            if not seen.live and (req.source is None or seen.versions):
                 context_seen = encode_context(seen.context, self._seal_key, req)
                 return {"deleted": False, "context": context_seen}
+            # live, or (a switch to eventual) nothing here yet: the key may live in the
+            # frozen source, and a tombstone keeps its copy from bringing it back
             context = seen.context
         ctx = await self._dynamo.put(
             where,

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dynamo_mode import siblings, switch_policy
+from dynamo_mode.frontend import placement
 from dynamo_mode.messages import PART_SCAN, SWITCH_SCAN, ScanRequest, SwitchScanRequest
 from kv import routing
 from kv.errors import Retryable
@@ -16,6 +17,7 @@ from kv.meta import Metadata
 from kv.service import Conflicts
 from kv.switch import Switch
 from kv.switch_migrator import SwitchMigrator
+from raft_groups import state_machine
 from raft_groups.commands import Command
 from raft_groups.placement import GroupSpec
 
@@ -60,7 +62,45 @@ def migrator(node: Node, metadata: Callable[[], Metadata]) -> SwitchMigrator:
         if not result.get("ok"):
             raise Retryable(f"migrate of partition {partition} refused: {result}")
 
-    return SwitchMigrator(cfg.node_id, metadata, scan, resolve, migrate, node.propose)
+    async def copy(md: Metadata, switch: Switch, partition: int) -> int:
+        return await copy_to_eventual(node, md, switch, partition, timeout)
+
+    return SwitchMigrator(cfg.node_id, metadata, scan, resolve, migrate, node.propose, copy)
+
+
+async def copy_to_eventual(
+    node: Node, md: Metadata, switch: Switch, partition: int, timeout: float
+) -> int:
+    """A switch to eventual's partition (docs/mode_switch.md): freeze the source group (its
+    state is final once the freeze is applied here, which `propose` waits for), write each
+    of its records to the eventual replicas where they hold nothing of the key — not even
+    a tombstone: anything there is newer — then purge the group's copy. Returns the keys
+    written."""
+    source = md.keyspace(switch.keyspace)
+    if source is None:
+        return 0
+    n = source.replication
+    spec = GroupSpec(partition, n, routing.replicas(md, "linearizable", partition, n))
+    await _committed(node, spec, Command("freeze", switch.uid, ""), timeout)
+    number, target, written = spec.number, switch.target, 0
+    for key, value, _version in state_machine.records(node.groups.engine, number, switch.uid):
+        where = placement(routing.KeyRequest(target, key, routing.place(md, target, key), timeout))
+        seen = await node.coordinator.get(where, target.replication, timeout)
+        if seen.versions:
+            continue
+        w, cap = target.write_quorum, target.max_siblings
+        await node.coordinator.put(where, seen.context, value, False, w, cap, timeout)
+        written += 1
+    while not (await _committed(node, spec, Command("purge", switch.uid, ""), timeout))["done"]:
+        pass
+    return written
+
+
+async def _committed(node: Node, spec: GroupSpec, command: Command, timeout: float) -> Any:
+    result = await node.groups.propose(spec, command, timeout)
+    if not result.get("ok"):
+        raise Retryable(f"{command.op} in {spec.gid} refused: {result}")
+    return result
 
 
 def conflicts(node: Node) -> Conflicts:

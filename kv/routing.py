@@ -64,6 +64,9 @@ class KeyRequest:
     # and the Raft groups refuse the request until its partition is migrated (the guard,
     # docs/mode_switch.md)
     guard: bool = False
+    # the keyspace is switching to eventual: `keyspace` is its target configuration and
+    # `source` the frozen linearizable one, which holds the keys not copied yet
+    source: KeyspaceConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -121,23 +124,31 @@ def keyspace(md: Metadata, name: str) -> KeyspaceConfig:
     return ks
 
 
-def serving(md: Metadata, name: str) -> tuple[KeyspaceConfig, bool]:
-    """The configuration requests of keyspace `name` are routed by, and whether they are
-    guarded: while it switches to linearizable, its target's (docs/mode_switch.md)."""
+def serving(md: Metadata, name: str) -> tuple[KeyspaceConfig, bool, KeyspaceConfig | None]:
+    """The configuration requests of keyspace `name` are routed by while it switches —
+    its target's (docs/mode_switch.md) — whether they are guarded (to linearizable), and
+    the frozen source to fall back on (to eventual)."""
     ks = keyspace(md, name)
     switch = md.switch(name)
     if switch is None or switch.cancelling or switch.uid != ks.uid:
-        return ks, False
-    if switch.target.consistency != "linearizable":
-        return ks, False
-    return switch.target, True
+        return ks, False, None
+    if switch.target.consistency == "linearizable":
+        return switch.target, True, None
+    return switch.target, False, ks
 
 
 def locate(md: Metadata, name: str, key: str, timeout_s: float) -> KeyRequest:
     """Keyspace, key and route: what every key request starts from."""
-    ks, guard = serving(md, name)
+    ks, guard, source = serving(md, name)
     check_key(key)
-    return KeyRequest(ks, key, place(md, ks, key), timeout_s, guard)
+    return KeyRequest(ks, key, place(md, ks, key), timeout_s, guard, source)
+
+
+def from_source(req: KeyRequest, md: Metadata) -> GetRequest:
+    """A linearizable read of `req`'s key in the frozen source of a switch to eventual."""
+    assert req.source is not None
+    route = place(md, req.source, req.key)
+    return GetRequest(req.source, req.key, route, req.timeout_s)
 
 
 def get_request(md: Metadata, name: str, key: str, opts: Options) -> GetRequest:
@@ -171,6 +182,7 @@ def _fields(base: KeyRequest) -> dict[str, Any]:
         "route": base.route,
         "timeout_s": base.timeout_s,
         "guard": base.guard,
+        "source": base.source,
     }
 
 

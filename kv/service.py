@@ -170,18 +170,16 @@ class Service:
         self, md: Metadata, target: KeyspaceConfig, policy: Any, timeout: float
     ) -> tuple[str, dict[str, Any]]:
         """A consistency change of an existing keyspace starts a live switch."""
-        if target.consistency != "linearizable":
-            raise NotImplementedYet(
-                "switching a linearizable keyspace to eventual is not built yet "
-                "(docs/mode_switch.md)"
-            )
+        if target.consistency == "eventual" and policy is not None:
+            raise InvalidRequest("siblings", "applies only to a switch to linearizable")
         policy = "refuse" if policy is None else policy
         if policy not in switch.POLICIES:
             raise InvalidRequest("siblings", f"must be one of {switch.POLICIES}, got {policy!r}")
         if policy == "lww":
             raise NotImplementedYet("siblings policy 'lww' needs per-version write times")
         source = routing.keyspace(md, target.name)
-        if policy == "refuse" and self._conflicts is not None and md.switch(source.name) is None:
+        refuse = policy == "refuse" and target.consistency == "linearizable"
+        if refuse and self._conflicts is not None and md.switch(source.name) is None:
             keys, count = await self._conflicts(md, source, MAX_LISTED_CONFLICTS, timeout)
             if count:
                 raise KeyspaceConflict(
@@ -277,7 +275,25 @@ class Service:
     async def get_key(self, name: str, key: str, opts: Options) -> dict[str, Any]:
         md = await self.current(name, opts.timeout_s)
         req = routing.get_request(md, name, key, opts)
+        if req.source is not None:
+            return await self._get_switching(md, req)
         return await self._mode(req).get(req)
+
+    async def _get_switching(self, md: Metadata, req: GetRequest) -> dict[str, Any]:
+        """A read of a keyspace switching to eventual (docs/mode_switch.md): the eventual
+        replicas' value, or — if they hold nothing of the key, not even a tombstone — the
+        frozen source's, or (copied meanwhile) the replicas' again."""
+        try:
+            return await self._mode(req).get(req)
+        except KeyNotFound as exc:
+            if exc.details.get("tombstone"):
+                raise
+            context = exc.details.get("context")
+        try:
+            found = await self._modes["linearizable"].get(routing.from_source(req, md))
+        except KeyNotFound:
+            return await self._mode(req).get(req)
+        return {"key": req.key, "value": found["value"], "context": context}
 
     async def put_key(self, name: str, key: str, body: Any, opts: Options) -> dict[str, Any]:
         md = await self.current(name, opts.timeout_s)
@@ -287,7 +303,15 @@ class Service:
     async def delete_key(self, name: str, key: str, body: Any, opts: Options) -> dict[str, Any]:
         md = await self.current(name, opts.timeout_s)
         req = routing.delete_request(md, name, key, body, opts)
-        return await self._mode(req).delete(req)
+        if req.source is None:
+            return await self._mode(req).delete(req)
+        try:  # switching to eventual: did the key exist, here or in the frozen source?
+            await self._get_switching(md, routing.get_request(md, name, key, opts))
+            existed = True
+        except KeyNotFound:
+            existed = False
+        reply = await self._mode(req).delete(req)
+        return {**reply, "deleted": existed or bool(reply.get("deleted"))}
 
     async def replica_state(self, name: str, key: str, timeout: float) -> dict[str, Any]:
         md = await self.current(name, timeout, routes=False)

@@ -32,6 +32,9 @@ Resolve = Callable[[Sequence[Any], str], tuple[bool, Any]]
 # (metadata, switch, partition, items, mark) -> None: one `migrate` command, committed
 Migrate = Callable[[Metadata, Switch, int, list[tuple[str, Any]], bool], Awaitable[None]]
 Change = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+# (metadata, switch, partition) -> keys copied: a switch to eventual's partition — freeze
+# the source group, copy its final state to the eventual replicas, purge it
+Copy = Callable[[Metadata, Switch, int], Awaitable[int]]
 
 SCAN_LIMIT = 1000
 ITEMS_PER_COMMAND = 200  # values up to 1 MiB each: a few of them fill an entry already
@@ -54,12 +57,14 @@ class SwitchMigrator(Periodic):
         resolve: Resolve,
         migrate: Migrate,
         change: Change,
+        copy: Copy | None = None,
         interval: float = 0.5,
     ) -> None:
         super().__init__("switch migrator", interval, self.round_once)
         self.node_id = node_id
         self.metadata = metadata
         self._scan, self._resolve, self._migrate, self._change = scan, resolve, migrate, change
+        self._copy = copy
         self.progress: dict[str, Progress] = {}  # by keyspace
 
     async def round_once(self) -> int:
@@ -67,16 +72,24 @@ class SwitchMigrator(Periodic):
         complete. Returns how many partitions it migrated."""
         md, migrated = self.metadata(), 0
         for switch in md.switches:
-            if switch.cancelling or switch.target.consistency != "linearizable":
-                continue  # the way back and linearizable → eventual: not built yet
+            if switch.cancelling:
+                continue  # the way back: not built yet
+            to_eventual = switch.target.consistency == "eventual"
             for partition in self._mine(md, switch):
-                migrated += await self._partition(md, switch, partition)
+                if to_eventual:
+                    migrated += await self._copied(md, switch, partition)
+                else:
+                    migrated += await self._partition(md, switch, partition)
             if len(switch.done) == md.partitions:
                 await self._change(_naming(switch, "finish_switch"))
         return migrated
 
     def _mine(self, md: Metadata, switch: Switch) -> list[int]:
-        n = switch.target.replication
+        """The partitions this node drives: those whose Raft group (the target's, or to
+        eventual the source's) lists it first."""
+        source = md.keyspace(switch.keyspace)
+        to_eventual = switch.target.consistency == "eventual"
+        n = source.replication if to_eventual and source else switch.target.replication
         return [
             p
             for p in range(md.partitions)
@@ -103,6 +116,20 @@ class SwitchMigrator(Periodic):
             log.info("switch of %s: %s", switch.keyspace, prog.error)
             return 0
         prog.keys += len(items)
+        return 1
+
+    async def _copied(self, md: Metadata, switch: Switch, partition: int) -> int:
+        if self._copy is None:
+            return 0
+        prog = self.progress.setdefault(switch.keyspace, Progress())
+        try:
+            prog.keys += await self._copy(md, switch, partition)
+            change = {**_naming(switch, "switch_partition_done"), "partition": partition}
+            await self._change(change)
+        except KvError as exc:
+            prog.error = f"partition {partition}: {exc.message}"
+            log.info("switch of %s: %s", switch.keyspace, prog.error)
+            return 0
         return 1
 
     async def _read(

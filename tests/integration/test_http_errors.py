@@ -400,17 +400,22 @@ def test_unknown_route_and_method_use_the_error_shape(api: Api, ks: str) -> None
 
 
 # ------------------------------------------------------------------ 409
-def test_a_consistency_change_starts_a_switch_or_says_why_it_cannot(
-    api: Api, make_keyspace: KeyspaceFactory
+@pytest.mark.parametrize(
+    ("first", "then", "to"),
+    [(EVENTUAL_1, LINEARIZABLE_1, "linearizable"), (LINEARIZABLE_1, EVENTUAL_1, "eventual")],
+    ids=["eventual-to-linearizable", "linearizable-to-eventual"],
+)
+def test_a_consistency_change_starts_a_switch(
+    api: Api, make_keyspace: KeyspaceFactory, first: dict[str, Any], then: dict[str, Any], to: str
 ) -> None:
-    """Issue 12 (docs/mode_switch.md): eventual → linearizable starts a live switch (202);
-    linearizable → eventual is not built yet (501), and changes nothing."""
-    name = make_keyspace(**EVENTUAL_1)
-    reply = api.put(f"/v1/keyspaces/{name}", LINEARIZABLE_1)
-    assert reply.status == 202 and reply.json()["switch"]["to"] == "linearizable", reply
-    name = make_keyspace(**LINEARIZABLE_1)
-    assert_error(api.put(f"/v1/keyspaces/{name}", EVENTUAL_1), 501, "not_implemented")
-    assert api.get(f"/v1/keyspaces/{name}").json()["consistency"] == "linearizable"
+    """Issue 12 (docs/mode_switch.md): a keyspace's consistency changes by a live switch
+    (202, with its progress); `siblings` belongs only to a switch to linearizable."""
+    name = make_keyspace(**first)
+    if to == "eventual":
+        assert_error(api.put(f"/v1/keyspaces/{name}", {**then, "siblings": "lww"}), 400,
+                     "invalid_request", "siblings")  # fmt: skip
+    reply = api.put(f"/v1/keyspaces/{name}", then)
+    assert reply.status == 202 and reply.json()["switch"]["to"] == to, reply
 
 
 def test_sibling_limit_is_409(api: Api, make_keyspace: KeyspaceFactory) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from raft_groups import state_machine
 from tests.integration.conftest import (
     Api,
     api_of,
@@ -139,3 +140,52 @@ def test_the_eventual_copies_are_deleted_after_the_switch(tmp_path: Path) -> Non
             assert time.monotonic() < end, f"{held()} partitions still hold eventual copies"
             time.sleep(0.2)
         assert _retrying(lambda: api.get(key_path("moved", "k7"))).json()["value"] == 7
+
+
+def _wait_mode(api: Api, name: str, mode: str) -> dict[str, Any]:
+    end = time.monotonic() + DEADLINE_S
+    while True:
+        ks = api.get(f"/v1/keyspaces/{name}").json()
+        if ks["consistency"] == mode and "switch" not in ks:
+            return dict(ks)
+        assert time.monotonic() < end, f"switch not done: {ks}"
+        time.sleep(0.1)
+
+
+def test_linearizable_to_eventual_keeps_every_value_and_every_delete(tmp_path: Path) -> None:
+    config = single_node_config(tmp_path / "n1")
+    with running([config]) as nodes:
+        node, api = nodes["n1"], api_of(nodes["n1"])
+        create_keyspace(api, "orders", {"consistency": "linearizable", "replication": 1})
+        for i in range(30):
+            put = _retrying(lambda i=i: api.put(key_path("orders", f"k{i}"), {"value": i}))
+            assert put.status == 200, put
+        ks = node.node.meta.metadata.keyspace("orders")
+        assert ks is not None
+        engine, uid = node.node.groups.engine, ks.uid
+
+        def raft_copies() -> list[int]:
+            return [
+                p
+                for p in range(config.partitions)
+                if state_machine.records(engine, 1 << 16 | p, uid)
+            ]
+
+        assert raft_copies()
+        started = api.put("/v1/keyspaces/orders", {"consistency": "eventual", "replication": 1})
+        assert started.status == 202 and started.json()["switch"]["to"] == "eventual", started
+        # during the switch: writes are eventual, deletes stick, reads see both sides
+        assert _retrying(lambda: api.put(key_path("orders", "k1"), {"value": "new"})).status == 200
+        gone = _retrying(lambda: api.delete(key_path("orders", "k2")))
+        assert gone.status == 200 and gone.json()["deleted"] is True, gone
+        assert _retrying(lambda: api.get(key_path("orders", "k3"))).json()["value"] == 3
+        final = _wait_mode(api, "orders", "eventual")
+        assert final["replication"] == 1 and "write_quorum" in final
+        for i in range(3, 30):
+            got = api.get(key_path("orders", f"k{i}"))
+            assert got.status == 200 and got.json()["value"] == i, got
+        assert api.get(key_path("orders", "k1")).json()["value"] == "new"
+        assert api.get(key_path("orders", "k2")).status == 404  # not brought back
+        context = api.get(key_path("orders", "k4")).json()["context"]
+        assert api.put(key_path("orders", "k4"), {"value": 5, "context": context}).status == 200
+        assert raft_copies() == []  # the Raft copies are purged
