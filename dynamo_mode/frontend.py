@@ -110,6 +110,10 @@ class EventualKeys:
         )
         return {"deleted": True, "context": encode_context(ctx, self._seal_key, req)}
 
+    def context_of(self, req: KeyRequest, clock: dict[str, int]) -> str:
+        """A sealed context of `clock` for `req`'s key (a switch's copies, kv/node_switch.py)."""
+        return encode_context((clock, ()), self._seal_key, req)
+
     async def prepare(self, md: Metadata, ks: KeyspaceConfig, timeout: float) -> None:
         return None  # leaderless: usable as soon as the metadata is
 

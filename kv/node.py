@@ -89,15 +89,16 @@ class Node:
         await self._start_raft()
         MetaServer(self.meta, votes=lambda: self.meta.votes).register(self.ops)
         self.ops.register(META_JOIN, self.meta.join)
+        self.eventual_keys = self._eventual_mode()
         modes: dict[str, KeyOps] = {
-            "eventual": self._eventual_mode(),
+            "eventual": self.eventual_keys,
             "linearizable": self._linearizable_mode(),
         }
         self.sizes = SizeServer(self.replica_store, self.group_store, self.groups.owned)
         self.sizes.register(self.ops)
         sizer = PlanSizer(self.transport, self.peers.is_alive)
-        conflicts = node_switch.conflicts(self)  # the `refuse` policy's check (issue 12)
-        self.service = Service(self.meta, modes, self.cluster_info, sizer, conflicts)
+        switching = node_switch.conflicts(self), node_switch.migrated_context(self)  # issue 12
+        self.service = Service(self.meta, modes, self.cluster_info, sizer, *switching)
         self._background_loops()
         self.raft_moves = RaftMoves(self.groups, cfg.node_id, self._metadata, self.propose)
         self.meta.subscribe(self._on_metadata)

@@ -9,9 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 from dynamo_mode import siblings, switch_policy
 from dynamo_mode.frontend import placement
-from dynamo_mode.messages import PART_SCAN, SWITCH_SCAN, ScanRequest, SwitchScanRequest
+from dynamo_mode.messages import (
+    PART_SCAN,
+    STORE,
+    SWITCH_SCAN,
+    ScanRequest,
+    StoreRequest,
+    SwitchScanRequest,
+)
 from kv import routing
-from kv.errors import Retryable
+from kv.errors import KvError, Retryable
 from kv.keyspace import KeyspaceConfig
 from kv.meta import Metadata
 from kv.service import Conflicts
@@ -83,17 +90,38 @@ async def copy_to_eventual(
     spec = GroupSpec(partition, n, routing.replicas(md, "linearizable", partition, n))
     await _committed(node, spec, Command("freeze", switch.uid, ""), timeout)
     number, target, written = spec.number, switch.target, 0
+    dot = (switch_actor(switch.since), 1)
     for key, value, _version in state_machine.records(node.groups.engine, number, switch.uid):
         where = placement(routing.KeyRequest(target, key, routing.place(md, target, key), timeout))
         seen = await node.coordinator.get(where, target.replication, timeout)
-        if seen.versions:
-            continue
-        w, cap = target.write_quorum, target.max_siblings
-        await node.coordinator.put(where, seen.context, value, False, w, cap, timeout)
-        written += 1
+        if not seen.versions:
+            await _store_everywhere(node, where, siblings.make_version(dot, {}, value), timeout)
+            written += 1
     while not (await _committed(node, spec, Command("purge", switch.uid, ""), timeout))["done"]:
         pass
     return written
+
+
+def switch_actor(since: int) -> str:
+    """The actor of every version a switch to eventual copies (docs/mode_switch.md): each
+    copied key gets the version (actor, 1) — the same wherever and however often it is
+    copied, so copies merge into one, and a client that read the key through the frozen
+    state got a context holding that dot, so its write supersedes the copy whenever the
+    copy lands."""
+    return f"switch@{since}"
+
+
+async def _store_everywhere(node: Node, where: Any, version: Any, timeout: float) -> None:
+    request = StoreRequest(where.ref, (version,))
+    acks = 0
+    for replica in where.replicas:
+        try:
+            await node.transport.call(replica, STORE, request, timeout)
+            acks += 1
+        except KvError:
+            continue
+    if acks < len(where.replicas):  # R = N readers of the copy must all find it
+        raise Retryable(f"copy of {where.ref.key!r} reached {acks} of its replicas")
 
 
 async def _committed(node: Node, spec: GroupSpec, command: Command, timeout: float) -> Any:
@@ -130,3 +158,14 @@ def conflicts(node: Node) -> Conflicts:
         return found, count
 
     return scan
+
+
+def migrated_context(node: Node) -> Callable[[Any, int], str]:
+    """The context a read through the frozen state of a switch to eventual answers with:
+    it holds the dot the key's copy gets (`switch_actor`), so a write with it supersedes
+    the copy."""
+
+    def context(req: Any, since: int) -> str:
+        return node.eventual_keys.context_of(req, {switch_actor(since): 1})
+
+    return context

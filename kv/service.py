@@ -23,6 +23,7 @@ just added). Until the barrier succeeds once, key requests answer 503 (retryable
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
@@ -88,8 +89,11 @@ class Service:
         cluster_info: Callable[[], dict[str, Any]],
         sizer: Sizer | None = None,
         conflicts: Conflicts | None = None,
+        migrated_context: Callable[[KeyRequest, int], str] | None = None,
     ) -> None:
         self._conflicts = conflicts  # an eventual keyspace's keys with siblings (a switch)
+        # the context of a value read through a switch's frozen state (kv/node_switch.py)
+        self._migrated_context = migrated_context
         self._meta = meta
         self._modes = modes
         self.cluster_info = cluster_info
@@ -293,6 +297,10 @@ class Service:
             found = await self._modes["linearizable"].get(routing.from_source(req, md))
         except KeyNotFound:
             return await self._mode(req).get(req)
+        switch = md.switch(req.keyspace.name)
+        if self._migrated_context is not None and switch is not None:
+            # holds the dot the key's copy gets: a write with it supersedes the copy
+            context = self._migrated_context(req, switch.since)
         return {"key": req.key, "value": found["value"], "context": context}
 
     async def put_key(self, name: str, key: str, body: Any, opts: Options) -> dict[str, Any]:
@@ -306,8 +314,10 @@ class Service:
         if req.source is None:
             return await self._mode(req).delete(req)
         try:  # switching to eventual: did the key exist, here or in the frozen source?
-            await self._get_switching(md, routing.get_request(md, name, key, opts))
+            seen = await self._get_switching(md, routing.get_request(md, name, key, opts))
             existed = True
+            if req.context is None:  # delete what was read, the copy's dot included
+                req = dataclasses.replace(req, context=seen.get("context"))
         except KeyNotFound:
             existed = False
         reply = await self._mode(req).delete(req)

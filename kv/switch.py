@@ -33,7 +33,7 @@ Outcome = dict[str, Any]
 class Switch:
     keyspace: str
     uid: int  # the keyspace incarnation switching; its data keeps this uid in both modes
-    target: KeyspaceConfig  # the configuration after the switch (same name and uid)
+    target: KeyspaceConfig  # the configuration after the switch (same name; uid: `start`)
     policy: str
     since: int  # the metadata epoch that committed the switch: the fence
     done: frozenset[int] = field(default_factory=frozenset)  # partitions migrated
@@ -105,8 +105,13 @@ def check_start(
 
 
 def start(ks: KeyspaceConfig, target: KeyspaceConfig, policy: str, epoch: int) -> Switch:
-    """The record of a switch committed at `epoch` (the target keeps the keyspace's uid)."""
-    return Switch(ks.name, ks.uid, replace(target, name=ks.name, uid=ks.uid), policy, epoch)
+    """The record of a switch committed at `epoch`. To linearizable the target keeps the
+    keyspace's uid (its Raft groups hold nothing of it). To eventual the target is a new
+    incarnation, uid `epoch`: the eventual replicas may still hold copies of the keyspace
+    from before an earlier switch to linearizable (deleted only after a grace), and those
+    must not count as newer than the frozen state (docs/mode_switch.md)."""
+    uid = epoch if target.consistency == "eventual" else ks.uid
+    return Switch(ks.name, ks.uid, replace(target, name=ks.name, uid=uid), policy, epoch)
 
 
 def partition_done(switch: Switch, partition: int, partitions: int) -> Switch | None:
