@@ -14,9 +14,11 @@ from typing import Any
 
 from dynamo_mode import context_seal, vclock
 from dynamo_mode.coordinator import Context, DynamoCoordinator, Placement, ReadResult
+from dynamo_mode.listing import KeyLister
 from dynamo_mode.replica import DynamoReplica, KeyRef
 from kv.errors import InvalidRequest, KeyNotFound
 from kv.keyspace import KeyspaceConfig
+from kv.listing import ListRequest, Slice
 from kv.meta import Metadata
 from kv.routing import DeleteRequest, GetRequest, KeyRequest, PutRequest
 
@@ -54,11 +56,19 @@ def render_read(key: str, result: ReadResult, context: str) -> dict[str, Any]:
 
 class EventualKeys:
     def __init__(
-        self, coordinator: DynamoCoordinator, replica: DynamoReplica, seal_key: bytes
+        self,
+        coordinator: DynamoCoordinator,
+        replica: DynamoReplica,
+        seal_key: bytes,
+        lister: KeyLister,
     ) -> None:
         self._dynamo = coordinator
         self._replica = replica
         self._seal_key = seal_key  # kv/keys.py `context_key`
+        self._lister = lister
+
+    async def list_keys(self, req: ListRequest) -> list[Slice]:
+        return await self._lister.list_keys(req)
 
     async def get(self, req: GetRequest) -> dict[str, Any]:
         result = await self._dynamo.get(placement(req), req.r, req.timeout_s, pr=req.pr)

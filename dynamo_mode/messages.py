@@ -14,6 +14,8 @@ operations, anti-entropy queries) or dynamo_mode/gossip.py (push-pull rounds). E
     gossip        GossipDigest      GossipDigest  push-pull heartbeat versions
     part_scan     ScanRequest       ScanBatch     a partition transfer's batch of keys
     part_digest   ScanRequest       DigestBatch   the same keys' version hashes (verification)
+    key_list      ListScanRequest   ScanBatch     a key listing's batch: keys with a prefix,
+                                                  their versions without values (kv/listing.py)
 
 `store`, `hint` and `coordinate` carry the keyspace's `durability` ("process" or "fsync",
 kv/keyspace.py; on the wire only when "fsync"): with "fsync" the replica answers once the
@@ -318,6 +320,20 @@ class SwitchScanRequest:
 
 
 @dataclass(frozen=True)
+class ListScanRequest:
+    scan: ScanRequest  # the keys after `scan.after`, up to `scan.limit` ...
+    prefix: str  # ... that start with `prefix`
+
+    def to_wire(self) -> dict[str, Any]:
+        return {**self.scan.to_wire(), "prefix": self.prefix}
+
+    @staticmethod
+    def from_wire(raw: Any) -> ListScanRequest:
+        prefix = text(obj(raw).get("prefix"), "prefix")
+        return ListScanRequest(ScanRequest.from_wire(raw), prefix)
+
+
+@dataclass(frozen=True)
 class ScanBatch:
     items: tuple[tuple[str, tuple[Version, ...]], ...]  # (key, versions)
     done: bool  # the range is exhausted
@@ -365,4 +381,5 @@ AE_QUERY = Operation("ae_query", TreeQuery.from_wire, TreeAnswer.from_wire)
 GOSSIP = Operation("gossip", GossipDigest.from_wire, GossipDigest.from_wire)
 PART_SCAN = Operation("part_scan", ScanRequest.from_wire, ScanBatch.from_wire)
 PART_DIGEST = Operation("part_digest", ScanRequest.from_wire, DigestBatch.from_wire)
+KEY_LIST = Operation("key_list", ListScanRequest.from_wire, ScanBatch.from_wire)
 SWITCH_SCAN = Operation("switch_scan", SwitchScanRequest.from_wire, ScanBatch.from_wire)

@@ -29,6 +29,7 @@ from dynamo_mode import hints, merkle, siblings
 from dynamo_mode.siblings import Version
 from dynamo_mode.vclock import Dot, VClock
 from kv import json_codec
+from kv.listing import scan_range
 from kv.sizes import Layout
 from kv.storage import StorageEngine, WriteBatch, prefix_end
 
@@ -167,17 +168,27 @@ class DynamoReplica:
         return decode_stored(raw) if raw is not None else ()
 
     def scan(
-        self, partition: int, uid: int, after: str | None, limit: int, max_bytes: int = 0
+        self,
+        partition: int,
+        uid: int,
+        after: str | None,
+        limit: int,
+        max_bytes: int = 0,
+        key_prefix: str = "",
     ) -> tuple[list[tuple[KeyRef, tuple[Version, ...]]], bool]:
-        """Up to `limit` keys of one keyspace in one partition, in key order, after `after`
-        (a partition transfer's batch), stopping early once their stored bytes reach
-        `max_bytes` (0: no byte limit; at least one key); and whether the range is
-        exhausted."""
+        """Up to `limit` keys of one keyspace in one partition starting with `key_prefix`, in
+        key order, after `after` (a partition transfer's batch, a key listing's), stopping
+        early once their stored bytes reach `max_bytes` (0: no byte limit; at least one
+        key); and whether the range is exhausted."""
         prefix = PREFIX + struct.pack(">HI", partition, uid)
-        start = prefix + after.encode() + b"\0" if after is not None else prefix
+        bounds = scan_range(key_prefix, after)
+        if bounds is None:
+            return [], True
+        start = prefix + bounds[0]
+        stop = _prefix_end(prefix) if bounds[1] is None else prefix + bounds[1]
         out: list[tuple[KeyRef, tuple[Version, ...]]] = []
         size = 0
-        for raw, value in self._engine.iterate(start, _prefix_end(prefix)):
+        for raw, value in self._engine.iterate(start, stop):
             if len(out) == limit or (max_bytes and size >= max_bytes):
                 return out, False
             out.append((KeyRef.from_storage_key(raw), decode_stored(value)))

@@ -11,6 +11,7 @@ tombstone reaper are its callers on other nodes (and on this one, without the wi
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from dynamo_mode import merkle, merkle_diff, siblings
 from dynamo_mode.messages import (
@@ -18,6 +19,7 @@ from dynamo_mode.messages import (
     COORDINATE,
     FETCH,
     HINT,
+    KEY_LIST,
     PART_DIGEST,
     PART_SCAN,
     PURGE,
@@ -28,6 +30,7 @@ from dynamo_mode.messages import (
     DigestBatch,
     HintRequest,
     KeyRequest,
+    ListScanRequest,
     Purged,
     PurgeRequest,
     ScanBatch,
@@ -89,6 +92,7 @@ class ReplicaServer:
         table.register(PART_SCAN, self.part_scan)
         table.register(PART_DIGEST, self.part_digest)
         table.register(SWITCH_SCAN, self.switch_scan)
+        table.register(KEY_LIST, self.key_list)
 
     async def fetch(self, req: KeyRequest) -> Versions:
         return Versions(self.replica.fetch(req.ref))
@@ -131,6 +135,16 @@ class ReplicaServer:
             req.partition, req.uid, req.after, req.limit, max_bytes=SCAN_BATCH_BYTES
         )
         return ScanBatch(tuple((ref.key, versions) for ref, versions in found), done)
+
+    async def key_list(self, req: ListScanRequest) -> ScanBatch:
+        """A key listing's batch (kv/listing.py): the versions' causal data decides whether
+        a key is live once merged with the other replicas'; their values are left out."""
+        s = req.scan
+        found, done = self.replica.scan(
+            s.partition, s.uid, s.after, s.limit, SCAN_BATCH_BYTES, key_prefix=req.prefix
+        )
+        items = ((ref.key, tuple(replace(v, value=None) for v in vs)) for ref, vs in found)
+        return ScanBatch(tuple(items), done)
 
     async def switch_scan(self, req: SwitchScanRequest) -> ScanBatch:
         """A switch's migrator reading this member's versions of a partition: only once

@@ -33,6 +33,7 @@ from dynamo_mode.coordinator import DynamoCoordinator
 from dynamo_mode.frontend import EventualKeys
 from dynamo_mode.gossip import GossipDetector, next_generation
 from dynamo_mode.handoff import Handoff
+from dynamo_mode.listing import KeyLister
 from dynamo_mode.replica import DynamoReplica, KeyRef, local_actor
 from dynamo_mode.replica_server import ReplicaServer
 from dynamo_mode.tombstones import TombstoneReaper
@@ -173,7 +174,8 @@ class Node:
         )
         self.peers.register(self.ops)
         self.coordinator = DynamoCoordinator(cfg.node_id, self.transport, self.peers.is_alive)
-        return EventualKeys(self.coordinator, self.replica, context_key(cfg.cluster_secret))
+        keys = KeyLister(self.transport, self.peers.is_alive)
+        return EventualKeys(self.coordinator, self.replica, context_key(cfg.cluster_secret), keys)
 
     def _linearizable_mode(self) -> LinearizableKeys:
         cfg = self.config

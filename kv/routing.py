@@ -105,8 +105,11 @@ def replicas(md: Metadata, mode: str, partition: int, n: int) -> tuple[str, ...]
 
 
 def place(md: Metadata, ks: KeyspaceConfig, key: str) -> Route:
+    return place_partition(md, ks, md.ring().key_partition(ks.name, key))
+
+
+def place_partition(md: Metadata, ks: KeyspaceConfig, partition: int) -> Route:
     ring = md.ring()
-    partition = ring.key_partition(ks.name, key)
     owners, incoming = md.owners(ks.consistency, ks.replication, partition)
     fallbacks: tuple[str, ...] = ()
     if ks.consistency == "eventual":

@@ -27,7 +27,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from kv import auth, plan, routing, switch
+from kv import auth, listing, plan, routing, switch
 from kv.errors import (
     InvalidRequest,
     KeyNotFound,
@@ -39,6 +39,7 @@ from kv.errors import (
     Retryable,
 )
 from kv.keyspace import KeyspaceConfig, parse_keyspace, validate_name
+from kv.listing import ListRequest, Page, Slice
 from kv.meta import Metadata, MoveKey
 from kv.routing import DeleteRequest, GetRequest, KeyRequest, Options, PutRequest
 from kv.sizes import Size
@@ -50,6 +51,7 @@ Sizer = Callable[[Metadata, Iterable[MoveKey]], Awaitable[Mapping[MoveKey, Size]
 # (kv/node_switch.py): the `refuse` policy's check before a switch starts.
 Conflicts = Callable[[Metadata, KeyspaceConfig, int, float], Awaitable[tuple[list[str], int]]]
 MAX_LISTED_CONFLICTS = 100
+LIST_ROUNDS = 4  # scans of every partition one key listing may make
 
 
 class MetaStore(Protocol):
@@ -76,6 +78,9 @@ class KeyOps(Protocol):
     async def delete(self, req: DeleteRequest) -> dict[str, Any]: ...
 
     def replica_state(self, req: KeyRequest) -> dict[str, Any]: ...
+
+    async def list_keys(self, req: ListRequest) -> list[Slice]:
+        """One slice per partition of `req.routes` (kv/listing.py)."""
 
     async def prepare(self, md: Metadata, ks: KeyspaceConfig, timeout: float) -> None:
         """Wait (bounded) until a just-created keyspace can serve through this node."""
@@ -322,6 +327,27 @@ class Service:
             existed = False
         reply = await self._mode(req).delete(req)
         return {**reply, "deleted": existed or bool(reply.get("deleted"))}
+
+    async def list_keys(
+        self, name: str, prefix: str, after: str | None, limit: int | None, opts: Options
+    ) -> dict[str, Any]:
+        """A page of the keyspace's keys in order (kv/listing.py). A page cut short by the
+        partitions' bounds (tombstones scanned in eventual mode) is continued, up to
+        `LIST_ROUNDS` times, so it is full unless the keyspace has no more."""
+        md = await self.current(name, opts.timeout_s)
+        req = listing.list_request(md, name, prefix, after, limit, opts.timeout_s)
+        mode = self._modes.get(req.keyspace.consistency)
+        if mode is None:
+            raise NotImplementedYet(f"{req.keyspace.consistency} keyspaces are not available")
+        keys: list[str] = []
+        page, want = Page((), after), req.limit
+        for _ in range(LIST_ROUNDS):
+            page = listing.merge(await mode.list_keys(req), req.limit)
+            keys.extend(page.keys)
+            if page.next is None or len(keys) >= want:
+                break
+            req = req.following(page.next, want - len(keys))
+        return Page(tuple(keys), page.next).to_wire()
 
     async def replica_state(self, name: str, key: str, timeout: float) -> dict[str, Any]:
         md = await self.current(name, timeout, routes=False)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from kv.internode import Operation, integer, number, obj, text
+from kv.listing import MAX_LIMIT, ListRequest, Slice
 from kv.routing import (
     MAX_REQUEST_ID,
     MAX_TIMEOUT_S,
@@ -141,3 +142,52 @@ class ForwardReply:
 
 
 LIN_FORWARD = Operation("lin_forward", Forwarded.from_wire, ForwardReply.from_wire)
+
+
+@dataclass(frozen=True)
+class ForwardedList:
+    """`lin_list`: a key listing's slice of one partition (kv/listing.py), asked of a member
+    of its group by a node outside it."""
+
+    keyspace: str
+    uid: int
+    partition: int
+    prefix: str
+    after: str | None
+    limit: int
+    timeout_s: float
+
+    @staticmethod
+    def of(req: ListRequest, partition: int) -> ForwardedList:
+        ks = req.keyspace
+        return ForwardedList(
+            ks.name, ks.uid, partition, req.prefix, req.after, req.limit, req.timeout_s
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "keyspace": self.keyspace,
+            "uid": self.uid,
+            "partition": self.partition,
+            "prefix": self.prefix,
+            "after": self.after,
+            "limit": self.limit,
+            "timeout_s": self.timeout_s,
+        }
+
+    @staticmethod
+    def from_wire(raw: Any) -> ForwardedList:
+        d = obj(raw)
+        after = d.get("after")
+        return ForwardedList(
+            keyspace=text(d.get("keyspace"), "keyspace"),
+            uid=integer(d.get("uid"), "uid", 0, 1 << 63),
+            partition=integer(d.get("partition"), "partition", 0, 1 << 16),
+            prefix=text(d.get("prefix"), "prefix"),
+            after=None if after is None else text(after, "after"),
+            limit=integer(d.get("limit"), "limit", 1, MAX_LIMIT),
+            timeout_s=min(max(number(d.get("timeout_s"), "timeout_s"), 0.001), MAX_TIMEOUT_S),
+        )
+
+
+LIN_LIST = Operation("lin_list", ForwardedList.from_wire, Slice.from_wire)

@@ -17,9 +17,10 @@ deduplicates). A forwarded read that times out is a 503: a read applies nothing.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from kv import routing
 from kv.errors import (
@@ -35,16 +36,20 @@ from kv.errors import (
     Retryable,
     UnknownOutcome,
 )
-from kv.internode import OpTable
+from kv.internode import Operation, OpTable, Wire
 from kv.keyspace import KeyspaceConfig
+from kv.listing import ListRequest, Slice
 from kv.meta import Metadata
 from kv.routing import DeleteRequest, GetRequest, KeyRequest, PutRequest
 from kv.transport import Transport
 from raft_groups import state_machine
 from raft_groups.commands import Command
-from raft_groups.forwarding import LIN_FORWARD, Forwarded, ForwardReply
+from raft_groups.forwarding import LIN_FORWARD, LIN_LIST, Forwarded, ForwardedList, ForwardReply
 from raft_groups.manager import MIGRATING, RaftGroups
 from raft_groups.placement import GroupSpec
+
+Req = TypeVar("Req", bound=Wire)
+Resp = TypeVar("Resp", bound=Wire)
 
 
 def _command(**fields: Any) -> Command:
@@ -88,6 +93,7 @@ class LinearizableKeys:
 
     def register(self, table: OpTable) -> None:
         table.register(LIN_FORWARD, self.serve_forwarded)
+        table.register(LIN_LIST, self.serve_list)
 
     # ------------------------------------------------------------------ KeyOps
     async def get(self, req: GetRequest) -> dict[str, Any]:
@@ -136,6 +142,36 @@ class LinearizableKeys:
         )
         return await self._propose(spec, command, req.timeout_s)
 
+    async def list_keys(self, req: ListRequest) -> list[Slice]:
+        """Each partition's slice from its group after a read barrier: here if this node is
+        a member, else from a member (`lin_list`)."""
+        slices = (
+            self._list_partition(req, route.partition, route.replicas) for route in req.routes
+        )
+        return list(await asyncio.gather(*slices))
+
+    async def _list_partition(
+        self, req: ListRequest, partition: int, members: tuple[str, ...]
+    ) -> Slice:
+        spec = GroupSpec(partition, req.keyspace.replication, members)
+        if self._self_id not in spec.members:
+            fwd = ForwardedList.of(req, partition)
+            return await self._to_member(spec, LIN_LIST, fwd, fwd.timeout_s, _list_timeout)
+        scan = (req.prefix, req.after, req.limit)
+        keys = await self._groups.keys(spec, req.keyspace.uid, scan, req.timeout_s, req.guard)
+        return Slice(tuple(keys), keys[-1] if len(keys) == req.limit else None)
+
+    async def serve_list(self, fwd: ForwardedList) -> Slice:
+        """The `lin_list` op: the partition's group re-derived under this node's metadata."""
+        md = self._metadata()
+        self._check_uid(md, fwd.keyspace, fwd.uid)
+        ks, guard = routing.serving(md, fwd.keyspace)
+        route = routing.place_partition(md, ks, fwd.partition)
+        if route.mode != "linearizable" or self._self_id not in route.replicas:
+            raise NotReady("this node does not serve the partition now", retry_after=0.2)
+        req = ListRequest(ks, (route,), fwd.prefix, fwd.after, fwd.limit, fwd.timeout_s, guard)
+        return await self._list_partition(req, fwd.partition, route.replicas)
+
     async def prepare(self, md: Metadata, ks: KeyspaceConfig, timeout: float) -> None:
         """Wait until this node runs the keyspace's groups and each has a leader (bounded)."""
         await self._groups.wait_for_leaders(md, ks.replication, timeout)
@@ -165,34 +201,50 @@ class LinearizableKeys:
 
     # ------------------------------------------------------------------ forwarding
     async def _forward(self, spec: GroupSpec, fwd: Forwarded) -> dict[str, Any]:
+        def timeout(exc: PeerTimeout) -> Exception:
+            return _forward_timeout(fwd, exc)
+
+        reply = await self._to_member(spec, LIN_FORWARD, fwd, fwd.timeout_s, timeout)
+        return reply.body
+
+    async def _to_member(
+        self,
+        spec: GroupSpec,
+        op: Operation[Req, Resp],
+        request: Req,
+        timeout: float,
+        on_timeout: Callable[[PeerTimeout], Exception],
+    ) -> Resp:
         """Send to the group's members in turn; only a member never reached lets us try the
         next (a timeout may mean the write was applied: it ends the request)."""
         errors = []
         for member in spec.members:
             try:
-                reply = await self._transport.call(member, LIN_FORWARD, fwd, fwd.timeout_s)
+                return await self._transport.call(member, op, request, timeout)
             except PeerUnreachable as exc:
                 errors.append(str(exc))
-                continue
             except PeerTimeout as exc:
-                raise _forward_timeout(fwd, exc) from None
-            return reply.body
+                raise on_timeout(exc) from None
         raise NoLeader(
             f"no member of group {spec.gid} reachable: {'; '.join(errors)}", retry_after=0.5
         )
 
+    @staticmethod
+    def _check_uid(md: Metadata, name: str, uid: int) -> None:
+        """A forwarded request's keyspace incarnation is this node's too."""
+        if uid > md.epoch:  # uids are epochs: the sender's metadata is newer than ours
+            raise NotReady(
+                f"this node's metadata (epoch {md.epoch}) does not have keyspace {name!r} yet",
+                retry_after=0.2,
+            )
+        ks = md.keyspace(name)
+        if ks is None or ks.uid != uid:
+            raise KeyspaceNotFound(name)
+
     async def serve_forwarded(self, fwd: Forwarded) -> ForwardReply:
         """The `lin_forward` op: re-route under this node's metadata and serve here."""
         md = self._metadata()
-        if fwd.uid > md.epoch:  # uids are epochs: the sender's metadata is newer than ours
-            raise NotReady(
-                f"this node's metadata (epoch {md.epoch}) does not have keyspace "
-                f"{fwd.keyspace!r} yet",
-                retry_after=0.2,
-            )
-        ks = md.keyspace(fwd.keyspace)
-        if ks is None or ks.uid != fwd.uid:
-            raise KeyspaceNotFound(fwd.keyspace)
+        self._check_uid(md, fwd.keyspace, fwd.uid)
         base = routing.locate(md, fwd.keyspace, fwd.key, fwd.timeout_s)
         if base.route.mode != "linearizable":  # its switch was cancelled here, or is older
             raise NotReady("this node routes the keyspace elsewhere now", retry_after=0.2)
@@ -205,6 +257,10 @@ class LinearizableKeys:
         if fwd.op == "put":
             return ForwardReply(await self.put(fwd.put_request(base)))
         return ForwardReply(await self.delete(fwd.delete_request(base)))
+
+
+def _list_timeout(exc: PeerTimeout) -> Exception:
+    return Retryable(f"forwarded key listing not answered in time: {exc}", retry_after=0.5)
 
 
 def _forward_timeout(fwd: Forwarded, exc: PeerTimeout) -> Exception:

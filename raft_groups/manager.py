@@ -292,12 +292,31 @@ class RaftGroups:
     ) -> tuple[Any, int] | None:
         """`guard`: the keyspace switches to linearizable (docs/mode_switch.md): its data
         of this partition must be migrated before a read may answer."""
+        await self._readable(spec, uid, timeout, stale, guard)
+        return state_machine.read(self._engine, spec.number, uid, key)
+
+    async def keys(
+        self,
+        spec: GroupSpec,
+        uid: int,
+        scan: tuple[str, str | None, int],
+        timeout: float,
+        guard: bool = False,
+    ) -> list[str]:
+        """A key listing's slice of this group (kv/listing.py), after a read barrier: up to
+        `limit` keys with `prefix` after `after` (`scan`)."""
+        await self._readable(spec, uid, timeout, False, guard)
+        prefix, after, limit = scan
+        return state_machine.keys(self._engine, spec.number, uid, prefix, after, limit)
+
+    async def _readable(
+        self, spec: GroupSpec, uid: int, timeout: float, stale: bool, guard: bool
+    ) -> None:
         hosted = self.hosted(spec)
         if not stale:
             await hosted.barriers.passed(timeout, "read barrier (no quorum?)")
         if guard and not state_machine.migrated(self._engine, spec.number, uid):
             raise NotReady(MIGRATING, retry_after=0.2)
-        return state_machine.read(self._engine, spec.number, uid, key)
 
     async def close(self) -> None:
         gone, self._running = list(self._running.values()), {}

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kv import json_codec
+from kv.listing import scan_range
 from kv.sizes import Layout
 from kv.storage import ReadView, StorageError, WriteBatch, prefix_end
 from raft_groups.commands import MAX_UID, Command, decode, fingerprint
@@ -79,6 +80,21 @@ def read(view: ReadView, partition: int, uid: int, key: str) -> tuple[Any, int] 
     """(value, version) of `key` in keyspace incarnation `uid`; None when absent."""
     _check_uid(uid)
     return _load_record(view, _data_key(partition, uid, key))
+
+
+def keys(
+    view: ReadView, partition: int, uid: int, prefix: str, after: str | None, limit: int
+) -> list[str]:
+    """Up to `limit` keys of keyspace incarnation `uid` that start with `prefix`, after
+    `after`, in order (a key listing's slice, kv/listing.py)."""
+    _check_uid(uid)
+    base = group_prefix(partition) + uid.to_bytes(4, "big")
+    bounds = scan_range(prefix, after)
+    if bounds is None:
+        return []
+    stop = prefix_end(base) if bounds[1] is None else base + bounds[1]
+    found = itertools.islice(view.iterate(base + bounds[0], stop), limit)
+    return [raw[len(base) :].decode() for raw, _ in found]
 
 
 def apply(

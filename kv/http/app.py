@@ -27,6 +27,7 @@ from kv.errors import InvalidRequest, KvError, MalformedJson, StorageFailed, Too
 from kv.http import access, limits, metrics, openapi
 from kv.http.errors import ERROR_CODE, response_for
 from kv.http.internode import add_routes
+from kv.listing import MAX_LIMIT
 from kv.metrics import NodeMetrics
 from kv.routing import MAX_TIMEOUT_S, Options
 from kv.server_limits import ServerLimits
@@ -186,6 +187,16 @@ async def delete_keyspace(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def list_keys(request: web.Request) -> web.Response:
+    """A page of keys in order, and the cursor to continue from (kv/listing.py)."""
+    service, q = request.app[SERVICE], request.query
+    limit = _int_param(request, "limit", 1, MAX_LIMIT)
+    page = await service.list_keys(
+        request.match_info["ks"], q.get("prefix", ""), q.get("after"), limit, options(request)
+    )
+    return _json(page)
+
+
 async def get_key(request: web.Request) -> web.Response:
     service, m = request.app[SERVICE], request.match_info
     return _json(await service.get_key(m["ks"], key_of(request), options(request)))
@@ -284,6 +295,7 @@ ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
     ("GET", "/v1/keyspaces/{ks}", get_keyspace, "keyspace.get"),
     ("PUT", "/v1/keyspaces/{ks}", put_keyspace, "keyspace.put"),
     ("DELETE", "/v1/keyspaces/{ks}", delete_keyspace, "keyspace.delete"),
+    ("GET", "/v1/keyspaces/{ks}/keys", list_keys, "keys.list"),
     ("GET", KEY, get_key, "key.get"),
     ("PUT", KEY, put_key, "key.put"),
     ("DELETE", KEY, delete_key, "key.delete"),

@@ -37,6 +37,7 @@ PURE = (
     "kv/hashing.py",
     "kv/internode.py",
     "kv/keyspace.py",
+    "kv/listing.py",
     "kv/meta.py",
     "kv/meta_machine.py",
     "kv/meta_ops.py",
