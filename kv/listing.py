@@ -17,7 +17,7 @@ import heapq
 from dataclasses import dataclass
 from typing import Any
 
-from kv.errors import InvalidRequest
+from kv.errors import InvalidRequest, NotReady
 from kv.internode import obj, text
 from kv.keyspace import KeyspaceConfig
 from kv.meta import Metadata
@@ -80,7 +80,12 @@ def list_request(
     md: Metadata, name: str, prefix: str, after: str | None, limit: int | None, timeout_s: float
 ) -> ListRequest:
     """Validate the query and route it: every partition of the keyspace's serving mode."""
-    ks, guard = serving(md, name)
+    ks, guard, source = serving(md, name)
+    if source is not None:  # its keys are on both sides until the copy is done
+        raise NotReady(
+            f"keyspace {name!r} is switching to eventual: listing resumes when it is done",
+            retry_after=1.0,
+        )
     check_text("prefix", prefix)
     if after is not None:
         check_text("after", after)

@@ -47,8 +47,7 @@ from kv.sizes import Size
 # The sizes of moving partitions, asked of their owners (kv/sizer.py `PlanSizer`); a
 # partition left out is unknown.
 Sizer = Callable[[Metadata, Iterable[MoveKey]], Awaitable[Mapping[MoveKey, Size]]]
-# The keys of an eventual keyspace holding siblings (up to a limit) and their count
-# (kv/node_switch.py): the `refuse` policy's check before a switch starts.
+# An eventual keyspace's keys with siblings (up to a limit), their count: `refuse` (a switch)
 Conflicts = Callable[[Metadata, KeyspaceConfig, int, float], Awaitable[tuple[list[str], int]]]
 MAX_LISTED_CONFLICTS = 100
 LIST_ROUNDS = 4  # scans of every partition one key listing may make
