@@ -119,15 +119,17 @@ class Service:
     def keyspace(self, name: str) -> KeyspaceConfig:
         return routing.keyspace(self.metadata(), name)
 
-    async def current(self, name: str, timeout: float, routes: bool = True) -> Metadata:
+    async def current(
+        self, name: str, timeout: float, routes: bool = True, fresh: bool = False
+    ) -> Metadata:
         """This node's metadata, confirmed by a read barrier if it lacks keyspace `name` or
-        has not been confirmed since this node started (module docstring). `routes=False`:
-        the caller only inspects this node's own replica (no request is routed by it), so
-        a known keyspace needs no barrier even before the first one — a removed node, cut
-        off from the meta group, still shows what it holds."""
+        has not been confirmed since this node started (module docstring); `fresh`: always.
+        `routes=False`: the caller only inspects this node's own replica (no request is
+        routed by it), so a known keyspace needs no barrier even before the first one — a
+        removed node, cut off from the meta group, still shows what it holds."""
         md = self.metadata()
         validate_name(name)  # a malformed name is a 400 without a barrier
-        if (self._confirmed or not routes) and md.keyspace(name) is not None:
+        if not fresh and (self._confirmed or not routes) and md.keyspace(name) is not None:
             return md
         try:
             await self._meta.sync(timeout)
@@ -142,14 +144,15 @@ class Service:
         return self.metadata()
 
     async def describe_keyspace(self, name: str, timeout: float) -> dict[str, Any]:
-        """`GET /v1/keyspaces/{name}`: its configuration and, while it switches
-        consistency, the switch's progress (docs/mode_switch.md)."""
-        md = await self.current(name, timeout)
-        return _described(md, routing.keyspace(md, name))
+        """`GET /v1/keyspaces/{name}`: its configuration and, while it switches, the switch's
+        progress (docs/mode_switch.md) — after a read barrier, so it shows every change any
+        node acknowledged before (a follower of kvctl polls round-robin)."""
+        md = await self.current(name, timeout, fresh=True)
+        return switch.described(md.switch, md.partitions, routing.keyspace(md, name))
 
     def list_keyspaces(self) -> list[dict[str, Any]]:
         md = self.metadata()
-        return [_described(md, k) for k in md.keyspaces]
+        return [switch.described(md.switch, md.partitions, k) for k in md.keyspaces]
 
     async def put_keyspace(
         self, name: str, body: Any, timeout: float
@@ -200,7 +203,9 @@ class Service:
         change = {"type": "start_switch", "target": target.to_dict(), "policy": policy}
         _raise_refused(await self._meta.change(change, timeout))
         md = self.metadata()
-        return "switching", _described(md, routing.keyspace(md, target.name))
+        return "switching", switch.described(
+            md.switch, md.partitions, routing.keyspace(md, target.name)
+        )
 
     async def delete_keyspace(self, name: str, timeout: float) -> None:
         await self.describe_keyspace(name, timeout)
@@ -376,13 +381,6 @@ def _changes(body: Any) -> list[plan.Change]:
     if not isinstance(raw, list):
         raise InvalidRequest("changes", "must be a list of {kind, node, member?, force?}")
     return [plan.Change.from_wire(c) for c in raw]
-
-
-def _described(md: Metadata, ks: KeyspaceConfig) -> dict[str, Any]:
-    record = md.switch(ks.name)
-    if record is None or record.uid != ks.uid:
-        return ks.to_wire()
-    return {**ks.to_wire(), "switch": record.progress(md.partitions)}
 
 
 def _raise_refused(outcome: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ partition is done.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -71,6 +72,17 @@ class Switch:
             "partitions_done": len(self.done),
             "partitions": partitions,
         }
+
+
+def described(
+    switch_of: Callable[[str], Switch | None], partitions: int, ks: KeyspaceConfig
+) -> dict[str, Any]:
+    """A keyspace as `GET /v1/keyspaces/KS` shows it: its configuration and, while it
+    switches, the switch's progress."""
+    record = switch_of(ks.name)
+    if record is None or record.uid != ks.uid:
+        return ks.to_wire()
+    return {**ks.to_wire(), "switch": record.progress(partitions)}
 
 
 def refusal(code: str, message: str) -> Outcome:
