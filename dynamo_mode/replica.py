@@ -235,8 +235,9 @@ class DynamoReplica:
         set, as encoded here, over `siblings.MAX_SIBLING_BYTES`) without writing anything.
         """
         local = self.fetch(ref)
+        now_ms = int(self._clock() * 1000)
         new, merged = siblings.coordinate(
-            local, self.actor, context, value, deleted, max_siblings, context_dots
+            local, self.actor, context, value, deleted, max_siblings, context_dots, now_ms
         )
         encoded = encode_versions(merged)
         siblings.admit_bytes(len(encoded))

@@ -60,6 +60,7 @@ from dynamo_mode import vclock
 from dynamo_mode.vclock import Dot, VClock
 
 _WIRE_KEYS = frozenset({"dot", "context", "value", "deleted"})
+_OPTIONAL_WIRE_KEYS = frozenset({"dots", "ts"})
 
 
 class SiblingLimitExceeded(Exception):
@@ -101,6 +102,9 @@ class Version:
     deleted: bool = False
     # extra dots of the causal past not covered by `context` (vclock module docstring)
     context_dots: tuple[Dot, ...] = ()
+    # the minting replica's wall clock, ms since the epoch (0: not recorded). Informational:
+    # causality never looks at it; only the `lww` policy of a switch does (switch_policy)
+    ts: int = 0
 
     def __post_init__(self) -> None:
         _check_dot(self.dot)
@@ -110,6 +114,8 @@ class Version:
             raise ValueError(f"context dots must be compact and sorted: {self.context_dots!r}")
         if self.dot in self.context_dots:
             raise ValueError(f"context dots contain the version's dot {self.dot!r}")
+        if type(self.ts) is not int or self.ts < 0:
+            raise ValueError(f"version ts must be a non-negative integer, got {self.ts!r}")
         if not isinstance(self.context, tuple) or not isinstance(self.deleted, bool):
             raise ValueError("context must be a tuple of (node, counter) and deleted a bool")
         nodes = [node for node, _ in self.context]
@@ -141,13 +147,15 @@ class Version:
         }
         if self.context_dots:
             out["dots"] = [[n, c] for n, c in self.context_dots]
+        if self.ts:
+            out["ts"] = self.ts
         return out
 
     @classmethod
     def from_wire(cls, d: object) -> Version:
         if not isinstance(d, Mapping):
             raise ValueError(f"version must be an object, got {type(d).__name__}")
-        if set(d) - {"dots"} != _WIRE_KEYS:
+        if set(d) - _OPTIONAL_WIRE_KEYS != _WIRE_KEYS:
             raise ValueError(
                 f"version keys must be {sorted(_WIRE_KEYS)}, got {sorted(map(str, d))}"
             )
@@ -158,7 +166,10 @@ class Version:
             raise ValueError(f"version deleted must be a bool, got {d['deleted']!r}")
         context = vclock.validated(d["context"])
         dots = vclock.validated_dots(d.get("dots", []))
-        return make_version((dot[0], dot[1]), context, d["value"], d["deleted"], dots)
+        ts = d.get("ts", 0)
+        if type(ts) is not int or ts < 0:
+            raise ValueError(f"version ts must be a non-negative integer, got {ts!r}")
+        return make_version((dot[0], dot[1]), context, d["value"], d["deleted"], dots, ts)
 
     @classmethod
     def from_storage(cls, d: Mapping[str, Any]) -> Version:
@@ -173,14 +184,20 @@ class Version:
         object.__setattr__(version, "value", d["value"])
         object.__setattr__(version, "deleted", d["deleted"])
         object.__setattr__(version, "context_dots", tuple((n, c) for n, c in dots or ()))
+        object.__setattr__(version, "ts", d.get("ts", 0))
         return version
 
 
 def make_version(
-    dot: Dot, context: VClock, value: Any, deleted: bool = False, context_dots: Iterable[Dot] = ()
+    dot: Dot,
+    context: VClock,
+    value: Any,
+    deleted: bool = False,
+    context_dots: Iterable[Dot] = (),
+    ts: int = 0,
 ) -> Version:
     clock, extra = vclock.compact(context, context_dots)
-    return Version(dot, tuple(sorted(clock.items())), value, deleted, extra)
+    return Version(dot, tuple(sorted(clock.items())), value, deleted, extra, ts)
 
 
 def obsoletes(a: Version, b: Version) -> bool:
@@ -253,16 +270,17 @@ def coordinate(
     deleted: bool,
     max_siblings: int,
     context_dots: Iterable[Dot] = (),
+    ts: int = 0,
 ) -> tuple[Version, tuple[Version, ...]]:
-    """A write at coordinator ``node``: the new version and the reconciled set to store and
-    replicate (whole, see the module invariants). Raises SiblingLimitExceeded when the
-    write would leave more than ``max_siblings`` versions AND more than there were (a write
-    that resolves some siblings is never refused)."""
+    """A write at coordinator ``node`` at wall-clock time ``ts`` (ms): the new version and the
+    reconciled set to store and replicate (whole, see the module invariants). Raises
+    SiblingLimitExceeded when the write would leave more than ``max_siblings`` versions AND
+    more than there were (a write that resolves some siblings is never refused)."""
     if max_siblings < 1:
         raise ValueError(f"max_siblings must be >= 1, got {max_siblings}")
     dots = tuple(context_dots)
     dot = next_dot(local, node, context, dots)
-    new = make_version(dot, context, value, deleted, dots)
+    new = make_version(dot, context, value, deleted, dots, ts)
     merged = reconcile([*local, new])
     if len(merged) > max_siblings and len(merged) > len(reconcile(local)):
         raise SiblingLimitExceeded(len(merged), max_siblings)

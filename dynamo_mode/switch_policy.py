@@ -9,8 +9,12 @@ as replication), so a version some member has seen superseded is gone. Then:
   `refuse`: the key is a conflict (the switch stops, listing such keys);
   `merge-json-list`: the union of the live values when every one is a JSON list (in the
   order of first appearance, each distinct element once; tombstones add nothing), else a
-  conflict; `lww` needs each version's write time, which versions do not record yet: a
-  conflict too (kv/switch.py refuses the policy before any switch starts).
+  conflict; `lww`: the sibling with the latest write time (`Version.ts`, the minting
+  replica's wall clock), ties and versions written before write times were recorded (ts 0)
+  broken by the larger dot — the same choice on every node. A tombstone chosen: absent.
+  Write times come from different nodes' clocks: under clock skew `lww` may keep a write
+  that was in fact earlier (as in Cassandra and Riak's LWW); it never keeps a version some
+  member has seen superseded (the merge comes first).
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ def resolve(versions: Iterable[Version], policy: str) -> tuple[bool, Any]:
         return ABSENT if only.deleted else (True, only.value)
     if policy == "merge-json-list":
         return _merge_lists([v.value for v in merged if not v.deleted], len(merged))
+    if policy == "lww":
+        latest = max(merged, key=lambda v: (v.ts, v.dot))
+        return ABSENT if latest.deleted else (True, latest.value)
     raise Conflict(f"{len(merged)} siblings and policy {policy!r}")
 
 

@@ -186,8 +186,6 @@ class Service:
         policy = "refuse" if policy is None else policy
         if policy not in switch.POLICIES:
             raise InvalidRequest("siblings", f"must be one of {switch.POLICIES}, got {policy!r}")
-        if policy == "lww":
-            raise NotImplementedYet("siblings policy 'lww' needs per-version write times")
         source = routing.keyspace(md, target.name)
         refuse = policy == "refuse" and target.consistency == "linearizable"
         if refuse and self._conflicts is not None and md.switch(source.name) is None:

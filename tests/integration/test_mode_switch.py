@@ -86,6 +86,26 @@ def test_siblings_merge_as_json_lists(api: Api) -> None:
     assert got.json()["value"] == [1, 2, 3]
 
 
+def test_lww_keeps_the_sibling_written_last(api: Api) -> None:
+    """`lww`: of a key's siblings the one with the latest write time (docs/mode_switch.md);
+    a deleted key stays absent. Blind writes through one node, one after
+    the other, so the later one carries the later (or, within a millisecond, the larger
+    dot: the same node's next counter) write time."""
+    create_keyspace(api, "lw", {"consistency": "eventual", "replication": 1})
+    for value in ("first", "second", "third"):
+        assert api.put(key_path("lw", "k"), {"value": value}).status == 200
+    for value in ("x", "y"):
+        assert api.put(key_path("lw", "gone"), {"value": value}).status == 200
+    assert len(api.get(key_path("lw", "k")).json()["siblings"]) == 3
+    assert api.delete(key_path("lw", "gone")).status in (200, 204)
+    body = {"consistency": "linearizable", "replication": 1, "siblings": "lww"}
+    assert api.put("/v1/keyspaces/lw", body).status == 202
+    _wait_switched(api, "lw")
+    got = _retrying(lambda: api.get(key_path("lw", "k")))
+    assert got.status == 200 and got.json()["value"] == "third", got
+    assert _retrying(lambda: api.get(key_path("lw", "gone"))).status == 404
+
+
 def test_refuse_lists_the_keys_with_siblings_and_changes_nothing(api: Api) -> None:
     create_keyspace(api, "refusing", {"consistency": "eventual", "replication": 1})
     for value in ("a", "b"):

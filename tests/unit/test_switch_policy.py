@@ -1,0 +1,62 @@
+"""The sibling policies of a switch to linearizable (dynamo_mode/switch_policy.py, issue 12)
+and the write time a version carries for `lww` (dynamo_mode/siblings.py `Version.ts`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dynamo_mode import siblings, switch_policy
+from dynamo_mode.replica import decode_stored, decode_versions, encode_versions
+from dynamo_mode.siblings import make_version
+
+
+def v(actor: str, n: int, value: object, ts: int = 0, deleted: bool = False) -> siblings.Version:
+    return make_version((actor, n), {}, value, deleted, (), ts)
+
+
+def test_lww_keeps_the_latest_write_time_whatever_the_order() -> None:
+    versions = [v("a", 1, "old", ts=1000), v("b", 1, "new", ts=2000), v("c", 1, "mid", ts=1500)]
+    for order in (versions, versions[::-1], versions[1:] + versions[:1]):
+        assert switch_policy.resolve(order, "lww") == (True, "new")
+
+
+def test_lww_breaks_ties_and_unrecorded_times_by_the_larger_dot() -> None:
+    assert switch_policy.resolve([v("a", 1, "x", 5), v("b", 1, "y", 5)], "lww") == (True, "y")
+    assert switch_policy.resolve([v("a", 2, "x"), v("a", 1, "y")], "lww") == (True, "x")
+    assert switch_policy.resolve([v("z", 9, "untimed"), v("a", 1, "t", 1)], "lww") == (True, "t")
+
+
+def test_lww_with_a_tombstone_written_last_is_absent() -> None:
+    versions = [v("a", 1, "x", ts=10), v("b", 1, None, ts=20, deleted=True)]
+    assert switch_policy.resolve(versions, "lww") == switch_policy.ABSENT
+
+
+def test_lww_never_keeps_a_superseded_version() -> None:
+    """The merge comes first: a version some writer had seen is gone, whatever its time."""
+    old = v("a", 1, "old", ts=9999)
+    newer = make_version(("b", 1), {"a": 1}, "newer", False, (), 1)
+    assert switch_policy.resolve([old, newer], "lww") == (True, "newer")
+
+
+def test_refuse_still_refuses_siblings() -> None:
+    with pytest.raises(switch_policy.Conflict):
+        switch_policy.resolve([v("a", 1, "x", 1), v("b", 1, "y", 2)], "refuse")
+
+
+def test_the_write_time_travels_on_the_wire_and_in_storage() -> None:
+    timed, untimed = v("a", 1, "x", ts=1_700_000_000_000), v("b", 1, "y")
+    assert decode_versions([timed.to_wire(), untimed.to_wire()]) == (timed, untimed)
+    assert decode_stored(encode_versions((timed, untimed))) == (timed, untimed)
+    assert "ts" not in untimed.to_wire()  # an unrecorded time is not written
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "1"])
+def test_a_malformed_write_time_is_refused(bad: object) -> None:
+    wire = {**v("a", 1, "x").to_wire(), "ts": bad}
+    with pytest.raises(ValueError, match="ts"):
+        decode_versions([wire])
+
+
+def test_coordinate_stamps_the_new_version() -> None:
+    new, stored = siblings.coordinate((), "n1", {}, "a", False, 10, (), 1234)
+    assert new.ts == 1234 and stored == (new,)
