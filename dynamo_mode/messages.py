@@ -85,16 +85,24 @@ class StoreRequest:
     ref: KeyRef
     versions: tuple[Version, ...]
     durability: str = PROCESS
+    # written by a cancelled switch's way back (kv/node_switch.py): passes the fence of a
+    # partition that is not back yet — it is what the partition will serve once back
+    switch_copy: bool = False
 
     def to_wire(self) -> dict[str, Any]:
-        out = {"ref": self.ref.to_wire(), "versions": _versions_wire(self.versions)}
+        out: dict[str, Any] = {"ref": self.ref.to_wire(), "versions": _versions_wire(self.versions)}
+        if self.switch_copy:
+            out["switch_copy"] = True
         return _with_durability(out, self.durability)
 
     @staticmethod
     def from_wire(raw: Any) -> StoreRequest:
         d = obj(raw)
         ref, versions = KeyRef.from_wire(d.get("ref")), decode_versions(d.get("versions"))
-        return StoreRequest(ref, versions, _durability(d))
+        copy = d.get("switch_copy", False)
+        if type(copy) is not bool:
+            raise ValueError(f"switch_copy: must be a boolean, got {copy!r}")
+        return StoreRequest(ref, versions, _durability(d), copy)
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from dynamo_mode.messages import (
     TreeQuery,
     Versions,
 )
-from dynamo_mode.replica import DynamoReplica
+from dynamo_mode.replica import DynamoReplica, KeyRef
 from kv.errors import NotReady, SiblingLimit, SiblingSetTooLarge
 from kv.group_commit import GroupCommit
 from kv.internode import OpTable
@@ -60,18 +60,19 @@ class ReplicaServer:
         self,
         replica: DynamoReplica,
         commit: GroupCommit | None = None,
-        frozen: Callable[[int], bool] = lambda uid: False,
+        frozen: Callable[[int, int], bool] = lambda uid, partition: False,
         epoch: Callable[[], int] = lambda: 1 << 62,
     ) -> None:
         self.replica = replica
         self.commit = commit  # None: the engine has nothing to sync (MemoryEngine)
         # the fence of a switch to linearizable (docs/mode_switch.md): this node's metadata
-        # says keyspace `uid` switches, so it takes no more eventual writes of it
+        # says partition `partition` of keyspace `uid` is served by Raft groups now, so it
+        # takes no more eventual writes of it
         self.frozen = frozen
         self.epoch = epoch  # this node's metadata epoch
 
-    def _writable(self, uid: int) -> None:
-        if self.frozen(uid):
+    def _writable(self, ref: KeyRef) -> None:
+        if self.frozen(ref.uid, ref.partition):
             raise NotReady(
                 "the keyspace is switching to linearizable: its eventual copies take no "
                 "writes (retry: the coordinator routes by newer metadata)",
@@ -98,7 +99,8 @@ class ReplicaServer:
         return Versions(self.replica.fetch(req.ref))
 
     async def store(self, req: StoreRequest) -> Versions:
-        self._writable(req.ref.uid)
+        if not req.switch_copy:
+            self._writable(req.ref)
         merged = self.replica.store(req.ref, req.versions)
         await self._durable(req.durability)
         return Versions(merged)
@@ -106,7 +108,7 @@ class ReplicaServer:
     async def hint(self, req: HintRequest) -> Versions:
         """A fallback's side of a sloppy write: keep the versions for `owner` (Dynamo §4.6).
         A hint addressed to this node itself (the ring moved) is plain replica data."""
-        self._writable(req.ref.uid)
+        self._writable(req.ref)
         if req.owner == self.replica.node_id:
             merged = self.replica.store(req.ref, req.versions)
         else:
@@ -118,7 +120,7 @@ class ReplicaServer:
         return Purged(self.replica.purge(req.ref, set(req.dots)))
 
     async def coordinate(self, req: CoordinateRequest) -> Coordinated:
-        self._writable(req.ref.uid)
+        self._writable(req.ref)
         try:
             new, merged = self.replica.coordinate(
                 req.ref, req.context, req.value, req.deleted, req.max_siblings, req.dots

@@ -1,5 +1,6 @@
 """What an eventual key becomes when its keyspace switches to linearizable (issue 12,
-docs/mode_switch.md): one value, or absent. Pure.
+docs/mode_switch.md): one value, or absent; and the version a cancelled switch writes back
+(`written_back`). Pure.
 
 The versions of every member are merged first (`siblings.reconcile`, the same CRDT merge
 as replication), so a version some member has seen superseded is gone. Then:
@@ -20,11 +21,12 @@ as replication), so a version some member has seen superseded is gone. Then:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from dynamo_mode import siblings
 from dynamo_mode.siblings import Version
+from dynamo_mode.vclock import Dot
 
 
 class Conflict(ValueError):
@@ -68,3 +70,26 @@ def _merge_lists(values: list[Any], count: int) -> tuple[bool, Any]:
 
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def written_back(seen: Sequence[Version], present: bool, value: Any, dot: Dot) -> Version | None:
+    """The version a cancelled switch writes back for a key (docs/mode_switch.md "Cancel"):
+    the Raft group's final state — `value` if `present`, else a tombstone — with dot `dot`
+    and a context holding every version the members had (`seen`), so it supersedes them;
+    None when the copies already say exactly that (one live version of `value`, or nothing
+    live when the key is absent).
+
+    Invariant: one dot, one version. If `seen` holds a version with `dot` already (an
+    earlier attempt, or another member driving the same partition), that very version is
+    returned: recomputed after it superseded some copies, its context could be smaller."""
+    for version in seen:
+        if version.dot == dot:
+            return version
+    merged = siblings.reconcile(seen)
+    live = [v for v in merged if not v.deleted]
+    if not present and not live:
+        return None
+    if present and len(merged) == 1 and live and _canonical(live[0].value) == _canonical(value):
+        return None
+    clock, dots = siblings.join_full(seen)
+    return siblings.make_version(dot, clock, value if present else None, not present, dots)

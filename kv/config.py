@@ -127,6 +127,10 @@ class NodeConfig:
     # that keeps a handoff from crowding out client requests (Riak's handoff throttle)
     transfer_batch: int = 256
     transfer_keys_per_s: float = 0.0
+    # a consistency switch (docs/mode_switch.md): at most this many partitions migrated (or
+    # copied, or written back) by this node per round of its switch migrator, every 0.5 s
+    # (0: no limit) — a throttle, like transfer_keys_per_s
+    switch_partitions_per_round: int = 0
     # a node that is not a meta voter polls a member for newer metadata this often (an
     # unchanged epoch costs one small round trip); failures back off up to the maximum
     meta_poll_interval_s: float = 0.5
@@ -191,6 +195,11 @@ class NodeConfig:
             )
         if self.transfer_batch < 1:
             fail("transfer_batch", f"must be at least 1, got {self.transfer_batch}")
+        if self.switch_partitions_per_round < 0:
+            fail(
+                "switch_partitions_per_round",
+                f"must be 0 (no limit) or more, got {self.switch_partitions_per_round}",
+            )
         if self.transfer_keys_per_s < 0:
             fail(
                 "transfer_keys_per_s",

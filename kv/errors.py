@@ -205,6 +205,23 @@ def from_wire(status: int, body: Any) -> KvError:
     return exc
 
 
+def raise_refused(outcome: dict[str, Any]) -> None:
+    """A meta change's refusal (kv/meta_machine.py outcomes) as its typed error; nothing
+    for any other outcome."""
+    if outcome.get("status") != "refused":
+        return
+    code, message = outcome.get("code"), str(outcome.get("message"))
+    if code == "keyspace_conflict":
+        raise KeyspaceConflict(message)
+    if code == "keyspace_not_found":
+        raise KeyspaceNotFound(message.split("'")[1] if "'" in message else message)
+    if code == "plan_conflict":
+        raise PlanConflict(message, reason=outcome.get("reason"))
+    if code == "not_implemented":
+        raise NotImplementedYet(message)
+    raise InvalidRequest("change", message)
+
+
 def _subclasses(cls: type[KvError]) -> list[type[KvError]]:
     out = [cls]
     for sub in cls.__subclasses__():

@@ -81,7 +81,9 @@ def list_request(
 ) -> ListRequest:
     """Validate the query and route it: every partition of the keyspace's serving mode."""
     ks, guard, source = serving(md, name)
-    if source is not None:  # its keys are on both sides until the copy is done
+    record = md.switch(name)
+    if source is not None or (record is not None and record.cancelling):
+        # its keys are on both sides until the copy (or the way back) is done
         raise NotReady(
             f"keyspace {name!r} is switching to eventual: listing resumes when it is done",
             retry_after=1.0,

@@ -222,6 +222,10 @@ def _replace_switch(md: Metadata, record: switch.Switch) -> Metadata:
 
 def _switch_partition_done(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]:
     record = _switching(md, change)
+    if record is not None and bool(change.get("cancelling", False)) != record.cancelling:
+        # a report of the other direction: the forward migration's, arriving after the
+        # cancel, says nothing about the partition's way back
+        return md, {"status": "unchanged"}
     moved = record and switch.partition_done(record, int(change["partition"]), md.partitions)
     if not moved:
         return md, {"status": "unchanged"}  # a duplicate or stale report
@@ -230,10 +234,12 @@ def _switch_partition_done(md: Metadata, change: dict[str, Any]) -> tuple[Metada
 
 def _cancel_switch(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]:
     record = _switching(md, change)
-    turned = record and switch.cancel(record, md.partitions)
-    if not turned:
+    if record is None:
         why = f"keyspace {change['keyspace']!r} has no switch in flight to cancel"
         return md, switch.refusal("keyspace_conflict", why)
+    turned = switch.cancel(record)
+    if not isinstance(turned, switch.Switch):
+        return md, turned
     return _replace_switch(md, turned), {"status": "cancelling"}
 
 

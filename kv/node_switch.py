@@ -4,7 +4,7 @@ composition root (with kv/node.py): the one place besides it that sees both mode
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dynamo_mode import siblings, switch_policy
@@ -18,6 +18,7 @@ from dynamo_mode.messages import (
     SwitchScanRequest,
 )
 from kv import routing
+from kv import switch as switches
 from kv.errors import KvError, Retryable
 from kv.keyspace import KeyspaceConfig
 from kv.meta import Metadata
@@ -32,13 +33,15 @@ if TYPE_CHECKING:
     from kv.node import Node
 
 
-def frozen(metadata: Callable[[], Metadata]) -> Callable[[int], bool]:
-    """Whether this node's metadata fences keyspace `uid`'s eventual copies: it switches
-    to linearizable (and is not being cancelled)."""
+def frozen(metadata: Callable[[], Metadata]) -> Callable[[int, int], bool]:
+    """Whether this node's metadata fences the eventual copies of keyspace `uid`'s
+    `partition`: it switches to linearizable, and — cancelling — is not back yet."""
 
-    def check(uid: int) -> bool:
+    def check(uid: int, partition: int) -> bool:
         return any(
-            s.uid == uid and s.target.consistency == "linearizable" and not s.cancelling
+            s.uid == uid
+            and s.target.consistency == "linearizable"
+            and switches.serves_target(s, partition)
             for s in metadata().switches
         )
 
@@ -64,7 +67,9 @@ def migrator(node: Node, metadata: Callable[[], Metadata]) -> SwitchMigrator:
     ) -> None:
         n = switch.target.replication
         spec = GroupSpec(partition, n, routing.replicas(md, "linearizable", partition, n))
-        command = Command("migrate", switch.uid, "", items=tuple(items), mark=mark)
+        command = Command(
+            "migrate", switch.uid, "", items=tuple(items), mark=mark, since=switch.since
+        )
         result = await node.groups.propose(spec, command, timeout)
         if not result.get("ok"):
             raise Retryable(f"migrate of partition {partition} refused: {result}")
@@ -72,7 +77,25 @@ def migrator(node: Node, metadata: Callable[[], Metadata]) -> SwitchMigrator:
     async def copy(md: Metadata, switch: Switch, partition: int) -> int:
         return await copy_to_eventual(node, md, switch, partition, timeout)
 
-    return SwitchMigrator(cfg.node_id, metadata, scan, resolve, migrate, node.propose, copy)
+    async def read(md: Metadata, switch: Switch, partition: int) -> dict[str, list[Any]]:
+        versions: dict[str, list[Any]] = {}
+        for member in md.members:  # replicas and hints, as the migration read them
+            after: str | None = None
+            while True:
+                batch, done = await scan(
+                    member.id, partition, switch.uid, switch.since, after, 1000
+                )
+                for key, vs in batch:
+                    versions.setdefault(key, []).extend(vs)
+                if done or not batch:
+                    break
+                after = batch[-1][0]
+        return versions
+
+    async def unwind(md: Metadata, switch: Switch, partition: int) -> int:
+        return await write_back(node, md, switch, partition, read, timeout)
+
+    return SwitchMigrator(cfg.node_id, metadata, scan, resolve, migrate, node.propose, copy, unwind)
 
 
 async def copy_to_eventual(
@@ -88,7 +111,7 @@ async def copy_to_eventual(
         return 0
     n = source.replication
     spec = GroupSpec(partition, n, routing.replicas(md, "linearizable", partition, n))
-    await _committed(node, spec, Command("freeze", switch.uid, ""), timeout)
+    await _committed(node, spec, Command("freeze", switch.uid, "", since=switch.since), timeout)
     number, target, written = spec.number, switch.target, 0
     dot = (switch_actor(switch.since), 1)
     for key, value, _version in state_machine.records(node.groups.engine, number, switch.uid):
@@ -102,6 +125,53 @@ async def copy_to_eventual(
     return written
 
 
+async def write_back(
+    node: Node,
+    md: Metadata,
+    switch: Switch,
+    partition: int,
+    read: Callable[[Metadata, Switch, int], Awaitable[dict[str, list[Any]]]],
+    timeout: float,
+) -> int:
+    """A cancelled switch to linearizable's way back for one partition (docs/mode_switch.md
+    "Cancel"): freeze the target group at the switch's epoch — from then on no migrate of
+    this switch and no client write applies there, so its state is final — and, if the
+    partition had been migrated, write that state over the eventual copies: per key one
+    version whose context holds every version any member had (`read` after the fence:
+    nothing eventual was acknowledged since), so it supersedes them all wherever they are,
+    replicas or hints. Its dot is fixed (`cancel_actor`), so writing it twice or from two
+    nodes gives the same version. A partition never migrated needs no read (its eventual
+    copies are what it serves), so a member down does not stop its way back. Then purge
+    the group's copy. Returns the keys written."""
+    n = switch.target.replication
+    spec = GroupSpec(partition, n, routing.replicas(md, "linearizable", partition, n))
+    freeze = Command("freeze", switch.uid, "", since=switch.since)
+    source = md.keyspace(switch.keyspace)
+    written = 0
+    if (await _committed(node, spec, freeze, timeout))["migrated"] and source is not None:
+        versions = await read(md, switch, partition)
+        records = state_machine.records(node.groups.engine, spec.number, switch.uid)
+        state = {key: value for key, value, _ in records}
+        dot = (cancel_actor(switch.since), 1)
+        for key in sorted(state.keys() | versions.keys()):
+            seen = versions.get(key, [])
+            version = switch_policy.written_back(seen, key in state, state.get(key), dot)
+            if version is not None:
+                where = placement(
+                    routing.KeyRequest(source, key, routing.place(md, source, key), timeout)
+                )
+                await _store_everywhere(node, where, version, timeout, switch_copy=True)
+                written += 1
+    while not (await _committed(node, spec, Command("purge", switch.uid, ""), timeout))["done"]:
+        pass
+    return written
+
+
+def cancel_actor(since: int) -> str:
+    """The actor of the versions a cancelled switch (committed at `since`) writes back."""
+    return f"cancel@{since}"
+
+
 def switch_actor(since: int) -> str:
     """The actor of every version a switch to eventual copies (docs/mode_switch.md): each
     copied key gets the version (actor, 1) — the same wherever and however often it is
@@ -111,8 +181,10 @@ def switch_actor(since: int) -> str:
     return f"switch@{since}"
 
 
-async def _store_everywhere(node: Node, where: Any, version: Any, timeout: float) -> None:
-    request = StoreRequest(where.ref, (version,))
+async def _store_everywhere(
+    node: Node, where: Any, version: Any, timeout: float, switch_copy: bool = False
+) -> None:
+    request = StoreRequest(where.ref, (version,), switch_copy=switch_copy)
     acks = 0
     for replica in where.replicas:
         try:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kv import json_codec
+from kv import switch as switches
 from kv.errors import InvalidRequest, KeyspaceNotFound, TooLarge
 from kv.keyspace import Consistency, KeyspaceConfig, validate_name
 from kv.meta import Metadata
@@ -127,13 +128,18 @@ def keyspace(md: Metadata, name: str) -> KeyspaceConfig:
     return ks
 
 
-def serving(md: Metadata, name: str) -> tuple[KeyspaceConfig, bool, KeyspaceConfig | None]:
-    """The configuration requests of keyspace `name` are routed by while it switches —
-    its target's (docs/mode_switch.md) — whether they are guarded (to linearizable), and
-    the frozen source to fall back on (to eventual)."""
+def serving(
+    md: Metadata, name: str, partition: int | None = None
+) -> tuple[KeyspaceConfig, bool, KeyspaceConfig | None]:
+    """The configuration requests of keyspace `name` (of `partition`, where one is meant)
+    are routed by while it switches — its target's (docs/mode_switch.md) — whether they
+    are guarded (to linearizable), and the frozen source to fall back on (to eventual). A
+    cancelling switch serves a partition from the target until it is back."""
     ks = keyspace(md, name)
     switch = md.switch(name)
-    if switch is None or switch.cancelling or switch.uid != ks.uid:
+    if switch is None or switch.uid != ks.uid:
+        return ks, False, None
+    if switch.cancelling and (partition is None or not switches.serves_target(switch, partition)):
         return ks, False, None
     if switch.target.consistency == "linearizable":
         return switch.target, True, None
@@ -142,9 +148,11 @@ def serving(md: Metadata, name: str) -> tuple[KeyspaceConfig, bool, KeyspaceConf
 
 def locate(md: Metadata, name: str, key: str, timeout_s: float) -> KeyRequest:
     """Keyspace, key and route: what every key request starts from."""
-    ks, guard, source = serving(md, name)
+    partition = md.ring().key_partition(name, key)
+    ks, guard, source = serving(md, name, partition)
     check_key(key)
-    return KeyRequest(ks, key, place(md, ks, key), timeout_s, guard, source)
+    route = place_partition(md, ks, partition)
+    return KeyRequest(ks, key, route, timeout_s, guard, source)
 
 
 def from_source(req: KeyRequest, md: Metadata) -> GetRequest:

@@ -32,11 +32,10 @@ from kv.errors import (
     InvalidRequest,
     KeyNotFound,
     KeyspaceConflict,
-    KeyspaceNotFound,
     NotImplementedYet,
     NotReady,
-    PlanConflict,
     Retryable,
+    raise_refused,
 )
 from kv.keyspace import KeyspaceConfig, parse_keyspace, validate_name
 from kv.listing import ListRequest, Page, Slice
@@ -172,7 +171,7 @@ class Service:
             raise InvalidRequest("siblings", "applies only to switching a keyspace's consistency")
         change = {"type": "put_keyspace", "keyspace": config.to_dict()}
         outcome = await self._meta.change(change, timeout)
-        _raise_refused(outcome)
+        raise_refused(outcome)
         ks = self.keyspace(name)
         await self._modes[ks.consistency].prepare(self.metadata(), ks, timeout)
         return outcome["status"], ks.to_wire()
@@ -199,16 +198,28 @@ class Service:
                     count=count,
                 )
         change = {"type": "start_switch", "target": target.to_dict(), "policy": policy}
-        _raise_refused(await self._meta.change(change, timeout))
+        raise_refused(await self._meta.change(change, timeout))
         md = self.metadata()
         return "switching", switch.described(
             md.switch, md.partitions, routing.keyspace(md, target.name)
         )
 
+    async def cancel_switch(self, name: str, timeout: float) -> dict[str, Any]:
+        """`DELETE /v1/keyspaces/{name}/switch`: turn a switch to linearizable around
+        (docs/mode_switch.md "Cancel"); 409 if none is in flight."""
+        md = await self.current(name, timeout, fresh=True)
+        record, ks = md.switch(name), routing.keyspace(md, name)
+        if record is None or record.uid != ks.uid:
+            raise KeyspaceConflict(f"keyspace {name!r} has no switch in flight to cancel")
+        change = {"type": "cancel_switch", "keyspace": name, "uid": record.uid}
+        raise_refused(await self._meta.change(change, timeout))
+        md = self.metadata()
+        return switch.described(md.switch, md.partitions, routing.keyspace(md, name))
+
     async def delete_keyspace(self, name: str, timeout: float) -> None:
         await self.describe_keyspace(name, timeout)
         outcome = await self._meta.change({"type": "delete_keyspace", "name": name}, timeout)
-        _raise_refused(outcome)
+        raise_refused(outcome)
 
     # ------------------------------------------------------------------ tokens
     def authenticate(self, header: str | None) -> auth.Token:
@@ -220,7 +231,7 @@ class Service:
         name, role, keyspaces = auth.parse_request(body)
         token, record = auth.mint(name, role, keyspaces)
         change = {"type": "put_token", "token": record.to_dict()}
-        _raise_refused(await self._meta.change(change, timeout))
+        raise_refused(await self._meta.change(change, timeout))
         return {"token": token, **record.public()}
 
     def list_tokens(self) -> list[dict[str, Any]]:
@@ -230,7 +241,7 @@ class Service:
         outcome = await self._meta.change({"type": "revoke_token", "id": token_id}, timeout)
         if outcome.get("code") == "not_found":
             raise KeyNotFound(str(outcome.get("message")), token=token_id)
-        _raise_refused(outcome)
+        raise_refused(outcome)
 
     # ------------------------------------------------------------------ membership
     async def membership_plan(self, body: Any) -> dict[str, Any]:
@@ -250,7 +261,7 @@ class Service:
         changes = [c.to_wire() for c in _changes(fields)]
         change = {"type": "commit_plan", "plan_id": plan_id, "changes": changes}
         outcome = await self._meta.change(change, timeout)
-        _raise_refused(outcome)
+        raise_refused(outcome)
         return self.membership_status()
 
     async def membership_abort(self, body: Any, timeout: float) -> dict[str, Any]:
@@ -258,7 +269,7 @@ class Service:
         if not isinstance(plan_id, str):
             raise InvalidRequest("plan_id", "is required: the plan in flight")
         outcome = await self._meta.change({"type": "abort_plan", "plan_id": plan_id}, timeout)
-        _raise_refused(outcome)
+        raise_refused(outcome)
         return self.membership_status()
 
     def membership_status(self) -> dict[str, Any]:
@@ -379,18 +390,3 @@ def _changes(body: Any) -> list[plan.Change]:
     if not isinstance(raw, list):
         raise InvalidRequest("changes", "must be a list of {kind, node, member?, force?}")
     return [plan.Change.from_wire(c) for c in raw]
-
-
-def _raise_refused(outcome: dict[str, Any]) -> None:
-    if outcome.get("status") != "refused":
-        return
-    code, message = outcome.get("code"), str(outcome.get("message"))
-    if code == "keyspace_conflict":
-        raise KeyspaceConflict(message)
-    if code == "keyspace_not_found":
-        raise KeyspaceNotFound(message.split("'")[1] if "'" in message else message)
-    if code == "plan_conflict":
-        raise PlanConflict(message, reason=outcome.get("reason"))
-    if code == "not_implemented":
-        raise NotImplementedYet(message)
-    raise InvalidRequest("change", message)

@@ -5,8 +5,9 @@ metadata keeps of it and the meta changes that move it on. Pure.
         │  switch_partition_done × every partition
         ▼
     finish_switch ──▶ the keyspace has the target configuration (same uid), no record
-    cancel_switch: `cancelling` — the migrated partitions move back; finish_switch then
-    leaves the keyspace in its source configuration.
+    cancel_switch (to linearizable only): `cancelling` — partition by partition the Raft
+    groups' data goes back to the eventual copies; finish_switch then leaves the keyspace
+    in its source configuration.
 
 Every change is refused (metadata unchanged) when it does not fit: a switch to the mode
 the keyspace has, a second switch of one keyspace, a switch while a membership plan moves
@@ -142,11 +143,23 @@ def finished(switch: Switch, source: KeyspaceConfig, partitions: int) -> Keyspac
     return source if switch.cancelling else switch.target
 
 
-def cancel(switch: Switch, partitions: int) -> Switch | None:
-    """Turn the switch around (None if it already is): the partitions migrated so far move
-    back; the others never served in the target mode (a request for one migrates it
-    first, docs/mode_switch.md), so they count as done for the way back."""
+def cancel(switch: Switch) -> Switch | Outcome:
+    """The switch turned around (docs/mode_switch.md "Cancel"), or why it cannot be: every
+    partition goes back, one by one — its Raft group is frozen at the switch's epoch (so
+    no node on older metadata migrates it or writes through it any more), what it holds is
+    written back over the eventual copies, and only then does the partition serve eventual
+    again (`done` counts the partitions back). Only a switch to linearizable turns."""
     if switch.cancelling:
-        return None
-    back = frozenset(range(partitions)) - switch.done
-    return replace(switch, cancelling=True, done=back)
+        return refusal(
+            "keyspace_conflict", f"the switch of {switch.keyspace!r} is already cancelling"
+        )
+    if switch.target.consistency != "linearizable":
+        why = "cancelling a switch to eventual is not built; switch back once it is done"
+        return refusal("not_implemented", why)
+    return replace(switch, cancelling=True, done=frozenset())
+
+
+def serves_target(switch: Switch, partition: int) -> bool:
+    """Whether `partition` of a switching keyspace is served by the target mode: always,
+    unless the switch is cancelling and the partition is already back."""
+    return not (switch.cancelling and partition in switch.done)

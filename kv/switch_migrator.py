@@ -1,8 +1,10 @@
-"""Drives switches to linearizable (docs/mode_switch.md) on this node: for each partition
+"""Drives switches (docs/mode_switch.md) on this node. To linearizable: for each partition
 of a switching keyspace whose target Raft group this node leads the preference list of,
 read every member's versions (they answer only once they hold the switch, and take no
 eventual write of it from then on: the fence), resolve each key by the policy, propose
-the `migrate` commands, report the partition; when every partition is done, finish.
+the `migrate` commands, report the partition; when every partition is done, finish. To
+eventual, and a cancelled switch to linearizable on its way back: the group's state goes
+to the eventual replicas (`Copy`, `Unwind`), partition by partition.
 
 The mode-specific steps are injected (kv/node_switch.py wires them), so this module holds
 only the order of things. Every step is idempotent — a partition migrated twice changes
@@ -35,6 +37,9 @@ Change = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 # (metadata, switch, partition) -> keys copied: a switch to eventual's partition — freeze
 # the source group, copy its final state to the eventual replicas, purge it
 Copy = Callable[[Metadata, Switch, int], Awaitable[int]]
+# (metadata, switch, partition) -> keys written back: a cancelled switch to linearizable's
+# partition — freeze its Raft group, write its state back over the eventual copies, purge
+Unwind = Callable[[Metadata, Switch, int], Awaitable[int]]
 
 SCAN_LIMIT = 1000
 ITEMS_PER_COMMAND = 200  # values up to 1 MiB each: a few of them fill an entry already
@@ -58,13 +63,16 @@ class SwitchMigrator(Periodic):
         migrate: Migrate,
         change: Change,
         copy: Copy | None = None,
+        unwind: Unwind | None = None,
         interval: float = 0.5,
+        per_round: int = 0,
     ) -> None:
         super().__init__("switch migrator", interval, self.round_once)
         self.node_id = node_id
         self.metadata = metadata
         self._scan, self._resolve, self._migrate, self._change = scan, resolve, migrate, change
-        self._copy = copy
+        self._copy, self._unwind = copy, unwind
+        self._per_round = per_round  # partitions per round and switch (0: all)
         self.progress: dict[str, Progress] = {}  # by keyspace
 
     async def round_once(self) -> int:
@@ -72,12 +80,13 @@ class SwitchMigrator(Periodic):
         complete. Returns how many partitions it migrated."""
         md, migrated = self.metadata(), 0
         for switch in md.switches:
-            if switch.cancelling:
-                continue  # the way back: not built yet
             to_eventual = switch.target.consistency == "eventual"
-            for partition in self._mine(md, switch):
-                if to_eventual:
-                    migrated += await self._copied(md, switch, partition)
+            mine = self._mine(md, switch)
+            for partition in mine[: self._per_round or len(mine)]:
+                if switch.cancelling:
+                    migrated += await self._copied(md, switch, partition, self._unwind)
+                elif to_eventual:
+                    migrated += await self._copied(md, switch, partition, self._copy)
                 else:
                     migrated += await self._partition(md, switch, partition)
             if len(switch.done) == md.partitions:
@@ -86,15 +95,18 @@ class SwitchMigrator(Periodic):
 
     def _mine(self, md: Metadata, switch: Switch) -> list[int]:
         """The partitions this node drives: those whose Raft group (the target's, or to
-        eventual the source's) lists it first."""
+        eventual the source's) lists it first — or at all, on a cancel's way back."""
         source = md.keyspace(switch.keyspace)
         to_eventual = switch.target.consistency == "eventual"
         n = source.replication if to_eventual and source else switch.target.replication
+        # the way back of a cancel is driven by every member of the group (each step is
+        # idempotent), so a member down — the reason to cancel, often — does not stall it
+        drivers = n if switch.cancelling else 1
         return [
             p
             for p in range(md.partitions)
             if p not in switch.done
-            and routing.replicas(md, "linearizable", p, n)[:1] == (self.node_id,)
+            and self.node_id in routing.replicas(md, "linearizable", p, n)[:drivers]
         ]
 
     async def _partition(self, md: Metadata, switch: Switch, partition: int) -> int:
@@ -110,6 +122,7 @@ class SwitchMigrator(Periodic):
                 await self._migrate(md, switch, partition, chunk, False)
             await self._migrate(md, switch, partition, [], True)
             change = {**_naming(switch, "switch_partition_done"), "partition": partition}
+            change["cancelling"] = switch.cancelling
             await self._change(change)
         except KvError as exc:  # a member not caught up, no leader yet: the next round
             prog.error = f"partition {partition}: {exc.message}"
@@ -118,13 +131,16 @@ class SwitchMigrator(Periodic):
         prog.keys += len(items)
         return 1
 
-    async def _copied(self, md: Metadata, switch: Switch, partition: int) -> int:
-        if self._copy is None:
+    async def _copied(self, md: Metadata, switch: Switch, partition: int, copy: Copy | None) -> int:
+        """A partition whose Raft group's state goes to the eventual replicas: a switch to
+        eventual's, or a cancelled switch to linearizable's way back."""
+        if copy is None:
             return 0
         prog = self.progress.setdefault(switch.keyspace, Progress())
         try:
-            prog.keys += await self._copy(md, switch, partition)
+            prog.keys += await copy(md, switch, partition)
             change = {**_naming(switch, "switch_partition_done"), "partition": partition}
+            change["cancelling"] = switch.cancelling
             await self._change(change)
         except KvError as exc:
             prog.error = f"partition {partition}: {exc.message}"

@@ -39,7 +39,7 @@ Op = Literal["put", "delete", "barrier", "migrate", "freeze", "purge"]
 Item = tuple[str, Any]
 
 _FIELDS = frozenset(
-    {"op", "uid", "key", "value", "if_version", "request_id", "guard", "items", "mark"}
+    {"op", "uid", "key", "value", "if_version", "request_id", "guard", "items", "mark", "since"}
 )
 
 
@@ -56,8 +56,12 @@ class Command:
     refuses the command (`not_migrated`) until this partition's data of `uid` is migrated.
     migrate: `items` (key, value) are created where the key has no record, then `mark`
     records the partition's data of `uid` as migrated (docs/mode_switch.md); key "".
-    freeze: no put or delete of `uid` applies here any more (a switch to eventual).
-    purge: delete a batch of `uid`'s records here (its markers with the last batch).
+    freeze: no put or delete of `uid` applies here any more (a switch to eventual, or a
+    cancelled switch to linearizable), nor a migrate of a switch committed at or before
+    the freezing switch's `since` (the metadata epoch that committed it).
+    purge: delete a batch of `uid`'s records here (with the last batch its migrated mark;
+    the freeze stays, so a node routing by metadata from before the switch is refused).
+    since (migrate, freeze): the epoch of the switch the command belongs to.
     """
 
     op: Op
@@ -69,6 +73,7 @@ class Command:
     guard: bool = False
     items: tuple[Item, ...] = ()
     mark: bool = False
+    since: int = 0
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -87,6 +92,11 @@ class Command:
             _check_key_op(self)
         if (self.items or self.mark) and self.op != "migrate":
             raise ValueError("items and mark belong to migrate")
+        _check_int("since", self.since)
+        if self.since < 0:
+            raise ValueError(f"since must be >= 0, got {self.since}")
+        if self.since and self.op not in ("migrate", "freeze"):
+            raise ValueError("since belongs to migrate and freeze")
 
 
 def encode(cmd: Command) -> bytes:
@@ -101,6 +111,8 @@ def encode(cmd: Command) -> bytes:
         fields["mark"] = cmd.mark
     if cmd.guard:
         fields["guard"] = True
+    if cmd.since:
+        fields["since"] = cmd.since
     if cmd.if_version is not None:
         fields["if_version"] = cmd.if_version
     if cmd.request_id:

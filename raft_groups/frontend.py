@@ -165,7 +165,7 @@ class LinearizableKeys:
         """The `lin_list` op: the partition's group re-derived under this node's metadata."""
         md = self._metadata()
         self._check_uid(md, fwd.keyspace, fwd.uid)
-        ks, guard, _source = routing.serving(md, fwd.keyspace)
+        ks, guard, _source = routing.serving(md, fwd.keyspace, fwd.partition)
         route = routing.place_partition(md, ks, fwd.partition)
         if route.mode != "linearizable" or self._self_id not in route.replicas:
             raise NotReady("this node does not serve the partition now", retry_after=0.2)

@@ -15,7 +15,8 @@ one partition for two replication factors never share bookkeeping:
     G + b"\\0\\0\\0\\0" + b"rid/" + request_id   -> JSON {"index": i, "result": {...}, "fp": f}
     G + b"\\0\\0\\0\\0" + b"rix/" + i (8 bytes BE) -> request_id (the same entry, by index)
     G + b"\\0\\0\\0\\0" + b"mig/" + uid (4 bytes BE) -> b"1": uid's data is migrated here
-    G + b"\\0\\0\\0\\0" + b"frz/" + uid (4 bytes BE) -> b"1": uid takes no more writes here
+    G + b"\\0\\0\\0\\0" + b"frz/" + uid (4 bytes BE) -> the freezing switch's epoch (ASCII
+        digits; b"1" from before epochs were kept): uid takes no more writes here
 
 uid 0 is never a keyspace (commands.Command refuses it), so the bookkeeping area cannot
 collide with data. Invariant of the dedupe table: every "rid/" entry has exactly one "rix/"
@@ -165,8 +166,10 @@ def _execute(view: ReadView, partition: int, cmd: Command, batch: WriteBatch) ->
     if cmd.op == "migrate":
         return _migrate(view, partition, cmd, batch)
     if cmd.op == "freeze":
-        batch.put(_marker(partition, b"frz/", cmd.uid), b"1")
-        return {"ok": True}
+        # the latest switch's epoch wins: a retried older freeze must not lower it
+        since = max(cmd.since, frozen_since(view, partition, cmd.uid) or 0)
+        batch.put(_marker(partition, b"frz/", cmd.uid), str(since).encode())
+        return {"ok": True, "migrated": migrated(view, partition, cmd.uid)}
     if cmd.op == "purge":
         return _purge(view, partition, cmd.uid, batch)
     key = _data_key(partition, cmd.uid, cmd.key)
@@ -188,8 +191,19 @@ def migrated(view: ReadView, partition: int, uid: int) -> bool:
 
 
 def frozen(view: ReadView, partition: int, uid: int) -> bool:
-    """Whether keyspace `uid` takes no more writes here (a switch to eventual)."""
+    """Whether keyspace `uid` takes no more writes here (a switch to eventual, or a
+    cancelled switch to linearizable)."""
     return view.get(_marker(partition, b"frz/", uid)) is not None
+
+
+def frozen_since(view: ReadView, partition: int, uid: int) -> int | None:
+    """The epoch of the switch that froze `uid` here (0: frozen before epochs were kept),
+    or None if it is not frozen."""
+    raw = view.get(_marker(partition, b"frz/", uid))
+    if raw is None:
+        return None
+    # b"1": written before the epoch was kept (no switch commits at epoch 1, the bootstrap)
+    return int(raw) if raw.isdigit() and raw != b"1" else 0
 
 
 def records(view: ReadView, partition: int, uid: int) -> list[tuple[str, Any, int]]:
@@ -207,7 +221,9 @@ PURGE_BATCH = 1000  # records one purge command deletes
 
 
 def _purge(view: ReadView, partition: int, uid: int, batch: WriteBatch) -> Result:
-    """Delete up to PURGE_BATCH of `uid`'s records; with the last, its markers too."""
+    """Delete up to PURGE_BATCH of `uid`'s records; with the last, its migrated mark too.
+    The freeze stays: a node still routing by metadata from before the switch must keep
+    being refused, not write into a purged state nobody reads (commands.py)."""
     start = group_prefix(partition) + uid.to_bytes(4, "big")
     found = itertools.islice(view.iterate(start, prefix_end(start)), PURGE_BATCH + 1)
     keys = [key for key, _ in found]
@@ -216,7 +232,6 @@ def _purge(view: ReadView, partition: int, uid: int, batch: WriteBatch) -> Resul
     done = len(keys) <= PURGE_BATCH
     if done:
         batch.delete(_migrated_key(partition, uid))
-        batch.delete(_marker(partition, b"frz/", uid))
     return {"ok": True, "purged": min(len(keys), PURGE_BATCH), "done": done}
 
 
@@ -226,6 +241,11 @@ def _migrate(view: ReadView, partition: int, cmd: Command, batch: WriteBatch) ->
     Once marked, later migrate commands (another node migrating the same partition) are
     no-ops, so guarded client writes — all ordered after the mark — are never overwritten.
     """
+    since = frozen_since(view, partition, cmd.uid)
+    if since is not None and since >= cmd.since:
+        # a switch that was cancelled (or this keyspace's data left for eventual): its
+        # migrator, on metadata from before, must not mark the partition migrated again
+        return {"ok": False, "code": "frozen"}
     if migrated(view, partition, cmd.uid):
         return {"ok": True, "migrated": 0, "already": True}
     created: set[str] = set()  # a key given twice: its first value
@@ -236,6 +256,8 @@ def _migrate(view: ReadView, partition: int, cmd: Command, batch: WriteBatch) ->
             created.add(key)
     if cmd.mark:
         batch.put(_migrated_key(partition, cmd.uid), b"1")
+        if since is not None:  # an older switch's freeze: this newer switch takes over
+            batch.delete(_marker(partition, b"frz/", cmd.uid))
     return {"ok": True, "migrated": len(created), "kept": len(cmd.items) - len(created)}
 
 

@@ -29,6 +29,7 @@ NEEDS: dict[str, tuple[str, str | None]] = {  # route name → (role, keyspace s
     "keyspace.get": ("read", "ks"),
     "keyspace.put": ("admin", "ks"),
     "keyspace.delete": ("admin", "ks"),
+    "keyspace.switch.cancel": ("admin", "ks"),
     "keys.list": ("read", "ks"),
     "key.get": ("read", "ks"),
     "key.put": ("write", "ks"),

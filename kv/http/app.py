@@ -187,6 +187,11 @@ async def delete_keyspace(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def cancel_switch(request: web.Request) -> web.Response:
+    service, name = request.app[SERVICE], request.match_info["ks"]
+    return _json(await service.cancel_switch(name, options(request).timeout_s), 202)
+
+
 async def list_keys(request: web.Request) -> web.Response:
     """A page of keys in order, and the cursor to continue from (kv/listing.py)."""
     service, q = request.app[SERVICE], request.query
@@ -295,6 +300,7 @@ ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
     ("GET", "/v1/keyspaces/{ks}", get_keyspace, "keyspace.get"),
     ("PUT", "/v1/keyspaces/{ks}", put_keyspace, "keyspace.put"),
     ("DELETE", "/v1/keyspaces/{ks}", delete_keyspace, "keyspace.delete"),
+    ("DELETE", "/v1/keyspaces/{ks}/switch", cancel_switch, "keyspace.switch.cancel"),
     ("GET", "/v1/keyspaces/{ks}/keys", list_keys, "keys.list"),
     ("GET", KEY, get_key, "key.get"),
     ("PUT", KEY, put_key, "key.put"),

@@ -104,7 +104,7 @@ def test_an_undecodable_migrate_entry_is_a_no_op() -> None:
 def test_a_frozen_keyspace_takes_no_write_and_its_request_ids_stay_free() -> None:
     g = Group()
     g.submit(Command("put", UID, "k", 1))
-    assert g.submit(Command("freeze", UID, "")) == {"ok": True}
+    assert g.submit(Command("freeze", UID, "")) == {"ok": True, "migrated": False}
     assert sm.frozen(g.engine, 0, UID) and not sm.frozen(g.engine, 0, UID + 1)
     for cmd in (
         Command("put", UID, "k", 2, request_id="r"),
@@ -124,7 +124,9 @@ def test_records_lists_a_keyspace_in_key_order() -> None:
     assert sm.records(g.engine, 0, UID) == [("a", "A", 1), ("b", "B", 1), ("c", "C", 1)]
 
 
-def test_purge_deletes_in_batches_then_the_markers(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_purge_deletes_in_batches_then_the_mark_but_keeps_the_freeze(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(sm, "PURGE_BATCH", 2)
     g = Group()
     g.submit(migrate(("a", 1), ("b", 2), ("c", 3)))
@@ -134,8 +136,10 @@ def test_purge_deletes_in_batches_then_the_markers(monkeypatch: pytest.MonkeyPat
     assert sm.migrated(g.engine, 0, UID) and sm.frozen(g.engine, 0, UID)
     assert g.submit(Command("purge", UID, "")) == {"ok": True, "purged": 1, "done": True}
     assert sm.records(g.engine, 0, UID) == []
-    assert not sm.migrated(g.engine, 0, UID) and not sm.frozen(g.engine, 0, UID)
+    assert not sm.migrated(g.engine, 0, UID) and sm.frozen(g.engine, 0, UID)
     assert sm.read(g.engine, 0, UID + 1, "kept") == (0, 1)
+    # a node routing by metadata from before the switch: refused, not written unread
+    assert g.submit(Command("put", UID, "a", 9)) == {"ok": False, "code": "frozen"}
 
 
 def test_freeze_and_purge_take_a_uid_only() -> None:
@@ -145,3 +149,45 @@ def test_freeze_and_purge_take_a_uid_only() -> None:
         for bad in ({"key": "k"}, {"request_id": "r"}, {"guard": True}, {"mark": True}):
             with pytest.raises(ValueError):
                 Command(op, UID, bad.pop("key", ""), **bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="since"):
+        Command("purge", UID, "", since=5)
+    with pytest.raises(ValueError, match="since"):
+        Command("freeze", UID, "", since=-1)
+
+
+# -- a cancelled switch to linearizable: freeze with the switch's epoch --------------------
+
+
+def test_a_cancel_freeze_refuses_the_cancelled_switchs_late_migrate_and_writes() -> None:
+    """A node still on metadata from before the cancel migrates the partition or writes
+    through the guard: both refused, so nothing is acknowledged in Raft after the freeze."""
+    g = Group()
+    g.submit(Command("migrate", UID, "", items=(("k", "old"),), mark=False, since=7))
+    assert g.submit(Command("freeze", UID, "", since=7)) == {"ok": True, "migrated": False}
+    late = Command("migrate", UID, "", items=(("k", "old"),), mark=True, since=7)
+    assert g.submit(late) == {"ok": False, "code": "frozen"}
+    assert not sm.migrated(g.engine, 0, UID)
+    put = Command("put", UID, "k", "new", request_id="r", guard=True)
+    assert g.submit(put) == {"ok": False, "code": "frozen"}
+    assert sm.frozen_since(g.engine, 0, UID) == 7
+
+
+def test_a_later_switch_migrates_past_an_older_freeze_and_lifts_it() -> None:
+    g = Group()
+    g.submit(Command("freeze", UID, "", since=7))
+    g.submit(Command("purge", UID, ""))
+    g.submit(Command("freeze", UID, "", since=3))  # a retried older freeze: 7 stays
+    assert sm.frozen_since(g.engine, 0, UID) == 7
+    newer = Command("migrate", UID, "", items=(("k", "v"),), mark=True, since=12)
+    assert g.submit(newer) == {"ok": True, "migrated": 1, "kept": 0}
+    assert sm.migrated(g.engine, 0, UID) and not sm.frozen(g.engine, 0, UID)
+    assert g.submit(Command("put", UID, "k", "w", guard=True)) == {"ok": True, "version": 2}
+    assert g.submit(Command("freeze", UID, "", since=12)) == {"ok": True, "migrated": True}
+
+
+def test_since_travels_in_the_command() -> None:
+    for cmd in (
+        Command("freeze", UID, "", since=9),
+        Command("migrate", UID, "", items=(("a", 1),), mark=True, since=9),
+    ):
+        assert decode(encode(cmd)) == cmd

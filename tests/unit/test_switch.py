@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from kv import switch
 from kv.keyspace import KeyspaceConfig
 from kv.meta import Metadata
 from kv.meta_machine import apply
@@ -22,10 +23,10 @@ def start(md: Metadata, target: KeyspaceConfig = LIN, policy: str = "lww") -> An
     return apply(md, {"type": "start_switch", "target": target.to_dict(), "policy": policy})
 
 
-def report(md: Metadata, partition: int, uid: int | None = None) -> Any:
+def report(md: Metadata, partition: int, uid: int | None = None, back: bool = False) -> Any:
     ks = md.keyspace("ev")
     assert ks is not None
-    change = {"keyspace": "ev", "uid": uid or ks.uid, "partition": partition}
+    change = {"keyspace": "ev", "uid": uid or ks.uid, "partition": partition, "cancelling": back}
     return apply(md, {"type": "switch_partition_done", **change})
 
 
@@ -101,7 +102,9 @@ def test_reports_are_idempotent_and_stale_ones_ignored() -> None:
         assert outcome == {"status": "unchanged"} and after is once
 
 
-def test_cancel_moves_back_only_what_was_migrated_and_ends_in_the_source_mode() -> None:
+def test_cancel_moves_every_partition_back_and_ends_in_the_source_mode() -> None:
+    """Every partition goes back through its frozen Raft group (a node on older metadata
+    may still migrate one not yet migrated: kv/switch.py `cancel`), then the source mode."""
     md = metadata()
     switching, _ = start(md)
     for p in (0, 5):
@@ -112,14 +115,48 @@ def test_cancel_moves_back_only_what_was_migrated_and_ends_in_the_source_mode() 
     back, outcome = apply(switching, cancel)
     record = back.switch("ev")
     assert outcome == {"status": "cancelling"} and record is not None and record.cancelling
-    assert record.done == frozenset(range(Q)) - {0, 5}  # only 0 and 5 move back
+    assert record.done == frozenset()
+    assert switch.serves_target(record, 3) and not switch.serves_target(
+        replace(record, done=frozenset({3})), 3
+    )
     again, outcome = apply(back, cancel)
     assert outcome["code"] == "keyspace_conflict" and again is back
-    for p in (0, 5):
-        back, _ = report(back, p)
+    # the forward migration's report arriving after the cancel says nothing of the way back
+    late, outcome = report(back, 3)
+    assert outcome == {"status": "unchanged"} and late is back
+    for p in range(Q - 1):
+        back, _ = report(back, p, back=True)
+    unchanged, outcome = finish(back)
+    assert outcome == {"status": "unchanged"} and unchanged is back
+    back, _ = report(back, Q - 1, back=True)
     over, outcome = finish(back)
     assert outcome == {"status": "cancelled"} and over.keyspace("ev") == ks
     assert over.switches == ()
+
+
+def test_a_switch_to_eventual_is_not_cancelled_and_nothing_changes() -> None:
+    md, _ = start(metadata(), LIN)
+    md, _ = finish_all(md)
+    ks = md.keyspace("ev")
+    assert ks is not None and ks.consistency == "linearizable"
+    to_eventual, _ = start(md, KeyspaceConfig("ev", "eventual", 3), "refuse")
+    cancel = {"type": "cancel_switch", "keyspace": "ev", "uid": ks.uid}
+    after, outcome = apply(to_eventual, cancel)
+    assert outcome["code"] == "not_implemented" and after is to_eventual
+
+
+def test_cancel_without_a_switch_is_refused() -> None:
+    md = metadata()
+    ks = md.keyspace("ev")
+    assert ks is not None
+    after, outcome = apply(md, {"type": "cancel_switch", "keyspace": "ev", "uid": ks.uid})
+    assert outcome["code"] == "keyspace_conflict" and after is md
+
+
+def finish_all(md: Metadata) -> Any:
+    for p in range(Q):
+        md, _ = report(md, p)
+    return finish(md)
 
 
 def test_deleting_a_switching_keyspace_ends_its_switch() -> None:

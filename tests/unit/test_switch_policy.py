@@ -60,3 +60,38 @@ def test_a_malformed_write_time_is_refused(bad: object) -> None:
 def test_coordinate_stamps_the_new_version() -> None:
     new, stored = siblings.coordinate((), "n1", {}, "a", False, 10, (), 1234)
     assert new.ts == 1234 and stored == (new,)
+
+
+# -- a cancelled switch's way back (switch_policy.written_back) ----------------------------
+
+BACK = ("cancel@9", 1)
+
+
+def test_written_back_supersedes_every_version_the_members_had() -> None:
+    seen = [v("a", 1, "x"), v("b", 1, "y"), make_version(("c", 1), {}, None, True)]
+    back = switch_policy.written_back(seen, True, "raft", BACK)
+    assert back is not None and back.value == "raft" and back.dot == BACK
+    assert siblings.reconcile([*seen, back]) == (back,)
+
+
+def test_written_back_deletes_a_key_the_raft_state_lacks() -> None:
+    back = switch_policy.written_back([v("a", 1, "x")], False, None, BACK)
+    assert back is not None and back.deleted
+    assert switch_policy.written_back([], False, None, BACK) is None
+    tomb = make_version(("a", 2), {"a": 1}, None, True)
+    assert switch_policy.written_back([tomb], False, None, BACK) is None
+
+
+def test_written_back_leaves_copies_that_already_say_it() -> None:
+    assert switch_policy.written_back([v("a", 1, {"n": 1})], True, {"n": 1}, BACK) is None
+    assert switch_policy.written_back([v("a", 1, 1)], True, 2, BACK) is not None
+
+
+def test_one_dot_one_version_whoever_writes_it_back() -> None:
+    """A second attempt, after the first superseded some copies, reuses the first version
+    rather than minting the same dot with a smaller context."""
+    seen = [v("a", 1, "x"), v("b", 1, "y")]
+    first = switch_policy.written_back(seen, True, "raft", BACK)
+    assert first is not None
+    later = switch_policy.written_back([first, v("b", 1, "y")], True, "raft", BACK)
+    assert later is first

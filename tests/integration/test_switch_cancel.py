@@ -1,0 +1,156 @@
+"""Cancelling a live switch to linearizable (issue 12, docs/mode_switch.md "Cancel") on
+real nodes: partition by partition the Raft groups' data is written back over the eventual
+copies, and the keyspace ends eventual with every write acknowledged before and during the
+switch; a member down does not stop a cancel of partitions never migrated; the keyspace can
+switch again afterwards. Every wait is a poll with a deadline; every node is stopped."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from raft_groups import state_machine
+from tests.integration.conftest import (
+    Api,
+    api_of,
+    create_keyspace,
+    founder_configs,
+    key_path,
+    running,
+    single_node_config,
+)
+
+DEADLINE_S = 90.0
+SLOW = {"partitions": 64, "switch_partitions_per_round": 1}  # a switch takes many seconds
+
+
+def _poll(probe: Any, what: str) -> Any:
+    end = time.monotonic() + DEADLINE_S
+    while True:
+        found = probe()
+        if found:
+            return found
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def _until_ok(call: Any) -> Any:
+    """The request again while it is a retryable 503 (a partition not served yet)."""
+    return _poll(lambda: (r := call()).status != 503 and r, "a non-503 answer")
+
+
+def _ended(api: Api, name: str, mode: str) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        ks = api.get(f"/v1/keyspaces/{name}").json()
+        return ks if ks["consistency"] == mode and "switch" not in ks else None
+
+    found: dict[str, Any] = _poll(probe, f"{name} to end {mode}")
+    return found
+
+
+def _values(reply: Any) -> list[Any]:
+    body = reply.json()
+    return list(body["siblings"]) if "siblings" in body else [body["value"]]
+
+
+def test_cancel_mid_switch_keeps_every_acknowledged_write(tmp_path: Path) -> None:
+    config = replace(single_node_config(tmp_path / "n1"), **SLOW)
+    with running([config]) as nodes:
+        node, api = nodes["n1"], api_of(nodes["n1"])
+        create_keyspace(api, "cx", {"consistency": "eventual", "replication": 1})
+        acked: dict[str, Any] = {}
+        for i in range(48):
+            assert api.put(key_path("cx", f"k{i}"), {"value": i}).status == 200
+            acked[f"k{i}"] = i
+        assert api.put(key_path("cx", "k0"), {"value": "sib"}).status == 200  # siblings
+        acked["k0"] = "sib"  # lww: the later write
+        body = {"consistency": "linearizable", "replication": 1, "siblings": "lww"}
+        assert api.put("/v1/keyspaces/cx", body).status == 202
+
+        def migrated() -> bool:
+            ks = api.get("/v1/keyspaces/cx").json()
+            return ks.get("switch", {}).get("partitions_done", 0) >= 3
+
+        _poll(migrated, "three partitions migrated")
+        md = node.node.meta.metadata
+        record = md.switch("cx")
+        assert record is not None
+        during = [k for k in acked if md.ring().key_partition("cx", k) in record.done][:6]
+        assert during, "no key in a migrated partition"
+        for key in during:  # through Raft: the partition is migrated
+            assert api.put(key_path("cx", key), {"value": f"raft-{key}"}).status == 200
+            acked[key] = f"raft-{key}"
+        gone = during[0]
+        assert api.delete(key_path("cx", gone)).status == 200
+        acked.pop(gone)
+        cancel = api.delete("/v1/keyspaces/cx/switch")
+        assert cancel.status == 202, cancel
+        assert cancel.json()["switch"]["state"] == "cancelling"
+        again = api.delete("/v1/keyspaces/cx/switch")
+        assert again.status == 409 and again.json()["error"]["code"] == "keyspace_conflict"
+        late = _until_ok(lambda: api.put(key_path("cx", "late"), {"value": "late"}))
+        assert late.status == 200, late
+        acked["late"] = "late"
+        _ended(api, "cx", "eventual")
+        for key, value in acked.items():
+            got = api.get(key_path("cx", key))
+            assert got.status == 200 and value in _values(got), (key, value, got)
+        for key in during[1:]:  # written back: one version superseding the old ones
+            assert _values(api.get(key_path("cx", key))) == [acked[key]]
+        assert api.get(key_path("cx", gone)).status == 404
+        ks = node.node.meta.metadata.keyspace("cx")
+        assert ks is not None
+        engine = node.node.groups.engine
+        for p in range(config.partitions):  # the Raft copies are purged, the freeze kept
+            assert state_machine.records(engine, 1 << 16 | p, ks.uid) == []
+            assert state_machine.frozen(engine, 1 << 16 | p, ks.uid)
+
+        # the same keyspace switches again, past the cancelled switch's freeze
+        body = {"consistency": "linearizable", "replication": 1, "siblings": "lww"}
+        assert api.put("/v1/keyspaces/cx", body).status == 202
+        _ended(api, "cx", "linearizable")
+        for key in during[1:]:
+            got = _until_ok(lambda key=key: api.get(key_path("cx", key)))
+            assert got.json()["value"] == acked[key], got
+
+
+def test_cancel_with_a_member_down_ends_a_switch_that_could_not_migrate(tmp_path: Path) -> None:
+    """The migration needs every member; the way back of partitions never migrated needs
+    only their Raft groups' majorities."""
+    configs = founder_configs(tmp_path, 3, partitions=16, meta_poll_interval_s=0.1)
+    with running(configs) as nodes:
+        api = api_of(nodes["n1"])
+        create_keyspace(api, "down", {"consistency": "eventual", "replication": 3})
+        for i in range(20):
+            assert api.put(key_path("down", f"k{i}"), {"value": i}).status == 200
+        nodes["n3"].stop()
+        body = {"consistency": "linearizable", "replication": 3, "siblings": "lww"}
+        assert api.put("/v1/keyspaces/down", body).status == 202
+        stuck = api.put(key_path("down", "k1"), {"value": "no"})
+        assert stuck.status == 503, stuck  # not migrated: nothing done
+        assert api.get("/v1/keyspaces/down").json()["switch"]["partitions_done"] == 0
+        assert api.delete("/v1/keyspaces/down/switch").status == 202
+        _ended(api, "down", "eventual")
+        for i in range(20):
+            got = _until_ok(lambda i=i: api.get(key_path("down", f"k{i}")))
+            assert got.status == 200 and got.json()["value"] == i, got
+        assert api.put(key_path("down", "k1"), {"value": "yes"}).status == 200
+
+
+def test_cancel_is_refused_without_a_switch_and_for_a_switch_to_eventual(tmp_path: Path) -> None:
+    with running([single_node_config(tmp_path / "n1")]) as nodes:
+        api = api_of(nodes["n1"])
+        create_keyspace(api, "lin", {"consistency": "linearizable", "replication": 1})
+        none = api.delete("/v1/keyspaces/lin/switch")
+        assert none.status == 409 and none.json()["error"]["code"] == "keyspace_conflict"
+        assert api.delete("/v1/keyspaces/nope/switch").status == 404
+        assert (
+            api.put("/v1/keyspaces/lin", {"consistency": "eventual", "replication": 1}).status
+            == 202
+        )
+        refused = api.delete("/v1/keyspaces/lin/switch")
+        if refused.status != 409:  # the switch may already be done on one node
+            assert refused.status == 501, refused
+            assert refused.json()["error"]["code"] == "not_implemented"
