@@ -5,7 +5,9 @@ Retry policy — the outcome is never guessed:
   connection failures before the request was sent are retried with exponential backoff,
   on the next node of the list;
 - a 504 or a connection lost after sending is an *unknown outcome*: reads (idempotent) are
-  retried; writes raise `UnknownOutcome` and are never retried silently;
+  retried; writes raise `UnknownOutcome` and are never retried silently (the caller reads
+  the key, or — linearizable — sends the write again with the same `request_id`, which
+  the Raft group applies at most once);
 - every other error is raised as its typed `kv.errors` class.
 """
 
