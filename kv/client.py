@@ -5,7 +5,9 @@ Retry policy — the outcome is never guessed:
   connection failures before the request was sent are retried with exponential backoff,
   on the next node of the list;
 - a 504 or a connection lost after sending is an *unknown outcome*: reads (idempotent) are
-  retried; writes raise `UnknownOutcome` and are never retried silently;
+  retried; writes raise `UnknownOutcome` and are never retried silently (the caller reads
+  the key, or — linearizable — sends the write again with the same `request_id`, which
+  the Raft group applies at most once);
 - every other error is raised as its typed `kv.errors` class.
 """
 
@@ -153,14 +155,16 @@ class KvClient:
         *,
         context: str | None = None,
         if_version: int | None = None,
+        request_id: str | None = None,
         node: str | None = None,
         **query: Any,
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"value": value}
-        if context is not None:
-            body["context"] = context
-        if if_version is not None:
-            body["if_version"] = if_version
+        """`context`: eventual; `if_version`, `request_id`: linearizable (the other mode's
+        field is an InvalidRequest). Query: w, pw, timeout_ms. A write that raises
+        UnknownOutcome may have been applied: send it again with the same `request_id` and
+        it is applied at most once (RequestIdConflict if the id was used for another
+        command)."""
+        body = {"value": value, **_conditions(context, if_version, request_id)}
         path = _key_path(ks, key)
         return _obj(await self.request("PUT", path, body, query=query, idempotent=False, node=node))
 
@@ -171,19 +175,33 @@ class KvClient:
         *,
         context: str | None = None,
         if_version: int | None = None,
+        request_id: str | None = None,
         node: str | None = None,
         **query: Any,
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {}
-        if context is not None:
-            body["context"] = context
-        if if_version is not None:
-            body["if_version"] = if_version
+        """As `put`; the reply's `deleted` says whether the key existed."""
+        body = _conditions(context, if_version, request_id)
         path = _key_path(ks, key)
         reply = await self.request(
             "DELETE", path, body or None, query=query, idempotent=False, node=node
         )
         return _obj(reply)
+
+    async def list_keys(
+        self,
+        ks: str,
+        *,
+        prefix: str = "",
+        after: str | None = None,
+        limit: int | None = None,
+        **query: Any,
+    ) -> dict[str, Any]:
+        """One page, `{"keys": [...], "next": key | None}` (docs/listing.md): continue with
+        `after=next` until `next` is None. A page may hold fewer than `limit` keys and still
+        have a `next`. Query: timeout_ms."""
+        path = f"/v1/keyspaces/{_q(ks)}/keys"
+        query = {"prefix": prefix or None, "after": after, "limit": limit, **query}
+        return _obj(await self.request("GET", path, query=query, idempotent=True))
 
     # ------------------------------------------------------------------ cluster
     async def cluster(self, node: str | None = None) -> dict[str, Any]:
@@ -192,10 +210,17 @@ class KvClient:
     async def clusters(self, nodes: Sequence[str]) -> dict[str, dict[str, Any] | KvError]:
         """Each node's own `/v1/cluster`, all asked at once and each once (no retries, no
         other node): a node that does not answer maps to its typed error."""
+        return await self._each(nodes, "/v1/cluster")
 
+    async def healths(self, nodes: Sequence[str]) -> dict[str, dict[str, Any] | KvError]:
+        """Each node's own `/v1/health` (`{"status": "ok" | "joining" | "degraded", ...}`),
+        asked as `clusters` asks: at once, each once, a failure as its typed error."""
+        return await self._each(nodes, "/v1/health")
+
+    async def _each(self, nodes: Sequence[str], path: str) -> dict[str, dict[str, Any] | KvError]:
         async def one(node: str) -> dict[str, Any] | KvError:
             try:
-                return _obj(await self._once("GET", self._url(node) + "/v1/cluster", None))
+                return _obj(await self._once("GET", self._url(node) + path, None))
             except _NotSent as exc:
                 return exc.error
             except KvError as exc:
@@ -268,6 +293,14 @@ class _NotSent(Exception):
 def _obj(reply: tuple[int, Any]) -> dict[str, Any]:
     body = reply[1]
     return body if isinstance(body, dict) else {}
+
+
+def _conditions(
+    context: str | None, if_version: int | None, request_id: str | None
+) -> dict[str, Any]:
+    """A write's optional body fields; absent ones are not sent (None is not a value)."""
+    given = {"context": context, "if_version": if_version, "request_id": request_id}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _q(segment: str) -> str:

@@ -25,7 +25,7 @@ from kv.client import SyncClient
 from kv.errors import PlanConflict
 from kv.meta import Member
 from kv.plan import Change
-from kvctl import cli_keyspace, cli_tokens, errors, follow, render, staged
+from kvctl import cli_cluster, cli_keys, cli_keyspace, cli_tokens, errors, follow, render, staged
 from kvctl.errors import KvctlError
 from kvctl.help import HELP
 from kvctl.status import Status
@@ -76,7 +76,7 @@ class Kvctl(click.Group):
         try:
             return super().invoke(ctx)
         except Exception as exc:
-            found = errors.failure(exc)
+            found = errors.failure(exc, ctx.invoked_subcommand or "")
             if found is None:
                 raise
             code, message = found
@@ -352,22 +352,8 @@ class _Display:
         self.bar.update(max(0, st.moves_done - self.bar.pos), note[:60])
 
 
-# ---------------------------------------------------------------------- cluster
-@cli.group()
-def cluster() -> None:
-    """Look at the cluster."""
-
-
-@cluster.command("status")
-@pass_session
-def cluster_status(session: Session) -> None:
-    """Members (with their status as gossip sees it), the meta group's voters and leader."""
-    view: dict[str, Any] = session.client().cluster()
-    session.emit(view, render.cluster(view))
-
-
-cli.add_command(cli_tokens.token)
-cli.add_command(cli_keyspace.keyspace)
+for command in (*cli_keys.COMMANDS, cli_keyspace.keyspace, cli_cluster.cluster, cli_tokens.token):
+    cli.add_command(command)
 
 
 def main() -> None:

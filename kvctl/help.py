@@ -1,7 +1,16 @@
 """kvctl's top-level --help text (kvctl/cli.py shows it)."""
 
-HELP = """Operate a kv cluster over its HTTP API: membership changes (plan, commit, status,
-abort), client tokens and a look at the cluster.
+HELP = """Operate a kv cluster over its HTTP API: keys (get, put, del, ls), keyspaces,
+membership changes (plan, commit, status, abort), client tokens and a look at the cluster.
+
+\b
+Keys (VALUE is JSON; text that is not valid JSON is taken as a string):
+  kvctl put carts alice '["milk"]'   # prints OK (and the version, linearizable)
+  kvctl get carts alice              # the value as JSON; siblings one per line
+  kvctl --json get carts alice       # the whole reply: value, context or version
+  kvctl ls carts --prefix al         # every key with the prefix, one per line
+  kvctl del carts alice
+  kvctl cluster health               # GET /v1/health of every endpoint
 
 \b
 Membership changes are staged locally, shown as a plan, then committed:
@@ -17,9 +26,13 @@ Membership changes are staged locally, shown as a plan, then committed:
 \b
 Exit codes:
   0  done
-  1  refused: the cluster said no (invalid change, plan conflict) or nothing to do
+  1  refused: the cluster said no (invalid request, plan conflict) or nothing to do
   2  usage: a bad command line
   3  unavailable: no node answered (or all said 503); nothing was applied
-  4  unknown outcome (504): it may have been applied; check `kvctl status`
+  4  unknown outcome (504): it may have been applied; look before retrying
   5  `status --wait` timed out with the plan still moving (the reason is printed)
+  6  not found: the key does not exist
+  7  no such keyspace
+  8  condition failed: --if-version did not match (the current version is printed)
+  9  `cluster health`: every endpoint answered, not all `ok`
 """

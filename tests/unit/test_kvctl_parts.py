@@ -11,7 +11,10 @@ from typing import Any
 import pytest
 
 from kv.errors import (
+    ConditionFailed,
     InvalidRequest,
+    KeyNotFound,
+    KeyspaceNotFound,
     KvError,
     NoLeader,
     PlanConflict,
@@ -50,6 +53,9 @@ N4 = Member("n4", "10.0.0.4:7001", "10.0.0.4:7101")
         (KvError("internal error (logged)"), errors.REFUSED, "refused (internal): internal"),
         (KvctlError("nothing staged"), errors.REFUSED, "nothing staged"),
         (KvctlError("not done", errors.NOT_DONE), errors.NOT_DONE, "not done"),
+        (KeyNotFound("key 'k' not found"), errors.NOT_FOUND, "not found: key 'k' not found"),
+        (KeyspaceNotFound("ks"), errors.NO_KEYSPACE, "no such keyspace: keyspace 'ks' does"),
+        (ConditionFailed(3), errors.CONDITION_FAILED, "condition failed: if_version did not"),
     ],
 )
 def test_each_failure_has_an_exit_code_and_one_line(
@@ -58,6 +64,23 @@ def test_each_failure_has_an_exit_code_and_one_line(
     found = errors.failure(exc)
     assert found is not None and found[0] == code
     assert found[1].startswith(message) and "\n" not in found[1]
+
+
+@pytest.mark.parametrize(
+    ("command", "advice"),
+    [
+        ("put", "read the key, or send it again with the same --request-id"),
+        ("del", "read the key, or send it again with the same --request-id"),
+        ("commit", "check `kvctl status` before retrying"),
+        ("", "check `kvctl status` before retrying"),
+    ],
+)
+def test_an_unknown_outcome_says_what_to_look_at_for_the_command(command: str, advice: str) -> None:
+    found = errors.failure(UnknownOutcome("PUT timed out"), command)
+    assert found == (
+        errors.UNKNOWN,
+        f"unknown outcome (PUT timed out): it may have been applied; {advice}",
+    )
 
 
 def test_a_plan_conflict_from_the_wire_keeps_its_reason() -> None:

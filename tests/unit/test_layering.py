@@ -65,6 +65,7 @@ PURE = (
     "raft_groups/syncobj_adapter/read_index.py",
     "raft_groups/state_machine.py",
     "kvctl/errors.py",
+    "kvctl/keys.py",
     "kvctl/render.py",
     "kvctl/status.py",
 )
