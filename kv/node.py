@@ -350,6 +350,7 @@ class Node:
             "partitions": [
                 {"partition": p, "replicas": list(ring.walk(p)[:7])} for p in range(md.partitions)
             ],
+            "placement": routing.placement(md),  # preference lists per (mode, replication)
             "anti_entropy": asdict(self.anti_entropy.totals),
             "tombstones_purged": self.reaper.purged,
             "tombstones_skipped": self.reaper.skipped,
