@@ -149,6 +149,20 @@ class RequestMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
+    def totals(self) -> tuple[int, tuple[tuple[float, int], ...]]:
+        """(requests, cumulative latency buckets) summed over every label set: each finite
+        bound of LATENCY_BUCKETS with the requests at or under it, as the scrape shows them
+        (the status page's rates and p99, kv/request_stats.py)."""
+        under = dict.fromkeys(LATENCY_BUCKETS, 0.0)
+        count = 0.0
+        samples = (s for found in self._seconds.collect() for s in found.samples)
+        for sample in samples:
+            if sample.name.endswith("_count"):
+                count += sample.value
+            elif sample.name.endswith("_bucket") and sample.labels["le"] != "+Inf":
+                under[float(sample.labels["le"])] += sample.value
+        return int(count), tuple((float(b), int(n)) for b, n in under.items())
+
 
 # ---------------------------------------------------------------------- read at scrape time
 class NodeCollector(Collector):

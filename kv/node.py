@@ -45,6 +45,7 @@ from kv.errors import NotReady
 from kv.group_commit import GroupCommit
 from kv.http.app import NODE_STATE, Server, make_app
 from kv.http.metrics import METRICS
+from kv.http.ui import STATS
 from kv.internode import OpTable
 from kv.keys import context_key, internode_key
 from kv.leveldb import LevelDBEngine
@@ -53,6 +54,7 @@ from kv.meta_ops import META_JOIN, MetaJoin, Role, conflict_message, membership_
 from kv.meta_reader import MetaReader, MetaServer
 from kv.meta_role import MetaRole
 from kv.metrics import NodeMetrics
+from kv.request_stats import ClusterRequestStats
 from kv.service import KeyOps, Service
 from kv.sizer import PlanSizer, SizeServer
 from kv.tally import TalliedEngine
@@ -106,7 +108,9 @@ class Node:
         limits = cfg.server_limits
         app = make_app(self.service, self.internode, cfg.request_timeout_s, cfg.auth, limits)
         app[NODE_STATE] = self.node_state
-        app[METRICS] = NodeMetrics(self)  # read at each scrape (docs/metrics.md)
+        app[METRICS] = metrics = NodeMetrics(self)  # read at each scrape (docs/metrics.md)
+        app[STATS] = ClusterRequestStats(self.transport, self.service.metadata, metrics.requests)
+        app[STATS].register(self.ops)  # the status page's request rates (docs/status_page.md)
         api_tls = tls.server_context(files, peers_only=False) if files else None
         self._server = await Server.listen(app, cfg.listen, limits, api_tls)
         loops = (self.peers, self.anti_entropy, self.handoff, self.reaper, self.transfers)
@@ -350,6 +354,7 @@ class Node:
             "partitions": [
                 {"partition": p, "replicas": list(ring.walk(p)[:7])} for p in range(md.partitions)
             ],
+            "placement": routing.placement(md),  # preference lists per (mode, replication)
             "anti_entropy": asdict(self.anti_entropy.totals),
             "tombstones_purged": self.reaper.purged,
             "tombstones_skipped": self.reaper.skipped,

@@ -105,6 +105,27 @@ def replicas(md: Metadata, mode: str, partition: int, n: int) -> tuple[str, ...]
     return md.owners(mode, n, partition)[0]
 
 
+def placement(md: Metadata) -> list[dict[str, Any]]:
+    """`GET /v1/cluster` "placement": for each (mode, replication) a keyspace uses (switch
+    targets included), every partition's preference list as it stands now (`replicas`) and
+    the owners a plan in flight is moving it to (`incoming`)."""
+    configs = (*md.keyspaces, *(s.target for s in md.switches))
+    in_use = sorted({(ks.consistency, ks.replication) for ks in configs})
+    return [
+        {
+            "mode": mode,
+            "replication": n,
+            "partitions": [_placed(md, mode, n, p) for p in range(md.partitions)],
+        }
+        for mode, n in in_use
+    ]
+
+
+def _placed(md: Metadata, mode: str, n: int, partition: int) -> dict[str, Any]:
+    replicas, incoming = md.owners(mode, n, partition)
+    return {"partition": partition, "replicas": list(replicas), "incoming": list(incoming)}
+
+
 def place(md: Metadata, ks: KeyspaceConfig, key: str) -> Route:
     return place_partition(md, ks, md.ring().key_partition(ks.name, key))
 

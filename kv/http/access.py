@@ -20,11 +20,13 @@ from kv import auth
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Authenticate = Callable[[str | None], auth.Token]
 
-# load balancers probe health without a token; the API description holds no data
-OPEN = frozenset({"health", "openapi"})
+# load balancers probe health without a token; the API description and the status page
+# hold no data (the page's own calls send the token pasted into it: docs/status_page.md)
+OPEN = frozenset({"health", "openapi", "ui"})
 NEEDS: dict[str, tuple[str, str | None]] = {  # route name → (role, keyspace segment)
     "cluster": ("read", None),
     "metrics": ("read", None),  # Prometheus scrapes with a read token (docs/security.md)
+    "cluster.metrics": ("read", None),  # every member's request totals, for the status page
     "keyspaces.list": ("read", None),
     "keyspace.get": ("read", "ks"),
     "keyspace.put": ("admin", "ks"),

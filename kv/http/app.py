@@ -24,7 +24,7 @@ from aiohttp.typedefs import Middleware
 
 from kv import json_codec
 from kv.errors import InvalidRequest, KvError, MalformedJson, StorageFailed, TooLarge
-from kv.http import access, limits, metrics, openapi
+from kv.http import access, limits, metrics, openapi, ui
 from kv.http.errors import ERROR_CODE, response_for
 from kv.http.internode import add_routes
 from kv.listing import MAX_LIMIT
@@ -296,6 +296,7 @@ ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
     ("GET", "/v1/health", health, "health"),
     ("GET", openapi.PATH, openapi.serve, "openapi"),
     ("GET", "/v1/cluster", cluster, "cluster"),
+    ("GET", ui.METRICS_PATH, ui.cluster_metrics, "cluster.metrics"),  # the status page's
     ("GET", "/v1/keyspaces", list_keyspaces, "keyspaces.list"),
     ("GET", "/v1/keyspaces/{ks}", get_keyspace, "keyspace.get"),
     ("PUT", "/v1/keyspaces/{ks}", put_keyspace, "keyspace.put"),
@@ -314,6 +315,7 @@ ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
     ("GET", "/v1/tokens", list_tokens, "tokens.list"),
     ("DELETE", "/v1/tokens/{id}", revoke_token, "tokens.revoke"),
     ("GET", "/metrics", metrics.scrape, "metrics"),  # Prometheus (docs/metrics.md)
+    ("GET", ui.PATH, ui.serve, "ui"),  # the status page (docs/status_page.md)
 )
 
 

@@ -1,7 +1,8 @@
 """Client authentication on a real node with `auth = true` (kv/auth.py, kv/http/access.py;
 issue 11 item 1). Every route is tried without a token, with a read token, with a write
 token scoped to another keyspace and with the bootstrap admin token, and must answer
-exactly as documented: 401 without a valid token (except /v1/health and /v1/openapi.json),
+exactly as documented: 401 without a valid token (except /v1/health, /v1/openapi.json and
+the status page /ui),
 403 when the role or scope does not cover it, the route's own answer otherwise. A revoked
 token stops working at once on the node that committed the revocation."""
 
@@ -50,6 +51,7 @@ def mint(api: Api, admin: str, body: dict[str, Any]) -> str:
 # (method, path, body, role needed, keyspace named or None, status when allowed)
 ROUTES: list[tuple[str, str, Any, str, str | None, int]] = [
     ("GET", "/v1/cluster", None, "read", None, 200),
+    ("GET", "/v1/cluster/metrics", None, "read", None, 200),
     ("GET", "/v1/keyspaces", None, "read", None, 200),
     ("GET", f"/v1/keyspaces/{KS}", None, "read", KS, 200),
     ("PUT", f"/v1/keyspaces/{KS}", EVENTUAL_1, "admin", KS, 200),
@@ -108,6 +110,7 @@ def test_every_route_answers_as_documented_for_every_kind_of_token(
                 wrong.append((role, scope, method, path, want, ok_status, got))
         assert client.call("GET", "/v1/health") == 200  # open for load balancers
         assert client.call("GET", "/v1/openapi.json") == 200  # holds no data
+        assert client.call("GET", "/ui") == 200  # nor does the status page (its calls do)
     assert not wrong, wrong
 
 

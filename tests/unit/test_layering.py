@@ -5,7 +5,8 @@ Rules (each failure names the file, the import and the rule it breaks):
 1. Pure modules (PURE below: decision code, models and wire messages) import no I/O —
    no event loop, threads, sockets, processes, clocks read implicitly, HTTP, LevelDB or
    pysyncobj. Time, randomness and peers are their parameters (DESIGN.md §8.2).
-2. Each third-party library has one importer in the runtime packages (ONE_IMPORTER).
+2. Each third-party library has one importer in the runtime packages (ONE_IMPORTER), and
+   each test-only one a single test module (TEST_ONE_IMPORTER).
 3. `kv` core does not import the mode packages, except the composition root
    (kv/node.py, kv/__main__.py); the two modes do not import each other.
 4. Runtime packages never import verification tooling, ops or tests (what `pip install`
@@ -98,7 +99,11 @@ ONE_IMPORTER = {
     "click": ("kvctl/cli.py", "kvctl/cli_*.py"),  # the operator CLI's commands
     "orjson": ("kv/json_codec.py",),  # JSON bytes stored and sent
     "prometheus_client": ("kv/metrics.py",),  # /metrics: per-node registry, collectors
+    # test-only: tests/cluster/test_status_page.py drives headless Chromium with it
+    "playwright": (),
 }
+# test-only libraries → the one test module that may import each (rule 2 for tests/)
+TEST_ONE_IMPORTER = {"playwright": "tests/cluster/test_status_page.py"}
 COMPOSITION_ROOT = ("kv/node.py", "kv/node_switch.py", "kv/__main__.py")
 OPS_MUST_NOT_IMPORT = (
     "kv/leveldb.py",
@@ -245,6 +250,17 @@ def test_the_cli_keeps_to_the_api_and_click_to_one_module() -> None:
         "kvctl/status.py: imports time — a pure module imports no I/O (time); pass it in as a "
         "parameter (rule 1)",
     ]
+
+
+def test_each_test_only_library_has_one_test_module_importing_it() -> None:
+    found = []
+    for file in sorted((ROOT / "tests").rglob("*.py")):
+        path = file.relative_to(ROOT).as_posix()
+        names = set(imports(file.read_text()))
+        for lib, allowed in TEST_ONE_IMPORTER.items():
+            if path != allowed and any(under(name, [lib]) for name in names):
+                found.append(f"{path}: imports {lib} — only {allowed} may (rule 2)")
+    assert not found, found
 
 
 def test_the_composition_root_may_wire_the_modes() -> None:

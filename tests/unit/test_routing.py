@@ -12,6 +12,7 @@ from kv.keyspace import KeyspaceConfig
 from kv.meta import Metadata
 from kv.meta_machine import apply
 from kv.routing import Options
+from tests.unit import test_meta_membership as membership
 
 MEMBERS = [{"id": f"n{i}", "http": f"h{i}:1", "raft": f"h{i}:2"} for i in range(1, 6)]
 
@@ -131,3 +132,27 @@ def test_a_value_json_codec_cannot_store_is_refused_naming_why(value: Any, why: 
 
 def test_the_extremes_json_codec_can_store_are_accepted() -> None:
     routing.check_value({"lo": -(2**63), "hi": 2**64 - 1, "s": "é\u2028"})
+
+
+def test_placement_lists_each_mode_and_replication_in_use_with_every_partition() -> None:
+    groups = routing.placement(MD)
+    assert [(g["mode"], g["replication"]) for g in groups] == [("eventual", 3), ("linearizable", 3)]
+    for g in groups:
+        assert [p["partition"] for p in g["partitions"]] == list(range(MD.partitions))
+        for p in g["partitions"]:
+            assert tuple(p["replicas"]) == routing.replicas(MD, g["mode"], p["partition"], 3)
+            assert p["incoming"] == []
+
+
+def test_placement_shows_a_moving_partition_with_its_incoming_owners_until_it_flips() -> None:
+    moving, _ = membership.commit(membership.metadata(), membership.ADD4)
+    assert moving.transition is not None
+    mode, n, p = key = sorted(moving.transition.pending)[0]
+    (group,) = routing.placement(moving)
+    assert (group["mode"], group["replication"]) == (mode, n)
+    old, incoming = moving.owners(mode, n, p)
+    assert group["partitions"][p] == {"partition": p, "replicas": list(old), "incoming": ["n4"]}
+    flipped = membership.done(moving, key)
+    (group,) = routing.placement(flipped)
+    new = list(moving.transition.chains[p][:n])
+    assert group["partitions"][p] == {"partition": p, "replicas": new, "incoming": []}
