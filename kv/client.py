@@ -139,6 +139,11 @@ class KvClient:
     async def delete_keyspace(self, name: str) -> None:
         await self.request("DELETE", f"/v1/keyspaces/{_q(name)}", idempotent=False)
 
+    async def cancel_switch(self, name: str) -> dict[str, Any]:
+        """Turn keyspace `name`'s switch to linearizable around (docs/mode_switch.md)."""
+        path = f"/v1/keyspaces/{_q(name)}/switch"
+        return _obj(await self.request("DELETE", path, idempotent=False))
+
     # ------------------------------------------------------------------ keys
     async def get(
         self, ks: str, key: str, *, node: str | None = None, **query: Any

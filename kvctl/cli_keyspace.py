@@ -22,16 +22,18 @@ POLL_S = 0.5
 
 @click.group()
 def keyspace() -> None:
-    """Create, list, describe, delete and switch keyspaces."""
+    """Create, list, describe, delete, switch keyspaces and cancel a switch."""
 
 
 def _line(ks: dict[str, Any]) -> str:
     switch = ks.get("switch")
-    moving = (
-        f"  switching to {switch['to']}: {switch['partitions_done']}/{switch['partitions']}"
-        if switch
-        else ""
-    )
+    moving = ""
+    if switch and switch["state"] == "cancelling":
+        moving = f"  cancelling: {switch['partitions_done']}/{switch['partitions']} back"
+    elif switch:
+        moving = (
+            f"  switching to {switch['to']}: {switch['partitions_done']}/{switch['partitions']}"
+        )
     return f"{ks['name']}  {ks['consistency']}  replication {ks['replication']}{moving}"
 
 
@@ -85,7 +87,7 @@ def keyspace_delete(session: Session, name: str) -> None:
 @click.option(
     "--siblings",
     type=click.Choice(["refuse", "lww", "merge-json-list"]),
-    help="Keys with siblings (to linearizable): refuse (default) or merge-json-list.",
+    help="Keys with siblings (to linearizable): refuse (default), lww or merge-json-list.",
 )
 @click.option("--replication", type=int, help="The target's replication (default: as now).")
 @click.option("--no-wait", is_flag=True, help="Start it and return; `describe` shows progress.")
@@ -118,6 +120,26 @@ def keyspace_switch(
         session.emit(started, [_line(started)])
         return
     done = _follow(session, name, target, time.monotonic() + deadline)
+    session.emit(done, [_line(done)])
+
+
+@keyspace.command("cancel")
+@click.argument("name")
+@click.option("--no-wait", is_flag=True, help="Cancel and return; `describe` shows progress.")
+@click.option("--deadline", type=float, default=3600.0, show_default=True, metavar="SECONDS")
+@pass_session
+def keyspace_cancel(session: Session, name: str, no_wait: bool, deadline: float) -> None:
+    """Cancel keyspace NAME's switch to linearizable and follow it back to eventual: every
+    write acknowledged in between is kept (a switch to eventual cannot be cancelled).
+
+    \b
+    Example: kvctl keyspace cancel carts
+    """
+    turned = session.client().cancel_switch(name)
+    if no_wait:
+        session.emit(turned, [_line(turned)])
+        return
+    done = _follow(session, name, turned["consistency"], time.monotonic() + deadline)
     session.emit(done, [_line(done)])
 
 

@@ -31,7 +31,12 @@ from tests.integration.conftest import (
 from tests.integration.test_joining import EVENTUAL, configs
 
 KEYS = 240
-THROTTLE = {"transfer_keys_per_s": 80.0, "transfer_batch": 16, "partitions": 16}
+THROTTLE = {
+    "transfer_keys_per_s": 80.0,
+    "transfer_batch": 16,
+    "partitions": 16,
+    "switch_partitions_per_round": 1,  # a switch takes seconds: `keyspace cancel` meets it
+}
 WAIT_S = "120"  # status --wait deadline: the move takes a few seconds
 
 
@@ -188,3 +193,17 @@ def test_keyspace_commands_and_a_live_switch_followed_to_the_end(
     assert api_of(nodes["n1"]).get(key_path("sw", "k")).json()["value"] == [1]
     ok(kvctl("keyspace", "delete", "sw"))
     assert "sw " not in ok(kvctl("keyspace", "list"))
+
+
+def test_keyspace_cancel_follows_a_switch_back(kvctl: Any, nodes: dict[str, NodeThread]) -> None:
+    """Issue 12: `kvctl keyspace cancel` turns a switch to linearizable around and follows
+    it back to eventual; nothing to cancel is one line and a non-zero exit."""
+    ok(kvctl("keyspace", "create", "cs", "--consistency", "eventual"))
+    assert api_of(nodes["n1"]).put(key_path("cs", "k"), {"value": "kept"}).status == 200
+    started = ok(kvctl("keyspace", "switch", "cs", "--to", "linearizable", "--no-wait"))
+    assert "switching to linearizable" in started
+    back = ok(kvctl("keyspace", "cancel", "cs"))
+    assert back.startswith("cs  eventual  replication 3"), back
+    assert api_of(nodes["n2"]).get(key_path("cs", "k")).json()["value"] == "kept"
+    assert "no switch in flight" in failed(kvctl("keyspace", "cancel", "cs"), 1)
+    ok(kvctl("keyspace", "delete", "cs"))
