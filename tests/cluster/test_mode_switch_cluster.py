@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,7 @@ import pytest
 
 from kv.client import KvClient
 from kv.errors import KeyNotFound, KvError, UnknownOutcome
-from tests.cluster.harness import Cluster
+from tests.cluster.harness import Cluster, sigterm_raises
 from verification.checker import check
 from verification.recorder import RecorderConfig, record
 
@@ -225,3 +226,71 @@ def test_there_and_back_under_load_with_kills_loses_nothing(cluster: Cluster) ->
         if acked and not final[key] & maybe:
             missing.append(f"{key}: read {sorted(final[key])}, last acknowledged {acked[-1]}")
     assert missing == []
+
+
+@pytest.fixture
+def throttled() -> Iterator[Cluster]:
+    """Three nodes whose switch migrators move one partition a round: a switch takes long
+    enough to be cancelled in its middle."""
+    c = Cluster(n=3, settings={"switch_partitions_per_round": 1})
+    with sigterm_raises():
+        try:
+            yield c.up()
+        finally:
+            c.down()
+
+
+async def _cancel_run(cluster: Cluster, ledger: Ledger) -> None:
+    """Eventual → linearizable under load; cancelled once some partitions are migrated
+    (and written to through Raft); n3 SIGKILLed on the way back and restarted."""
+    async with KvClient(cluster.addresses(), timeout=5.0) as client:
+        await client.create_keyspace(KS, consistency="eventual", replication=3)
+        stop = asyncio.Event()
+        tasks = [asyncio.ensure_future(_writer(client, w, stop, ledger)) for w in range(WRITERS)]
+        tasks.append(asyncio.ensure_future(_reader(client, stop, ledger)))
+        await asyncio.sleep(3)
+        await client.create_keyspace(KS, consistency="linearizable", replication=3)
+        ledger.committed_at = time.monotonic()
+        ledger.at_kill = await _partly_migrated(client)
+        await asyncio.sleep(1)  # writes through the migrated partitions' Raft groups
+        turned = await client.cancel_switch(KS)
+        assert turned["switch"]["state"] == "cancelling", turned
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(cluster.kill, "n3")
+        await asyncio.sleep(2)
+        await asyncio.to_thread(cluster.start, "n3")
+        await _switched(client, "eventual")
+        await asyncio.sleep(2)
+        stop.set()
+        await asyncio.gather(*tasks)
+
+
+@pytest.mark.cluster
+def test_a_cancelled_switch_under_load_with_a_kill_loses_nothing(throttled: Cluster) -> None:
+    """Cancel mid-switch (issue 12 acceptance): the keyspace is eventual again, every key
+    holds its last acknowledged value or a later attempted one, and no read went back
+    before a write acknowledged after the switch was committed."""
+    ledger = Ledger()
+    asyncio.run(_cancel_run(throttled, ledger))
+    print(f"{len(ledger.acked)} writes acknowledged; cancelled at {ledger.at_kill}")
+    assert ledger.acked and ledger.reads
+    assert ledger.at_kill is not None, "the switch was over before the cancel"
+
+    async def finals() -> dict[str, set[int]]:
+        async with KvClient(throttled.addresses(), timeout=10.0) as client:
+            out = {}
+            for key in ledger.attempts:
+                reply = await client.get(KS, key)
+                values = reply["siblings"] if "siblings" in reply else [reply["value"]]
+                out[key] = {_seq(v) for v in values}
+            return out
+
+    final = asyncio.run(finals())
+    missing = []
+    for key, attempts in ledger.attempts.items():
+        acked = [s for s, o in attempts if o == "ok"]
+        maybe = {s for s, o in attempts if o != "failed" and acked and s >= acked[-1]}
+        if acked and not final[key] & maybe:
+            missing.append(f"{key}: read {sorted(final[key])}, last acknowledged {acked[-1]}")
+    assert missing == []
+    assert _stale(ledger) == []
