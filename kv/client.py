@@ -139,9 +139,12 @@ class KvClient:
     async def delete_keyspace(self, name: str) -> None:
         await self.request("DELETE", f"/v1/keyspaces/{_q(name)}", idempotent=False)
 
-    async def cancel_switch(self, name: str) -> dict[str, Any]:
-        """Turn keyspace `name`'s switch to linearizable around (docs/mode_switch.md)."""
+    async def cancel_switch(self, name: str, siblings: str | None = None) -> dict[str, Any]:
+        """Turn keyspace `name`'s switch around (docs/mode_switch.md "Cancel"); `siblings`:
+        the policy of the switch back, when cancelling a switch to eventual."""
         path = f"/v1/keyspaces/{_q(name)}/switch"
+        if siblings is not None:
+            path += "?" + urllib.parse.urlencode({"siblings": siblings})
         return _obj(await self.request("DELETE", path, idempotent=False))
 
     # ------------------------------------------------------------------ keys

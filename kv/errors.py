@@ -219,6 +219,9 @@ def raise_refused(outcome: dict[str, Any]) -> None:
         raise PlanConflict(message, reason=outcome.get("reason"))
     if code == "not_implemented":
         raise NotImplementedYet(message)
+    field, sep, rest = message.partition(": ")
+    if code == "invalid_request" and sep and field.isidentifier():
+        raise InvalidRequest(field, rest)  # a refusal naming the field at fault
     raise InvalidRequest("change", message)
 
 

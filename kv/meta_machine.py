@@ -222,7 +222,8 @@ def _replace_switch(md: Metadata, record: switch.Switch) -> Metadata:
 
 def _switch_partition_done(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outcome]:
     record = _switching(md, change)
-    if record is not None and bool(change.get("cancelling", False)) != record.cancelling:
+    turned = record is not None and record.target.consistency == "linearizable"
+    if turned and record and bool(change.get("cancelling", False)) != record.cancelling:
         # a report of the other direction: the forward migration's, arriving after the
         # cancel, says nothing about the partition's way back
         return md, {"status": "unchanged"}
@@ -237,7 +238,8 @@ def _cancel_switch(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outc
     if record is None:
         why = f"keyspace {change['keyspace']!r} has no switch in flight to cancel"
         return md, switch.refusal("keyspace_conflict", why)
-    turned = switch.cancel(record)
+    policy = change.get("policy")
+    turned = switch.cancel(record, None if policy is None else str(policy))
     if not isinstance(turned, switch.Switch):
         return md, turned
     return _replace_switch(md, turned), {"status": "cancelling"}
@@ -251,6 +253,9 @@ def _finish_switch(md: Metadata, change: dict[str, Any]) -> tuple[Metadata, Outc
     keyspaces = tuple(final if k.name == final.name else k for k in md.keyspaces)
     switches = tuple(s for s in md.switches if s is not record)
     outcome = "cancelled" if record.cancelling else "switched"
+    back = ks and switch.then_back(record, ks, md.epoch + 1)
+    if back:  # a cancelled switch to eventual: straight back to linearizable
+        switches, outcome = (*switches, back), "switching back"
     return _bump(md, keyspaces=keyspaces, switches=switches), {"status": outcome}
 
 

@@ -160,7 +160,9 @@ def serving(
     switch = md.switch(name)
     if switch is None or switch.uid != ks.uid:
         return ks, False, None
-    if switch.cancelling and (partition is None or not switches.serves_target(switch, partition)):
+    if switches.unwinds(switch) and (
+        partition is None or not switches.serves_target(switch, partition)
+    ):
         return ks, False, None
     if switch.target.consistency == "linearizable":
         return switch.target, True, None

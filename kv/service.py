@@ -204,14 +204,16 @@ class Service:
             md.switch, md.partitions, routing.keyspace(md, target.name)
         )
 
-    async def cancel_switch(self, name: str, timeout: float) -> dict[str, Any]:
-        """`DELETE /v1/keyspaces/{name}/switch`: turn a switch to linearizable around
+    async def cancel_switch(self, name: str, policy: str | None, timeout: float) -> dict[str, Any]:
+        """`DELETE /v1/keyspaces/{name}/switch[?siblings=P]`: turn a switch around
         (docs/mode_switch.md "Cancel"); 409 if none is in flight."""
         md = await self.current(name, timeout, fresh=True)
         record, ks = md.switch(name), routing.keyspace(md, name)
         if record is None or record.uid != ks.uid:
             raise KeyspaceConflict(f"keyspace {name!r} has no switch in flight to cancel")
         change = {"type": "cancel_switch", "keyspace": name, "uid": record.uid}
+        if policy is not None:
+            change["policy"] = policy
         raise_refused(await self._meta.change(change, timeout))
         md = self.metadata()
         return switch.described(md.switch, md.partitions, routing.keyspace(md, name))

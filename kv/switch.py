@@ -5,9 +5,10 @@ metadata keeps of it and the meta changes that move it on. Pure.
         │  switch_partition_done × every partition
         ▼
     finish_switch ──▶ the keyspace has the target configuration (same uid), no record
-    cancel_switch (to linearizable only): `cancelling` — partition by partition the Raft
-    groups' data goes back to the eventual copies; finish_switch then leaves the keyspace
-    in its source configuration.
+    cancel_switch: `cancelling`. To linearizable: partition by partition the Raft groups'
+    data goes back to the eventual copies; finish_switch then leaves the keyspace in its
+    source configuration. To eventual: the copy goes on, and finish_switch flips the
+    keyspace to eventual and starts the switch back to linearizable in the same change.
 
 Every change is refused (metadata unchanged) when it does not fit: a switch to the mode
 the keyspace has, a second switch of one keyspace, a switch while a membership plan moves
@@ -137,29 +138,57 @@ def partition_done(switch: Switch, partition: int, partitions: int) -> Switch | 
 
 def finished(switch: Switch, source: KeyspaceConfig, partitions: int) -> KeyspaceConfig | None:
     """The keyspace's configuration once the switch is over, or None while partitions are
-    still moving: the target's, or — cancelled — the source's."""
+    still moving: the target's, or — a cancelled switch to linearizable — the source's."""
     if len(switch.done) < partitions:
         return None
-    return source if switch.cancelling else switch.target
+    return source if unwinds(switch) else switch.target
 
 
-def cancel(switch: Switch) -> Switch | Outcome:
-    """The switch turned around (docs/mode_switch.md "Cancel"), or why it cannot be: every
-    partition goes back, one by one — its Raft group is frozen at the switch's epoch (so
-    no node on older metadata migrates it or writes through it any more), what it holds is
-    written back over the eventual copies, and only then does the partition serve eventual
-    again (`done` counts the partitions back). Only a switch to linearizable turns."""
+# the sibling policies a cancelled switch to eventual may switch back with (refuse would
+# stall it on the siblings its eventual writes made)
+BACK_POLICIES = ("lww", "merge-json-list")
+
+
+def cancel(switch: Switch, policy: str | None = None) -> Switch | Outcome:
+    """The switch turned around (docs/mode_switch.md "Cancel"), or why it cannot be.
+
+    To linearizable: every partition goes back, one by one — its Raft group is frozen at
+    the switch's epoch (so no node on older metadata migrates it or writes through it any
+    more), what it holds is written back over the eventual copies, and only then does the
+    partition serve eventual again (`done` counts the partitions back).
+
+    To eventual: the copy goes on to its end, then the keyspace switches straight back to
+    linearizable (`then_back`), its eventual siblings resolved by `policy` (default lww).
+    """
     if switch.cancelling:
-        return refusal(
-            "keyspace_conflict", f"the switch of {switch.keyspace!r} is already cancelling"
-        )
-    if switch.target.consistency != "linearizable":
-        why = "cancelling a switch to eventual is not built; switch back once it is done"
-        return refusal("not_implemented", why)
-    return replace(switch, cancelling=True, done=frozenset())
+        why = f"the switch of {switch.keyspace!r} is already cancelling"
+        return refusal("keyspace_conflict", why)
+    if switch.target.consistency == "linearizable":
+        if policy is not None:
+            why = "siblings: applies only to cancelling a switch to eventual"
+            return refusal("invalid_request", why)
+        return replace(switch, cancelling=True, done=frozenset())
+    policy = policy or "lww"
+    if policy not in BACK_POLICIES:
+        why = f"siblings: must be one of {BACK_POLICIES} to switch back, got {policy!r}"
+        return refusal("invalid_request", why)
+    return replace(switch, cancelling=True, policy=policy)
+
+
+def unwinds(switch: Switch) -> bool:
+    """Whether the switch is a cancelled switch to linearizable on its way back."""
+    return switch.cancelling and switch.target.consistency == "linearizable"
 
 
 def serves_target(switch: Switch, partition: int) -> bool:
     """Whether `partition` of a switching keyspace is served by the target mode: always,
-    unless the switch is cancelling and the partition is already back."""
-    return not (switch.cancelling and partition in switch.done)
+    unless the switch to linearizable is cancelled and the partition is already back."""
+    return not (unwinds(switch) and partition in switch.done)
+
+
+def then_back(switch: Switch, source: KeyspaceConfig, epoch: int) -> Switch | None:
+    """What follows a finished switch: for a cancelled switch to eventual, the switch back
+    to the source's linearizable configuration, committed at `epoch`; else nothing."""
+    if not switch.cancelling or switch.target.consistency != "eventual":
+        return None
+    return start(switch.target, replace(source, uid=switch.target.uid), switch.policy, epoch)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kv import routing
+from kv import switch as switches
 from kv.errors import KvError
 from kv.meta import Metadata
 from kv.periodic import Periodic
@@ -83,7 +84,7 @@ class SwitchMigrator(Periodic):
             to_eventual = switch.target.consistency == "eventual"
             mine = self._mine(md, switch)
             for partition in mine[: self._per_round or len(mine)]:
-                if switch.cancelling:
+                if switches.unwinds(switch):
                     migrated += await self._copied(md, switch, partition, self._unwind)
                 elif to_eventual:
                     migrated += await self._copied(md, switch, partition, self._copy)
@@ -101,7 +102,7 @@ class SwitchMigrator(Periodic):
         n = source.replication if to_eventual and source else switch.target.replication
         # the way back of a cancel is driven by every member of the group (each step is
         # idempotent), so a member down — the reason to cancel, often — does not stall it
-        drivers = n if switch.cancelling else 1
+        drivers = n if switches.unwinds(switch) else 1
         return [
             p
             for p in range(md.partitions)

@@ -28,7 +28,12 @@ def keyspace() -> None:
 def _line(ks: dict[str, Any]) -> str:
     switch = ks.get("switch")
     moving = ""
-    if switch and switch["state"] == "cancelling":
+    if switch and switch["state"] == "cancelling" and switch["to"] == "eventual":
+        moving = (
+            f"  cancelling: copy {switch['partitions_done']}/{switch['partitions']}, "
+            "then back to linearizable"
+        )
+    elif switch and switch["state"] == "cancelling":
         moving = f"  cancelling: {switch['partitions_done']}/{switch['partitions']} back"
     elif switch:
         moving = (
@@ -125,17 +130,25 @@ def keyspace_switch(
 
 @keyspace.command("cancel")
 @click.argument("name")
+@click.option(
+    "--siblings",
+    type=click.Choice(["lww", "merge-json-list"]),
+    help="Cancelling a switch to eventual: how the switch back resolves siblings (lww).",
+)
 @click.option("--no-wait", is_flag=True, help="Cancel and return; `describe` shows progress.")
 @click.option("--deadline", type=float, default=3600.0, show_default=True, metavar="SECONDS")
 @pass_session
-def keyspace_cancel(session: Session, name: str, no_wait: bool, deadline: float) -> None:
-    """Cancel keyspace NAME's switch to linearizable and follow it back to eventual: every
-    write acknowledged in between is kept (a switch to eventual cannot be cancelled).
+def keyspace_cancel(
+    session: Session, name: str, siblings: str | None, no_wait: bool, deadline: float
+) -> None:
+    """Cancel keyspace NAME's switch and follow it back to its old mode: every write
+    acknowledged in between is kept. A switch to eventual finishes its copy, then switches
+    back to linearizable.
 
     \b
     Example: kvctl keyspace cancel carts
     """
-    turned = session.client().cancel_switch(name)
+    turned = session.client().cancel_switch(name, siblings)
     if no_wait:
         session.emit(turned, [_line(turned)])
         return

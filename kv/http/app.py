@@ -189,7 +189,8 @@ async def delete_keyspace(request: web.Request) -> web.Response:
 
 async def cancel_switch(request: web.Request) -> web.Response:
     service, name = request.app[SERVICE], request.match_info["ks"]
-    return _json(await service.cancel_switch(name, options(request).timeout_s), 202)
+    policy = request.query.get("siblings")
+    return _json(await service.cancel_switch(name, policy, options(request).timeout_s), 202)
 
 
 async def list_keys(request: web.Request) -> web.Response:

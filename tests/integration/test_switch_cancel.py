@@ -127,11 +127,12 @@ def test_cancel_with_a_member_down_ends_a_switch_that_could_not_migrate(tmp_path
             assert api.put(key_path("down", f"k{i}"), {"value": i}).status == 200
         nodes["n3"].stop()
         body = {"consistency": "linearizable", "replication": 3, "siblings": "lww"}
-        assert api.put("/v1/keyspaces/down", body).status == 202
+        started = _until_ok(lambda: api.put("/v1/keyspaces/down", body))  # a new meta leader
+        assert started.status == 202, started
         stuck = api.put(key_path("down", "k1"), {"value": "no"})
         assert stuck.status == 503, stuck  # not migrated: nothing done
         assert api.get("/v1/keyspaces/down").json()["switch"]["partitions_done"] == 0
-        assert api.delete("/v1/keyspaces/down/switch").status == 202
+        assert _until_ok(lambda: api.delete("/v1/keyspaces/down/switch")).status == 202
         _ended(api, "down", "eventual")
         for i in range(20):
             got = _until_ok(lambda i=i: api.get(key_path("down", f"k{i}")))
@@ -139,18 +140,53 @@ def test_cancel_with_a_member_down_ends_a_switch_that_could_not_migrate(tmp_path
         assert api.put(key_path("down", "k1"), {"value": "yes"}).status == 200
 
 
-def test_cancel_is_refused_without_a_switch_and_for_a_switch_to_eventual(tmp_path: Path) -> None:
-    with running([single_node_config(tmp_path / "n1")]) as nodes:
+def test_a_cancelled_switch_to_eventual_finishes_its_copy_and_switches_back(
+    tmp_path: Path,
+) -> None:
+    """The copy goes on, then the keyspace switches straight back to linearizable (lww by
+    default for the siblings its eventual writes made): every write acknowledged in
+    between is kept, a delete stays a delete."""
+    config = replace(single_node_config(tmp_path / "n1"), partitions=16)
+    config = replace(config, switch_partitions_per_round=1)
+    with running([config]) as nodes:
         api = api_of(nodes["n1"])
-        create_keyspace(api, "lin", {"consistency": "linearizable", "replication": 1})
-        none = api.delete("/v1/keyspaces/lin/switch")
+        create_keyspace(api, "le", {"consistency": "linearizable", "replication": 1})
+        for i in range(30):
+            put = _until_ok(lambda i=i: api.put(key_path("le", f"k{i}"), {"value": i}))
+            assert put.status == 200, put
+        to_eventual = {"consistency": "eventual", "replication": 1}
+        assert api.put("/v1/keyspaces/le", to_eventual).status == 202
+        assert _until_ok(lambda: api.put(key_path("le", "k1"), {"value": "new"})).status == 200
+        assert _until_ok(lambda: api.delete(key_path("le", "k2"))).status == 200
+        for value in ("s1", "s2"):  # blind writes: siblings
+            assert api.put(key_path("le", "sib"), {"value": value}).status == 200
+        bad = api.delete("/v1/keyspaces/le/switch?siblings=refuse")
+        assert bad.status == 400 and bad.json()["error"]["field"] == "siblings", bad
+        cancel = api.delete("/v1/keyspaces/le/switch")
+        assert cancel.status == 202, cancel
+        shown = cancel.json()["switch"]
+        assert shown["state"] == "cancelling" and shown["to"] == "eventual"
+        _ended(api, "le", "linearizable")
+        got = {k: _until_ok(lambda k=k: api.get(key_path("le", k))) for k in ("k1", "k2", "sib")}
+        assert got["k1"].json()["value"] == "new"
+        assert got["k2"].status == 404
+        assert got["sib"].json()["value"] == "s2"
+        for i in range(3, 30):
+            assert api.get(key_path("le", f"k{i}")).json()["value"] == i
+
+
+def test_cancel_is_refused_without_a_switch_or_with_a_policy_to_linearizable(
+    tmp_path: Path,
+) -> None:
+    config = replace(single_node_config(tmp_path / "n1"), **SLOW)
+    with running([config]) as nodes:
+        api = api_of(nodes["n1"])
+        create_keyspace(api, "ev", {"consistency": "eventual", "replication": 1})
+        none = api.delete("/v1/keyspaces/ev/switch")
         assert none.status == 409 and none.json()["error"]["code"] == "keyspace_conflict"
         assert api.delete("/v1/keyspaces/nope/switch").status == 404
-        assert (
-            api.put("/v1/keyspaces/lin", {"consistency": "eventual", "replication": 1}).status
-            == 202
-        )
-        refused = api.delete("/v1/keyspaces/lin/switch")
-        if refused.status != 409:  # the switch may already be done on one node
-            assert refused.status == 501, refused
-            assert refused.json()["error"]["code"] == "not_implemented"
+        body = {"consistency": "linearizable", "replication": 1, "siblings": "lww"}
+        assert api.put("/v1/keyspaces/ev", body).status == 202
+        bad = api.delete("/v1/keyspaces/ev/switch?siblings=lww")
+        assert bad.status == 400 and bad.json()["error"]["field"] == "siblings", bad
+        assert api.get("/v1/keyspaces/ev").json()["switch"]["state"] == "switching"

@@ -134,15 +134,44 @@ def test_cancel_moves_every_partition_back_and_ends_in_the_source_mode() -> None
     assert over.switches == ()
 
 
-def test_a_switch_to_eventual_is_not_cancelled_and_nothing_changes() -> None:
+def test_a_cancelled_switch_to_eventual_copies_on_then_switches_back() -> None:
     md, _ = start(metadata(), LIN)
     md, _ = finish_all(md)
     ks = md.keyspace("ev")
     assert ks is not None and ks.consistency == "linearizable"
     to_eventual, _ = start(md, KeyspaceConfig("ev", "eventual", 3), "refuse")
+    record = to_eventual.switch("ev")
+    assert record is not None
+    half, _ = report(to_eventual, 0)
     cancel = {"type": "cancel_switch", "keyspace": "ev", "uid": ks.uid}
-    after, outcome = apply(to_eventual, cancel)
-    assert outcome["code"] == "not_implemented" and after is to_eventual
+    bad, outcome = apply(half, {**cancel, "policy": "refuse"})
+    assert outcome["code"] == "invalid_request" and bad is half
+    turned, outcome = apply(half, cancel)
+    back_record = turned.switch("ev")
+    assert outcome == {"status": "cancelling"} and back_record is not None
+    assert back_record.cancelling and back_record.policy == "lww"
+    assert back_record.done == frozenset({0})  # the copy goes on
+    assert switch.serves_target(back_record, 0) and not switch.unwinds(back_record)
+    for p in range(1, Q):
+        turned, _ = report(turned, p)
+    over, outcome = finish(turned)
+    assert outcome == {"status": "switching back"}
+    eventual = over.keyspace("ev")
+    assert eventual is not None and eventual.consistency == "eventual"
+    again = over.switch("ev")
+    assert again is not None and not again.cancelling and again.policy == "lww"
+    assert again.uid == eventual.uid == record.target.uid  # the switch back keeps its uid
+    assert again.target.consistency == "linearizable" and again.target.replication == 3
+    assert again.since == over.epoch
+
+
+def test_a_policy_is_refused_when_cancelling_a_switch_to_linearizable() -> None:
+    switching, _ = start(metadata())
+    ks = metadata().keyspace("ev")
+    assert ks is not None
+    cancel = {"type": "cancel_switch", "keyspace": "ev", "uid": ks.uid, "policy": "lww"}
+    after, outcome = apply(switching, cancel)
+    assert outcome["code"] == "invalid_request" and after is switching
 
 
 def test_cancel_without_a_switch_is_refused() -> None:
