@@ -137,6 +137,11 @@ def test_a_plan_that_cannot_finish_times_out_with_its_reason_and_aborts(kvctl: A
         assert "not done after 2s: stuck: eventual n=3 partition" in line
         assert "n9: does not answer" in line and "not answering: n9: cannot connect" in line
         assert "stuck: eventual" in result.stdout  # the last status, in full
+        # issue 12: no switch while a plan moves data — a clear refusal, nothing changed
+        before = ok(kvctl("keyspace", "describe", "ev"))
+        refused = kvctl("keyspace", "switch", "ev", "--to", "linearizable", "--siblings", "lww")
+        assert refused.exit_code != 0 and "is moving data" in refused.stderr, refused.output
+        assert ok(kvctl("keyspace", "describe", "ev")) == before
     finally:
         aborted = ok(kvctl("abort"))
     assert aborted.startswith("aborted plan")
