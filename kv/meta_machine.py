@@ -227,7 +227,8 @@ def _switch_partition_done(md: Metadata, change: dict[str, Any]) -> tuple[Metada
         # a report of the other direction: the forward migration's, arriving after the
         # cancel, says nothing about the partition's way back
         return md, {"status": "unchanged"}
-    moved = record and switch.partition_done(record, int(change["partition"]), md.partitions)
+    partition, keys = int(change["partition"]), int(change.get("keys", 0))
+    moved = record and switch.partition_done(record, partition, md.partitions, keys)
     if not moved:
         return md, {"status": "unchanged"}  # a duplicate or stale report
     return _replace_switch(md, moved), {"status": "done", "partitions_done": len(moved.done)}

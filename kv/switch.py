@@ -41,6 +41,7 @@ class Switch:
     since: int  # the metadata epoch that committed the switch: the fence
     done: frozenset[int] = field(default_factory=frozenset)  # partitions migrated
     cancelling: bool = False
+    keys: int = 0  # keys moved by the partitions in `done` (progress only)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +52,7 @@ class Switch:
             "since": self.since,
             "done": sorted(self.done),
             "cancelling": self.cancelling,
+            "keys": self.keys,
         }
 
     @staticmethod
@@ -63,6 +65,7 @@ class Switch:
             since=int(d["since"]),
             done=frozenset(int(p) for p in d.get("done", ())),
             cancelling=bool(d.get("cancelling", False)),
+            keys=int(d.get("keys", 0)),
         )
 
     def progress(self, partitions: int) -> dict[str, Any]:
@@ -73,6 +76,7 @@ class Switch:
             "policy": self.policy,
             "partitions_done": len(self.done),
             "partitions": partitions,
+            "keys": self.keys,
         }
 
 
@@ -128,12 +132,12 @@ def start(ks: KeyspaceConfig, target: KeyspaceConfig, policy: str, epoch: int) -
     return Switch(ks.name, ks.uid, replace(target, name=ks.name, uid=uid), policy, epoch)
 
 
-def partition_done(switch: Switch, partition: int, partitions: int) -> Switch | None:
-    """The record with `partition` migrated; None if that changes nothing (a duplicate
-    report, or a partition the cluster does not have)."""
+def partition_done(switch: Switch, partition: int, partitions: int, keys: int = 0) -> Switch | None:
+    """The record with `partition` migrated (`keys` of it); None if that changes nothing
+    (a duplicate report, or a partition the cluster does not have)."""
     if not 0 <= partition < partitions or partition in switch.done:
         return None
-    return replace(switch, done=switch.done | {partition})
+    return replace(switch, done=switch.done | {partition}, keys=switch.keys + max(0, keys))
 
 
 def finished(switch: Switch, source: KeyspaceConfig, partitions: int) -> KeyspaceConfig | None:
@@ -167,7 +171,7 @@ def cancel(switch: Switch, policy: str | None = None) -> Switch | Outcome:
         if policy is not None:
             why = "siblings: applies only to cancelling a switch to eventual"
             return refusal("invalid_request", why)
-        return replace(switch, cancelling=True, done=frozenset())
+        return replace(switch, cancelling=True, done=frozenset(), keys=0)
     policy = policy or "lww"
     if policy not in BACK_POLICIES:
         why = f"siblings: must be one of {BACK_POLICIES} to switch back, got {policy!r}"

@@ -122,9 +122,7 @@ class SwitchMigrator(Periodic):
             for chunk in _chunks(items):
                 await self._migrate(md, switch, partition, chunk, False)
             await self._migrate(md, switch, partition, [], True)
-            change = {**_naming(switch, "switch_partition_done"), "partition": partition}
-            change["cancelling"] = switch.cancelling
-            await self._change(change)
+            await self._report(switch, partition, len(items))
         except KvError as exc:  # a member not caught up, no leader yet: the next round
             prog.error = f"partition {partition}: {exc.message}"
             log.info("switch of %s: %s", switch.keyspace, prog.error)
@@ -139,15 +137,20 @@ class SwitchMigrator(Periodic):
             return 0
         prog = self.progress.setdefault(switch.keyspace, Progress())
         try:
-            prog.keys += await copy(md, switch, partition)
-            change = {**_naming(switch, "switch_partition_done"), "partition": partition}
-            change["cancelling"] = switch.cancelling
-            await self._change(change)
+            keys = await copy(md, switch, partition)
+            prog.keys += keys
+            await self._report(switch, partition, keys)
         except KvError as exc:
             prog.error = f"partition {partition}: {exc.message}"
             log.info("switch of %s: %s", switch.keyspace, prog.error)
             return 0
         return 1
+
+    async def _report(self, switch: Switch, partition: int, keys: int) -> None:
+        """The partition is done (its keys counted in the switch's progress); the
+        direction is named, so a forward report arriving after a cancel is ignored."""
+        change = {**_naming(switch, "switch_partition_done"), "partition": partition}
+        await self._change({**change, "cancelling": switch.cancelling, "keys": keys})
 
     async def _read(
         self, md: Metadata, switch: Switch, partition: int

@@ -169,12 +169,19 @@ def _follow(session: Session, name: str, target: str, end: float) -> dict[str, A
                     raise KvctlError(f"the switch of {name!r} ended in {ks['consistency']}")
                 return ks
             done, total = switch["partitions_done"], switch["partitions"]
+            if done < shown:  # a new phase: a cancel turned it, or the switch back began
+                began, shown = time.monotonic(), -1
+                if bar is not None:
+                    bar.render_finish()
+                    bar = None
             if bar is None and sys.stderr.isatty() and not session.as_json:
-                bar = click.progressbar(length=total, label=f"{name} → {target}", file=sys.stderr)
+                label = f"{name} → {switch['to']}"
+                bar = click.progressbar(length=total, label=label, file=sys.stderr)
             if bar is not None:
                 bar.update(done - max(shown, 0))
             elif done != shown and not session.as_json:
-                click.echo(_progress(done, total, time.monotonic() - began), err=True)
+                elapsed = time.monotonic() - began
+                click.echo(_progress(switch, elapsed), err=True)
             shown = done
             time.sleep(POLL_S)
     finally:
@@ -183,7 +190,15 @@ def _follow(session: Session, name: str, target: str, end: float) -> dict[str, A
     raise KvctlError(f"the switch of {name!r} is still running", NOT_DONE)
 
 
-def _progress(done: int, total: int, elapsed: float) -> str:
+def _progress(switch: dict[str, Any], elapsed: float) -> str:
+    """One line of a switch's progress: partitions and keys moved, rate and ETA."""
+    done, total, keys = switch["partitions_done"], switch["partitions"], switch.get("keys", 0)
     rate = done / elapsed if elapsed > 0 else 0.0
     eta = f", about {(total - done) / rate:.0f}s left" if rate > 0 else ""
-    return f"{done}/{total} partitions migrated ({rate:.1f}/s{eta})"
+    key_rate = f", {keys / elapsed:.0f} keys/s" if elapsed > 0 else ""
+    moved = (
+        "back" if switch.get("state") == "cancelling" and switch["to"] == "linearizable" else "done"
+    )
+    return (
+        f"{done}/{total} partitions {moved}, {keys} keys ({rate:.1f} partitions/s{key_rate}{eta})"
+    )

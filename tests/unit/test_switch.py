@@ -198,3 +198,27 @@ def test_the_record_survives_a_metadata_round_trip() -> None:
     switching, _ = start(metadata())
     switching, _ = report(switching, 2)
     assert Metadata.from_dict(switching.to_dict()).switches == switching.switches
+
+
+def test_progress_counts_the_keys_of_the_partitions_done() -> None:
+    switching, _ = start(metadata())
+    ks = metadata().keyspace("ev")
+    assert ks is not None
+    change = {"type": "switch_partition_done", "keyspace": "ev", "uid": ks.uid}
+    one, _ = apply(switching, {**change, "partition": 1, "keys": 40})
+    twice, outcome = apply(one, {**change, "partition": 1, "keys": 40})  # a duplicate
+    assert outcome == {"status": "unchanged"} and twice is one
+    two, _ = apply(one, {**change, "partition": 2, "keys": 2})
+    record = two.switch("ev")
+    assert record is not None
+    shown = record.progress(Q)
+    assert (shown["partitions_done"], shown["keys"]) == (2, 42)
+    assert switch.Switch.from_dict(record.to_dict()) == record
+
+
+def test_kvctl_shows_partitions_keys_rate_and_eta() -> None:
+    from kvctl.cli_keyspace import _progress
+
+    shown = {"state": "switching", "to": "linearizable", "partitions_done": 4}
+    line = _progress({**shown, "partitions": 16, "keys": 400}, 2.0)
+    assert line == "4/16 partitions done, 400 keys (2.0 partitions/s, 200 keys/s, about 6s left)"
