@@ -205,27 +205,34 @@ def test_there_and_back_under_load_with_kills_loses_nothing(cluster: Cluster) ->
     print(f"{len(ledger.acked)} writes acknowledged; kills at {kills}")
     assert ledger.acked and ledger.back_at_kill is not None
 
-    async def finals() -> dict[str, set[int]]:
-        async with KvClient(cluster.addresses(), timeout=10.0) as client:
-            out = {}
-            for key in ledger.attempts:
-                reply = await client.get(KS, key)
-                values = reply["siblings"] if "siblings" in reply else [reply["value"]]
-                out[key] = {_seq(v) for v in values}
-            return out
-
     # A write routed by a node that already had the switch, with no context because the
     # writer's read went through a node that had not (a linearizable read has none), is a
     # blind write: a sibling of the key's copy, as over any eventual value
     # (docs/mode_switch.md). Nothing acknowledged may be missing.
-    final = asyncio.run(finals())
+    assert _missing(ledger, asyncio.run(_final_sets(cluster, ledger))) == []
+
+
+async def _final_sets(cluster: Cluster, ledger: Ledger) -> dict[str, set[int]]:
+    """Each key's values at the end (every sibling's, in an eventual keyspace)."""
+    async with KvClient(cluster.addresses(), timeout=10.0) as client:
+        out = {}
+        for key in ledger.attempts:
+            reply = await client.get(KS, key)
+            values = reply["siblings"] if "siblings" in reply else [reply["value"]]
+            out[key] = {_seq(v) for v in values}
+        return out
+
+
+def _missing(ledger: Ledger, final: dict[str, set[int]]) -> list[str]:
+    """Keys whose final values hold neither the last acknowledged write nor a later one
+    that may have been applied."""
     missing = []
     for key, attempts in ledger.attempts.items():
         acked = [s for s, o in attempts if o == "ok"]
         maybe = {s for s, o in attempts if o != "failed" and acked and s >= acked[-1]}
         if acked and not final[key] & maybe:
             missing.append(f"{key}: read {sorted(final[key])}, last acknowledged {acked[-1]}")
-    assert missing == []
+    return missing
 
 
 @pytest.fixture
@@ -276,21 +283,5 @@ def test_a_cancelled_switch_under_load_with_a_kill_loses_nothing(throttled: Clus
     assert ledger.acked and ledger.reads
     assert ledger.at_kill is not None, "the switch was over before the cancel"
 
-    async def finals() -> dict[str, set[int]]:
-        async with KvClient(throttled.addresses(), timeout=10.0) as client:
-            out = {}
-            for key in ledger.attempts:
-                reply = await client.get(KS, key)
-                values = reply["siblings"] if "siblings" in reply else [reply["value"]]
-                out[key] = {_seq(v) for v in values}
-            return out
-
-    final = asyncio.run(finals())
-    missing = []
-    for key, attempts in ledger.attempts.items():
-        acked = [s for s, o in attempts if o == "ok"]
-        maybe = {s for s, o in attempts if o != "failed" and acked and s >= acked[-1]}
-        if acked and not final[key] & maybe:
-            missing.append(f"{key}: read {sorted(final[key])}, last acknowledged {acked[-1]}")
-    assert missing == []
+    assert _missing(ledger, asyncio.run(_final_sets(throttled, ledger))) == []
     assert _stale(ledger) == []
