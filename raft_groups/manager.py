@@ -289,11 +289,12 @@ class RaftGroups:
 
     async def read(
         self, spec: GroupSpec, uid: int, key: str, timeout: float, stale: bool, guard: bool = False
-    ) -> tuple[Any, int] | None:
+    ) -> state_machine.Record | None:
         """`guard`: the keyspace switches to linearizable (docs/mode_switch.md): its data
-        of this partition must be migrated before a read may answer."""
+        of this partition must be migrated before a read may answer. An expired key is
+        absent: its expiry is at or below the group's applied expiry horizon (docs/ttl.md)."""
         await self._readable(spec, uid, timeout, stale, guard)
-        return state_machine.read(self._engine, spec.number, uid, key)
+        return state_machine.read_record(self._engine, spec.number, uid, key)
 
     async def keys(
         self,
