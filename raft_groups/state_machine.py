@@ -89,10 +89,19 @@ def read(view: ReadView, partition: int, uid: int, key: str) -> tuple[Any, int] 
 
 def read_record(view: ReadView, partition: int, uid: int, key: str) -> Record | None:
     """The record of `key` in keyspace incarnation `uid`, with its expiry; None when absent
-    (never written, deleted, or expired)."""
-    _check_uid(uid)
-    found = _load_record(view, data_key(partition, uid, key))
+    (never written, deleted, or expired). A record with an expiry is judged by the horizon
+    read from `view` too: pass a view of one state (a snapshot) when entries may be applied
+    meanwhile (raft_groups/manager.py `RaftGroups.read`)."""
+    found = stored_record(view, partition, uid, key)
+    if found is None or found.expires_at is None:
+        return found
     return expiry.live(found, expiry.horizon(view, partition))
+
+
+def stored_record(view: ReadView, partition: int, uid: int, key: str) -> Record | None:
+    """The record stored for `key`, expired or not."""
+    _check_uid(uid)
+    return _load_record(view, data_key(partition, uid, key))
 
 
 def keys(
