@@ -188,6 +188,8 @@ class CoordinateRequest:
     def from_wire(raw: Any) -> CoordinateRequest:
         d = obj(raw)
         ttl = d.get("ttl_ms")
+        if ttl is not None and d.get("deleted"):
+            raise ValueError("ttl_ms: a delete has no time to live")
         return CoordinateRequest(
             ref=KeyRef.from_wire(d.get("ref")),
             context=vclock.validated(d.get("context", {})),

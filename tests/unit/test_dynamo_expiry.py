@@ -65,6 +65,8 @@ def test_a_write_with_ttl_expires_that_long_after_the_minting_replicas_clock() -
     assert plain.expires_at is None
     request = CoordinateRequest(REF, {}, (), "v", False, 4, ttl_ms=1500)
     assert CoordinateRequest.from_wire(request.to_wire()) == request
+    with pytest.raises(ValueError, match="ttl_ms"):
+        CoordinateRequest.from_wire({**request.to_wire(), "deleted": True})
 
 
 # --- reads -----------------------------------------------------------------------------------
