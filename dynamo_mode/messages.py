@@ -159,8 +159,7 @@ class Purged:
 @dataclass(frozen=True)
 class CoordinateRequest:
     """Mint a new version at the receiving replica: `context` and `dots` are what the client
-    has seen (vclock docstring), `value`/`deleted` the write, `ttl_ms` its time to live
-    (docs/ttl.md: the minting replica's clock fixes the expiry; on the wire only when set)."""
+    has seen (vclock docstring), `value`/`deleted` the write, `ttl_ms` its TTL (docs/ttl.md)."""
 
     ref: KeyRef
     context: dict[str, int]
@@ -179,9 +178,8 @@ class CoordinateRequest:
             "value": self.value,
             "deleted": self.deleted,
             "max_siblings": self.max_siblings,
+            "ttl_ms": self.ttl_ms,
         }
-        if self.ttl_ms is not None:
-            out["ttl_ms"] = self.ttl_ms
         return _with_durability(out, self.durability)
 
     @staticmethod
