@@ -12,6 +12,8 @@ PUT  (Dynamo §4.4, DVV): one replica mints the new version's dot and stores it 
      join of siblings it has not seen, so its next write cannot silently supersede them.
 DELETE: a PUT of a tombstone. Without a context, the coordinator first reads (R) and
      deletes what it saw.
+TTL (docs/ttl.md): a PUT's `ttl_ms` goes to the minting replica, whose clock fixes the
+     version's expiry; a GET hides versions expired on this node's clock (`ReadResult.live`).
 
 Sloppy quorum (Dynamo §4.6, docs/hinted_handoff.md): a primary known down, or unreachable
 when its copy is sent, has that copy sent to the next usable fallback of the ring walk as
@@ -33,11 +35,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dynamo_mode import hints, quorum, siblings, vclock
+from dynamo_mode import expiry, hints, quorum, siblings, vclock
 from dynamo_mode.hints import Send, SloppyWrite
 from dynamo_mode.messages import (
     COORDINATE,
@@ -81,12 +84,16 @@ class Placement:
 
 @dataclass(frozen=True)
 class ReadResult:
-    versions: tuple[Version, ...]  # reconciled, tombstones included
-    context: Context
+    versions: tuple[Version, ...]  # reconciled, tombstones and expired versions included
+    context: Context  # covers every one of `versions`, expired ones too
+    now_ms: int | None = None  # the coordinator's clock when it answered (None: no expiry)
 
     @property
     def live(self) -> tuple[Version, ...]:
-        return siblings.live(self.versions)
+        """What the read shows: neither tombstones nor versions expired at `now_ms`."""
+        if self.now_ms is None:
+            return siblings.live(self.versions)
+        return expiry.visible(self.versions, self.now_ms)
 
 
 class DynamoCoordinator:
@@ -96,8 +103,10 @@ class DynamoCoordinator:
         transport: Transport,
         is_alive: Callable[[str], bool],
         hedge_s: float = HEDGE_S,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.self_id = self_id
+        self._clock = clock  # decides which versions a read shows as expired
         self._hedge_s = hedge_s
         self._rng = random.Random(self_id)  # whom a read asks besides this node
         self._transport = transport
@@ -126,7 +135,7 @@ class DynamoCoordinator:
             )
         result = acc.result()
         self._track(asyncio.ensure_future(self._read_repair(where, acc, calls, timeout)))
-        read = ReadResult(result, siblings.join_full(result))
+        read = ReadResult(result, siblings.join_full(result), int(self._clock() * 1000))
         if found := len(read.live):
             self.siblings_seen[found] = self.siblings_seen.get(found, 0) + 1
         return read
@@ -204,9 +213,11 @@ class DynamoCoordinator:
         timeout: float,
         pw: int = 0,
         durability: str = PROCESS,
+        ttl_ms: int | None = None,
     ) -> Context:
         """`context`: what the client has seen — a clock plus extra dots, or a plain clock.
-        `durability`: the keyspace's, sent with every copy (dynamo_mode/messages.py)."""
+        `durability`: the keyspace's, sent with every copy (dynamo_mode/messages.py).
+        `ttl_ms`: the new version's time to live (docs/ttl.md)."""
         context = context if isinstance(context, tuple) else (dict(context), ())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -215,7 +226,7 @@ class DynamoCoordinator:
         if refusal is not None:
             raise QuorumUnavailable(refusal, retry_after=0.5)
         request = CoordinateRequest(
-            where.ref, context[0], context[1], value, deleted, max_siblings, durability
+            where.ref, context[0], context[1], value, deleted, max_siblings, durability, ttl_ms
         )
         minted_by, new, merged = await self._mint(where, request, timeout)
         copy = StoreRequest(where.ref, tuple(merged), durability)

@@ -46,11 +46,16 @@ def encode_context(ctx: Context, seal_key: bytes, req: KeyRequest) -> str:
 
 
 def render_read(key: str, result: ReadResult, context: str) -> dict[str, Any]:
+    """One value (with its `expires_at`, if it has one), or siblings; expired versions and
+    tombstones are not shown (docs/ttl.md)."""
     live = result.live
     if not live:
         raise KeyNotFound(f"key {key!r} not found", key=key, context=context)
     if len(live) == 1:
-        return {"key": key, "value": live[0].value, "context": context}
+        reply = {"key": key, "value": live[0].value, "context": context}
+        if live[0].expires_at is not None:
+            reply["expires_at"] = live[0].expires_at
+        return reply
     return {"key": key, "siblings": [v.value for v in live], "context": context}
 
 
@@ -92,6 +97,7 @@ class EventualKeys:
             req.timeout_s,
             pw=req.pw,
             durability=ks.durability,
+            ttl_ms=req.ttl_ms,
         )
         return {"context": encode_context(ctx, self._seal_key, req)}
 

@@ -37,6 +37,7 @@ from dynamo_mode.siblings import Version
 from dynamo_mode.vclock import Dot
 from kv.internode import Operation, integer, obj, text
 from kv.keyspace import DURABILITIES, PROCESS
+from kv.routing import MAX_TTL_S
 
 
 def _with_durability(out: dict[str, Any], durability: str) -> dict[str, Any]:
@@ -158,7 +159,7 @@ class Purged:
 @dataclass(frozen=True)
 class CoordinateRequest:
     """Mint a new version at the receiving replica: `context` and `dots` are what the client
-    has seen (vclock docstring), `value`/`deleted` the write."""
+    has seen (vclock docstring), `value`/`deleted` the write, `ttl_ms` its TTL (docs/ttl.md)."""
 
     ref: KeyRef
     context: dict[str, int]
@@ -167,6 +168,7 @@ class CoordinateRequest:
     deleted: bool
     max_siblings: int
     durability: str = PROCESS
+    ttl_ms: int | None = None
 
     def to_wire(self) -> dict[str, Any]:
         out = {
@@ -176,12 +178,16 @@ class CoordinateRequest:
             "value": self.value,
             "deleted": self.deleted,
             "max_siblings": self.max_siblings,
+            "ttl_ms": self.ttl_ms,
         }
         return _with_durability(out, self.durability)
 
     @staticmethod
     def from_wire(raw: Any) -> CoordinateRequest:
         d = obj(raw)
+        ttl = d.get("ttl_ms")
+        if ttl is not None and d.get("deleted"):
+            raise ValueError("ttl_ms: a delete has no time to live")
         return CoordinateRequest(
             ref=KeyRef.from_wire(d.get("ref")),
             context=vclock.validated(d.get("context", {})),
@@ -190,6 +196,7 @@ class CoordinateRequest:
             deleted=bool(d.get("deleted", False)),
             max_siblings=integer(d.get("max_siblings", 32), "max_siblings", 1, 1 << 16),
             durability=_durability(d),
+            ttl_ms=None if ttl is None else integer(ttl, "ttl_ms", 1, MAX_TTL_S * 1000 + 1),
         )
 
 

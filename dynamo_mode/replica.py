@@ -8,7 +8,8 @@ so one partition's data is one contiguous range (what anti-entropy walks), and a
 re-created under the same name (new uid) never sees the old incarnation. Hints this node
 holds as a fallback for other nodes (Dynamo §4.6) live apart, under `dynamo_mode.hints`'
 `b"h"` key space: they are not replica data, are never fetched for a read and never enter
-a Merkle tree.
+a Merkle tree. Tombstone markers (`b"g"`) and expiry markers (`b"t"`, dynamo_mode/expiry.py)
+are written in the same batch as the versions they index.
 
 Invariant: what is stored for a key is always `reconcile(...)` of everything this replica
 has been sent, so storing is commutative, associative and idempotent (a CRDT merge). Each
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dynamo_mode import hints, merkle, siblings
+from dynamo_mode import expiry, hints, merkle, siblings
 from dynamo_mode.siblings import Version
 from dynamo_mode.vclock import Dot, VClock
 from kv import json_codec
@@ -37,6 +38,7 @@ PREFIX = b"e"
 LAYOUT = Layout(PREFIX, 2)  # partition | uid: what partition sizes count (kv/tally.py)
 GC_PREFIX = b"g"  # tombstone markers: b"g" | storage key → when it became tombstone-only
 ACTOR_KEY = b"a/actor"  # the causal actor this store mints dots as (see `local_actor`)
+Vs = tuple[Version, ...]
 
 
 @dataclass(frozen=True)
@@ -200,24 +202,25 @@ class DynamoReplica:
         longer owns, after a membership plan moved it away); returns how many."""
         prefix = PREFIX + struct.pack(">HI", partition, uid)
         found = self._engine.iterate(prefix, _prefix_end(prefix))
-        keys = [raw for raw, _ in itertools.islice(found, limit)]
+        dropped = list(itertools.islice(found, limit))
         batch = WriteBatch()
-        for raw in keys:
+        for raw, value in dropped:
             batch.delete(raw)
             batch.delete(GC_PREFIX + raw)
+            expiry.remark(batch, raw, decode_stored(value), ())
         self._engine.write(batch)
         tree = self._trees.get(partition)
         if tree is not None:
-            for raw in keys:
+            for raw, _ in dropped:
                 tree.update(raw, None)
-        return len(keys)
+        return len(dropped)
 
     def store(self, ref: KeyRef, incoming: tuple[Version, ...]) -> tuple[Version, ...]:
         """Merge `incoming` into the local versions; write only if something changed."""
         local = self.fetch(ref)
         merged = siblings.reconcile((*local, *incoming))
         if not siblings.same(local, merged):
-            self._write(ref, merged)
+            self._write(ref, local, merged)
         return merged
 
     def coordinate(
@@ -228,8 +231,10 @@ class DynamoReplica:
         deleted: bool,
         max_siblings: int,
         context_dots: tuple[Dot, ...] = (),
+        ttl_ms: int | None = None,
     ) -> tuple[Version, tuple[Version, ...]]:
-        """Mint the new version's dot here (DVV: the dot belongs to this replica) and store it.
+        """Mint the new version's dot here (DVV: the dot belongs to this replica) and store it;
+        with `ttl_ms` it expires that long after this replica's clock now (docs/ttl.md).
 
         Raises siblings.SiblingLimitExceeded or siblings.SiblingBytesExceeded (the stored
         set, as encoded here, over `siblings.MAX_SIBLING_BYTES`) without writing anything.
@@ -237,20 +242,20 @@ class DynamoReplica:
         local = self.fetch(ref)
         now_ms = int(self._clock() * 1000)
         new, merged = siblings.coordinate(
-            local, self.actor, context, value, deleted, max_siblings, context_dots, now_ms
+            local, self.actor, context, value, deleted, max_siblings, context_dots, now_ms, ttl_ms
         )
         encoded = encode_versions(merged)
         siblings.admit_bytes(len(encoded))
-        self._write(ref, merged, encoded)
+        self._write(ref, local, merged, encoded)
         return new, merged
 
-    def _write(
-        self, ref: KeyRef, versions: tuple[Version, ...], encoded: bytes | None = None
-    ) -> None:
+    def _write(self, ref: KeyRef, before: Vs, versions: Vs, encoded: bytes | None = None) -> None:
+        """Store `versions` in place of `before` (what is stored now), markers included."""
         batch = WriteBatch()
         key = ref.storage_key()
         batch.put(key, encode_versions(versions) if encoded is None else encoded)
         self._mark_tombstone(batch, key, versions)
+        expiry.remark(batch, key, before, versions)
         self._engine.write(batch)
         tree = self._trees.get(ref.partition)
         if tree is not None:  # not built yet: the scan at build time will see this write
@@ -281,6 +286,18 @@ class DynamoReplica:
                 if len(out) >= limit:
                     break
         return out
+
+    def expire(self, now_ms: int, limit: int) -> int:
+        """Turn the expired versions of up to `limit` keys due at `now_ms` into tombstones
+        (dynamo_mode/expiry.py); returns how many keys. A stray marker is dropped."""
+        due = expiry.due(self._engine, now_ms, limit)
+        for marker, key in due:
+            ref = KeyRef.from_storage_key(key)
+            if dead := expiry.tombstones(self.fetch(ref), now_ms):
+                self.store(ref, dead)
+            else:
+                self._engine.write(expiry.unmarked(marker))
+        return len(due)
 
     def purge(self, ref: KeyRef, dots: set[Dot]) -> bool:
         """Remove a tombstone-only key whose versions are exactly `dots` (compare-and-delete:

@@ -123,7 +123,7 @@ class ReplicaServer:
         self._writable(req.ref)
         try:
             new, merged = self.replica.coordinate(
-                req.ref, req.context, req.value, req.deleted, req.max_siblings, req.dots
+                req.ref, req.context, req.value, req.deleted, req.max_siblings, req.dots, req.ttl_ms
             )
         except siblings.SiblingLimitExceeded as exc:
             raise SiblingLimit(str(exc), count=exc.count, limit=exc.limit) from None

@@ -60,7 +60,7 @@ from dynamo_mode import vclock
 from dynamo_mode.vclock import Dot, VClock
 
 _WIRE_KEYS = frozenset({"dot", "context", "value", "deleted"})
-_OPTIONAL_WIRE_KEYS = frozenset({"dots", "ts"})
+_OPTIONAL_WIRE_KEYS = frozenset({"dots", "ts", "expires_at"})
 
 
 class SiblingLimitExceeded(Exception):
@@ -105,6 +105,9 @@ class Version:
     # the minting replica's wall clock, ms since the epoch (0: not recorded). Informational:
     # causality never looks at it; only the `lww` policy of a switch does (switch_policy)
     ts: int = 0
+    # when a live version expires, ms since the epoch (None: never): a read no longer shows
+    # it from then on, and each replica turns it into a tombstone (dynamo_mode/expiry.py)
+    expires_at: int | None = None
 
     def __post_init__(self) -> None:
         _check_dot(self.dot)
@@ -116,6 +119,7 @@ class Version:
             raise ValueError(f"context dots contain the version's dot {self.dot!r}")
         if type(self.ts) is not int or self.ts < 0:
             raise ValueError(f"version ts must be a non-negative integer, got {self.ts!r}")
+        _check_expiry(self.expires_at, self.deleted)
         if not isinstance(self.context, tuple) or not isinstance(self.deleted, bool):
             raise ValueError("context must be a tuple of (node, counter) and deleted a bool")
         nodes = [node for node, _ in self.context]
@@ -149,6 +153,8 @@ class Version:
             out["dots"] = [[n, c] for n, c in self.context_dots]
         if self.ts:
             out["ts"] = self.ts
+        if self.expires_at is not None:
+            out["expires_at"] = self.expires_at
         return out
 
     @classmethod
@@ -169,7 +175,8 @@ class Version:
         ts = d.get("ts", 0)
         if type(ts) is not int or ts < 0:
             raise ValueError(f"version ts must be a non-negative integer, got {ts!r}")
-        return make_version((dot[0], dot[1]), context, d["value"], d["deleted"], dots, ts)
+        expires = d.get("expires_at")
+        return make_version((dot[0], dot[1]), context, d["value"], d["deleted"], dots, ts, expires)
 
     @classmethod
     def from_storage(cls, d: Mapping[str, Any]) -> Version:
@@ -185,6 +192,7 @@ class Version:
         object.__setattr__(version, "deleted", d["deleted"])
         object.__setattr__(version, "context_dots", tuple((n, c) for n, c in dots or ()))
         object.__setattr__(version, "ts", d.get("ts", 0))
+        object.__setattr__(version, "expires_at", d.get("expires_at"))
         return version
 
 
@@ -195,9 +203,10 @@ def make_version(
     deleted: bool = False,
     context_dots: Iterable[Dot] = (),
     ts: int = 0,
+    expires_at: int | None = None,
 ) -> Version:
     clock, extra = vclock.compact(context, context_dots)
-    return Version(dot, tuple(sorted(clock.items())), value, deleted, extra, ts)
+    return Version(dot, tuple(sorted(clock.items())), value, deleted, extra, ts, expires_at)
 
 
 def obsoletes(a: Version, b: Version) -> bool:
@@ -271,16 +280,19 @@ def coordinate(
     max_siblings: int,
     context_dots: Iterable[Dot] = (),
     ts: int = 0,
+    ttl_ms: int | None = None,
 ) -> tuple[Version, tuple[Version, ...]]:
     """A write at coordinator ``node`` at wall-clock time ``ts`` (ms): the new version and the
-    reconciled set to store and replicate (whole, see the module invariants). Raises
+    reconciled set to store and replicate (whole, see the module invariants). With
+    ``ttl_ms`` the version expires at ``ts + ttl_ms`` (docs/ttl.md). Raises
     SiblingLimitExceeded when the write would leave more than ``max_siblings`` versions AND
     more than there were (a write that resolves some siblings is never refused)."""
     if max_siblings < 1:
         raise ValueError(f"max_siblings must be >= 1, got {max_siblings}")
     dots = tuple(context_dots)
     dot = next_dot(local, node, context, dots)
-    new = make_version(dot, context, value, deleted, dots, ts)
+    expires = None if ttl_ms is None else ts + ttl_ms
+    new = make_version(dot, context, value, deleted, dots, ts, expires)
     merged = reconcile([*local, new])
     if len(merged) > max_siblings and len(merged) > len(reconcile(local)):
         raise SiblingLimitExceeded(len(merged), max_siblings)
@@ -327,6 +339,15 @@ def _canonical_choice(copies: list[Version]) -> Version:
 
 def _canonical_json(v: Version) -> str:
     return json.dumps(v.to_wire(), sort_keys=True, separators=(",", ":"))
+
+
+def _check_expiry(expires_at: object, deleted: bool) -> None:
+    if expires_at is None:
+        return
+    if type(expires_at) is not int or expires_at < 1:
+        raise ValueError(f"version expires_at must be a positive integer, got {expires_at!r}")
+    if deleted:
+        raise ValueError("a tombstone has no expires_at")
 
 
 def _check_dot(dot: object) -> None:

@@ -18,6 +18,10 @@ entry: `hints.entry_refused`), or any error while handling one tombstone, is ski
 reported — logged, counted in `skipped` (/v1/cluster "tombstones_skipped"). Sweeps resume
 after the last tombstone they examined and wrap around, so no run of unpurgeable
 tombstones holds back the ones after it.
+
+Each sweep first turns this replica's expired versions (TTL, docs/ttl.md) into tombstones
+(`DynamoReplica.expire`, on this node's clock); from then on they are purged like any
+tombstone, by the rules above, so an expired value never brings back what it overwrote.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ class TombstoneReaper:
     timeout: float = 2.0
     purged: int = 0
     skipped: int = 0  # a tombstone's fetch or purge refused by a replica, since start
+    expired: int = 0  # keys whose expired versions became tombstones here, since start
     _loop: Periodic | None = field(default=None, repr=False)
     _resume: KeyRef | None = field(default=None, repr=False)  # the last tombstone examined
     _reported: set[KeyRef] = field(default_factory=set, repr=False)  # skips logged already
@@ -82,6 +87,7 @@ class TombstoneReaper:
         md = self.metadata()
         if not md.bootstrapped:
             return 0
+        self.expired += self.replica.expire(int(self.clock() * 1000), self.batch)
         found = self.replica.tombstones(self.clock() - self.grace, self.batch, self._resume)
         self._resume = found[-1][0] if len(found) == self.batch else None
         done = 0

@@ -164,15 +164,19 @@ class KvClient:
         context: str | None = None,
         if_version: int | None = None,
         request_id: str | None = None,
+        ttl_s: float | None = None,
         node: str | None = None,
         **query: Any,
     ) -> dict[str, Any]:
         """`context`: eventual; `if_version`, `request_id`: linearizable (the other mode's
-        field is an InvalidRequest). Query: w, pw, timeout_ms. A write that raises
+        field is an InvalidRequest); `ttl_s`: either mode, the key expires that many seconds
+        after the write (docs/ttl.md). Query: w, pw, timeout_ms. A write that raises
         UnknownOutcome may have been applied: send it again with the same `request_id` and
         it is applied at most once (RequestIdConflict if the id was used for another
         command)."""
         body = {"value": value, **_conditions(context, if_version, request_id)}
+        if ttl_s is not None:
+            body["ttl_s"] = ttl_s
         path = _key_path(ks, key)
         return _obj(await self.request("PUT", path, body, query=query, idempotent=False, node=node))
 

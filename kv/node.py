@@ -61,6 +61,7 @@ from kv.tally import TalliedEngine
 from kv.transport import WireTransport
 from kv.wire_server import InternodeServer
 from raft_groups import state_machine
+from raft_groups.expirer import Expirer
 from raft_groups.frontend import LinearizableKeys
 from raft_groups.manager import RaftGroups
 from raft_groups.meta_group import MetaGroup, MetaGroups
@@ -114,7 +115,8 @@ class Node:
         api_tls = tls.server_context(files, peers_only=False) if files else None
         self._server = await Server.listen(app, cfg.listen, limits, api_tls)
         loops = (self.peers, self.anti_entropy, self.handoff, self.reaper, self.transfers)
-        for loop in (*loops, self.disowned, self.voters, self.raft_moves, self.switches):
+        self.loops = (*loops, self.disowned, self.raft_moves, self.switches, self.expirer)
+        for loop in (*self.loops, self.voters):
             loop.start()
         if cfg.founder and self.meta.group is not None:
             self._bootstrap_task = asyncio.ensure_future(self._bootstrap(self.meta.group))
@@ -195,6 +197,7 @@ class Node:
         )
         keys = LinearizableKeys(self.groups, cfg.node_id, self.transport, self._metadata)
         keys.register(self.ops)
+        self.expirer = Expirer(self.groups, time.time, timeout=cfg.request_timeout_s)  # docs/ttl.md
         return keys
 
     def _background_loops(self) -> None:
@@ -382,8 +385,7 @@ class Node:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        loops = (self.peers, self.anti_entropy, self.handoff, self.reaper, self.transfers)
-        for loop in (*loops, self.raft_moves, self.disowned, self.switches):
+        for loop in self.loops:
             await loop.stop()
         await self.coordinator.close()
         await self.transport.close()

@@ -4,6 +4,7 @@ composition root (with kv/node.py): the one place besides it that sees both mode
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ from kv.keyspace import KeyspaceConfig
 from kv.meta import Metadata
 from kv.service import Conflicts
 from kv.switch import Switch
-from kv.switch_migrator import SwitchMigrator
+from kv.switch_migrator import Item, SwitchMigrator
 from raft_groups import state_machine
 from raft_groups.commands import Command
 from raft_groups.placement import GroupSpec
@@ -59,11 +60,12 @@ def migrator(node: Node, metadata: Callable[[], Metadata]) -> SwitchMigrator:
         batch = await node.transport.call(member, SWITCH_SCAN, request, timeout)
         return list(batch.items), batch.done
 
-    def resolve(versions: Sequence[Any], policy: str) -> tuple[bool, Any]:
-        return switch_policy.resolve(versions, policy)
+    def resolve(versions: Sequence[Any], policy: str) -> tuple[bool, Any, int | None]:
+        # versions expired on this node's clock are left out; the rest keep their expiry
+        return switch_policy.resolve_expiring(versions, policy, int(time.time() * 1000))
 
     async def migrate(
-        md: Metadata, switch: Switch, partition: int, items: list[tuple[str, Any]], mark: bool
+        md: Metadata, switch: Switch, partition: int, items: list[Item], mark: bool
     ) -> None:
         n = switch.target.replication
         spec = GroupSpec(partition, n, routing.replicas(md, "linearizable", partition, n))
@@ -105,7 +107,7 @@ async def copy_to_eventual(
     state is final once the freeze is applied here, which `propose` waits for), write each
     of its records to the eventual replicas where they hold nothing of the key — not even
     a tombstone: anything there is newer — then purge the group's copy. Returns the keys
-    written."""
+    written. A record keeps its expiry (docs/ttl.md); an expired one is not copied."""
     source = md.keyspace(switch.keyspace)
     if source is None:
         return 0
@@ -114,11 +116,12 @@ async def copy_to_eventual(
     await _committed(node, spec, Command("freeze", switch.uid, "", since=switch.since), timeout)
     number, target, written = spec.number, switch.target, 0
     dot = (switch_actor(switch.since), 1)
-    for key, value, _version in state_machine.records(node.groups.engine, number, switch.uid):
+    for key, record in state_machine.entries(node.groups.engine, number, switch.uid):
         where = placement(routing.KeyRequest(target, key, routing.place(md, target, key), timeout))
         seen = await node.coordinator.get(where, target.replication, timeout)
         if not seen.versions:
-            await _store_everywhere(node, where, siblings.make_version(dot, {}, value), timeout)
+            copy = siblings.make_version(dot, {}, record.value, expires_at=record.expires_at)
+            await _store_everywhere(node, where, copy, timeout)
             written += 1
     while not (await _committed(node, spec, Command("purge", switch.uid, ""), timeout))["done"]:
         pass
@@ -150,12 +153,12 @@ async def write_back(
     written = 0
     if (await _committed(node, spec, freeze, timeout))["migrated"] and source is not None:
         versions = await read(md, switch, partition)
-        records = state_machine.records(node.groups.engine, spec.number, switch.uid)
-        state = {key: value for key, value, _ in records}
+        state = dict(state_machine.entries(node.groups.engine, spec.number, switch.uid))
         dot = (cancel_actor(switch.since), 1)
         for key in sorted(state.keys() | versions.keys()):
-            seen = versions.get(key, [])
-            version = switch_policy.written_back(seen, key in state, state.get(key), dot)
+            seen, found = versions.get(key, []), state.get(key)
+            value, expires = (found.value, found.expires_at) if found else (None, None)
+            version = switch_policy.written_back(seen, found is not None, value, dot, expires)
             if version is not None:
                 where = placement(
                     routing.KeyRequest(source, key, routing.place(md, source, key), timeout)
@@ -224,12 +227,22 @@ def conflicts(node: Node) -> Conflicts:
                         break
                     after = batch.items[-1][0]
             for key in sorted(versions):
-                if len(siblings.reconcile(versions[key])) > 1:
+                if _conflict(versions[key]):
                     count += 1
                     found += [key] if len(found) < limit else []
         return found, count
 
     return scan
+
+
+def _conflict(versions: Sequence[Any]) -> bool:
+    """Whether the migrator would find the key in conflict under `refuse` (siblings left
+    once versions expired on this node's clock are left out, docs/ttl.md)."""
+    try:
+        switch_policy.resolve_expiring(versions, "refuse", int(time.time() * 1000))
+    except switch_policy.Conflict:
+        return True
+    return False
 
 
 def migrated_context(node: Node) -> Callable[[Any, int], str]:

@@ -15,6 +15,7 @@ nodes hold a partition — routes, Raft group hosting, anti-entropy, tombstone p
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,9 @@ MAX_VALUE_BYTES = 1 << 20  # encoded JSON
 MAX_VALUE_DEPTH = json_codec.MAX_VALUE_DEPTH  # nested lists and objects
 MAX_TIMEOUT_S = 60.0
 MAX_REQUEST_ID = 128
+# A write's time to live (docs/ttl.md): at most ten years, so an expiry in ms since the epoch
+# stays far inside the 8 bytes the Raft expiry index keys it by.
+MAX_TTL_S = 10 * 365 * 86400
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ class PutRequest(KeyRequest):
     request_id: str | None = None  # linearizable: deduplicates retries of one write
     w: int = 0
     pw: int = 0
+    ttl_ms: int | None = None  # time to live, ms (docs/ttl.md): the key expires this long after
 
 
 @dataclass(frozen=True)
@@ -193,12 +198,15 @@ def get_request(md: Metadata, name: str, key: str, opts: Options) -> GetRequest:
 
 def put_request(md: Metadata, name: str, key: str, body: Any, opts: Options) -> PutRequest:
     base = locate(md, name, key, opts.timeout_s)
-    fields = _write_fields(base, body, {"value"})
+    fields = _write_fields(base, body, {"value", "ttl_s"})
     if "value" not in fields:
         raise InvalidRequest("value", "is required")
     check_value(fields["value"])
     w, pw = _write_quorums(base.keyspace, opts)
-    return PutRequest(**_fields(base), **_conditions(fields), value=fields["value"], w=w, pw=pw)
+    ttl_ms = ttl_of(fields.get("ttl_s"))
+    return PutRequest(
+        **_fields(base), **_conditions(fields), value=fields["value"], w=w, pw=pw, ttl_ms=ttl_ms
+    )
 
 
 def delete_request(md: Metadata, name: str, key: str, body: Any, opts: Options) -> DeleteRequest:
@@ -301,6 +309,18 @@ def _if_version(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidRequest("if_version", f"must be an integer ≥ 0, got {value!r}")
     return value
+
+
+def ttl_of(ttl_s: Any) -> int | None:
+    """`ttl_s` (a number of seconds > 0, at most MAX_TTL_S) in whole milliseconds, rounded
+    up so a positive TTL never becomes 0; None when absent."""
+    if ttl_s is None:
+        return None
+    if isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float) or not 0 < ttl_s <= MAX_TTL_S:
+        raise InvalidRequest(
+            "ttl_s", f"must be a number of seconds > 0 and ≤ {MAX_TTL_S}, got {ttl_s!r}"
+        )
+    return math.ceil(ttl_s * 1000)
 
 
 def _request_id(rid: Any) -> str | None:

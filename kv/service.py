@@ -321,7 +321,8 @@ class Service:
         if self._migrated_context is not None and switch is not None:
             # holds the dot the key's copy gets: a write with it supersedes the copy
             context = self._migrated_context(req, switch.since)
-        return {"key": req.key, "value": found["value"], "context": context}
+        reply = {"key": req.key, "value": found["value"], "context": context}
+        return reply | ({"expires_at": found["expires_at"]} if "expires_at" in found else {})
 
     async def put_key(self, name: str, key: str, body: Any, opts: Options) -> dict[str, Any]:
         md = await self.current(name, opts.timeout_s)

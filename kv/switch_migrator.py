@@ -30,10 +30,13 @@ log = logging.getLogger(__name__)
 
 # (member, partition, uid, since, after, limit) -> ([(key, versions)], done)
 Scan = Callable[[str, int, int, int, str | None, int], Awaitable[tuple[list[Any], bool]]]
-# (key's versions from every member, policy) -> (present, value); ValueError: a conflict
-Resolve = Callable[[Sequence[Any], str], tuple[bool, Any]]
+# (key's versions from every member, policy) -> (present, value, expires_at: ms or None, a
+# key's time to live kept across the switch, docs/ttl.md); ValueError: a conflict
+Resolve = Callable[[Sequence[Any], str], tuple[bool, Any, int | None]]
+# a migrated key: (key, value), or (key, value, expires_at) when it expires
+Item = tuple[str, Any] | tuple[str, Any, int]
 # (metadata, switch, partition, items, mark) -> None: one `migrate` command, committed
-Migrate = Callable[[Metadata, Switch, int, list[tuple[str, Any]], bool], Awaitable[None]]
+Migrate = Callable[[Metadata, Switch, int, list[Item], bool], Awaitable[None]]
 Change = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 # (metadata, switch, partition) -> keys copied: a switch to eventual's partition — freeze
 # the source group, copy its final state to the eventual replicas, purge it
@@ -154,7 +157,7 @@ class SwitchMigrator(Periodic):
 
     async def _read(
         self, md: Metadata, switch: Switch, partition: int
-    ) -> tuple[list[tuple[str, Any]], list[str]]:
+    ) -> tuple[list[Item], list[str]]:
         """Every member's versions (replicas and hints: more than R = N), merged per key
         and resolved; the keys the policy cannot resolve."""
         versions: dict[str, list[Any]] = {}
@@ -169,15 +172,16 @@ class SwitchMigrator(Periodic):
                 if done or not batch:
                     break
                 after = batch[-1][0]
-        items, conflicts = [], []
+        items: list[Item] = []
+        conflicts: list[str] = []
         for key in sorted(versions):
             try:
-                present, value = self._resolve(versions[key], switch.policy)
+                present, value, expires = self._resolve(versions[key], switch.policy)
             except ValueError:
                 conflicts.append(key)
                 continue
             if present:
-                items.append((key, value))
+                items.append((key, value) if expires is None else (key, value, expires))
         return items, conflicts
 
 
@@ -185,15 +189,15 @@ def _naming(switch: Switch, kind: str) -> dict[str, Any]:
     return {"type": kind, "keyspace": switch.keyspace, "uid": switch.uid}
 
 
-def _chunks(items: list[tuple[str, Any]]) -> list[list[tuple[str, Any]]]:
+def _chunks(items: list[Item]) -> list[list[Item]]:
     """Items in commands of at most ITEMS_PER_COMMAND items and about BYTES_PER_COMMAND."""
-    out: list[list[tuple[str, Any]]] = [[]]
+    out: list[list[Item]] = [[]]
     size = 0
-    for key, value in items:
-        weight = len(key) + len(repr(value))
+    for item in items:
+        weight = len(item[0]) + len(repr(item[1]))
         if out[-1] and (len(out[-1]) >= ITEMS_PER_COMMAND or size + weight > BYTES_PER_COMMAND):
             out.append([])
             size = 0
-        out[-1].append((key, value))
+        out[-1].append(item)
         size += weight
     return [chunk for chunk in out if chunk]

@@ -30,6 +30,12 @@ _REQUEST_ID = click.option(
     "--request-id",
     help="Linearizable: send a write again with the same id and it is applied at most once.",
 )
+_TTL = click.option(
+    "--ttl",
+    "ttl_s",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds until the key expires (then it reads as absent; docs/ttl.md).",
+)
 
 
 @click.command("get")
@@ -58,18 +64,21 @@ def get(session: Session, keyspace: str, key: str) -> None:
 @_CONTEXT
 @_IF_VERSION
 @_REQUEST_ID
+@_TTL
 @pass_session
 def put(session: Session, /, keyspace: str, key: str, value: str, **conditions: Any) -> None:
     """Write VALUE (JSON, else a string) to KEY in KEYSPACE.
 
     VALUE is read as JSON; text that is not valid JSON is taken as a string. Prints OK
-    (and the key's new version, linearizable). A failed --if-version exits 8.
+    (and the key's new version, linearizable). A failed --if-version exits 8. With --ttl
+    the key expires that many seconds later; a write without it never expires.
 
     \b
     Example: kvctl put carts alice '["milk", "eggs"]'
              kvctl put carts bob hello              # the string "hello"
              kvctl put carts n '"42"'               # the string "42"; 42 is a number
              kvctl put accounts alice 100 --if-version 0 --request-id w-17
+             kvctl put sessions s-81 '{"user": "bob"}' --ttl 3600
     """
     reply = session.client().put(keyspace, key, keys.parse_value(value), **_given(conditions))
     session.emit(reply, keys.written(reply))

@@ -8,10 +8,11 @@ state machine applies an undecodable entry as a no-op (`raft_groups/state_machin
 
 Format version 1: `b"\\x01"` + a JSON object with `op` and, when set, `uid`, `key`,
 `value` (present iff op is put, may be null), `if_version`, `request_id`, `guard` (true:
-refused until the keyspace's data is migrated here, docs/mode_switch.md), and for op
-`migrate` its `items` ([key, value] pairs) and `mark`. Unknown fields are errors. A new
-format gets a new version byte; old entries stay decodable while any journal or snapshot
-may still hold them.
+refused until the keyspace's data is migrated here, docs/mode_switch.md), `ttl_ms` and
+`now` (a put with a time to live; `now` alone: an expire, docs/ttl.md), and for op
+`migrate` its `items` ([key, value] or [key, value, expires_at] lists) and `mark`.
+Unknown fields are errors. A new format gets a new version byte; old entries stay
+decodable while any journal or snapshot may still hold them.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from kv import json_codec
+from kv.routing import MAX_TTL_S
 
 FORMAT_VERSION = 1
-OPS = ("put", "delete", "barrier", "migrate", "freeze", "purge")
+OPS = ("put", "delete", "barrier", "migrate", "freeze", "purge", "expire")
 KEYSPACE_OPS = ("freeze", "purge")  # act on a keyspace's data in the group: uid only
 MAX_MIGRATE_ITEMS = 1000  # keys per migrate command (the caller also bounds their bytes)
 MAX_UID = 2**32 - 1  # the uid is 4 bytes of the storage key (state_machine.py)
@@ -35,11 +37,20 @@ MAX_REQUEST_ID_CHARS = 128
 # check_value refuses deeper values first, as a 400 naming `value`).
 MAX_VALUE_DEPTH = json_codec.MAX_VALUE_DEPTH
 
-Op = Literal["put", "delete", "barrier", "migrate", "freeze", "purge"]
-Item = tuple[str, Any]
+MAX_TTL_MS = MAX_TTL_S * 1000
+# ms since the epoch, up to the year 2255: far past any clock, far inside the 8 bytes the
+# expiry index keys it by (raft_groups/expiry.py)
+MAX_TIME_MS = 1 << 43
+
+Op = Literal["put", "delete", "barrier", "migrate", "freeze", "purge", "expire"]
+# (key, value) or (key, value, expires_at): a migrated key and, if it expires, when (ms)
+Item = tuple[str, Any] | tuple[str, Any, int]
 
 _FIELDS = frozenset(
-    {"op", "uid", "key", "value", "if_version", "request_id", "guard", "items", "mark", "since"}
+    {
+        *("op", "uid", "key", "value", "if_version", "request_id", "guard"),
+        *("items", "mark", "since", "ttl_ms", "now"),
+    }
 )
 
 
@@ -62,6 +73,11 @@ class Command:
     purge: delete a batch of `uid`'s records here (with the last batch its migrated mark;
     the freeze stays, so a node routing by metadata from before the switch is refused).
     since (migrate, freeze): the epoch of the switch the command belongs to.
+    ttl_ms, now (put): the key expires at `now + ttl_ms` (ms since the epoch), `now` being
+    the proposing leader's clock (docs/ttl.md); apply reads no clock.
+    expire: uid 0, key "", `now` (the leader's clock): the group's expiry horizon moves up
+    to `now` — every record whose expiry is at or below it is absent from then on — and a
+    batch of those records is deleted (raft_groups/expiry.py).
     """
 
     op: Op
@@ -74,6 +90,12 @@ class Command:
     items: tuple[Item, ...] = ()
     mark: bool = False
     since: int = 0
+    ttl_ms: int | None = None
+    now: int = 0
+
+    def expires_at(self) -> int | None:
+        """When the key a put writes expires (ms since the epoch); None: never."""
+        return None if self.ttl_ms is None else self.now + self.ttl_ms
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -82,8 +104,11 @@ class Command:
         _check_str("key", self.key)
         _check_request_id(self.request_id)
         _check_if_version(self.if_version)
+        _check_expiry(self)
         if self.op == "barrier":
             _check_barrier(self)
+        elif self.op == "expire":
+            _check_expire(self)
         elif self.op == "migrate":
             _check_migrate(self)
         elif self.op in KEYSPACE_OPS:
@@ -101,7 +126,7 @@ class Command:
 
 def encode(cmd: Command) -> bytes:
     fields: dict[str, Any] = {"op": cmd.op}
-    if cmd.op != "barrier":
+    if cmd.op not in ("barrier", "expire"):
         fields["uid"] = cmd.uid
         fields["key"] = cmd.key
     if cmd.op == "put":
@@ -117,17 +142,26 @@ def encode(cmd: Command) -> bytes:
         fields["if_version"] = cmd.if_version
     if cmd.request_id:
         fields["request_id"] = cmd.request_id
+    if cmd.ttl_ms is not None:
+        fields["ttl_ms"] = cmd.ttl_ms
+    if cmd.now:
+        fields["now"] = cmd.now
     text = json.dumps(fields, separators=(",", ":"), allow_nan=False)
     return bytes([FORMAT_VERSION]) + text.encode("ascii")
 
 
 def fingerprint(cmd: Command) -> str:
     """What a request id stands for (issue 11 item 5): a digest of the command without its
-    id — operation, keyspace uid, key, value and condition — in a canonical form, so a
-    retry that sends the same value with its object keys in another order matches."""
+    id — operation, keyspace uid, key, value, condition and time to live — in a canonical
+    form, so a retry that sends the same value with its object keys in another order
+    matches. Not `now`: a retry is stamped again by the leader it reaches, and gets the
+    first write's result (and expiry) back. A put without a TTL digests as it did before
+    TTLs existed, so dedupe entries written then still match."""
     fields = {"op": cmd.op, "uid": cmd.uid, "key": cmd.key, "if_version": cmd.if_version}
     if cmd.op == "put":
         fields["value"] = cmd.value
+    if cmd.ttl_ms is not None:
+        fields["ttl_ms"] = cmd.ttl_ms
     text = json.dumps(fields, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode("ascii")).hexdigest()[:32]
 
@@ -148,7 +182,7 @@ def decode(raw: bytes) -> Command:
         raise ValueError("command has no op")
     if ("value" in fields) != (fields["op"] == "put"):
         raise ValueError("value must be present for put and only for put")
-    if fields["op"] == "barrier":
+    if fields["op"] in ("barrier", "expire"):
         fields = {"uid": 0, "key": "", **fields}
     if "items" in fields:
         fields["items"] = _items(fields["items"])
@@ -159,9 +193,14 @@ def decode(raw: bytes) -> Command:
 
 
 def _items(raw: Any) -> tuple[Item, ...]:
-    if not isinstance(raw, list) or not all(isinstance(i, list) and len(i) == 2 for i in raw):
-        raise ValueError("items must be a list of [key, value] pairs")
-    return tuple((i[0], i[1]) for i in raw)
+    if not isinstance(raw, list) or not all(isinstance(i, list) and len(i) in (2, 3) for i in raw):
+        raise ValueError("items must be a list of [key, value] or [key, value, expires_at]")
+    return tuple((i[0], i[1]) if len(i) == 2 else (i[0], i[1], i[2]) for i in raw)
+
+
+def item_expiry(item: Item) -> int | None:
+    """When a migrated item expires (ms since the epoch); None: never."""
+    return item[2] if len(item) == 3 else None
 
 
 def _parse_object(body: bytes) -> dict[str, Any]:
@@ -190,6 +229,30 @@ def _check_barrier(cmd: Command) -> None:
         raise ValueError("barrier takes no request_id or guard")
 
 
+def _check_expiry(cmd: Command) -> None:
+    """`ttl_ms` belongs to put and comes with `now`; `now` alone is an expire's."""
+    if cmd.ttl_ms is not None:
+        if cmd.op != "put":
+            raise ValueError("ttl_ms belongs to put")
+        _check_int("ttl_ms", cmd.ttl_ms)
+        if not 1 <= cmd.ttl_ms <= MAX_TTL_MS:
+            raise ValueError(f"ttl_ms must be in 1..{MAX_TTL_MS}, got {cmd.ttl_ms}")
+    _check_int("now", cmd.now)
+    stamped = cmd.op == "expire" or cmd.ttl_ms is not None
+    if stamped and not 1 <= cmd.now <= MAX_TIME_MS:
+        raise ValueError(f"now must be in 1..{MAX_TIME_MS} (ms since the epoch), got {cmd.now}")
+    if not stamped and cmd.now:
+        raise ValueError("now belongs to expire and to a put with ttl_ms")
+
+
+def _check_expire(cmd: Command) -> None:
+    if cmd.uid != 0 or cmd.key != "":
+        raise ValueError("expire takes no uid or key")
+    if cmd.value is not None or cmd.if_version is not None or cmd.request_id or cmd.guard:
+        # like a barrier, retrying an expire is always safe: it needs no dedupe entry
+        raise ValueError("expire takes now only")
+
+
 def _check_migrate(cmd: Command) -> None:
     if not 1 <= cmd.uid <= MAX_UID:
         raise ValueError(f"uid must be in 1..{MAX_UID}, got {cmd.uid}")
@@ -199,11 +262,16 @@ def _check_migrate(cmd: Command) -> None:
         raise ValueError("migrate is never guarded; mark is a boolean")
     if len(cmd.items) > MAX_MIGRATE_ITEMS:
         raise ValueError(f"migrate takes at most {MAX_MIGRATE_ITEMS} items")
-    for key, value in cmd.items:
+    for item in cmd.items:
+        key, value, expires = item[0], item[1], item_expiry(item)
         _check_str("items key", key)
         if not key:
             raise ValueError("items need non-empty keys")
         _check_json_value(value)
+        if expires is not None:
+            _check_int("items expires_at", expires)
+            if not 1 <= expires <= MAX_TIME_MS + MAX_TTL_MS:
+                raise ValueError(f"items expires_at out of range: {expires}")
 
 
 def _check_keyspace_op(cmd: Command) -> None:

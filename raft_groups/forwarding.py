@@ -4,6 +4,10 @@ node outside it (raft_groups/frontend.py). Pure messages.
 The sender has validated the request; the receiver validates the wire form again (it
 comes from the network) and re-routes it under its own metadata. A forwarded write always
 carries a `request_id`, so a retry after an unknown outcome is applied at most once.
+
+A put with a time to live is also forwarded by a member that is not the group's leader to
+the leader (`to_leader`), which stamps it with its clock (docs/ttl.md); the leader serves
+it whatever it finds, never forwarding it again.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from kv.listing import MAX_LIMIT, ListRequest, Slice
 from kv.routing import (
     MAX_REQUEST_ID,
     MAX_TIMEOUT_S,
+    MAX_TTL_S,
     DeleteRequest,
     GetRequest,
     KeyRequest,
@@ -37,15 +42,23 @@ class Forwarded:
     if_version: int | None = None
     request_id: str | None = None
     stale: bool = False
+    ttl_ms: int | None = None  # put: the time to live
+    to_leader: bool = False  # put: sent to the leader to be stamped there; never sent on
 
     @staticmethod
     def of_get(req: GetRequest) -> Forwarded:
         return Forwarded("get", *_where(req), stale=req.stale)
 
     @staticmethod
-    def of_put(req: PutRequest, request_id: str) -> Forwarded:
+    def of_put(req: PutRequest, request_id: str, to_leader: bool = False) -> Forwarded:
         return Forwarded(
-            "put", *_where(req), value=req.value, if_version=req.if_version, request_id=request_id
+            "put",
+            *_where(req),
+            value=req.value,
+            if_version=req.if_version,
+            request_id=request_id,
+            ttl_ms=req.ttl_ms,
+            to_leader=to_leader,
         )
 
     @staticmethod
@@ -67,6 +80,7 @@ class Forwarded:
             value=self.value,
             if_version=self.if_version,
             request_id=self.request_id,
+            ttl_ms=self.ttl_ms,
         )
 
     def delete_request(self, base: KeyRequest) -> DeleteRequest:
@@ -91,12 +105,14 @@ class Forwarded:
             "if_version": self.if_version,
             "request_id": self.request_id,
             "stale": self.stale,
+            "ttl_ms": self.ttl_ms,
+            "to_leader": self.to_leader,
         }
 
     @staticmethod
     def from_wire(raw: Any) -> Forwarded:
         d = obj(raw)
-        op = d.get("op")
+        op, ttl = d.get("op"), d.get("ttl_ms")
         if op not in _OPS:
             raise ValueError(f"op must be one of {', '.join(_OPS)}, got {op!r}")
         return Forwarded(
@@ -109,6 +125,8 @@ class Forwarded:
             if_version=_optional_int(d.get("if_version"), "if_version"),
             request_id=_request_id(d.get("request_id")),
             stale=d.get("stale") is True,
+            ttl_ms=None if ttl is None else integer(ttl, "ttl_ms", 1, MAX_TTL_S * 1000 + 1),
+            to_leader=d.get("to_leader") is True,
         )
 
 

@@ -13,11 +13,18 @@ command → 409 `request_id_conflict`; no leader / discarded / no member reachab
 `request_id`, and so does a forwarded write whose member does not answer in time (it may
 have been applied: retry with the same `request_id`, which the state machine
 deduplicates). A forwarded read that times out is a 503: a read applies nothing.
+
+A put with a time to live (docs/ttl.md) is stamped with the clock of the group's leader:
+a member that is not the leader forwards it there (`to_leader`), unless it knows no
+leader or cannot reach it (then it stamps it itself; the write then reaches a leader
+through pysyncobj or fails as any write does). The stamp is `now` in the command; the
+state machine derives `expires_at = now + ttl_ms` from it and reads no clock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -85,11 +92,13 @@ class LinearizableKeys:
         self_id: str,
         transport: Transport,
         metadata: Callable[[], Metadata],
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._groups = groups
         self._self_id = self_id
         self._transport = transport
         self._metadata = metadata
+        self._clock = clock  # stamps TTL writes when this node leads their group
 
     def register(self, table: OpTable) -> None:
         table.register(LIN_FORWARD, self.serve_forwarded)
@@ -105,17 +114,25 @@ class LinearizableKeys:
         )
         if found is None:
             raise KeyNotFound(f"key {req.key!r} not found", key=req.key, version=0)
-        value, version = found
-        reply: dict[str, Any] = {"key": req.key, "value": value, "version": version}
+        reply: dict[str, Any] = {"key": req.key, "value": found.value, "version": found.version}
+        if found.expires_at is not None:
+            reply["expires_at"] = found.expires_at
         if req.stale:
             reply["stale"] = True  # served from this replica without a read barrier
         return reply
 
-    async def put(self, req: PutRequest) -> dict[str, Any]:
+    async def put(self, req: PutRequest, stamp_here: bool = False) -> dict[str, Any]:
+        """`stamp_here`: a TTL write forwarded to this node as the leader (module doc)."""
         rid = req.request_id or uuid.uuid4().hex
         spec = GroupSpec.of(req)
         if self._self_id not in spec.members:
             return await self._forward(spec, Forwarded.of_put(req, rid))
+        if req.ttl_ms is not None and not stamp_here:
+            leader = self._leader(spec)
+            if leader is not None and leader != self._self_id:
+                reply = await self._to_leader(leader, Forwarded.of_put(req, rid, to_leader=True))
+                if reply is not None:
+                    return reply
         command = _command(
             op="put",
             uid=req.keyspace.uid,
@@ -124,8 +141,28 @@ class LinearizableKeys:
             if_version=req.if_version,
             request_id=rid,
             guard=req.guard,
+            ttl_ms=req.ttl_ms,
+            now=0 if req.ttl_ms is None else int(self._clock() * 1000),
         )
         return await self._propose(spec, command, req.timeout_s)
+
+    def _leader(self, spec: GroupSpec) -> str | None:
+        """The member this node knows as the group's leader, if any."""
+        status = self._groups.hosted(spec).group.status()
+        if status.is_leader:
+            return self._self_id
+        members = self._metadata().members
+        return next((m.id for m in members if status.leader and m.raft == status.leader), None)
+
+    async def _to_leader(self, leader: str, fwd: Forwarded) -> dict[str, Any] | None:
+        """`fwd` served by `leader`; None if it was certainly not reached (stamp here)."""
+        try:
+            reply = await self._transport.call(leader, LIN_FORWARD, fwd, fwd.timeout_s)
+        except PeerUnreachable:
+            return None
+        except PeerTimeout as exc:
+            raise _forward_timeout(fwd, exc) from None
+        return reply.body
 
     async def delete(self, req: DeleteRequest) -> dict[str, Any]:
         rid = req.request_id or uuid.uuid4().hex
@@ -178,14 +215,18 @@ class LinearizableKeys:
 
     def replica_state(self, req: KeyRequest) -> dict[str, Any]:
         spec = GroupSpec.of(req)
-        found = state_machine.read(self._groups.engine, spec.number, req.keyspace.uid, req.key)
-        return {
+        uid = req.keyspace.uid
+        found = state_machine.read_record(self._groups.engine, spec.number, uid, req.key)
+        state = {
             "key": req.key,
             "group": spec.gid,
             "replicas": list(spec.members),
-            "value": found[0] if found else None,
-            "version": found[1] if found else 0,
+            "value": found.value if found else None,
+            "version": found.version if found else 0,
         }
+        if found and found.expires_at is not None:
+            state["expires_at"] = found.expires_at
+        return state
 
     async def _propose(self, spec: GroupSpec, command: Command, timeout: float) -> dict[str, Any]:
         """Every unknown outcome of a write (our timeout, Raft's LEADER_CHANGED) names the
@@ -255,7 +296,7 @@ class LinearizableKeys:
         if fwd.op == "get":
             return ForwardReply(await self.get(fwd.get_request(base)))
         if fwd.op == "put":
-            return ForwardReply(await self.put(fwd.put_request(base)))
+            return ForwardReply(await self.put(fwd.put_request(base), stamp_here=fwd.to_leader))
         return ForwardReply(await self.delete(fwd.delete_request(base)))
 
 

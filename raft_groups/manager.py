@@ -289,11 +289,19 @@ class RaftGroups:
 
     async def read(
         self, spec: GroupSpec, uid: int, key: str, timeout: float, stale: bool, guard: bool = False
-    ) -> tuple[Any, int] | None:
+    ) -> state_machine.Record | None:
         """`guard`: the keyspace switches to linearizable (docs/mode_switch.md): its data
-        of this partition must be migrated before a read may answer."""
+        of this partition must be migrated before a read may answer. An expired key is
+        absent: its expiry is at or below the group's applied expiry horizon (docs/ttl.md)."""
         await self._readable(spec, uid, timeout, stale, guard)
-        return state_machine.read(self._engine, spec.number, uid, key)
+        stored = state_machine.stored_record(self._engine, spec.number, uid, key)
+        if stored is None or stored.expires_at is None:
+            return stored  # one read: no horizon to judge it by
+        # The driver thread applies while we read: the record and the horizon must come
+        # from one state, or an `expire` and a rewrite applied between two reads could
+        # make an answer no state held. A snapshot costs ~5 µs; only TTL keys take one.
+        with self._engine.snapshot() as snap:
+            return state_machine.read_record(snap, spec.number, uid, key)
 
     async def keys(
         self,
@@ -307,7 +315,8 @@ class RaftGroups:
         `limit` keys with `prefix` after `after` (`scan`)."""
         await self._readable(spec, uid, timeout, False, guard)
         prefix, after, limit = scan
-        return state_machine.keys(self._engine, spec.number, uid, prefix, after, limit)
+        with self._engine.snapshot() as snap:  # the horizon and the records of one state
+            return state_machine.keys(snap, spec.number, uid, prefix, after, limit)
 
     async def _readable(
         self, spec: GroupSpec, uid: int, timeout: float, stale: bool, guard: bool

@@ -10,20 +10,25 @@ one prefix, so a snapshot is the range `group_range(p)`. `p` is the group number
 one partition for two replication factors never share bookkeeping:
 
     G = group_prefix(p) = b"l" + p (3 bytes BE)
-    G + uid (4 bytes BE, >= 1) + key (UTF-8)  -> JSON {"value": ..., "version": n}
+    G + uid (4 bytes BE, >= 1) + key (UTF-8)  -> JSON {"value": ..., "version": n,
+                                                       "expires_at"?: ms} (layout.Record)
     G + b"\\0\\0\\0\\0" + b"applied"             -> applied index (8 bytes BE)
     G + b"\\0\\0\\0\\0" + b"rid/" + request_id   -> JSON {"index": i, "result": {...}, "fp": f}
     G + b"\\0\\0\\0\\0" + b"rix/" + i (8 bytes BE) -> request_id (the same entry, by index)
     G + b"\\0\\0\\0\\0" + b"mig/" + uid (4 bytes BE) -> b"1": uid's data is migrated here
     G + b"\\0\\0\\0\\0" + b"frz/" + uid (4 bytes BE) -> the freezing switch's epoch (ASCII
         digits; b"1" from before epochs were kept): uid takes no more writes here
+    G + b"\\0\\0\\0\\0" + b"horizon", b"exp/"...    -> key expiry (raft_groups/expiry.py)
 
 uid 0 is never a keyspace (commands.Command refuses it), so the bookkeeping area cannot
 collide with data. Invariant of the dedupe table: every "rid/" entry has exactly one "rix/"
 entry, at the index stored in it, and vice versa.
 
 Versions: 1 on creation, +1 per put; an absent key is version 0, so a delete resets it and
-the next put creates version 1 again. See docs/raft_state_machine.md.
+the next put creates version 1 again. An expired record (its `expires_at` at or below the
+group's expiry horizon) is absent in every respect — reads, listings, `if_version`, the
+version a put creates — whether or not an `expire` has deleted it yet. See
+docs/raft_state_machine.md and docs/ttl.md.
 """
 
 from __future__ import annotations
@@ -36,11 +41,24 @@ from kv import json_codec
 from kv.listing import scan_range
 from kv.sizes import Layout
 from kv.storage import ReadView, StorageError, WriteBatch, prefix_end
-from raft_groups.commands import MAX_UID, Command, decode, fingerprint
+from raft_groups import expiry
+from raft_groups.commands import MAX_UID, Command, decode, fingerprint, item_expiry
+from raft_groups.layout import (
+    BOOKKEEPING,
+    MAX_PARTITION,
+    Record,
+    bookkeeping_key,
+    data_key,
+    dump_record,
+    group_prefix,
+    group_range,
+    load_json,
+    load_record,
+)
+
+__all__ = ["MAX_PARTITION", "Record", "group_prefix", "group_range"]  # re-exported
 
 Result = dict[str, Any]
-
-MAX_PARTITION = 2**24 - 1  # group numbers: replication (8 bits) | partition (16 bits)
 # Request ids are remembered for this many log indexes after their first application; a
 # retry arriving later is applied again. The Raft thesis (§6.3) expires per client session; we
 # have no sessions, so the window is in log positions (deterministic on every replica).
@@ -49,22 +67,8 @@ RETAIN_REQUESTS = 100_000
 # one entry and removes up to this many expired ones, so the backlog drains.
 EXPIRE_PER_APPLY = 4
 
-_BOOKKEEPING = b"\0\0\0\0"
 LAYOUT = Layout(b"l", 3)  # group | uid (0: bookkeeping): what group sizes count (kv/tally.py)
 _INDEX_BYTES = 8
-
-
-def group_prefix(partition: int) -> bytes:
-    _check_partition(partition)
-    return b"l" + partition.to_bytes(3, "big")
-
-
-def group_range(partition: int) -> tuple[bytes, bytes]:
-    """[start, stop) of every key the group owns: data and bookkeeping (a snapshot's range)."""
-    start = group_prefix(partition)
-    stop = prefix_end(start)
-    assert stop is not None  # b"l" is not 0xff, so the range is always bounded
-    return start, stop
 
 
 def applied_index(view: ReadView, partition: int) -> int:
@@ -79,23 +83,45 @@ def applied_index(view: ReadView, partition: int) -> int:
 
 def read(view: ReadView, partition: int, uid: int, key: str) -> tuple[Any, int] | None:
     """(value, version) of `key` in keyspace incarnation `uid`; None when absent."""
+    record = read_record(view, partition, uid, key)
+    return None if record is None else (record.value, record.version)
+
+
+def read_record(view: ReadView, partition: int, uid: int, key: str) -> Record | None:
+    """The record of `key` in keyspace incarnation `uid`, with its expiry; None when absent
+    (never written, deleted, or expired). A record with an expiry is judged by the horizon
+    read from `view` too: pass a view of one state (a snapshot) when entries may be applied
+    meanwhile (raft_groups/manager.py `RaftGroups.read`)."""
+    found = stored_record(view, partition, uid, key)
+    if found is None or found.expires_at is None:
+        return found
+    return expiry.live(found, expiry.horizon(view, partition))
+
+
+def stored_record(view: ReadView, partition: int, uid: int, key: str) -> Record | None:
+    """The record stored for `key`, expired or not."""
     _check_uid(uid)
-    return _load_record(view, _data_key(partition, uid, key))
+    return _load_record(view, data_key(partition, uid, key))
 
 
 def keys(
     view: ReadView, partition: int, uid: int, prefix: str, after: str | None, limit: int
 ) -> list[str]:
     """Up to `limit` keys of keyspace incarnation `uid` that start with `prefix`, after
-    `after`, in order (a key listing's slice, kv/listing.py)."""
+    `after`, in order (a key listing's slice, kv/listing.py); expired keys are skipped."""
     _check_uid(uid)
     base = group_prefix(partition) + uid.to_bytes(4, "big")
     bounds = scan_range(prefix, after)
     if bounds is None:
         return []
     stop = prefix_end(base) if bounds[1] is None else base + bounds[1]
-    found = itertools.islice(view.iterate(base + bounds[0], stop), limit)
-    return [raw[len(base) :].decode() for raw, _ in found]
+    at = expiry.horizon(view, partition)
+    found = (
+        raw
+        for raw, value in view.iterate(base + bounds[0], stop)
+        if not (b'"expires_at"' in value and expiry.expired(load_record(value, raw), at))
+    )
+    return [raw[len(base) :].decode() for raw in itertools.islice(found, limit)]
 
 
 def apply(
@@ -163,6 +189,8 @@ def _apply_entry(
 def _execute(view: ReadView, partition: int, cmd: Command, batch: WriteBatch) -> Result:
     if cmd.op == "barrier":
         return {"ok": True}
+    if cmd.op == "expire":
+        return expiry.expire(view, partition, cmd.now, batch)
     if cmd.op == "migrate":
         return _migrate(view, partition, cmd, batch)
     if cmd.op == "freeze":
@@ -172,16 +200,21 @@ def _execute(view: ReadView, partition: int, cmd: Command, batch: WriteBatch) ->
         return {"ok": True, "migrated": migrated(view, partition, cmd.uid)}
     if cmd.op == "purge":
         return _purge(view, partition, cmd.uid, batch)
-    key = _data_key(partition, cmd.uid, cmd.key)
-    current = _load_record(view, key)
-    version = 0 if current is None else current[1]
+    key = data_key(partition, cmd.uid, cmd.key)
+    stored = _load_record(view, key)
+    current = expiry.live(stored, expiry.horizon(view, partition))  # expired: absent
+    version = 0 if current is None else current.version
     if cmd.if_version is not None and cmd.if_version != version:
         return {"ok": False, "code": "condition_failed", "current_version": version}
+    old = None if stored is None else stored.expires_at
     if cmd.op == "put":
-        batch.put(key, _dump({"value": cmd.value, "version": version + 1}))
+        new = cmd.expires_at()
+        batch.put(key, dump_record(Record(cmd.value, version + 1, new)))
+        expiry.reindex(batch, partition, cmd.uid, cmd.key, old, new)
         return {"ok": True, "version": version + 1}
-    if current is not None:
+    if stored is not None:
         batch.delete(key)
+        expiry.reindex(batch, partition, cmd.uid, cmd.key, old, None)
     return {"ok": True, "version": 0, "existed": current is not None}
 
 
@@ -207,14 +240,18 @@ def frozen_since(view: ReadView, partition: int, uid: int) -> int | None:
 
 
 def records(view: ReadView, partition: int, uid: int) -> list[tuple[str, Any, int]]:
-    """Every (key, value, version) of keyspace `uid` in this group, in key order."""
+    """Every (key, value, version) of keyspace `uid` in this group, in key order; expired
+    keys are absent."""
+    return [(key, r.value, r.version) for key, r in entries(view, partition, uid)]
+
+
+def entries(view: ReadView, partition: int, uid: int) -> list[tuple[str, Record]]:
+    """Every (key, record) of keyspace `uid` in this group, in key order, with its expiry;
+    expired keys are absent (what a switch to eventual copies, docs/ttl.md)."""
     start = group_prefix(partition) + uid.to_bytes(4, "big")
-    stop = prefix_end(start)
-    skip = len(start)
-    return [
-        (raw_key[skip:].decode(), *_record(raw, raw_key))
-        for raw_key, raw in view.iterate(start, stop)
-    ]
+    skip, at = len(start), expiry.horizon(view, partition)
+    found = ((raw_key, load_record(raw, raw_key)) for raw_key, raw in view.iterate_prefix(start))
+    return [(raw_key[skip:].decode(), r) for raw_key, r in found if not expiry.expired(r, at)]
 
 
 PURGE_BATCH = 1000  # records one purge command deletes
@@ -225,14 +262,15 @@ def _purge(view: ReadView, partition: int, uid: int, batch: WriteBatch) -> Resul
     The freeze stays: a node still routing by metadata from before the switch must keep
     being refused, not write into a purged state nobody reads (commands.py)."""
     start = group_prefix(partition) + uid.to_bytes(4, "big")
-    found = itertools.islice(view.iterate(start, prefix_end(start)), PURGE_BATCH + 1)
-    keys = [key for key, _ in found]
-    for key in keys[:PURGE_BATCH]:
-        batch.delete(key)
-    done = len(keys) <= PURGE_BATCH
+    found = list(itertools.islice(view.iterate(start, prefix_end(start)), PURGE_BATCH + 1))
+    for raw_key, raw in found[:PURGE_BATCH]:
+        batch.delete(raw_key)
+        old = load_record(raw, raw_key).expires_at
+        expiry.reindex(batch, partition, uid, raw_key[len(start) :].decode(), old, None)
+    done = len(found) <= PURGE_BATCH
     if done:
         batch.delete(_migrated_key(partition, uid))
-    return {"ok": True, "purged": min(len(keys), PURGE_BATCH), "done": done}
+    return {"ok": True, "purged": min(len(found), PURGE_BATCH), "done": done}
 
 
 def _migrate(view: ReadView, partition: int, cmd: Command, batch: WriteBatch) -> Result:
@@ -249,10 +287,15 @@ def _migrate(view: ReadView, partition: int, cmd: Command, batch: WriteBatch) ->
     if migrated(view, partition, cmd.uid):
         return {"ok": True, "migrated": 0, "already": True}
     created: set[str] = set()  # a key given twice: its first value
-    for key, value in cmd.items:
-        data_key = _data_key(partition, cmd.uid, key)
-        if key not in created and _load_record(view, data_key) is None:
-            batch.put(data_key, _dump({"value": value, "version": 1}))
+    at = expiry.horizon(view, partition)
+    for item in cmd.items:
+        key, value, expires = item[0], item[1], item_expiry(item)
+        where = data_key(partition, cmd.uid, key)
+        stored = _load_record(view, where)
+        if key not in created and expiry.live(stored, at) is None:
+            batch.put(where, dump_record(Record(value, 1, expires)))
+            old = None if stored is None else stored.expires_at
+            expiry.reindex(batch, partition, cmd.uid, key, old, expires)
             created.add(key)
     if cmd.mark:
         batch.put(_migrated_key(partition, cmd.uid), b"1")
@@ -275,7 +318,7 @@ def _load_request(view: ReadView, partition: int, request_id: str) -> _Seen | No
     raw = view.get(_rid_key(partition, request_id.encode()))
     if raw is None:
         return None
-    entry = _load_json(raw, f"request {request_id!r}")
+    entry = load_json(raw, f"request {request_id!r}")
     return _Seen(entry["index"], entry["result"], entry.get("fp"))
 
 
@@ -283,7 +326,8 @@ def _remember_request(
     partition: int, request_id: str, index: int, result: Result, fp: str, batch: WriteBatch
 ) -> None:
     rid = request_id.encode()
-    batch.put(_rid_key(partition, rid), _dump({"index": index, "result": result, "fp": fp}))
+    entry = {"index": index, "result": result, "fp": fp}
+    batch.put(_rid_key(partition, rid), json_codec.dumps(entry))
     batch.put(_rix_key(partition, index), rid)
 
 
@@ -304,16 +348,12 @@ def _expire_requests(view: ReadView, partition: int, index: int, batch: WriteBat
 # --- keys and records ----------------------------------------------------------------------
 
 
-def _data_key(partition: int, uid: int, key: str) -> bytes:
-    return group_prefix(partition) + uid.to_bytes(4, "big") + key.encode()
-
-
 def _applied_key(partition: int) -> bytes:
-    return group_prefix(partition) + _BOOKKEEPING + b"applied"
+    return group_prefix(partition) + BOOKKEEPING + b"applied"
 
 
 def _rid_key(partition: int, request_id: bytes) -> bytes:
-    return group_prefix(partition) + _BOOKKEEPING + b"rid/" + request_id
+    return bookkeeping_key(partition, b"rid/" + request_id)
 
 
 def _migrated_key(partition: int, uid: int) -> bytes:
@@ -321,39 +361,17 @@ def _migrated_key(partition: int, uid: int) -> bytes:
 
 
 def _marker(partition: int, kind: bytes, uid: int) -> bytes:
-    return group_prefix(partition) + _BOOKKEEPING + kind + uid.to_bytes(4, "big")
+    return bookkeeping_key(partition, kind + uid.to_bytes(4, "big"))
 
 
 def _rix_key(partition: int, index: int) -> bytes:
-    return group_prefix(partition) + _BOOKKEEPING + b"rix/" + index.to_bytes(_INDEX_BYTES, "big")
+    return bookkeeping_key(partition, b"rix/" + index.to_bytes(_INDEX_BYTES, "big"))
 
 
-def _load_record(view: ReadView, key: bytes) -> tuple[Any, int] | None:
+def _load_record(view: ReadView, key: bytes) -> Record | None:
+    """The stored record, expired or not."""
     raw = view.get(key)
-    return None if raw is None else _record(raw, key)
-
-
-def _record(raw: bytes, key: bytes) -> tuple[Any, int]:
-    record = _load_json(raw, f"record {key!r}")
-    return record["value"], record["version"]
-
-
-def _load_json(raw: bytes, what: str) -> Any:
-    # Stored bytes were written by this module; unreadable ones mean a corrupt store.
-    try:
-        return json_codec.loads(raw)
-    except ValueError as exc:
-        raise StorageError(f"corrupt {what}: {exc}") from None
-
-
-def _dump(obj: Any) -> bytes:
-    # a record's value passed kv.routing.check_value, which json_codec can always encode
-    return json_codec.dumps(obj)
-
-
-def _check_partition(partition: int) -> None:
-    if type(partition) is not int or not 0 <= partition <= MAX_PARTITION:
-        raise ValueError(f"partition must be in 0..{MAX_PARTITION}, got {partition!r}")
+    return None if raw is None else load_record(raw, key)
 
 
 def _check_uid(uid: int) -> None:

@@ -9,6 +9,7 @@ stopped by its fixture even when a test fails. Nothing here waits on time.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -124,6 +125,32 @@ def test_a_write_sent_again_with_its_request_id_is_applied_once(kvctl: Kvctl, li
     assert line.startswith("kvctl: refused (request_id_conflict): ")
     ok(kvctl("del", lin_ks, "rid", "--request-id", "kv-d1"))
     assert ok(kvctl("del", lin_ks, "rid", "--request-id", "kv-d1")) == "deleted rid\n"
+
+
+@pytest.mark.parametrize("mode", ["ev", "lin"])
+def test_put_with_a_ttl_shows_when_the_key_expires(
+    kvctl: Kvctl, mode: str, request: pytest.FixtureRequest
+) -> None:
+    """docs/ttl.md: `--ttl` is the write's `ttl_s`; `get --json` shows `expires_at` (ms), and
+    a write without it makes the key permanent again. The expiry itself: test_ttl.py."""
+    ks = request.getfixturevalue("lin_ks" if mode == "lin" else "ev")
+    before = time.time()
+    ok(kvctl("put", ks, "session", '{"user": "bob"}', "--ttl", "3600"))
+    after = time.time()
+    expires = json.loads(ok(kvctl("--json", "get", ks, "session")))["expires_at"]
+    assert (before + 3600) * 1000 - 1 <= expires <= (after + 3600) * 1000 + 1
+    ok(
+        kvctl(
+            "put", ks, "session", "1", *(("--context", _context(kvctl, ks)) if mode == "ev" else ())
+        )
+    )
+    assert "expires_at" not in json.loads(ok(kvctl("--json", "get", ks, "session")))
+    assert kvctl("put", ks, "session", "1", "--ttl", "0").exit_code == errors.USAGE
+
+
+def _context(kvctl: Kvctl, ks: str) -> str:
+    context: str = json.loads(ok(kvctl("--json", "get", ks, "session")))["context"]
+    return context
 
 
 # ---------------------------------------------------------------------- ls

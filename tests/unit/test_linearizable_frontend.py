@@ -10,6 +10,8 @@ groups twin applies commands to a dict, or fails them as chosen.
 from __future__ import annotations
 
 import asyncio
+from functools import partial
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -32,8 +34,10 @@ from kv.routing import Options
 from raft_groups import commands
 from raft_groups.forwarding import Forwarded
 from raft_groups.frontend import LinearizableKeys
+from raft_groups.layout import Record
 from raft_groups.manager import RaftGroups
 from raft_groups.placement import GroupSpec
+from raft_groups.syncobj_adapter import RaftStatus
 
 NODES = [f"n{i}" for i in range(1, 6)]
 
@@ -51,10 +55,17 @@ def metadata(replication: int) -> Metadata:
 class Groups:
     """RaftGroups' twin: one dict per node, every proposal committed at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, me: str = "") -> None:
         self.data: dict[str, tuple[Any, int]] = {}
         self.fail: Exception | None = None
         self.proposed: list[commands.Command] = []
+        self.me = me  # this node's Raft address
+        self.leader: str | None = None  # the Raft address of the leader it knows
+
+    def hosted(self, spec: GroupSpec) -> Any:
+        mine = self.leader is not None and self.leader == self.me
+        status = RaftStatus(self.leader, mine, 1, 0, 0, True)
+        return SimpleNamespace(group=SimpleNamespace(status=lambda: status))
 
     async def propose(
         self, spec: GroupSpec, command: commands.Command, timeout: float
@@ -70,8 +81,9 @@ class Groups:
 
     async def read(
         self, spec: GroupSpec, uid: int, key: str, timeout: float, stale: bool, guard: bool = False
-    ) -> tuple[Any, int] | None:
-        return self.data.get(key)
+    ) -> Record | None:
+        found = self.data.get(key)
+        return None if found is None else Record(*found)
 
 
 class Net:
@@ -103,11 +115,14 @@ class Cluster:
     def __init__(self, replication: int = 1) -> None:
         self.md = metadata(replication)
         self.net = Net()
-        self.groups = {n: Groups() for n in NODES}
+        self.groups = {n: Groups(f"{n}:2") for n in NODES}
+        self.clocks = {n: 1000.0 * i for i, n in enumerate(NODES, 1)}  # skewed on purpose
         self.keys: dict[str, LinearizableKeys] = {}
         for n in NODES:
             groups = cast(RaftGroups, self.groups[n])
-            self.keys[n] = LinearizableKeys(groups, n, self.net.transport(n), lambda: self.md)
+            transport = self.net.transport(n)
+            clock = partial(self.clocks.__getitem__, n)
+            self.keys[n] = LinearizableKeys(groups, n, transport, lambda: self.md, clock)
             self.net.tables[n] = OpTable()
             self.keys[n].register(self.net.tables[n])
 
@@ -242,5 +257,45 @@ def test_a_node_outside_the_group_refuses_to_serve_a_forward() -> None:
         with pytest.raises(Retryable):
             await c.keys["n3"].serve_forwarded(Forwarded.of_put(req, "r"))
         assert c.groups["n3"].proposed == []
+
+    run(scenario())
+
+
+def test_a_ttl_write_is_stamped_by_the_leaders_clock() -> None:
+    """docs/ttl.md: a member that is not the leader sends a TTL write to the leader, which
+    stamps `now`; a node outside the group reaches it through a member (two hops)."""
+
+    async def scenario() -> None:
+        c = Cluster(replication=3)
+        key = c.key_owned_by("n1")
+        members = routing.place(c.md, c.ks, key).replicas
+        follower, leader = members[0], members[1]
+        outsider = next(n for n in NODES if n not in members)
+        for n in members:
+            c.groups[n].leader = f"{leader}:2"
+        assert await c.put(follower, key, {"value": "a", "ttl_s": 1.5}) == {"version": 1}
+        assert await c.put(outsider, key, {"value": "b", "ttl_s": 2}) == {"version": 2}
+        assert c.net.sent == [(follower, leader), (outsider, follower), (follower, leader)]
+        stamped = [(cmd.ttl_ms, cmd.now) for cmd in c.groups[leader].proposed]
+        assert stamped == [(1500, c.clocks[leader] * 1000), (2000, c.clocks[leader] * 1000)]
+        assert c.groups[follower].proposed == []
+
+    run(scenario())
+
+
+def test_a_ttl_write_is_stamped_here_when_the_leader_is_unknown_or_unreachable() -> None:
+    async def scenario() -> None:
+        c = Cluster(replication=3)
+        key = c.key_owned_by("n1")
+        follower, leader = routing.place(c.md, c.ks, key).replicas[:2]
+        await c.put(follower, key, {"value": "a", "ttl_s": 1})  # no leader known
+        c.groups[follower].leader = f"{leader}:2"
+        c.net.refuse.add(leader)
+        await c.put(follower, key, {"value": "b", "ttl_s": 1})
+        now = c.clocks[follower] * 1000
+        assert [cmd.now for cmd in c.groups[follower].proposed] == [now, now]
+        await c.put(follower, key, {"value": "c"})  # no TTL: never sent to the leader
+        assert c.groups[follower].proposed[-1].now == 0
+        assert c.net.sent == [(follower, leader)]
 
     run(scenario())

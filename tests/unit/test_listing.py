@@ -94,15 +94,15 @@ def test_partition_slice_hides_tombstones_merged_across_replicas() -> None:
     only_a = make_version(("A", 2), {}, None)
     a = ScanBatch((("k1", (v1,)), ("k2", (only_a,))), True)
     b = ScanBatch((("k1", (gone,)),), True)
-    assert partition_slice([a, b]) == Slice(("k2",), None)
-    assert partition_slice([a]) == Slice(("k1", "k2"), None)  # w=1: one replica has it
+    assert partition_slice([a, b], 0) == Slice(("k2",), None)
+    assert partition_slice([a], 0) == Slice(("k1", "k2"), None)  # w=1: one replica has it
 
 
 def test_partition_slice_is_complete_only_up_to_a_cut_replica() -> None:
     v = make_version(("A", 1), {}, None)
     full = ScanBatch((("a", (v,)), ("b", (v,)), ("c", (v,))), True)
     cut = ScanBatch((("a", (v,)),), False)
-    assert partition_slice([full, cut]) == Slice(("a",), "a")
+    assert partition_slice([full, cut], 0) == Slice(("a",), "a")
 
 
 def test_replica_scan_with_a_prefix() -> None:

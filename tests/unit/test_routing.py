@@ -82,6 +82,12 @@ def test_write_fields_arrive_typed() -> None:
         ("lin", {"if_version": 1}, "value"),
         ("lin", [1], "body"),
         ("ev", {"value": 1, "colour": "red"}, "colour"),
+        ("ev", {"value": 1, "ttl_s": 0}, "ttl_s"),
+        ("lin", {"value": 1, "ttl_s": -1}, "ttl_s"),
+        ("lin", {"value": 1, "ttl_s": "60"}, "ttl_s"),
+        ("ev", {"value": 1, "ttl_s": True}, "ttl_s"),
+        ("lin", {"value": 1, "ttl_s": routing.MAX_TTL_S + 1}, "ttl_s"),
+        ("ev", {"value": 1, "ttl_s": 1e300}, "ttl_s"),
     ],
 )
 def test_bad_bodies_name_the_field(ks: str, body: Any, field: str) -> None:
@@ -156,3 +162,19 @@ def test_placement_shows_a_moving_partition_with_its_incoming_owners_until_it_fl
     (group,) = routing.placement(flipped)
     new = list(moving.transition.chains[p][:n])
     assert group["partitions"][p] == {"partition": p, "replicas": new, "incoming": []}
+
+
+@pytest.mark.parametrize(
+    ("ttl_s", "ttl_ms"), [(1, 1000), (0.5, 500), (0.0001, 1), (routing.MAX_TTL_S, None)]
+)
+def test_ttl_s_becomes_whole_milliseconds_rounded_up(ttl_s: float, ttl_ms: int | None) -> None:
+    for ks in ("lin", "ev"):
+        put = routing.put_request(MD, ks, "k", {"value": 1, "ttl_s": ttl_s}, OPTS)
+        assert put.ttl_ms == (ttl_ms or routing.MAX_TTL_S * 1000)
+    assert routing.put_request(MD, "ev", "k", {"value": 1}, OPTS).ttl_ms is None
+
+
+def test_a_delete_takes_no_ttl() -> None:
+    with pytest.raises(InvalidRequest) as info:
+        routing.delete_request(MD, "lin", "k", {"ttl_s": 5}, OPTS)
+    assert info.value.details["field"] == "ttl_s"

@@ -95,3 +95,38 @@ def test_one_dot_one_version_whoever_writes_it_back() -> None:
     assert first is not None
     later = switch_policy.written_back([first, v("b", 1, "y")], True, "raft", BACK)
     assert later is first
+
+
+# -- a key's time to live across a switch (docs/ttl.md) ------------------------------------
+
+NOW = 1_700_000_000_000
+
+
+def e(actor: str, n: int, value: object, expires_at: int, ts: int = 0) -> siblings.Version:
+    return make_version((actor, n), {}, value, False, (), ts, expires_at)
+
+
+def test_a_switch_to_linearizable_keeps_the_expiry_of_the_value_it_keeps() -> None:
+    resolve = switch_policy.resolve_expiring
+    assert resolve([e("a", 1, "x", NOW + 5)], "refuse", NOW) == (True, "x", NOW + 5)
+    assert resolve([e("a", 1, "x", NOW)], "refuse", NOW) == (False, None, None)  # expired
+    assert resolve([v("a", 1, "x")], "refuse", NOW) == (True, "x", None)
+    # an expired sibling is left out, as a read leaves it out: no conflict
+    assert resolve([e("a", 1, "x", NOW), v("b", 1, "y")], "refuse", NOW) == (True, "y", None)
+    late = [e("a", 1, "x", NOW + 9, ts=2), e("b", 1, "y", NOW + 5, ts=1)]
+    assert resolve(late, "lww", NOW) == (True, "x", NOW + 9)
+
+
+def test_a_merged_list_lives_as_long_as_its_longest_lived_part() -> None:
+    resolve = switch_policy.resolve_expiring
+    parts = [e("a", 1, [1], NOW + 5), e("b", 1, [2], NOW + 9)]
+    assert resolve(parts, "merge-json-list", NOW) == (True, [1, 2], NOW + 9)
+    forever = [e("a", 1, [1], NOW + 5), v("b", 1, [2])]
+    assert resolve(forever, "merge-json-list", NOW) == (True, [1, 2], None)
+
+
+def test_written_back_carries_the_raft_records_expiry() -> None:
+    back = switch_policy.written_back([v("a", 1, "x")], True, "x", BACK, NOW + 5)
+    assert back is not None and back.expires_at == NOW + 5  # same value, new expiry
+    same = [e("a", 1, "x", NOW + 5)]
+    assert switch_policy.written_back(same, True, "x", BACK, NOW + 5) is None
