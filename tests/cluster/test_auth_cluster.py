@@ -1,6 +1,7 @@
 """`ops/cluster up --auth` (issue 11 item 1): a 3-process cluster that requires tokens,
 its admin token in DIR/admin.token (mode 600), usable by curl-style requests and by
-`ops/kvctl --token-file`; requests without a token are 401 on every node."""
+`ops/kvctl --token-file`; requests without a token are 401 on every node, and a revoked
+token is refused by every node within a second."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import ssl
 import stat
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -65,6 +67,18 @@ def test_up_auth_makes_every_node_require_the_admin_token(tmp_path: Path) -> Non
             [*kvctl, "cluster", "status"], capture_output=True, text=True, timeout=60, cwd=ROOT
         )
         assert refused.returncode != 0 and "token" in refused.stderr.lower(), refused
+        # revoked through n1: every node refuses the token within a second (issue 11)
+        token_id = reader["token"].split(".")[1]  # kv1.<id>.<secret>
+        revoke = [*kvctl, "--token-file", str(token_file), "token", "revoke", token_id]
+        revoked = subprocess.run(revoke, capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert revoked.returncode == 0, revoked.stderr
+        deadline = time.monotonic() + 1.0
+        urls = [f"http://127.0.0.1:{base + i}/v1/keyspaces" for i in range(3)]
+        while time.monotonic() < deadline and any(
+            status_of(u, reader["token"]) != 401 for u in urls
+        ):
+            time.sleep(0.05)
+        assert [status_of(u, reader["token"]) for u in urls] == [401, 401, 401]
     finally:
         ops("down", d=d)
 
