@@ -12,6 +12,7 @@ group anything: measured, tests of one marked module ran on both workers.)
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -39,3 +40,18 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             return unit_of(nodeid)
 
     return ByFile(config, log)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """End every run with what was skipped, one line per reason; each reason says how to
+    enable its tests (a system package, root, an environment variable)."""
+    reasons: Counter[str] = Counter()
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reasons[str(reason).removeprefix("Skipped: ")] += 1
+    terminalreporter.section("skipped, and how to enable")
+    if not reasons:
+        terminalreporter.write_line("nothing skipped")
+    for reason, count in reasons.most_common():
+        terminalreporter.write_line(f"{count:4d}  {reason}")

@@ -34,6 +34,7 @@ from ops.localcluster import EXIT_BUSY, ROOT, LocalCluster, NetnsRefused, alive
 __all__ = ["ROOT", "Cluster", "alive", "hint_backlog", "sigterm_raises", "wait_until"]
 
 BUSY_WAIT_S = 120.0  # how long up(netns=True) waits for another run to free 10.77.0.0/24
+ENABLE_NETNS = "run as root with iproute2 and nftables (apt-get install nftables), docs/netns.md"
 
 
 def wait_until(pred: Callable[[], Any], deadline_s: float, what: str, interval: float = 0.1) -> Any:
@@ -83,7 +84,7 @@ class Cluster(LocalCluster):
         except NetnsRefused as exc:
             if exc.code == EXIT_BUSY:
                 pytest.skip(f"10.77.0.0/24 stayed busy for {busy_wait_s:.0f}s: {exc.reason}")
-            pytest.skip(f"partition tests skipped: {exc.reason}")
+            pytest.skip(f"partition tests skipped: {exc.reason} ({ENABLE_NETNS})")
         return self
 
 

@@ -27,7 +27,7 @@ import pytest
 from kv.client import KvClient
 from kv.errors import KvError, QuorumUnavailable
 from ops import netns
-from tests.cluster.harness import ROOT, Cluster, alive, sigterm_raises, wait_until
+from tests.cluster.harness import ENABLE_NETNS, ROOT, Cluster, alive, sigterm_raises, wait_until
 
 CLUSTER_PY = os.path.join(ROOT, "ops", "cluster.py")
 NODES = ("n1", "n2", "n3")
@@ -113,7 +113,9 @@ def test_up_netns_without_nft_exits_3_naming_it(tmp_path: Any) -> None:
 def test_up_netns_without_privileges_exits_3(tmp_path: Any) -> None:
     setpriv = shutil.which("setpriv")
     if os.geteuid() != 0 or not setpriv or not shutil.which("ip") or not shutil.which("nft"):
-        pytest.skip("needs root, setpriv, ip and nft to drop the privileges itself")
+        pytest.skip(
+            f"needs root, setpriv, ip and nft to drop the privileges itself: {ENABLE_NETNS}"
+        )
     cmd = [setpriv, "--bounding-set=-all", "--", sys.executable, CLUSTER_PY]
     r = subprocess.run(
         [*cmd, "up", "--netns", "--dir", str(tmp_path)],
@@ -137,11 +139,11 @@ def test_partition_of_a_loopback_cluster_exits_3(tmp_path: Any) -> None:
 # ---------------------------------------------------------------------- real namespaces
 def _require_netns() -> None:
     if os.geteuid() != 0:
-        pytest.skip("partition tests need root (network namespaces and nftables)")
+        pytest.skip(f"partition tests need root (network namespaces and nftables): {ENABLE_NETNS}")
     try:
         netns.check_support()
     except netns.NetnsUnavailable as exc:
-        pytest.skip(f"partition tests skipped: {exc}")
+        pytest.skip(f"partition tests skipped: {exc} ({ENABLE_NETNS})")
 
 
 class NetnsCluster(Cluster):

@@ -38,6 +38,7 @@ from typing import Any
 import pytest
 
 from ops import netns
+from tests.cluster.harness import ENABLE_NETNS
 from tests.cluster.stale_reads import provably_stale
 from verification.faults import PlanShape, plan_faults, windows
 from verification.history import op_from_dict
@@ -147,11 +148,11 @@ def _assert_no_namespaces_left(doc: dict[str, Any]) -> None:
 def _require_netns() -> None:
     """Skip early (not after a whole run) where ops/verify would skip the partitions."""
     if os.geteuid() != 0:
-        pytest.skip("partition runs need root (network namespaces and nftables)")
+        pytest.skip(f"partition runs need root (network namespaces and nftables): {ENABLE_NETNS}")
     try:
         netns.check_support()
     except netns.NetnsUnavailable as exc:
-        pytest.skip(f"partition runs skipped: {exc}")
+        pytest.skip(f"partition runs skipped: {exc} ({ENABLE_NETNS})")
 
 
 def _skip_if_partition_skipped(doc: dict[str, Any]) -> None:
