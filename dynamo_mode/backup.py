@@ -23,6 +23,7 @@ from dynamo_mode.frontend import placement
 from dynamo_mode.messages import PART_SCAN, STORE, ScanRequest, StoreRequest
 from dynamo_mode.siblings import Version
 from kv import routing
+from kv.backup import MAX_EXPIRES_AT
 from kv.errors import InvalidRequest, KvError, Retryable
 from kv.keyspace import KeyspaceConfig
 from kv.meta import Metadata
@@ -105,8 +106,9 @@ def _record(i: int, raw: Any) -> tuple[str, tuple[Version, ...]]:
         if not isinstance(key, str) or not versions:
             raise ValueError("a record needs a string key and at least one version")
         routing.check_key(key)
-        for v in siblings.live(versions):
+        for v in versions:
             routing.check_value(v.value)
+            _check_bounds(v)
     except (ValueError, TypeError) as exc:
         raise InvalidRequest("records", f"record {i}: {exc}") from None
     except KvError as exc:
@@ -114,3 +116,13 @@ def _record(i: int, raw: Any) -> tuple[str, tuple[Version, ...]]:
             raise
         raise InvalidRequest("records", f"record {i}: {exc.message}") from None
     return key, versions
+
+
+def _check_bounds(v: Version) -> None:
+    """Numbers a replica stores in fixed widths (expiry markers: 8 bytes; counters and
+    times as JSON integers) must fit them."""
+    counters = [v.dot[1], v.ts, *(c for _, c in v.context), *(c for _, c in v.context_dots)]
+    if max(counters) >= 1 << 63:
+        raise ValueError("a counter or time of a version is out of range")
+    if v.expires_at is not None and v.expires_at > MAX_EXPIRES_AT:
+        raise ValueError(f"expires_at {v.expires_at} is out of range")

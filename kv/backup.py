@@ -15,10 +15,12 @@ from typing import Any
 
 from kv.errors import InvalidRequest, KvError
 from kv.internode import Operation, integer, number, obj, text
-from kv.routing import MAX_TIMEOUT_S, check_key, check_value
+from kv.routing import MAX_TIMEOUT_S, MAX_TTL_S, check_key, check_value
 
 MAX_IMPORT_RECORDS = 1000  # records one import request may carry
-MAX_TIME_MS = 1 << 53  # an expires_at beyond this is not a time (raft_groups/commands.py)
+# an expires_at beyond this is not a time: the limit migrate items take (raft_groups/commands.py
+# MAX_TIME_MS + MAX_TTL_MS)
+MAX_EXPIRES_AT = (1 << 43) + MAX_TTL_S * 1000
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,9 @@ class LinRecord:
         key, value, version, expires = raw
         if not isinstance(key, str):
             raise ValueError("a record's key must be a string")
-        expires_at = None if expires is None else integer(expires, "expires_at", 1, MAX_TIME_MS)
+        expires_at = (
+            None if expires is None else integer(expires, "expires_at", 1, MAX_EXPIRES_AT + 1)
+        )
         return LinRecord(key, value, integer(version, "version", 1, 1 << 62), expires_at)
 
 

@@ -26,7 +26,7 @@ from kv.backup import (
     ImportRequest,
     LinRecord,
 )
-from kv.errors import NoLeader, NotReady, PeerTimeout, PeerUnreachable, Retryable
+from kv.errors import InvalidRequest, NoLeader, NotReady, PeerTimeout, PeerUnreachable, Retryable
 from kv.internode import OpTable
 from kv.keyspace import KeyspaceConfig
 from kv.meta import Metadata
@@ -109,7 +109,10 @@ class LinearizableBackup:
         live = [r for r in req.records if r.expires_at is None or r.expires_at > now_ms]
         created = 0
         for items in _batches(live):
-            command = Command("migrate", req.uid, "", items=items)
+            try:
+                command = Command("migrate", req.uid, "", items=items)
+            except ValueError as exc:  # kv/backup.py checked them as a PUT is checked
+                raise InvalidRequest("records", str(exc)) from None
             result = await self._groups.propose(spec, command, req.timeout_s)
             if not result.get("ok"):
                 raise Retryable(f"import into {spec.gid} refused: {result}", retry_after=0.5)
