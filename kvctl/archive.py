@@ -158,11 +158,6 @@ def verify(src: BinaryIO) -> Summary:
             assert header is not None
             frames += 1
             records += len(Frame.from_json(body, header.consistency).records)
-        elif (body.get("frames"), body.get("records")) != (frames, records):
-            raise ArchiveError(
-                f"trailer counts {body.get('frames')} frames, {body.get('records')} records; "
-                f"the archive holds {frames} frames, {records} records"
-            )
     assert header is not None
     return Summary(header, frames, records)
 
@@ -193,6 +188,7 @@ def _sections(src: BinaryIO) -> Iterator[tuple[bytes, Any]]:
         )
     digest.update(start)
     expected = b"H"
+    frames = records = 0
     while True:
         head = _read(src, _SECTION.size, "a section header")
         kind, length = _SECTION.unpack(head)
@@ -207,11 +203,20 @@ def _sections(src: BinaryIO) -> Iterator[tuple[bytes, Any]]:
         if kind == b"T":
             if body.get("digest") != digest.hexdigest():
                 raise ArchiveError("whole-archive digest mismatch (damaged archive)")
+            if (body.get("frames"), body.get("records")) != (frames, records):
+                raise ArchiveError(
+                    f"trailer counts {body.get('frames')} frames, {body.get('records')} "
+                    f"records; the archive holds {frames} frames, {records} records"
+                )
             if src.read(1):
                 raise ArchiveError("bytes after the trailer (damaged archive)")
             yield kind, body
             return
         digest.update(head + payload + hashlib.sha256(payload).digest())
+        if kind == b"F":
+            frames += 1
+            found = body.get("records")
+            records += len(found) if isinstance(found, list) else 0
         expected = b"F"
         yield kind, body
 

@@ -224,7 +224,7 @@ ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
     ("DELETE", "/v1/keyspaces/{ks}/switch", cancel_switch, "keyspace.switch.cancel"),
     ("GET", "/v1/keyspaces/{ks}/keys", list_keys, "keys.list"),
     ("GET", "/v1/keyspaces/{ks}/export", backup.export, "keyspace.export"),
-    ("POST", "/v1/keyspaces/{ks}/import", backup.import_, "keyspace.import"),
+    ("POST", "/v1/keyspaces/{ks}/import", backup.import_, "keyspace.restore"),
     ("GET", KEY, get_key, "key.get"),
     ("PUT", KEY, put_key, "key.put"),
     ("DELETE", KEY, delete_key, "key.delete"),

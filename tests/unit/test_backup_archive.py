@@ -29,7 +29,7 @@ def _archive(header: Header = HEADER, frames: list[Frame] = FRAMES) -> bytes:
     return out.getvalue()
 
 
-def _refused(data: bytes, match: str = "") -> None:
+def _refused(data: bytes, match: str | None = None) -> None:
     with pytest.raises(ArchiveError, match=match):
         archive.verify(io.BytesIO(data))
     with pytest.raises(ArchiveError):
