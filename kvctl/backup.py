@@ -72,6 +72,8 @@ def backup(
             f.flush()
             os.fsync(f.fileno())
         os.replace(partial, out)
+    except OSError as exc:
+        raise KvctlError(f"cannot write {out}: {exc.strerror or exc}") from None
     finally:
         partial.unlink(missing_ok=True)
     return summary
@@ -91,6 +93,8 @@ def verify(path: Path) -> Summary:
             return archive.verify(f)
     except ArchiveError as exc:
         raise KvctlError(f"{path}: {exc}; nothing was restored", DAMAGED) from None
+    except OSError as exc:
+        raise KvctlError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def restore(

@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 
+from dynamo_mode.backup import _record
 from kv import backup as wire
 from kv.errors import InvalidRequest, KeyspaceNotFound, NotReady, TooLarge
 from kvctl import archive, backup
 from kvctl.errors import DAMAGED, REFUSED, KvctlError
+from raft_groups.backup import _batches
 
 CONFIG = {"consistency": "linearizable", "replication": 3}
 
@@ -110,6 +112,11 @@ def test_a_failed_backup_keeps_the_previous_archive(tmp_path: Path) -> None:
     assert out.read_bytes() == before and len(list(tmp_path.iterdir())) == 1
 
 
+def test_an_output_that_cannot_be_written_is_a_refusal(tmp_path: Path) -> None:
+    with pytest.raises(KvctlError, match="cannot write"):
+        backup.backup(_cluster(), "src", tmp_path / "missing" / "src.kvb", _noop)
+
+
 def test_a_damaged_archive_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
     cluster, out = _cluster(), tmp_path / "src.kvb"
     backup.backup(cluster, "src", out, _noop)
@@ -179,3 +186,31 @@ def test_internode_messages_round_trip() -> None:
     assert wire.ExportPage.from_wire(page.to_wire()) == page
     exp = wire.ExportRequest("ks", 5, 3, 2.0)
     assert wire.ExportRequest.from_wire(exp.to_wire()) == exp
+
+
+# ---------------------------------------------------------------------- the modes' checks
+def test_eventual_records_are_checked_before_any_store() -> None:
+    good = {"dot": ["n1", 1], "context": {}, "value": [1], "deleted": False}
+    assert _record(0, ["k", [good]])[0] == "k"
+    bad: list[Any] = [
+        ["k", []],
+        ["k", [{"dot": ["n1", 0], "context": {}, "value": 1, "deleted": False}]],
+        ["k", [{**good, "expires_at": 1 << 60}]],
+        ["k", [{**good, "ts": 1 << 64}]],
+        ["k", [{**good, "extra": 1}]],
+        ["", [good]],
+        [1, [good]],
+        ["k", good],
+    ]
+    for record in bad:
+        with pytest.raises(InvalidRequest, match="records"):
+            _record(3, record)
+
+
+def test_linearizable_imports_become_bounded_migrate_batches() -> None:
+    records = [wire.LinRecord(f"k{i}", "v", 1, None if i % 2 else 5) for i in range(2500)]
+    found = _batches(records)
+    assert [len(b) for b in found] == [1000, 1000, 500]
+    assert found[0][0] == ("k0", "v", 5) and found[0][1] == ("k1", "v")
+    big = [wire.LinRecord(f"k{i}", "x" * 1_000_000, 1, None) for i in range(9)]
+    assert all(len(b) <= 4 for b in _batches(big))
