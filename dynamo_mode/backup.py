@@ -1,11 +1,11 @@
 """Backup and restore of eventual keyspaces (docs/backup.md).
 
-Export: every primary of the partition's preference list is scanned (`part_scan`, R = N:
-a write acknowledged on any W of them is seen), and each key's versions are reconciled
-(siblings.reconcile: the versions no other version supersedes) — every version with its
-dot, causal context, write time and expiry. Keys whose versions are all tombstones are
-left out: deleted. Versions held only as hints on fallbacks are not exported until they
-are handed off (as a key listing, docs/listing.md).
+Export: every member is asked for the partition — its replica data and the hints it holds
+for it (`switch_scan`, as a switch's migrator reads: more than R = N, so a write
+acknowledged on any W replicas or fallbacks is seen; every member must answer) — and each
+key's versions are reconciled (siblings.reconcile: the versions no other version
+supersedes): every version with its dot, causal context, write time and expiry. Keys whose
+versions are all tombstones are left out: deleted.
 
 Import: each key's versions are stored on every replica of the key in the target keyspace
 (`store`, the replica merge anti-entropy and transfers use), so the causal history comes
@@ -20,7 +20,7 @@ from typing import Any
 
 from dynamo_mode import siblings
 from dynamo_mode.frontend import placement
-from dynamo_mode.messages import PART_SCAN, STORE, ScanRequest, StoreRequest
+from dynamo_mode.messages import STORE, SWITCH_SCAN, ScanRequest, StoreRequest, SwitchScanRequest
 from dynamo_mode.siblings import Version
 from kv import routing
 from kv.backup import MAX_EXPIRES_AT
@@ -40,8 +40,7 @@ class EventualBackup:
     async def export(
         self, md: Metadata, ks: KeyspaceConfig, partition: int, timeout: float
     ) -> dict[str, Any]:
-        owners = routing.replicas(md, "eventual", partition, ks.replication)
-        scans = (self._scan(owner, partition, ks.uid, timeout) for owner in owners)
+        scans = (self._scan(m.id, partition, ks.uid, timeout) for m in md.members)
         versions: dict[str, list[Version]] = {}
         for found in await asyncio.gather(*scans):
             for key, vs in found:
@@ -59,9 +58,11 @@ class EventualBackup:
         found: list[tuple[str, tuple[Version, ...]]] = []
         after: str | None = None
         while True:
-            request = ScanRequest(partition, uid, after, SCAN_LIMIT)
+            # a switch scan at epoch 1 (always reached): replica data, and in the first
+            # batch the hints held for the partition (dynamo_mode/replica_server.py)
+            request = SwitchScanRequest(ScanRequest(partition, uid, after, SCAN_LIMIT), 1)
             try:
-                batch = await self._transport.call(owner, PART_SCAN, request, timeout)
+                batch = await self._transport.call(owner, SWITCH_SCAN, request, timeout)
             except KvError as exc:
                 raise Retryable(
                     f"replica {owner} of partition {partition}: {exc.message}"
