@@ -246,8 +246,10 @@ def test_groups_on_other_nodes_are_exported_and_imported_through_a_member(
     out = tmp_path / "one.kvb"
     assert kvctl(source[:1], "backup", "--keyspace", "one", "--out", str(out)).exit_code == 0
     assert kvctl(target[:1], "restore", str(out), "--keyspace", "one2").exit_code == 0
-    with SyncClient(target, timeout=30.0, retries=10) as client:
-        for i in range(60):
-            found = client.get("one2", f"k{i}")
-            assert (found["value"], found["version"]) == (i, 1)
-            assert found.get("expires_at") == expires[f"k{i}"]
+    assert kvctl(source[1:2], "restore", str(out), "--keyspace", "one3").exit_code == 0
+    for endpoints, name in ((target, "one2"), (source, "one3")):  # another cluster, the same
+        with SyncClient(endpoints, timeout=30.0, retries=10) as client:
+            for i in range(60):
+                found = client.get(name, f"k{i}")
+                assert (found["value"], found["version"]) == (i, 1)
+                assert found.get("expires_at") == expires[f"k{i}"]
