@@ -32,7 +32,14 @@ from kv.client import KvClient, SyncClient
 from kv.errors import KeyNotFound, KvError
 from kvctl import errors
 from kvctl.cli import cli
-from tests.integration.conftest import Api, NodeThread, create_keyspace, founder_configs, running
+from tests.integration.conftest import (
+    Api,
+    NodeThread,
+    auth_node,
+    create_keyspace,
+    founder_configs,
+    running,
+)
 
 KEYS = int(os.environ.get("KV_BACKUP_KEYS", "1000"))
 TTL_EVERY = 10  # every tenth key has a TTL
@@ -253,3 +260,25 @@ def test_groups_on_other_nodes_are_exported_and_imported_through_a_member(
                 found = client.get(name, f"k{i}")
                 assert (found["value"], found["version"]) == (i, 1)
                 assert found.get("expires_at") == expires[f"k{i}"]
+
+
+def test_export_and_import_need_an_admin_token(tmp_path: Path) -> None:
+    """A backup reads everything and a restore writes past any condition: admin only."""
+    with auth_node(tmp_path) as (api, admin):
+        as_admin = {"Authorization": f"Bearer {admin}"}
+        ks = {"consistency": "eventual", "replication": 1}
+        assert api.put("/v1/keyspaces/a", ks, headers=as_admin).status == 201
+        minted = api.request(
+            "POST",
+            "/v1/tokens",
+            json_body={"name": "w", "role": "write", "keyspaces": ["a"]},
+            headers=as_admin,
+        )
+        as_writer = {"Authorization": f"Bearer {minted.json()['token']}"}
+        body = {
+            "records": [["k", [{"dot": ["x", 1], "context": {}, "value": 1, "deleted": False}]]]
+        }
+        for headers, status in (({}, 401), (as_writer, 403), (as_admin, 200)):
+            assert api.get("/v1/keyspaces/a/export?partition=0", headers=headers).status == status
+            reply = api.request("POST", "/v1/keyspaces/a/import", json_body=body, headers=headers)
+            assert reply.status == status, reply
