@@ -215,6 +215,17 @@ class KvClient:
         query = {"prefix": prefix or None, "after": after, "limit": limit, **query}
         return _obj(await self.request("GET", path, query=query, idempotent=True))
 
+    # ------------------------------------------------------------------ backup
+    async def export_partition(self, ks: str, partition: int, **query: Any) -> dict[str, Any]:
+        """One partition's records, read for a backup (docs/backup.md). Query: timeout_ms."""
+        path, query = f"/v1/keyspaces/{_q(ks)}/export", {"partition": partition, **query}
+        return _obj(await self.request("GET", path, query=query, idempotent=True))
+
+    async def import_records(self, ks: str, records: list[Any], **query: Any) -> dict[str, Any]:
+        """Create-only, so sending it again after an unknown outcome is safe (idempotent)."""
+        path, body = f"/v1/keyspaces/{_q(ks)}/import", {"records": records}
+        return _obj(await self.request("POST", path, body, query=query, idempotent=True))
+
     # ------------------------------------------------------------------ cluster
     async def cluster(self, node: str | None = None) -> dict[str, Any]:
         return _obj(await self.request("GET", "/v1/cluster", idempotent=True, node=node))

@@ -7,14 +7,13 @@ reach us) → bootstrap of the founding metadata (a founder) or the first poll o
 reverses it.
 
 `self.meta` (kv/meta_role.py `MetaRole`) is the node's one metadata source: the meta group
-while the node votes (a founder starts as a voter), kv/meta_reader.py `MetaReader`
-otherwise, switching at runtime as raft_groups/meta_voters.py (on the group's leader)
-moves the voters. Every node serves `meta_get` (and voters `meta_change`) through
-`MetaServer`, and `meta_join` (the leader asking it to join the group) through `MetaRole`.
-A node the metadata does not list is `joining` (docs/membership.md): it coordinates and
-forwards requests by the metadata like any node, and hosts no replica — placement lists
-members only, so its Raft groups and Dynamo partitions are empty until a committed plan
-lists it.
+while the node votes (a founder starts as a voter), kv/meta_reader.py `MetaReader` otherwise,
+switching at runtime as raft_groups/meta_voters.py (on the group's leader) moves the voters.
+Every node serves `meta_get` (and voters `meta_change`) through `MetaServer`, and
+`meta_join` (the leader asking it to join the group) through `MetaRole`. A node the
+metadata does not list is `joining` (docs/membership.md): it coordinates and forwards
+requests by the metadata like any node, and hosts no replica — placement lists members
+only, so its Raft groups and Dynamo partitions are empty until a committed plan lists it.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ from dynamo_mode.replica import DynamoReplica, KeyRef, local_actor
 from dynamo_mode.replica_server import ReplicaServer
 from dynamo_mode.tombstones import TombstoneReaper
 from dynamo_mode.transfer import Disowned, Transfers
-from kv import auth, node_switch, routing, tls
+from kv import auth, node_backup, node_switch, routing, tls
 from kv.config import NodeConfig
 from kv.config_load import read_secret_file
 from kv.errors import NotReady
@@ -109,6 +108,7 @@ class Node:
         limits = cfg.server_limits
         app = make_app(self.service, self.internode, cfg.request_timeout_s, cfg.auth, limits)
         app[NODE_STATE] = self.node_state
+        node_backup.wire(self, app)  # export and import routes (docs/backup.md)
         app[METRICS] = metrics = NodeMetrics(self)  # read at each scrape (docs/metrics.md)
         app[STATS] = ClusterRequestStats(self.transport, self.service.metadata, metrics.requests)
         app[STATS].register(self.ops)  # the status page's request rates (docs/status_page.md)

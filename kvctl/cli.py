@@ -25,7 +25,17 @@ from kv.client import SyncClient
 from kv.errors import PlanConflict
 from kv.meta import Member
 from kv.plan import Change
-from kvctl import cli_cluster, cli_keys, cli_keyspace, cli_tokens, errors, follow, render, staged
+from kvctl import (
+    cli_backup,
+    cli_cluster,
+    cli_keys,
+    cli_keyspace,
+    cli_tokens,
+    errors,
+    follow,
+    render,
+    staged,
+)
 from kvctl.errors import KvctlError
 from kvctl.help import HELP
 from kvctl.status import Status
@@ -352,7 +362,13 @@ class _Display:
         self.bar.update(max(0, st.moves_done - self.bar.pos), note[:60])
 
 
-for command in (*cli_keys.COMMANDS, cli_keyspace.keyspace, cli_cluster.cluster, cli_tokens.token):
+for command in (
+    *cli_keys.COMMANDS,
+    *cli_backup.COMMANDS,
+    cli_keyspace.keyspace,
+    cli_cluster.cluster,
+    cli_tokens.token,
+):
     cli.add_command(command)
 
 

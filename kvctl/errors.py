@@ -16,6 +16,8 @@ next move (DESIGN.md §8.4), as the client's errors do:
     7  no such keyspace: create it or fix the name
     8  condition failed: `--if-version` did not match; the message names the current version
     9  unhealthy: `cluster health` reached every endpoint it names, and one is not `ok`
+   10  damaged archive: `restore` found the archive damaged, truncated or of another
+       format version, and wrote nothing (docs/backup.md)
 
 Codes 6-8 follow a 4xx the caller branches on; every other 4xx is 1. An endpoint that does
 not answer is 3 everywhere, `cluster health` included.
@@ -44,6 +46,7 @@ NOT_FOUND = 6
 NO_KEYSPACE = 7
 CONDITION_FAILED = 8
 UNHEALTHY = 9
+DAMAGED = 10
 
 PLAN_CHANGED = "the cluster changed since `kvctl plan show`; run `kvctl plan show` again"
 

@@ -24,6 +24,11 @@ Membership changes are staged locally, shown as a plan, then committed:
   kvctl --token-file admin.token token create ci --role write --keyspace carts
 
 \b
+Backup and restore (docs/backup.md):
+  kvctl backup --keyspace carts --out carts.kvb      # a checksummed archive, while serving
+  kvctl restore carts.kvb --keyspace carts2          # creates carts2 with carts' configuration
+
+\b
 Exit codes:
   0  done
   1  refused: the cluster said no (invalid request, plan conflict) or nothing to do
@@ -35,4 +40,5 @@ Exit codes:
   7  no such keyspace
   8  condition failed: --if-version did not match (the current version is printed)
   9  `cluster health`: every endpoint answered, not all `ok`
+  10 `restore`: the archive is damaged (or of another format version); nothing written
 """

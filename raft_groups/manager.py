@@ -318,6 +318,20 @@ class RaftGroups:
         with self._engine.snapshot() as snap:  # the horizon and the records of one state
             return state_machine.keys(snap, spec.number, uid, prefix, after, limit)
 
+    async def export(
+        self, spec: GroupSpec, uid: int, timeout: float
+    ) -> tuple[int, list[tuple[str, state_machine.Record]]]:
+        """A backup's page of this group (docs/backup.md): after a read barrier, every live
+        record of `uid` and the applied index of the one state they were read from."""
+        await self._readable(spec, uid, timeout, False, False)
+
+        def read() -> tuple[int, list[tuple[str, state_machine.Record]]]:
+            with self._engine.snapshot() as snap:
+                applied = state_machine.applied_index(snap, spec.number)
+                return applied, state_machine.entries(snap, spec.number, uid)
+
+        return await asyncio.to_thread(read)
+
     async def _readable(
         self, spec: GroupSpec, uid: int, timeout: float, stale: bool, guard: bool
     ) -> None:

@@ -32,6 +32,10 @@ NEEDS: dict[str, tuple[str, str | None]] = {  # route name → (role, keyspace s
     "keyspace.put": ("admin", "ks"),
     "keyspace.delete": ("admin", "ks"),
     "keyspace.switch.cancel": ("admin", "ks"),
+    # a backup reads every key and version of the keyspace, a restore writes them past any
+    # condition: admin (docs/backup.md)
+    "keyspace.export": ("admin", "ks"),
+    "keyspace.restore": ("admin", "ks"),
     "keys.list": ("read", "ks"),
     "key.get": ("read", "ks"),
     "key.put": ("write", "ks"),

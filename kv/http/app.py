@@ -10,10 +10,7 @@ handshake — the cluster secret never travels.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import re
 import ssl
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -22,14 +19,14 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from kv import json_codec
-from kv.errors import InvalidRequest, KvError, MalformedJson, StorageFailed, TooLarge
-from kv.http import access, limits, metrics, openapi, ui
+from kv.errors import InvalidRequest, KvError, StorageFailed
+from kv.http import access, backup, limits, metrics, openapi, ui
 from kv.http.errors import ERROR_CODE, response_for
 from kv.http.internode import add_routes
+from kv.http.parse import DEFAULT_TIMEOUT, MAX_BODY_BYTES, int_param, options, read_json
+from kv.http.parse import json_reply as _json
 from kv.listing import MAX_LIMIT
 from kv.metrics import NodeMetrics
-from kv.routing import MAX_TIMEOUT_S, Options
 from kv.server_limits import ServerLimits
 from kv.service import Service
 from kv.storage import StorageError
@@ -37,87 +34,9 @@ from kv.wire_server import InternodeServer
 
 log = logging.getLogger(__name__)
 
-# Bodies up to this size are parsed so the client gets our 413 naming the field; beyond it
-# aiohttp stops reading.
-MAX_BODY_BYTES = 8 << 20
-
-_INT_RE = re.compile(r"-?[0-9]{1,18}")
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SERVICE: web.AppKey[Service] = web.AppKey("service", Service)
-DEFAULT_TIMEOUT: web.AppKey[float] = web.AppKey("default_timeout", float)
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=_reply_bytes(body), content_type="application/json")
-
-
-def _reply_bytes(body: Any) -> bytes:
-    """A reply's JSON. What json_codec cannot encode (a lone surrogate or a huge integer:
-    API input refuses both, so only an echo of bad input could hold one) goes through the
-    stdlib, which escapes it, rather than failing the reply."""
-    try:
-        return json_codec.dumps(body)
-    except TypeError:
-        return json.dumps(body).encode()
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text} is out of range")
-    return value
-
-
-async def read_json(request: web.Request) -> Any:
-    try:
-        raw = await limits.read_body(request)
-    except web.HTTPRequestEntityTooLarge:
-        raise TooLarge(
-            "body", request.content_length or MAX_BODY_BYTES + 1, MAX_BODY_BYTES
-        ) from None
-    if not raw.strip():
-        return None
-    try:
-        return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedJson(f"request body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise InvalidRequest("body", "JSON nested too deeply") from None
-
-
-def _int_param(request: web.Request, name: str, low: int, high: int) -> int | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    if not _INT_RE.fullmatch(raw):
-        raise InvalidRequest(name, f"must be an integer, got {raw!r}")
-    value = int(raw)
-    if not low <= value <= high:
-        raise InvalidRequest(name, f"must be between {low} and {high}, got {value}")
-    return value
-
-
-def options(request: web.Request) -> Options:
-    timeout_ms = _int_param(request, "timeout_ms", 1, int(MAX_TIMEOUT_S * 1000))
-    consistency = request.query.get("consistency")
-    if consistency not in (None, "stale", "linearizable"):
-        raise InvalidRequest(
-            "consistency", f"must be 'stale' or 'linearizable', got {consistency!r}"
-        )
-    return Options(
-        timeout_s=timeout_ms / 1000 if timeout_ms else request.app[DEFAULT_TIMEOUT],
-        r=_int_param(request, "r", 1, 64),
-        w=_int_param(request, "w", 1, 64),
-        pr=_int_param(request, "pr", 1, 64),
-        pw=_int_param(request, "pw", 1, 64),
-        stale=consistency == "stale",
-    )
 
 
 @web.middleware
@@ -196,7 +115,7 @@ async def cancel_switch(request: web.Request) -> web.Response:
 async def list_keys(request: web.Request) -> web.Response:
     """A page of keys in order, and the cursor to continue from (kv/listing.py)."""
     service, q = request.app[SERVICE], request.query
-    limit = _int_param(request, "limit", 1, MAX_LIMIT)
+    limit = int_param(request, "limit", 1, MAX_LIMIT)
     page = await service.list_keys(
         request.match_info["ks"], q.get("prefix", ""), q.get("after"), limit, options(request)
     )
@@ -226,7 +145,7 @@ def _delete_query(request: web.Request) -> dict[str, Any] | None:
     body: dict[str, Any] = {}
     if "context" in request.query:
         body["context"] = request.query["context"]
-    version = _int_param(request, "if_version", 0, 1 << 62)
+    version = int_param(request, "if_version", 0, 1 << 62)
     if version is not None:
         body["if_version"] = version
     return body or None
@@ -304,6 +223,8 @@ ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
     ("DELETE", "/v1/keyspaces/{ks}", delete_keyspace, "keyspace.delete"),
     ("DELETE", "/v1/keyspaces/{ks}/switch", cancel_switch, "keyspace.switch.cancel"),
     ("GET", "/v1/keyspaces/{ks}/keys", list_keys, "keys.list"),
+    ("GET", "/v1/keyspaces/{ks}/export", backup.export, "keyspace.export"),
+    ("POST", "/v1/keyspaces/{ks}/import", backup.import_, "keyspace.restore"),
     ("GET", KEY, get_key, "key.get"),
     ("PUT", KEY, put_key, "key.put"),
     ("DELETE", KEY, delete_key, "key.delete"),

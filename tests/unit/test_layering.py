@@ -33,6 +33,7 @@ TOOLING = ("verification", "ops", "tests")
 
 PURE = (
     "kv/auth.py",
+    "kv/backup.py",
     "kv/claim.py",
     "kv/errors.py",
     "kv/hashing.py",
@@ -68,6 +69,7 @@ PURE = (
     "raft_groups/syncobj_adapter/membership.py",
     "raft_groups/syncobj_adapter/read_index.py",
     "raft_groups/state_machine.py",
+    "kvctl/archive.py",
     "kvctl/errors.py",
     "kvctl/keys.py",
     "kvctl/render.py",
@@ -107,7 +109,7 @@ ONE_IMPORTER = {
 }
 # test-only libraries → the one test module that may import each (rule 2 for tests/)
 TEST_ONE_IMPORTER = {"playwright": "tests/cluster/test_status_page.py"}
-COMPOSITION_ROOT = ("kv/node.py", "kv/node_switch.py", "kv/__main__.py")
+COMPOSITION_ROOT = ("kv/node.py", "kv/node_switch.py", "kv/node_backup.py", "kv/__main__.py")
 OPS_MUST_NOT_IMPORT = (
     "kv/leveldb.py",
     "kv/node.py",
