@@ -136,14 +136,30 @@ class NodeThread:
     def start(self) -> None:
         self._thread.start()
         fut = asyncio.run_coroutine_threadsafe(self.node.start(), self.loop)
-        fut.result(timeout=START_DEADLINE_S)
+        try:
+            fut.result(timeout=START_DEADLINE_S)
+        except TimeoutError:  # name what the start waits on
+            raise TimeoutError(f"node start hung: {self._pending()}") from None
+
+    def _pending(self) -> str:
+        """The loop's unfinished tasks, each with its innermost frame (a diagnosis only:
+        read from another thread)."""
+        lines = []
+        for task in list(asyncio.all_tasks(self.loop)):
+            frames = task.get_stack()
+            where = f"{frames[-1].f_code.co_qualname}:{frames[-1].f_lineno}" if frames else "?"
+            lines.append(f"{task.get_coro()!r} at {where}")
+        return "; ".join(lines)
 
     def stop(self) -> None:
         """Stop the node, the loop and the thread; safe after a partial or failed start."""
         try:
             if self.loop.is_running():
                 fut = asyncio.run_coroutine_threadsafe(self.node.stop(), self.loop)
-                fut.result(timeout=STOP_DEADLINE_S)
+                try:
+                    fut.result(timeout=STOP_DEADLINE_S)
+                except TimeoutError:  # name what the stop waits on
+                    raise TimeoutError(f"node stop hung: {self._pending()}") from None
         finally:
             if self._thread.is_alive():
                 self.loop.call_soon_threadsafe(self.loop.stop)

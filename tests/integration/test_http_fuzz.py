@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,7 +46,9 @@ SEED = int(os.environ.get("KV_FUZZ_SEED") or random.SystemRandom().randrange(1 <
 MAX_EXAMPLES = int(os.environ.get("KV_FUZZ_EXAMPLES") or 1000)
 
 # Every status §5 (and the router) may answer. 500 is never allowed.
-ALLOWED = {200, 201, 204, 400, 403, 404, 405, 409, 412, 413, 501, 503, 504}
+ALLOWED = {200, 201, 202, 204, 400, 403, 404, 405, 409, 412, 413, 501, 503, 504}
+# 202 only where a keyspace switch starts or is cancelled (docs/mode_switch.md)
+SWITCH_ROUTE = re.compile(r"^/v1/keyspaces/[^/?]+(/switch)?(\?|$)")
 # The only 5xx the contract allows, with the error codes that may carry them:
 ALLOWED_5XX = {
     # a consistency mode missing from the build (kv/service.py `NotImplementedYet`); both
@@ -210,6 +213,9 @@ def check_reply(call: Call, reply: Reply) -> str:
         if reply.status == 413:
             assert err["code"] == "too_large", f"{call!r} -> {reply}"
         return f"{reply.status} {err['code']}"
+    if reply.status == 202:
+        assert call.method in ("PUT", "DELETE") and SWITCH_ROUTE.match(call.path), f"{call!r}"
+        assert "switch" in json.loads(reply.body), f"{call!r} -> {reply}"
     if reply.status == 204:
         assert reply.body == b"", f"{call!r} -> {reply}"
     else:
