@@ -906,6 +906,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         for mode in a.modes:
             spec = MODES[mode](cluster)
             print(f"durability: {FSYNC_NOTES[mode]}", flush=True)
+            if os.environ.get("KV_NODE_SETTINGS") and not a.dir:  # the private cluster's nodes
+                print(f"node settings: KV_NODE_SETTINGS={os.environ['KV_NODE_SETTINGS']}")
             idle[spec.name], mode_results = run_target(spec, cluster.pids, a)
             results.extend(mode_results)
     compared: dict[str, Any] = {}
