@@ -18,11 +18,12 @@ resort.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -48,6 +49,27 @@ def wait_until(pred: Callable[[], Any], deadline_s: float, what: str, interval: 
         except Exception as exc:  # noqa: BLE001 - a failing probe is just "not yet"
             last = exc
         time.sleep(interval)
+    raise AssertionError(f"timed out after {deadline_s}s waiting for {what} (last: {last!r})")
+
+
+async def until(
+    check: Callable[[], Awaitable[Any]], deadline_s: float, what: str, interval: float = 0.1
+) -> Any:
+    """`wait_until` for a coroutine check: poll until it returns something true. A probe
+    that raises is "not yet" (a killed node, an election), except an AssertionError,
+    which fails at once."""
+    end = time.monotonic() + deadline_s
+    last: Any = None
+    while time.monotonic() < end:
+        try:
+            last = await check()
+            if last:
+                return last
+        except AssertionError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failing probe is just "not yet"
+            last = exc
+        await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {deadline_s}s waiting for {what} (last: {last!r})")
 
 

@@ -27,12 +27,17 @@ import pytest
 
 from kv.client import KvClient
 from kv.errors import KvError, QuorumUnavailable
-from tests.cluster.harness import Cluster, hint_backlog, wait_until
+from tests.cluster.harness import Cluster, hint_backlog, until, wait_until
 
 KS = "hh"
 VICTIM = "n3"
 HOLDER = "n4"  # a fallback for every partition n3 replicates (4 nodes, N=3)
 DEADLINE_S = 60.0
+
+
+def poll(check: Callable[[], Awaitable[Any]], what: str) -> Awaitable[Any]:
+    """Poll `check` (tests/cluster/harness.py `until`) for at most DEADLINE_S."""
+    return until(check, DEADLINE_S, what, interval=0.2)
 
 
 @pytest.fixture
@@ -65,20 +70,20 @@ async def _scenario(cluster: Cluster) -> None:
         await asyncio.to_thread(cluster.kill, VICTIM)
         await asyncio.gather(*(client.put(KS, k, f"v-{k}", w=2) for k in missed_w2))
         await asyncio.gather(*(client.put(KS, k, f"v-{k}", w=3) for k in missed_w3))
-        await _poll(lambda: _refused_with_pw3(strict, probes), "pw=3 refused with 503")
+        await poll(lambda: _refused_with_pw3(strict, probes), "pw=3 refused with 503")
         # a w=2 write can be answered before its hint is stored (the coordinator follows the
         # send to the end after replying), so the backlog is polled, not read once
         expected = len(missed_w2) + len(missed_w3)
-        await _poll(lambda: _backlog_at_least(client, others, expected), f"{expected} hints")
+        await poll(lambda: _backlog_at_least(client, others, expected), f"{expected} hints")
         print(f"hint backlog while {VICTIM} is down: {await hint_backlog(client, others)}")
         await _restart_a_hint_holder(cluster, client)
 
         await asyncio.to_thread(cluster.start, VICTIM)
         missed = missed_w2 + missed_w3
         started = time.monotonic()
-        await _poll(lambda: _all_present(client, victim, missed), f"{VICTIM} has every write")
+        await poll(lambda: _all_present(client, victim, missed), f"{VICTIM} has every write")
         print(f"{VICTIM} caught up in {time.monotonic() - started:.1f}s")
-        await _poll(lambda: _backlog_is_zero(client, [*others, victim]), "hint backlog zero")
+        await poll(lambda: _backlog_is_zero(client, [*others, victim]), "hint backlog zero")
         for node in others:
             print(node, (await client.cluster(node=node)).get("hinted_handoff"))
 
@@ -134,22 +139,6 @@ async def _backlog_at_least(client: KvClient, nodes: list[str], count: int) -> b
 
 async def _backlog_is_zero(client: KvClient, nodes: list[str]) -> bool:
     return await hint_backlog(client, nodes) == 0
-
-
-async def _poll(check: Callable[[], Awaitable[Any]], what: str) -> None:
-    end = time.monotonic() + DEADLINE_S
-    last: Any = None
-    while time.monotonic() < end:
-        try:
-            last = await check()
-            if last:
-                return
-        except AssertionError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a failing probe is just "not yet"
-            last = exc
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out after {DEADLINE_S}s waiting for {what} (last: {last!r})")
 
 
 def _wait_keyspace(address: str) -> None:

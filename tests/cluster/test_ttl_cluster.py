@@ -25,28 +25,16 @@ import pytest
 
 from kv.client import KvClient
 from kv.errors import KeyNotFound
-from tests.cluster.harness import Cluster
+from tests.cluster.harness import Cluster, until
 
 KS = "lin_ttl"
 TTL_S = 5
 DEADLINE_S = 90.0
 
 
-async def until(check: Callable[[], Awaitable[Any]], what: str) -> Any:
-    """Poll `check` until it returns something true; a failing probe is "not yet"."""
-    end = time.monotonic() + DEADLINE_S
-    last: Any = None
-    while time.monotonic() < end:
-        try:
-            last = await check()
-            if last:
-                return last
-        except AssertionError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a killed node, an election in progress
-            last = exc
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"not within {DEADLINE_S}s: {what} (last: {last!r})")
+def poll(check: Callable[[], Awaitable[Any]], what: str) -> Awaitable[Any]:
+    """Poll `check` (tests/cluster/harness.py `until`) for at most DEADLINE_S."""
+    return until(check, DEADLINE_S, what)
 
 
 async def read(client: KvClient, node: str, key: str) -> tuple[dict[str, Any] | None, float]:
@@ -82,7 +70,7 @@ async def leader_of(client: KvClient, cluster: Cluster, gid: str, live: list[str
                 return str(leader)
         return None
 
-    leader: str = await until(found, f"a live leader of {gid} among {live}")
+    leader: str = await poll(found, f"a live leader of {gid} among {live}")
     return leader
 
 
@@ -101,7 +89,7 @@ async def absent_everywhere(
             assert at * 1000 >= expires_at, f"{key} absent on {node} before its expiry"
         return True
 
-    await until(absent, f"{key} absent on {live}")
+    await poll(absent, f"{key} absent on {live}")
 
 
 async def scenario(cluster: Cluster) -> None:
@@ -111,7 +99,7 @@ async def scenario(cluster: Cluster) -> None:
         gid, key, plain = await same_group(client, cluster.http(nodes[0]))
         first = await leader_of(client, cluster, gid, nodes)
         at_first = cluster.http(first)
-        await until(lambda: client.put(KS, plain, "kept", node=at_first), "a plain write")
+        await poll(lambda: client.put(KS, plain, "kept", node=at_first), "a plain write")
         sent = time.time()
         await client.put(KS, key, "brief", ttl_s=TTL_S, node=at_first, request_id="ttl-1")
         earliest = int(sent * 1000) + TTL_S * 1000  # the leader stamped it after `sent`
@@ -123,7 +111,7 @@ async def scenario(cluster: Cluster) -> None:
         await asyncio.to_thread(cluster.kill, first)
         live = [n for n in nodes if n != first]
         second = await leader_of(client, cluster, gid, live)
-        reply, at = await until(lambda: read(client, cluster.http(second), key), "a read")
+        reply, at = await poll(lambda: read(client, cluster.http(second), key), "a read")
         print(f"{second} leads now; {key} {'present' if reply else 'already expired'} there")
         if reply is None:  # only possible once its expiry has passed
             assert at * 1000 >= (stamped or earliest), "expired early under the new leader"
@@ -139,7 +127,7 @@ async def scenario(cluster: Cluster) -> None:
         third = await leader_of(client, cluster, gid, live)
         print(f"leader {second} killed, {third} leads now")
         for node in live:
-            reply, _ = await until(partial(read, client, cluster.http(node), key), "a read")
+            reply, _ = await poll(partial(read, client, cluster.http(node), key), "a read")
             assert reply is None, f"{key} came back on {node}: {reply}"
             kept, _ = await read(client, cluster.http(node), plain)
             assert kept is not None and kept["value"] == "kept" and "expires_at" not in kept
