@@ -35,7 +35,7 @@ from dynamo_mode import membership, merkle_diff, vclock
 from dynamo_mode.replica import KeyRef, decode_versions
 from dynamo_mode.siblings import Version
 from dynamo_mode.vclock import Dot
-from kv.internode import Operation, integer, obj, text
+from kv.internode import Operation, array, integer, obj, text
 from kv.keyspace import DURABILITIES, PROCESS
 from kv.routing import MAX_TTL_S
 
@@ -264,9 +264,7 @@ class TreeAnswer:
 
     @staticmethod
     def from_wire(raw: Any) -> TreeAnswer:
-        items = obj(raw).get("answer")
-        if not isinstance(items, list):
-            raise ValueError("answer must be a list")
+        items = array(obj(raw).get("answer"), "answer")
         if items and isinstance(items[0], dict):
             return TreeAnswer(
                 tuple(

@@ -30,6 +30,7 @@ from dynamo_mode import expiry, hints, merkle, siblings
 from dynamo_mode.siblings import Version
 from dynamo_mode.vclock import Dot, VClock
 from kv import json_codec
+from kv.internode import array
 from kv.listing import scan_range
 from kv.sizes import Layout
 from kv.storage import StorageEngine, WriteBatch, prefix_end
@@ -84,9 +85,7 @@ def encode_versions(versions: tuple[Version, ...]) -> bytes:
 
 def decode_versions(raw: Any) -> tuple[Version, ...]:
     """Versions from the network: every field checked (`Version.from_wire`)."""
-    if not isinstance(raw, list):
-        raise ValueError("versions must be a list")
-    return tuple(Version.from_wire(v) for v in raw)
+    return tuple(Version.from_wire(v) for v in array(raw, "versions"))
 
 
 def decode_stored(raw: bytes) -> tuple[Version, ...]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kv.errors import InvalidRequest, KvError
-from kv.internode import Operation, integer, number, obj, text
+from kv.internode import Operation, array, integer, number, obj, text
 from kv.routing import MAX_TIMEOUT_S, MAX_TTL_S, check_key, check_value
 
 MAX_IMPORT_RECORDS = 1000  # records one import request may carry
@@ -118,9 +118,7 @@ class ExportPage:
     @staticmethod
     def from_wire(raw: Any) -> ExportPage:
         d = obj(raw)
-        records = d.get("records")
-        if not isinstance(records, list):
-            raise ValueError("records must be a list")
+        records = array(d.get("records"), "records")
         applied = integer(d.get("applied_index"), "applied_index", 0, 1 << 63)
         return ExportPage(applied, tuple(LinRecord.from_wire(r) for r in records))
 

@@ -91,6 +91,12 @@ def integer(raw: Any, name: str, low: int, high: int) -> int:
     return raw
 
 
+def array(raw: Any, name: str) -> list[Any]:
+    if not isinstance(raw, list):
+        raise ValueError(f"{name} must be a list")
+    return raw
+
+
 def text(raw: Any, name: str) -> str:
     if not isinstance(raw, str):
         raise ValueError(f"{name} must be a string")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kv.errors import InvalidRequest, NotReady
-from kv.internode import obj, text
+from kv.internode import array, obj, text
 from kv.keyspace import KeyspaceConfig
 from kv.meta import Metadata
 from kv.routing import MAX_KEY_BYTES, Route, place_partition, serving
@@ -58,9 +58,7 @@ class Slice:
     @staticmethod
     def from_wire(raw: Any) -> Slice:
         d = obj(raw)
-        keys = d.get("keys")
-        if not isinstance(keys, list):
-            raise ValueError("keys must be a list")
+        keys = array(d.get("keys"), "keys")
         bound = d.get("bound")
         return Slice(
             tuple(text(k, "key") for k in keys), None if bound is None else text(bound, "bound")
