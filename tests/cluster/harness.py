@@ -32,7 +32,7 @@ import pytest
 from kv.client import KvClient
 from ops.localcluster import EXIT_BUSY, ROOT, LocalCluster, NetnsRefused, alive
 
-__all__ = ["ROOT", "Cluster", "alive", "hint_backlog", "sigterm_raises", "wait_until"]
+__all__ = ["ROOT", "Cluster", "alive", "hint_backlog", "sigterm_raises", "until", "wait_until"]
 
 BUSY_WAIT_S = 120.0  # how long up(netns=True) waits for another run to free 10.77.0.0/24
 ENABLE_NETNS = "run as root with iproute2 and nftables (apt-get install nftables), docs/netns.md"
