@@ -3,9 +3,11 @@ validation, and the internode messages a node outside a Raft group uses to expor
 import through a member (`lin_export`, `lin_import`). Pure.
 
 An export is one partition of a keyspace, whole: linearizable, every live record of the
-partition's group read at one applied index; eventual, every key's versions merged across
-the partition's replicas. An import is a batch of records in the same shapes
-(kvctl/archive.py), create-only: a key the keyspace already holds is left as it is.
+partition's group read at one applied index; eventual, every key's versions from every
+member of the partition (replica data and hints), reconciled. An import is a batch of
+records in the same shapes (kvctl/archive.py): linearizable, create-only (a key the
+keyspace already holds is left as it is); eventual, merged into each replica as
+anti-entropy merges, so importing twice changes nothing.
 """
 
 from __future__ import annotations

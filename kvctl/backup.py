@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from kv.errors import KeyspaceNotFound, Retryable, UnknownOutcome
 from kvctl import archive
 from kvctl.archive import ArchiveError, Frame, Header, Summary
-from kvctl.errors import DAMAGED, REFUSED, KvctlError
+from kvctl.errors import DAMAGED, REFUSED, UNAVAILABLE, UNKNOWN, KvctlError
 
 FRAME_RECORDS = 1000  # records per archive frame (a partition's page is split into frames)
 IMPORT_RECORDS = 1000  # records per import request (the API's limit)
@@ -112,14 +112,31 @@ def restore(
     config = summary.header.config
     _create(client, keyspace, config, resume)
     done = 0
-    with open(path, "rb") as f:
-        for frame in archive.frames(f):  # each section checked again as it is read
-            for batch in batches(frame.records):
-                _send(client, keyspace, batch, clock, sleep)
-                done += len(batch)
-                progress(done, summary.records, done)
+    try:
+        with open(path, "rb") as f:
+            for frame in archive.frames(f):  # each section checked again as it is read
+                for batch in batches(frame.records):
+                    _send(client, keyspace, batch, clock, sleep)
+                    done += len(batch)
+                    progress(done, summary.records, done)
+    except ArchiveError as exc:  # the file changed after it was verified
+        raise KvctlError(f"{path}: {exc}; {_stopped(keyspace, done)}", DAMAGED) from None
+    except (Retryable, UnknownOutcome) as exc:  # still so after RETRY_FOR_S
+        raise KvctlError(f"{exc}; {_stopped(keyspace, done)}", exc_code(exc)) from None
     progress(done, summary.records, done)
     return summary
+
+
+def exc_code(exc: Exception) -> int:
+    """Exit 4 when the last batch's outcome is unknown, else 3 (unavailable)."""
+    return UNKNOWN if isinstance(exc, UnknownOutcome) else UNAVAILABLE
+
+
+def _stopped(keyspace: str, done: int) -> str:
+    return (
+        f"the restore stopped after {done} records; keyspace {keyspace!r} exists now: run "
+        "the same command with --resume to finish it (imports are safe to send again)"
+    )
 
 
 def _create(client: Client, keyspace: str, config: dict[str, Any], resume: bool) -> None:

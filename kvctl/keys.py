@@ -36,7 +36,7 @@ def _finite(text: str) -> float:
 def parse_value(text: str) -> Any:
     """VALUE as JSON; text that is not valid JSON is the string itself (`42` is a number,
     `'"42"'` the string "42", `hello` the string "hello", `NaN` the string "NaN"). A
-    number no double holds (`1e999`) is valid JSON the API refuses (kv/http/app.py
+    number no double holds (`1e999`) is valid JSON the API refuses (kv/http/parse.py
     `_finite_float`): a usage error, not silently a string."""
     try:
         return json.loads(text, parse_constant=_not_json, parse_float=_finite)

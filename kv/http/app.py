@@ -1,7 +1,8 @@
 """The aiohttp server: parse → call kv.service → render (DESIGN.md §5).
 
-Handlers hold no decisions and no error mapping: they parse the request into plain values,
-call the service and render its dict; every `KvError` is rendered by the middleware through
+Handlers hold no decisions and no error mapping: they parse the request into plain values
+(kv/http/parse.py), call the service (the backup routes, kv/http/backup.py, call
+kv/backups.py) and render its dict; every `KvError` is rendered by the middleware through
 the one table in kv/http/errors.py. Node-to-node calls do not use HTTP routes: the one
 internode route, `GET /v1/internal/stream`, upgrades the connection to the framed internode
 protocol (kv/http/internode.py, docs/internode.md), authenticated by a challenge-response

@@ -13,7 +13,7 @@ long an idle keep-alive connection stays.
 - **Body.** A handler reads the body through `read_body` within `body_timeout_s` of the
   end of the head, else 408 `request_timeout`; aiohttp then discards what still comes for
   at most its `lingering_time` and closes the connection. A body is capped at the app's
-  `client_max_size` (kv/http/app.py MAX_BODY_BYTES).
+  `client_max_size` (kv/http/parse.py MAX_BODY_BYTES).
 - **Keep-alive.** aiohttp closes a connection that has been idle `keepalive_timeout_s`
   after its last response (its keep-alive timer).
 

@@ -12,7 +12,7 @@ from dynamo_mode.backup import _record
 from kv import backup as wire
 from kv.errors import InvalidRequest, KeyspaceNotFound, NotReady, TooLarge
 from kvctl import archive, backup
-from kvctl.errors import DAMAGED, REFUSED, KvctlError
+from kvctl.errors import DAMAGED, REFUSED, UNAVAILABLE, KvctlError
 from raft_groups.backup import _batches
 
 CONFIG = {"consistency": "linearizable", "replication": 3}
@@ -146,6 +146,21 @@ def test_an_unavailable_import_is_sent_again(tmp_path: Path) -> None:
     backup.backup(cluster, "src", out, _noop)
     cluster.unavailable = 2
     backup.restore(cluster, out, "dst", _noop, sleep=lambda s: None)
+    assert sum(len(b) for b in cluster.imported) == 2503
+
+
+def test_a_restore_still_unavailable_says_how_to_finish_it(tmp_path: Path) -> None:
+    cluster, out = _cluster(), tmp_path / "src.kvb"
+    backup.backup(cluster, "src", out, _noop)
+    cluster.unavailable = 10**6
+    ticks = iter(range(10**6))  # a clock past RETRY_FOR_S after a few retries
+    with pytest.raises(KvctlError) as stopped:
+        backup.restore(cluster, out, "dst", _noop, clock=lambda: next(ticks) * 10.0,
+                       sleep=lambda s: None)  # fmt: skip
+    assert stopped.value.code == UNAVAILABLE and "--resume" in stopped.value.message
+    assert "dst" in cluster.keyspaces  # created: a plain re-run is refused, --resume finishes
+    cluster.unavailable = 0
+    backup.restore(cluster, out, "dst", _noop, resume=True)
     assert sum(len(b) for b in cluster.imported) == 2503
 
 
