@@ -12,6 +12,7 @@ anti-entropy merges, so importing twice changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,3 +170,12 @@ def _timeout(raw: Any) -> float:
 
 LIN_EXPORT = Operation("lin_export", ExportRequest.from_wire, ExportPage.from_wire)
 LIN_IMPORT = Operation("lin_import", ImportRequest.from_wire, Imported.from_wire)
+
+
+def migrate_items(records: Iterable[LinRecord], now_ms: int) -> list[tuple[Any, ...]]:
+    """The create-only migrate items a linearizable import proposes: (key, value) or
+    (key, value, expires_at); a record already expired at `now_ms` (the importing member's
+    clock) is left out, as a switch's migrator leaves it out (docs/ttl.md)."""
+    live = (r for r in records if r.expires_at is None or r.expires_at > now_ms)
+    return [(r.key, r.value) if r.expires_at is None else (r.key, r.value, r.expires_at)
+            for r in live]  # fmt: skip

@@ -21,6 +21,7 @@ from typing import Any
 
 from kv import routing
 from kv import switch as switches
+from kv.batching import chunks
 from kv.errors import KvError
 from kv.meta import Metadata
 from kv.periodic import Periodic
@@ -191,13 +192,8 @@ def _naming(switch: Switch, kind: str) -> dict[str, Any]:
 
 def _chunks(items: list[Item]) -> list[list[Item]]:
     """Items in commands of at most ITEMS_PER_COMMAND items and about BYTES_PER_COMMAND."""
-    out: list[list[Item]] = [[]]
-    size = 0
-    for item in items:
-        weight = len(item[0]) + len(repr(item[1]))
-        if out[-1] and (len(out[-1]) >= ITEMS_PER_COMMAND or size + weight > BYTES_PER_COMMAND):
-            out.append([])
-            size = 0
-        out[-1].append(item)
-        size += weight
-    return [chunk for chunk in out if chunk]
+    return chunks(items, ITEMS_PER_COMMAND, BYTES_PER_COMMAND, _weight)
+
+
+def _weight(item: Item) -> int:
+    return len(item[0]) + len(repr(item[1]))

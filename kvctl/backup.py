@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from kv.batching import chunks
 from kv.errors import KeyspaceNotFound, Retryable, UnknownOutcome
 from kvctl import archive
 from kvctl.archive import ArchiveError, Frame, Header, Summary
@@ -156,19 +157,9 @@ def _create(client: Client, keyspace: str, config: dict[str, Any], resume: bool)
         raise KvctlError(f"keyspace {keyspace!r} exists with another configuration: {have}")
 
 
-def batches(records: list[Any]) -> Iterator[list[Any]]:
+def batches(records: list[Any]) -> list[list[Any]]:
     """Import requests: at most IMPORT_RECORDS records and about IMPORT_BYTES of JSON."""
-    batch: list[Any] = []
-    size = 0
-    for record in records:
-        cost = len(json.dumps(record))
-        if batch and (len(batch) == IMPORT_RECORDS or size + cost > IMPORT_BYTES):
-            yield batch
-            batch, size = [], 0
-        batch.append(record)
-        size += cost
-    if batch:
-        yield batch
+    return chunks(records, IMPORT_RECORDS, IMPORT_BYTES, lambda r: len(json.dumps(r)))
 
 
 def _send(

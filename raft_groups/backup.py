@@ -25,7 +25,9 @@ from kv.backup import (
     Imported,
     ImportRequest,
     LinRecord,
+    migrate_items,
 )
+from kv.batching import chunks
 from kv.errors import InvalidRequest, NoLeader, NotReady, PeerTimeout, PeerUnreachable, Retryable
 from kv.internode import OpTable
 from kv.keyspace import KeyspaceConfig
@@ -105,12 +107,11 @@ class LinearizableBackup:
 
     async def serve_import(self, req: ImportRequest) -> Imported:
         spec = self._hosted_spec(req.keyspace, req.uid, req.partition)
-        now_ms = int(self._clock() * 1000)
-        live = [r for r in req.records if r.expires_at is None or r.expires_at > now_ms]
+        items = migrate_items(req.records, int(self._clock() * 1000))
         created = 0
-        for items in _batches(live):
+        for batch in chunks(items, MAX_MIGRATE_ITEMS, MIGRATE_BYTES, _weight):
             try:
-                command = Command("migrate", req.uid, "", items=items)
+                command = Command("migrate", req.uid, "", items=tuple(batch))
             except ValueError as exc:  # kv/backup.py checked them as a PUT is checked
                 raise InvalidRequest("records", str(exc)) from None
             result = await self._groups.propose(spec, command, req.timeout_s)
@@ -145,17 +146,6 @@ def _spec(md: Metadata, ks: KeyspaceConfig, partition: int) -> GroupSpec:
     return GroupSpec(partition, n, routing.replicas(md, "linearizable", partition, n))
 
 
-def _batches(records: list[LinRecord]) -> list[tuple[Any, ...]]:
-    """Migrate items, at most MAX_MIGRATE_ITEMS and about MIGRATE_BYTES per command."""
-    out: list[tuple[Any, ...]] = []
-    batch: list[Any] = []
-    size = 0
-    for r in records:
-        item = (r.key, r.value) if r.expires_at is None else (r.key, r.value, r.expires_at)
-        cost = len(r.key) + len(json_codec.dumps(r.value))
-        if batch and (len(batch) == MAX_MIGRATE_ITEMS or size + cost > MIGRATE_BYTES):
-            out.append(tuple(batch))
-            batch, size = [], 0
-        batch.append(item)
-        size += cost
-    return [*out, tuple(batch)] if batch else out
+def _weight(item: tuple[Any, ...]) -> int:
+    """A migrate item's share of MIGRATE_BYTES: its key and its value's JSON."""
+    return len(item[0]) + len(json_codec.dumps(item[1]))

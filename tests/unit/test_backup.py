@@ -10,10 +10,12 @@ import pytest
 
 from dynamo_mode.backup import _record
 from kv import backup as wire
+from kv.batching import chunks
 from kv.errors import InvalidRequest, KeyspaceNotFound, NotReady, TooLarge
 from kvctl import archive, backup
 from kvctl.errors import DAMAGED, REFUSED, UNAVAILABLE, KvctlError
-from raft_groups.backup import _batches
+from raft_groups.backup import MIGRATE_BYTES, _weight
+from raft_groups.commands import MAX_MIGRATE_ITEMS
 
 CONFIG = {"consistency": "linearizable", "replication": 3}
 
@@ -222,10 +224,26 @@ def test_eventual_records_are_checked_before_any_store() -> None:
             _record(3, record)
 
 
+def _migrate_batches(records: list[wire.LinRecord], now_ms: int = 0) -> list[list[Any]]:
+    return chunks(wire.migrate_items(records, now_ms), MAX_MIGRATE_ITEMS, MIGRATE_BYTES, _weight)
+
+
 def test_linearizable_imports_become_bounded_migrate_batches() -> None:
     records = [wire.LinRecord(f"k{i}", "v", 1, None if i % 2 else 5) for i in range(2500)]
-    found = _batches(records)
+    found = _migrate_batches(records)
     assert [len(b) for b in found] == [1000, 1000, 500]
     assert found[0][0] == ("k0", "v", 5) and found[0][1] == ("k1", "v")
     big = [wire.LinRecord(f"k{i}", "x" * 1_000_000, 1, None) for i in range(9)]
-    assert all(len(b) <= 4 for b in _batches(big))
+    assert all(len(b) <= 4 for b in _migrate_batches(big))
+
+
+def test_records_expired_on_the_importing_clock_are_left_out() -> None:
+    records = [wire.LinRecord("gone", 1, 1, 1000), wire.LinRecord("due", 2, 1, 1001)]
+    records.append(wire.LinRecord("kept", 3, 1, None))
+    assert wire.migrate_items(records, 1000) == [("due", 2, 1001), ("kept", 3)]
+
+
+def test_chunks_bound_count_and_weight_and_keep_order() -> None:
+    assert chunks(range(5), 2, 100, lambda i: 1) == [[0, 1], [2, 3], [4]]
+    assert chunks([5, 5, 5], 10, 9, lambda i: i) == [[5], [5], [5]]  # one over: its own
+    assert chunks([], 2, 9, lambda i: 1) == []

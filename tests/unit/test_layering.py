@@ -34,6 +34,7 @@ TOOLING = ("verification", "ops", "tests")
 PURE = (
     "kv/auth.py",
     "kv/backup.py",
+    "kv/batching.py",
     "kv/claim.py",
     "kv/errors.py",
     "kv/hashing.py",
