@@ -67,8 +67,7 @@ def migrator(node: Node, metadata: Callable[[], Metadata]) -> SwitchMigrator:
     async def migrate(
         md: Metadata, switch: Switch, partition: int, items: list[Item], mark: bool
     ) -> None:
-        n = switch.target.replication
-        spec = GroupSpec(partition, n, routing.replicas(md, "linearizable", partition, n))
+        spec = GroupSpec.at(md, partition, switch.target.replication)
         command = Command(
             "migrate", switch.uid, "", items=tuple(items), mark=mark, since=switch.since
         )
@@ -111,8 +110,7 @@ async def copy_to_eventual(
     source = md.keyspace(switch.keyspace)
     if source is None:
         return 0
-    n = source.replication
-    spec = GroupSpec(partition, n, routing.replicas(md, "linearizable", partition, n))
+    spec = GroupSpec.at(md, partition, source.replication)
     await _committed(node, spec, Command("freeze", switch.uid, "", since=switch.since), timeout)
     number, target, written = spec.number, switch.target, 0
     dot = (switch_actor(switch.since), 1)
@@ -146,8 +144,7 @@ async def write_back(
     nodes gives the same version. A partition never migrated needs no read (its eventual
     copies are what it serves), so a member down does not stop its way back. Then purge
     the group's copy. Returns the keys written."""
-    n = switch.target.replication
-    spec = GroupSpec(partition, n, routing.replicas(md, "linearizable", partition, n))
+    spec = GroupSpec.at(md, partition, switch.target.replication)
     freeze = Command("freeze", switch.uid, "", since=switch.since)
     source = md.keyspace(switch.keyspace)
     written = 0

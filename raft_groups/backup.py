@@ -142,8 +142,7 @@ class LinearizableBackup:
 
 
 def _spec(md: Metadata, ks: KeyspaceConfig, partition: int) -> GroupSpec:
-    n = ks.replication
-    return GroupSpec(partition, n, routing.replicas(md, "linearizable", partition, n))
+    return GroupSpec.at(md, partition, ks.replication)
 
 
 def _weight(item: tuple[Any, ...]) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kv.meta import Metadata
-from kv.routing import KeyRequest
+from kv.routing import KeyRequest, replicas
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,13 @@ class GroupSpec:
     def of(req: KeyRequest) -> GroupSpec:
         """The group of a routed key request (its route's replicas are the members)."""
         return GroupSpec(req.route.partition, req.keyspace.replication, req.route.replicas)
+
+    @staticmethod
+    def at(md: Metadata, partition: int, replication: int) -> GroupSpec:
+        """The group of `partition` for `replication`: its members are the partition's
+        linearizable preference list under `md` (the one placement function)."""
+        members = replicas(md, "linearizable", partition, replication)
+        return GroupSpec(partition, replication, members)
 
     @property
     def gid(self) -> str:
