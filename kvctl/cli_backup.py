@@ -94,7 +94,7 @@ def backup_command(session: Session, keyspace: str, out: Path) -> None:
 @click.option(
     "--resume",
     is_flag=True,
-    help="KEYSPACE exists from a restore that stopped: finish it (create-only, safe).",
+    help="KEYSPACE exists from a restore that stopped: finish it (imports are safe to resend).",
 )
 @pass_session
 def restore_command(session: Session, archive: Path, keyspace: str, resume: bool) -> None:
