@@ -58,6 +58,7 @@ from dynamo_mode.siblings import Version
 from dynamo_mode.vclock import Dot
 from kv.errors import KvError, PeerTimeout, PeerUnreachable, QuorumUnavailable, UnknownOutcome
 from kv.keyspace import PROCESS
+from kv.periodic import cancel_and_wait
 from kv.transport import Transport
 
 Context = tuple[dict[str, int], tuple[Dot, ...]]  # clock + extra dots (vclock docstring)
@@ -376,9 +377,7 @@ class DynamoCoordinator:
         task.add_done_callback(_consume)
 
     async def close(self) -> None:
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await cancel_and_wait(*self._background)
 
 
 def _outcome(task: asyncio.Task[Any]) -> Any:

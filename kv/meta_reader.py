@@ -32,6 +32,7 @@ from kv.internode import Operation, OpTable, Req, Resp
 from kv.meta import Metadata
 from kv.meta_machine import SYNC
 from kv.meta_ops import META_CHANGE, META_GET, MetaChange, MetaChangeReply, MetaGet, MetaReply
+from kv.periodic import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +182,7 @@ class MetaReader:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
             self._task = None
 
     # ------------------------------------------------------------------ changes

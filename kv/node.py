@@ -53,6 +53,7 @@ from kv.meta_ops import META_JOIN, MetaJoin, Role, conflict_message, membership_
 from kv.meta_reader import MetaReader, MetaServer
 from kv.meta_role import MetaRole
 from kv.metrics import NodeMetrics
+from kv.periodic import cancel_and_wait
 from kv.request_stats import ClusterRequestStats
 from kv.service import KeyOps, Service
 from kv.sizer import PlanSizer, SizeServer
@@ -376,15 +377,12 @@ class Node:
 
     async def stop(self) -> None:
         if self._bootstrap_task is not None:
-            self._bootstrap_task.cancel()
-            await asyncio.gather(self._bootstrap_task, return_exceptions=True)
+            await cancel_and_wait(self._bootstrap_task)
         await self.meta.stop()
         await self.voters.stop()
         if self._server is not None:
             await self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks)
         for loop in self.loops:
             await loop.stop()
         await self.coordinator.close()

@@ -29,7 +29,7 @@ from typing import Any
 
 from kv.errors import KvError
 from kv.meta import Metadata
-from kv.periodic import Periodic
+from kv.periodic import Periodic, cancel_and_wait
 from raft_groups import moves
 from raft_groups.manager import Hosted, RaftGroups
 from raft_groups.moves import Add, Idle, MoveState, Remove, Report, Step, TransferLeadership
@@ -93,10 +93,7 @@ class RaftMoves:
     async def stop(self) -> None:
         if self._loop is not None:
             await self._loop.stop()
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks.values())
 
     def status(self) -> dict[str, Any]:
         return {

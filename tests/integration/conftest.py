@@ -142,13 +142,18 @@ class NodeThread:
             raise TimeoutError(f"node start hung: {self._pending()}") from None
 
     def _pending(self) -> str:
-        """The loop's unfinished tasks, each with its innermost frame (a diagnosis only:
+        """The loop's unfinished tasks, each with its await chain (a diagnosis only:
         read from another thread)."""
         lines = []
         for task in list(asyncio.all_tasks(self.loop)):
-            frames = task.get_stack()
-            where = f"{frames[-1].f_code.co_qualname}:{frames[-1].f_lineno}" if frames else "?"
-            lines.append(f"{task.get_coro()!r} at {where}")
+            chain: list[str] = []
+            coro: Any = task.get_coro()
+            while coro is not None:  # down the await chain to the innermost coroutine
+                frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+                if frame is not None:
+                    chain.append(f"{frame.f_code.co_qualname}:{frame.f_lineno}")
+                coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+            lines.append(" > ".join(chain) or repr(task))
         return "; ".join(lines)
 
     def stop(self) -> None:
@@ -221,7 +226,8 @@ def stop_all(nodes: Iterable[NodeThread]) -> None:
             node.stop()
         except Exception as exc:
             errors.append(exc)
-    assert not errors, errors
+    if errors:  # pytest.fail keeps the whole text (an assert's message is cut short)
+        pytest.fail("\n".join(f"{type(e).__name__}: {e}" for e in errors))
 
 
 @contextlib.contextmanager
