@@ -140,17 +140,22 @@ class RaftDriver:
         1. run the calls other threads queued (`call`: group creation and destruction);
         2. tick the groups that are due (`_tick_due`): pysyncobj appends entries to their
            journals and queues messages in the mux (`RaftMux.send` only queues);
-        3. sync every journal that changed, then flush the mux — messages leave the node;
+        3. send the leaders' entries (`mux.flush_ahead`), sync every journal that changed,
+           then flush the mux — the other messages leave the node;
         4. poll the port until a message arrives, `wake` is called, or the next idle round
            is due — without the lock: the link reads and checks what arrives — then, with
            the lock again, hand it to the groups (`mux.deliver`: a follower appends the
            entries it receives to its journal and queues its ack; a vote is granted);
-        5. sync, then flush again.
+        5. the same again: leaders' entries, sync, flush.
 
-        Invariant (group commit, docs/raft.md "Durability"): no message leaves the node
-        before the journals its entries are in are synced, so a follower's ack and the
-        leader's own vote toward a majority both mean "on disk". It holds because a message
-        leaves only in `mux.flush`, and `_sync_then_flush` is its only caller.
+        Invariants (group commit, docs/raft.md "Durability"): no message that vouches for
+        the sender's disk (an ack, a vote, a vote request) leaves before the journals and
+        vote files it covers are synced — it leaves only in `mux.flush`, and
+        `_sync_then_flush` is its only caller, after the sync. A leader's `append_entries`
+        vouches for nothing and leaves before its own sync (Raft thesis §10.2.1: the
+        leader writes its disk while the followers write theirs); the leader counts
+        itself toward a majority only in a tick, and a tick comes only in a later cycle,
+        after this cycle's sync steps: so its own vote toward a commit also means "on disk".
         """
         with self.lock:
             self._run_calls()
@@ -209,12 +214,15 @@ class RaftDriver:
         return True
 
     def _sync_then_flush(self) -> None:
-        """Group commit: journals on disk first, then the messages that vouch for them.
+        """Group commit: journals on disk first, then the messages that vouch for them
+        (leaders' entries go out before the sync: `RaftMux.flush_ahead`).
 
         Only the groups that wrote since the last sync are visited (`needs_sync`). A group
         whose sync fails is fenced and its queued messages are dropped before the flush
         (they would vouch for what may not be on disk); the others' leave."""
         unsynced, self._unsynced = self._unsynced, {}
+        if unsynced:  # entries leave for the followers while the leader's disk writes
+            self.mux.flush_ahead()
         synced, failed = self._sync_all(list(unsynced.values()))
         self.journal_syncs += synced
         for group, exc in failed:

@@ -122,13 +122,35 @@ class RaftMux:
         """Send everything queued since the last flush: one frame per peer (more only for
         a large batch, link_codec.SPLIT)."""
         outbox, self._outbox = self._outbox, {}
+        self._send_batches(outbox)
+
+    def _send_batches(self, outbox: dict[str, list[tuple[str, Any]]]) -> None:
         batches: dict[str, list[bytes]] = {}
         for address, messages in outbox.items():
+            if not messages:
+                continue
             batches[address], dropped = link_codec.frames(messages)
             if dropped:
                 log.error("raft messages of groups %s to %s exceed the frame cap", dropped, address)
         if batches:
             self.link.send(batches)
+
+    def flush_ahead(self) -> None:
+        """Send now the queued messages that vouch for nothing on disk: those of a group
+        whose every queued message to that peer is a leader's `append_entries` (so no
+        group's own messages are reordered); the rest stay queued for `flush`. A leader
+        may send its entries before they are on its own disk (Raft thesis §10.2.1): it
+        counts itself toward a commit only in a later tick, after the sync step that
+        follows this flush (`RaftDriver._sync_then_flush`)."""
+        ahead: dict[str, list[tuple[str, Any]]] = {}
+        for address, messages in self._outbox.items():
+            held = {gid for gid, message in messages if not _vouches_nothing(message)}
+            if len(held) == len({gid for gid, _ in messages}):
+                continue
+            ahead[address] = [m for m in messages if m[0] not in held]
+            self._outbox[address] = [m for m in messages if m[0] in held]
+        if ahead:
+            self._send_batches(ahead)
 
     def discard_group(self, gid: str) -> None:
         """Drop what `gid` queued since the last flush (its journal sync failed)."""
@@ -359,3 +381,9 @@ def _is_success_ack(message: Any) -> bool:
         and bool(message.get("success"))
         and not message.get("reset")
     )
+
+
+def _vouches_nothing(message: Any) -> bool:
+    """A leader's `append_entries`: it asks the follower to store entries and states what
+    is committed, but claims nothing about the sender's disk."""
+    return isinstance(message, dict) and message.get("type") == "append_entries"

@@ -7,12 +7,16 @@ wrappers (installed before the groups start) number every journal write
 path of the descriptor) in one sequence; a wrapper around each member's
 TCPTransport checks, as each frame is handed to the socket:
 
-- the member's journal was not written after its last fdatasync — so an append ack, and
-  the leader's entries it counts toward commit, are on disk — and the group's directory
-  (holding the journal and vote file entries) was fsynced;
+- except for a leader's `append_entries`, which vouches for nothing on the sender's disk
+  (Raft thesis §10.2.1: a leader sends its entries while writing them), the member's
+  journal was not written after its last fdatasync — so an append ack is on disk — and
+  the group's directory (holding the journal and vote file entries) was fsynced;
 - a vote request or a vote carries a term no newer than the member's vote file, which
   was not written since its last fdatasync; the vote file names the candidate the vote
   went to (or the member itself, for its own vote request).
+
+and, as a leader applies an entry (it was committed, the leader counting itself toward
+the majority), that the leader's journal was synced after the entry was appended to it.
 
 Elections happen at the start and again after the first leader is stopped.
 """
@@ -31,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pysyncobj.journal import ResizableFile
+from pysyncobj.journal import FileJournal, ResizableFile
 
 from kv.memory import MemoryEngine
 from raft_groups import commands
@@ -60,6 +64,19 @@ class Ledger:
     synced: dict[str, int] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
     sent: Counter[str] = field(default_factory=Counter)
+    appended: dict[str, int] = field(default_factory=dict)  # "journal#index" → when
+    leader_applies: int = 0
+
+    def check_apply(self, member: Member, index: int) -> None:
+        """`member` applies entry `index`: if it leads, the entry is on its disk."""
+        if member.group is None or not member.group.status().is_leader:
+            return
+        journal = os.path.realpath(member.raft / "raft.journal")
+        with self.lock:
+            self.leader_applies += 1
+            appended = self.appended.get(f"{journal}#{index}", 0)
+            if self.synced.get(journal, 0) < appended:
+                self.violations.append(f"{member.name} applied {index} before its sync")
 
     def note(self, table: dict[str, int], path: str) -> None:
         with self.lock:
@@ -70,6 +87,11 @@ class Ledger:
             kind = message.get("type") if isinstance(message, dict) else None
             self.sent[str(kind)] += 1
             journal = os.path.realpath(member.raft / "raft.journal")
+            if kind == "append_entries":
+                self.sent["append_entries ahead of the sync"] += self.written.get(
+                    journal, 0
+                ) > self.synced.get(journal, 0)
+                continue
             if self.written.get(journal, 0) > self.synced.get(journal, 0):
                 self.violations.append(f"{member.name} sent {kind} before its journal sync")
             if not self.synced.get(os.path.realpath(member.raft)):
@@ -116,7 +138,15 @@ class Member:
         settings = GroupSettings(
             gid="g", self_address=self.address, peers=self.peers, data_dir=str(self.raft)
         )
-        self.group = RaftGroup(self.driver, settings, LinearizableMachine(MemoryEngine(), 1))
+        machine = LinearizableMachine(MemoryEngine(), 1)
+        apply = machine.apply
+
+        def checked_apply(index: int, command: bytes) -> Any:
+            ledger.check_apply(self, index)
+            return apply(index, command)
+
+        machine.apply = checked_apply  # type: ignore[method-assign]
+        self.group = RaftGroup(self.driver, settings, machine)
         self.driver.start()
 
     def stop(self) -> None:
@@ -129,6 +159,12 @@ class Member:
 def ledger(monkeypatch: pytest.MonkeyPatch) -> Ledger:
     ledger = Ledger()
     write, pwrite, fdatasync, fsync = ResizableFile.write, os.pwrite, os.fdatasync, os.fsync
+    add = FileJournal.add
+
+    def on_add(self: Any, command: bytes, idx: int, term: int) -> None:
+        add(self, command, idx, term)
+        path = self._FileJournal__journalFile._ResizableFile__fileName
+        ledger.note(ledger.appended, f"{os.path.realpath(path)}#{idx}")
 
     def on_write(self: Any, offset: int, values: bytes) -> None:
         write(self, offset, values)
@@ -146,6 +182,7 @@ def ledger(monkeypatch: pytest.MonkeyPatch) -> Ledger:
         ledger.note(ledger.written, os.readlink(f"/proc/self/fd/{fd}"))
         return written
 
+    monkeypatch.setattr(FileJournal, "add", on_add)
     monkeypatch.setattr(ResizableFile, "write", on_write)
     monkeypatch.setattr(os, "pwrite", on_pwrite)
     monkeypatch.setattr(os, "fdatasync", on_sync(fdatasync))
@@ -202,6 +239,8 @@ def test_nothing_leaves_a_member_before_what_it_vouches_for_is_durable(
     _write(_leader(rest), range(40, 60))
     assert ledger.sent["request_vote"] and ledger.sent["response_vote"], ledger.sent
     assert ledger.sent["next_node_idx"] >= 40, ledger.sent
+    assert ledger.sent["append_entries ahead of the sync"] >= 40, ledger.sent
+    assert ledger.leader_applies >= 60, ledger.leader_applies
     assert not ledger.violations, "\n".join(ledger.violations[:20])
     for m in rest:
         assert m.group is not None

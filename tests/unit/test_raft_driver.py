@@ -53,6 +53,17 @@ class FakeMux:
             self.events.append(f"sent {message}")
         self.outbox = []
 
+    def flush_ahead(self) -> None:
+        """Like `RaftMux.flush_ahead`: a group's messages leave at once when every one of
+        them is a leader's append_entries (which vouches for nothing on disk)."""
+        self.events.append("flush ahead")
+        held = {g.gid for g, _, m in self.outbox if not m.startswith("append_entries")}
+        for group, _, message in self.outbox:
+            if group.gid not in held:
+                self.sent.append(message)
+                self.events.append(f"sent {message}")
+        self.outbox = [m for m in self.outbox if m[0].gid in held]
+
     def poll(self, timeout: float) -> None:
         self.events.append("poll")
         self.poll_timeouts.append(timeout)
@@ -87,6 +98,9 @@ class FakeGroup:
         self.queued = queued
 
     def tick(self) -> None:
+        # pysyncobj's leader counts its own log toward a commit in its tick: every entry
+        # it appended must be on its disk by then (Raft thesis §10.2.1)
+        assert self.journal.synced == self.journal.entries, f"{self.gid} ticked before its sync"
         self.mux.events.append(f"tick {self.gid}")
         if self.queued:
             self.queued -= 1
@@ -138,27 +152,48 @@ def test_cycle_is_tick_then_sync_then_flush_then_poll_then_sync_then_flush() -> 
     driver.cycle(1.0)
     assert mux.events == [
         "tick a",
+        "flush ahead",
+        "sent append_entries a#1",  # before the leader's own sync (Raft thesis §10.2.1)
         "sync a",
         "flush",
-        "sent append_entries a#1",
         "poll",
+        "flush ahead",
         "sync a",
         "flush",
-        "sent ack a#2",
+        "sent ack a#2",  # after the follower's sync
     ]
     assert driver.journal_syncs == 2
 
 
-def test_a_message_sent_by_a_tick_waits_for_its_journal_sync() -> None:
+def test_a_leaders_entries_leave_while_its_journal_syncs_and_count_only_after() -> None:
     driver, mux, groups = _driver(("a", 0), ("b", 0))
     _quiet(driver, mux, 1.0)
-    groups["b"].queued = 1
+    groups["b"].queued = 2
     driver.wake(groups["b"])  # as propose() does
     driver.cycle(1.01)
     events = mux.events
-    assert events.index("tick b") < events.index("sync b") < events.index("flush")
-    assert events.index("flush") < events.index("sent append_entries b#1")
+    assert events.index("tick b") < events.index("sent append_entries b#1")
+    assert events.index("sent append_entries b#1") < events.index("sync b")
     assert "sync a" not in events, "only journals that changed are synced"
+    driver.cycle(1.02)  # the next tick (where the leader counts itself) finds b#1 synced
+    assert mux.sent == ["append_entries b#1", "append_entries b#2"]
+
+
+def test_a_group_with_an_ack_queued_keeps_its_entries_until_the_sync() -> None:
+    driver, mux, groups = _driver(("a", 0), ("b", 0))
+    _quiet(driver, mux, 1.0)
+
+    def ack_then_entries() -> None:  # one delivery makes a group answer, then send entries
+        groups["a"].receive_entry()
+        mux.send(groups["a"], "append_entries a#1")
+        mux.send(groups["b"], "append_entries b#0")  # another group's: nothing held
+
+    mux.arriving.append(ack_then_entries)
+    driver.cycle(1.01)
+    events = mux.events
+    assert events.index("sent append_entries b#0") < events.index("sync a")
+    assert events.index("sync a") < events.index("sent ack a#1")
+    assert events.index("sent ack a#1") < events.index("sent append_entries a#1")
 
 
 def test_an_ack_sent_while_polling_waits_for_its_journal_sync() -> None:
@@ -166,7 +201,7 @@ def test_an_ack_sent_while_polling_waits_for_its_journal_sync() -> None:
     _quiet(driver, mux, 1.0)
     mux.arriving.append(groups["a"].receive_entry)
     driver.cycle(1.01)
-    assert mux.events == ["flush", "poll", "sync a", "flush", "sent ack a#1"]
+    assert mux.events == ["flush", "poll", "flush ahead", "sync a", "flush", "sent ack a#1"]
 
 
 def test_the_fake_mux_would_catch_a_flush_before_the_sync() -> None:
@@ -273,16 +308,20 @@ def test_a_sync_step_visits_only_the_groups_whose_journal_was_written() -> None:
 
 def test_a_failed_sync_fences_its_group_and_only_its_messages_stay_behind() -> None:
     """Issue 11 item 4: one group's failing disk write stops that group, not the node."""
-    driver, mux, groups = _driver(("a", 2), ("b", 2))
+    driver, mux, groups = _driver(("a", 0), ("b", 1))
+    _quiet(driver, mux, 1.0)  # b's first entry leaves
     groups["a"].sync_journal = _fail_once(groups["a"].sync_journal)  # type: ignore[method-assign]
-    driver.cycle(1.0)  # an idle round: both append; a's sync raises
-    assert mux.sent == ["append_entries b#1"]  # a's append vouches for nothing: dropped
+    mux.arriving += [groups["a"].receive_entry, groups["b"].receive_entry]
+    mux.sent.clear()
+    driver.cycle(1.01)  # both followers append and ack; a's sync raises
+    assert mux.sent == ["ack b#2"]  # a's ack would vouch for what may not be on disk: dropped
     assert "fence a: OSError: [Errno 5] EIO" in mux.events
     assert list(driver.fenced) == ["a"]
     mux.events.clear()
+    groups["b"].queued = 1
     driver.cycle(1.2)  # the next idle round: a is neither ticked nor synced again
     assert "tick a" not in mux.events and "tick b" in mux.events
-    assert mux.sent == ["append_entries b#1", "append_entries b#2"]
+    assert mux.sent == ["ack b#2", "append_entries b#3"]
 
 
 def test_a_tick_that_raises_fences_its_group_and_the_others_keep_running() -> None:
