@@ -56,6 +56,7 @@ class PeerConnection(asyncio.Protocol):
         self._inbox: asyncio.Queue[Frame | None] = asyncio.Queue()
         self._open = False
         self._pending: dict[int, asyncio.Future[Frame]] = {}
+        self._outgoing: list[bytes] = []  # REQUEST frames of this loop turn (`_send`)
         self._next_id = 0
         self._version = 1
         self._slots = asyncio.Semaphore(max_in_flight)
@@ -173,9 +174,20 @@ class PeerConnection(asyncio.Protocol):
         while rid == 0 or rid in self._pending:
             rid = self._next_id = (self._next_id + 1) & 0xFFFFFFFF
         self._pending[rid] = self._loop.create_future()
-        assert self._transport is not None
-        self._transport.write(wire.encode_frame(Kind.REQUEST, rid, payload, name, self._version))
+        if not self._outgoing:
+            self._loop.call_soon(self._flush)
+        self._outgoing.append(wire.encode_frame(Kind.REQUEST, rid, payload, name, self._version))
         return rid
+
+    def _flush(self) -> None:
+        """Write the REQUEST frames of one loop turn with one `send` (measured: a `send`
+        per frame was 7 % of a node's samples under an eventual put load). A frame not
+        written because the connection closed first fails its call like one lost in
+        flight (`PeerTimeout`: it may have been performed), which is only cautious."""
+        frames, self._outgoing = self._outgoing, []
+        transport = self._transport
+        if frames and transport is not None and not transport.is_closing():
+            transport.write(b"".join(frames))
 
     def _expire(self, rid: int, name: str, timeout: float) -> None:
         fut = self._pending.pop(rid, None)
@@ -257,6 +269,7 @@ class PeerConnection(asyncio.Protocol):
         self.close(reason)
 
     def _write(self, kind: Kind, payload: bytes) -> None:
+        self._flush()  # the requests queued before it go first
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(wire.encode_frame(kind, 0, payload, version=self._version))
 
