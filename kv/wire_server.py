@@ -42,6 +42,10 @@ class Carrier(Protocol):
     async def send(self, data: bytes) -> None:
         """Write, waiting while the write buffer is full; ConnectionError once closed."""
 
+    def send_soon(self, data: bytes) -> None:
+        """Write at the end of this loop turn, with whatever else was sent in it (one
+        `send` for several replies); dropped if the connection closed first."""
+
     def abort(self, last: bytes) -> None:
         """Write `last` if still possible, then close."""
 
@@ -238,11 +242,10 @@ class ServerLink:
             self._protocol_error(f"unexpected frame kind {frame.kind} from a client")
 
     async def _serve(self, frame: Frame) -> None:
-        data = await self._reply(frame)
-        try:
-            await self._carrier.send(data)
-        except ConnectionError:
-            pass  # the caller sees its connection lost: PeerTimeout, may have been performed
+        # a reply that is not written because the connection closed: its caller sees the
+        # connection lost (PeerTimeout: may have been performed). Outstanding replies are
+        # bounded by the client's calls in flight (kv/wire_client.py MAX_IN_FLIGHT).
+        self._carrier.send_soon(await self._reply(frame))
 
     async def _reply(self, frame: Frame) -> bytes:
         codec = self._codec

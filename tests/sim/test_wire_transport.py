@@ -347,8 +347,8 @@ def test_a_connection_lost_mid_call_fails_the_calls_in_flight_as_peer_timeout() 
 def test_a_reply_finished_after_its_caller_left_is_dropped_quietly() -> None:
     """Regression: the reply of a handler that outlived its connection was written to the
     ended HTTP response and failed its task ("Cannot call write() after write_eof()").
-    kv/http/internode.py `_Carrier.send` refuses a closed connection as a ConnectionError,
-    which the server expects."""
+    kv/http/internode.py `_Carrier.send_soon` drops a reply once its connection is
+    closing."""
     failures: list[dict[str, Any]] = []
 
     async def body(h: WireHarness) -> None:
