@@ -25,7 +25,7 @@ from kv.keyspace import KeyspaceConfig
 from kv.meta import Metadata
 from kv.service import Conflicts
 from kv.switch import Switch
-from kv.switch_migrator import Item, SwitchMigrator
+from kv.switch_migrator import Item, SwitchMigrator, scan_members
 from raft_groups import state_machine
 from raft_groups.commands import Command
 from raft_groups.placement import GroupSpec
@@ -79,19 +79,7 @@ def migrator(node: Node, metadata: Callable[[], Metadata]) -> SwitchMigrator:
         return await copy_to_eventual(node, md, switch, partition, timeout)
 
     async def read(md: Metadata, switch: Switch, partition: int) -> dict[str, list[Any]]:
-        versions: dict[str, list[Any]] = {}
-        for member in md.members:  # replicas and hints, as the migration read them
-            after: str | None = None
-            while True:
-                batch, done = await scan(
-                    member.id, partition, switch.uid, switch.since, after, 1000
-                )
-                for key, vs in batch:
-                    versions.setdefault(key, []).extend(vs)
-                if done or not batch:
-                    break
-                after = batch[-1][0]
-        return versions
+        return await scan_members(scan, md, switch, partition)
 
     async def unwind(md: Metadata, switch: Switch, partition: int) -> int:
         return await write_back(node, md, switch, partition, read, timeout)

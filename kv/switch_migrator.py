@@ -51,6 +51,27 @@ ITEMS_PER_COMMAND = 200  # values up to 1 MiB each: a few of them fill an entry 
 BYTES_PER_COMMAND = 4 << 20
 
 
+async def scan_members(
+    scan: Scan, md: Metadata, switch: Switch, partition: int
+) -> dict[str, list[Any]]:
+    """Every member's versions of the switching keyspace in `partition` (replicas and
+    hints: more than R = N), merged per key — what a migration reads, and what a
+    cancelled switch's write-back reads again."""
+    versions: dict[str, list[Any]] = {}
+    for member in md.members:
+        after: str | None = None
+        while True:
+            batch, done = await scan(
+                member.id, partition, switch.uid, switch.since, after, SCAN_LIMIT
+            )
+            for key, vs in batch:
+                versions.setdefault(key, []).extend(vs)
+            if done or not batch:
+                break
+            after = batch[-1][0]
+    return versions
+
+
 @dataclass
 class Progress:
     keys: int = 0  # keys migrated so far by this node
@@ -161,18 +182,7 @@ class SwitchMigrator(Periodic):
     ) -> tuple[list[Item], list[str]]:
         """Every member's versions (replicas and hints: more than R = N), merged per key
         and resolved; the keys the policy cannot resolve."""
-        versions: dict[str, list[Any]] = {}
-        for member in md.members:
-            after: str | None = None
-            while True:
-                batch, done = await self._scan(
-                    member.id, partition, switch.uid, switch.since, after, SCAN_LIMIT
-                )
-                for key, vs in batch:
-                    versions.setdefault(key, []).extend(vs)
-                if done or not batch:
-                    break
-                after = batch[-1][0]
+        versions = await scan_members(self._scan, md, switch, partition)
         items: list[Item] = []
         conflicts: list[str] = []
         for key in sorted(versions):

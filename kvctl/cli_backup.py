@@ -4,52 +4,33 @@ made. Progress: a bar on a terminal, else a line every few seconds, on stderr.""
 
 from __future__ import annotations
 
-import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from kvctl import backup as backups
+from kvctl.cli_progress import Progress
 
 if TYPE_CHECKING:
     from kvctl.cli import Session
 
 pass_session = click.pass_obj
-LINE_EVERY_S = 2.0
 
 
-class _Shown:
-    """The progress of one run: a click progress bar on a terminal (not with --json),
-    else a line on stderr at most every LINE_EVERY_S seconds, and the last one."""
+def _shown(session: Session, label: str, unit: str) -> tuple[Progress, Callable[..., None]]:
+    """A `Progress` and the callback kvctl/backup.py reports to: (done, total, records)."""
+    view = Progress(label, session.as_json)
 
-    def __init__(self, session: Session, label: str, unit: str) -> None:
-        self.label, self.unit = label, unit
-        self.began = self.last = time.monotonic()
-        self.bar: Any = None
-        self.tty = sys.stderr.isatty() and not session.as_json
-        self.quiet = session.as_json
-        self.shown = -1
+    def report(done: int, total: int, records: int) -> None:
+        def line(seconds: float) -> str:
+            rate = records / max(seconds, 1e-9)
+            return f"{label}: {done}/{total} {unit}, {records} records ({rate:.0f}/s)"
 
-    def __call__(self, done: int, total: int, records: int) -> None:
-        if done == self.shown:
-            return
-        if self.tty:
-            if self.bar is None:
-                self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
-            self.bar.update(done - max(self.shown, 0))
-        elif not self.quiet and (done == total or time.monotonic() - self.last >= LINE_EVERY_S):
-            self.last = time.monotonic()
-            rate = records / max(self.last - self.began, 1e-9)
-            line = f"{self.label}: {done}/{total} {self.unit}, {records} records ({rate:.0f}/s)"
-            click.echo(line, err=True)
-        self.shown = done
+        view.show(done, total, line)
 
-    def close(self) -> float:
-        if self.bar is not None:
-            self.bar.render_finish()
-        return time.monotonic() - self.began
+    return view, report
 
 
 @click.command("backup")
@@ -69,11 +50,11 @@ def backup_command(session: Session, keyspace: str, out: Path) -> None:
     \b
     Example: kvctl backup --keyspace carts --out carts.kvb
     """
-    shown = _Shown(session, f"backup {keyspace}", "partitions")
+    view, report_progress = _shown(session, f"backup {keyspace}", "partitions")
     try:
-        summary = backups.backup(session.client(), keyspace, out, shown)
+        summary = backups.backup(session.client(), keyspace, out, report_progress)
     finally:
-        seconds = shown.close()
+        seconds = view.close()
     report = {
         "keyspace": keyspace,
         "file": str(out),
@@ -105,11 +86,11 @@ def restore_command(session: Session, archive: Path, keyspace: str, resume: bool
     \b
     Example: kvctl restore carts.kvb --keyspace carts2
     """
-    shown = _Shown(session, f"restore {keyspace}", "records")
+    view, report_progress = _shown(session, f"restore {keyspace}", "records")
     try:
-        summary = backups.restore(session.client(), archive, keyspace, shown, resume)
+        summary = backups.restore(session.client(), archive, keyspace, report_progress, resume)
     finally:
-        seconds = shown.close()
+        seconds = view.close()
     report = {
         "keyspace": keyspace,
         "file": str(archive),

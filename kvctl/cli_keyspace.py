@@ -4,13 +4,14 @@ is the context object it made."""
 
 from __future__ import annotations
 
+import functools
 import json
-import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from kvctl.cli_progress import Progress
 from kvctl.errors import NOT_DONE, KvctlError
 
 if TYPE_CHECKING:
@@ -157,9 +158,10 @@ def keyspace_cancel(
 
 
 def _follow(session: Session, name: str, target: str, end: float) -> dict[str, Any]:
-    """Poll until the switch is over: a progress bar on a terminal, else a line per step."""
-    client, began, shown = session.client(), time.monotonic(), -1
-    bar = None
+    """Poll until the switch is over, showing its progress (kvctl/cli_progress.py)."""
+    client = session.client()
+    view: Progress | None = None
+    done_before = -1
     try:
         while time.monotonic() < end:
             ks: dict[str, Any] = client.get_keyspace(name)
@@ -169,24 +171,17 @@ def _follow(session: Session, name: str, target: str, end: float) -> dict[str, A
                     raise KvctlError(f"the switch of {name!r} ended in {ks['consistency']}")
                 return ks
             done, total = switch["partitions_done"], switch["partitions"]
-            if done < shown:  # a new phase: a cancel turned it, or the switch back began
-                began, shown = time.monotonic(), -1
-                if bar is not None:
-                    bar.render_finish()
-                    bar = None
-            if bar is None and sys.stderr.isatty() and not session.as_json:
-                label = f"{name} → {switch['to']}"
-                bar = click.progressbar(length=total, label=label, file=sys.stderr)
-            if bar is not None:
-                bar.update(done - max(shown, 0))
-            elif done != shown and not session.as_json:
-                elapsed = time.monotonic() - began
-                click.echo(_progress(switch, elapsed), err=True)
-            shown = done
+            label = f"{name} → {switch['to']}"
+            if view is None:
+                view = Progress(label, session.as_json)
+            elif done < done_before:  # a new phase: a cancel turned it, or the switch back began
+                view.restart(label)
+            view.show(done, total, functools.partial(_progress, switch))
+            done_before = done
             time.sleep(POLL_S)
     finally:
-        if bar is not None:
-            bar.render_finish()
+        if view is not None:
+            view.close()
     raise KvctlError(f"the switch of {name!r} is still running", NOT_DONE)
 
 

@@ -28,12 +28,13 @@ from kv.backup import (
     migrate_items,
 )
 from kv.batching import chunks
-from kv.errors import InvalidRequest, NoLeader, NotReady, PeerTimeout, PeerUnreachable, Retryable
+from kv.errors import InvalidRequest, NotReady, Retryable
 from kv.internode import OpTable
 from kv.keyspace import KeyspaceConfig
 from kv.meta import Metadata
 from kv.transport import Transport
 from raft_groups.commands import MAX_MIGRATE_ITEMS, Command
+from raft_groups.frontend import call_a_member
 from raft_groups.manager import RaftGroups
 from raft_groups.placement import GroupSpec
 
@@ -67,7 +68,7 @@ class LinearizableBackup:
         if self._self_id in spec.members:
             page = await self.serve_export(request)
         else:
-            page = await self._to_member(spec, LIN_EXPORT, request, timeout)
+            page = await call_a_member(self._transport, spec, LIN_EXPORT, request, timeout)
         return page.to_wire()
 
     async def import_records(
@@ -95,7 +96,9 @@ class LinearizableBackup:
         request = ImportRequest(ks.name, ks.uid, partition, records, timeout)
         if self._self_id in spec.members:
             return (await self.serve_import(request)).created
-        imported: Imported = await self._to_member(spec, LIN_IMPORT, request, timeout)
+        imported: Imported = await call_a_member(
+            self._transport, spec, LIN_IMPORT, request, timeout
+        )
         return imported.created
 
     # ------------------------------------------------------------------ served here
@@ -130,15 +133,6 @@ class LinearizableBackup:
         if self._self_id not in spec.members:
             raise NotReady("this node is not in the partition's group now", retry_after=0.2)
         return spec
-
-    async def _to_member(self, spec: GroupSpec, op: Any, request: Any, timeout: float) -> Any:
-        errors = []
-        for member in spec.members:
-            try:
-                return await self._transport.call(member, op, request, timeout)
-            except (PeerUnreachable, PeerTimeout) as exc:  # both idempotent: try the next
-                errors.append(str(exc))
-        raise NoLeader(f"no member of {spec.gid} answered: {'; '.join(errors)}", retry_after=0.5)
 
 
 def _spec(md: Metadata, ks: KeyspaceConfig, partition: int) -> GroupSpec:

@@ -193,7 +193,9 @@ class LinearizableKeys:
         spec = GroupSpec(partition, req.keyspace.replication, members)
         if self._self_id not in spec.members:
             fwd = ForwardedList.of(req, partition)
-            return await self._to_member(spec, LIN_LIST, fwd, fwd.timeout_s, _list_timeout)
+            return await call_a_member(
+                self._transport, spec, LIN_LIST, fwd, fwd.timeout_s, _list_timeout
+            )
         scan = (req.prefix, req.after, req.limit)
         keys = await self._groups.keys(spec, req.keyspace.uid, scan, req.timeout_s, req.guard)
         return Slice(tuple(keys), keys[-1] if len(keys) == req.limit else None)
@@ -245,30 +247,8 @@ class LinearizableKeys:
         def timeout(exc: PeerTimeout) -> Exception:
             return _forward_timeout(fwd, exc)
 
-        reply = await self._to_member(spec, LIN_FORWARD, fwd, fwd.timeout_s, timeout)
+        reply = await call_a_member(self._transport, spec, LIN_FORWARD, fwd, fwd.timeout_s, timeout)
         return reply.body
-
-    async def _to_member(
-        self,
-        spec: GroupSpec,
-        op: Operation[Req, Resp],
-        request: Req,
-        timeout: float,
-        on_timeout: Callable[[PeerTimeout], Exception],
-    ) -> Resp:
-        """Send to the group's members in turn; only a member never reached lets us try the
-        next (a timeout may mean the write was applied: it ends the request)."""
-        errors = []
-        for member in spec.members:
-            try:
-                return await self._transport.call(member, op, request, timeout)
-            except PeerUnreachable as exc:
-                errors.append(str(exc))
-            except PeerTimeout as exc:
-                raise on_timeout(exc) from None
-        raise NoLeader(
-            f"no member of group {spec.gid} reachable: {'; '.join(errors)}", retry_after=0.5
-        )
 
     @staticmethod
     def _check_uid(md: Metadata, name: str, uid: int) -> None:
@@ -312,3 +292,28 @@ def _forward_timeout(fwd: Forwarded, exc: PeerTimeout) -> Exception:
         f"applied (retry with the same request_id to deduplicate): {exc}",
         request_id=fwd.request_id,
     )
+
+
+async def call_a_member(
+    transport: Transport,
+    spec: GroupSpec,
+    op: Operation[Req, Resp],
+    request: Req,
+    timeout: float,
+    on_timeout: Callable[[PeerTimeout], Exception] | None = None,
+) -> Resp:
+    """Send to the group's members in turn until one answers. A member never reached lets
+    us try the next; a timeout (the request may have been performed) ends the call as
+    `on_timeout(exc)` — or, for an idempotent request (`on_timeout` None), tries the next
+    member as well."""
+    errors = []
+    for member in spec.members:
+        try:
+            return await transport.call(member, op, request, timeout)
+        except PeerUnreachable as exc:
+            errors.append(str(exc))
+        except PeerTimeout as exc:
+            if on_timeout is not None:
+                raise on_timeout(exc) from None
+            errors.append(str(exc))
+    raise NoLeader(f"no member of group {spec.gid} answered: {'; '.join(errors)}", retry_after=0.5)
