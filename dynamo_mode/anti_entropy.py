@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -75,6 +76,36 @@ class Totals:
 
 
 @dataclass
+class Throttle:
+    """Anti-entropy yields to a write load, as Riak's entropy manager slows its exchanges
+    while vnode queues are long: while this node coordinates more than `busy_writes_per_s`
+    client writes a second, its exchanges are at least `busy_interval` apart instead of
+    one per round. Under such a load an exchange re-hashes every Merkle path the writes
+    dirtied and compares trees that the writes in flight keep apart anyway: measured 10-
+    15 % of the server CPU of a 16-client put load (docs/benchmarks.md, session 9).
+    Exchanges never stop: a busy node still sweeps its partitions, `busy_interval` apart."""
+
+    writes: Callable[[], int]  # client writes this node coordinated since it started
+    clock: Callable[[], float] = time.monotonic
+    busy_writes_per_s: float = 100.0  # NodeConfig.anti_entropy_busy_writes_per_s
+    busy_interval: float = 4.0  # NodeConfig.anti_entropy_busy_interval_s
+    deferred: int = 0  # rounds that skipped their exchange
+    _seen: tuple[float, int] | None = None
+    _last: float = float("-inf")
+
+    def allow(self) -> bool:
+        """Whether this round may exchange (called once per round)."""
+        now, writes = self.clock(), self.writes()
+        seen, self._seen = self._seen, (now, writes)
+        busy = seen is not None and writes - seen[1] > self.busy_writes_per_s * (now - seen[0])
+        if busy and now - self._last < self.busy_interval:
+            self.deferred += 1
+            return False
+        self._last = now
+        return True
+
+
+@dataclass
 class AntiEntropy:
     replica: DynamoReplica
     transport: Transport
@@ -89,13 +120,20 @@ class AntiEntropy:
     _next: int = 0
     _resume: dict[tuple[int, str], int] = field(default_factory=dict)
     _loop: Periodic | None = None
+    throttle: Throttle | None = None
 
     def start(self) -> None:
         # start the round robin at a random partition: nodes that start together would
         # otherwise sweep in step and repair the same keys twice (measured 1.15-1.8x)
         self._next = self.rng.randrange(1 << 16)
-        self._loop = Periodic("anti-entropy", self.interval, self.exchange_once)
+        self._loop = Periodic("anti-entropy", self.interval, self.round_once)
         self._loop.start()
+
+    async def round_once(self) -> ExchangeReport | None:
+        """One round of the loop: the next exchange, unless the throttle defers it."""
+        if self.throttle is not None and not self.throttle.allow():
+            return None
+        return await self.exchange_once()
 
     async def stop(self) -> None:
         if self._loop is not None:

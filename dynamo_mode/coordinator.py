@@ -114,6 +114,7 @@ class DynamoCoordinator:
         self._is_alive = is_alive
         self._background: set[asyncio.Task[Any]] = set()
         self.read_repairs = 0  # replicas sent the merged result after a read, since start
+        self.writes = 0  # puts and deletes coordinated here, since start (anti-entropy's throttle)
         self.siblings_seen: dict[int, int] = {}  # live versions of a found key → reads
 
     # ------------------------------------------------------------------ GET
@@ -219,6 +220,7 @@ class DynamoCoordinator:
         """`context`: what the client has seen — a clock plus extra dots, or a plain clock.
         `durability`: the keyspace's, sent with every copy (dynamo_mode/messages.py).
         `ttl_ms`: the new version's time to live (docs/ttl.md)."""
+        self.writes += 1
         context = context if isinstance(context, tuple) else (dict(context), ())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

@@ -115,6 +115,10 @@ class NodeConfig:
     # one Merkle exchange per interval, round robin over this node's partitions (Dynamo §4.7):
     # an in-sync exchange is one root-hash call, so a 64-partition sweep every 16 s is cheap
     anti_entropy_interval_s: float = 0.25
+    # while this node coordinates more client writes a second than this, its exchanges are
+    # at least anti_entropy_busy_interval_s apart (dynamo_mode/anti_entropy.py `Throttle`)
+    anti_entropy_busy_writes_per_s: float = 100.0
+    anti_entropy_busy_interval_s: float = 4.0
     # a tombstone is purged once it is this old AND every replica confirms it (DESIGN.md §4);
     # the grace lets in-flight hints and repairs land first (Cassandra: gc_grace_seconds)
     tombstone_grace_s: float = 3600.0
@@ -180,6 +184,7 @@ class NodeConfig:
             "request_timeout_s",
             "internode_timeout_s",
             "meta_poll_interval_s",
+            "anti_entropy_busy_interval_s",
             "header_timeout_s",
             "body_timeout_s",
             "keepalive_timeout_s",

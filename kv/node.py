@@ -27,7 +27,7 @@ from dataclasses import asdict
 from typing import Any
 
 from dynamo_mode import replica as dynamo_replica
-from dynamo_mode.anti_entropy import AntiEntropy
+from dynamo_mode.anti_entropy import AntiEntropy, Throttle
 from dynamo_mode.coordinator import DynamoCoordinator
 from dynamo_mode.frontend import EventualKeys
 from dynamo_mode.gossip import GossipDetector, next_generation
@@ -204,12 +204,12 @@ class Node:
     def _background_loops(self) -> None:
         """Anti-entropy, tombstone purge and hinted handoff (gossip is built with its mode)."""
         cfg = self.config
+        busy = (cfg.anti_entropy_busy_writes_per_s, cfg.anti_entropy_busy_interval_s)
         self.anti_entropy = AntiEntropy(
-            self.replica,
-            self.transport,
-            cfg.node_id,
-            self._metadata,
-            interval=cfg.anti_entropy_interval_s,
+            self.replica, self.transport, cfg.node_id, self._metadata, cfg.anti_entropy_interval_s
+        )
+        self.anti_entropy.throttle = Throttle(
+            lambda: self.coordinator.writes, time.monotonic, *busy
         )
         self.reaper = TombstoneReaper(
             self.replica,
