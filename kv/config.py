@@ -198,6 +198,11 @@ class NodeConfig:
                 f"(no limit) or more; got {self.max_connections}, "
                 f"{self.max_connections_per_source}",
             )
+        if self.anti_entropy_busy_writes_per_s < 0:
+            fail(
+                "anti_entropy_busy_writes_per_s",
+                f"must not be negative, got {self.anti_entropy_busy_writes_per_s}",
+            )
         if self.transfer_batch < 1:
             fail("transfer_batch", f"must be at least 1, got {self.transfer_batch}")
         if self.switch_partitions_per_round < 0:

@@ -331,10 +331,18 @@ def test_vnodes_range(value: int, ok: bool) -> None:
         assert_fails_naming("vnodes", flags(vnodes=value))
 
 
-@pytest.mark.parametrize("field", ["request_timeout_s", "internode_timeout_s"])
+@pytest.mark.parametrize(
+    "field", ["request_timeout_s", "internode_timeout_s", "anti_entropy_busy_interval_s"]
+)
 @pytest.mark.parametrize("value", [0, -1.0])
 def test_timeouts_must_be_positive(field: str, value: float) -> None:
     assert "positive" in assert_fails_naming(field, flags(**{field: value}))
+
+
+def test_the_anti_entropy_write_threshold_must_not_be_negative() -> None:
+    field = "anti_entropy_busy_writes_per_s"
+    assert "negative" in assert_fails_naming(field, flags(**{field: -1.0}))
+    assert load(None, flags(**{field: 0.0})).anti_entropy_busy_writes_per_s == 0.0
 
 
 @pytest.mark.parametrize(
