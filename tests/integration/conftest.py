@@ -18,7 +18,7 @@ import secrets
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -275,6 +275,25 @@ def create_keyspace(api: Api, name: str, config: dict[str, Any]) -> None:
             return
         assert reply.status == 503 and time.monotonic() < end, (name, reply)
         time.sleep(POLL_INTERVAL_S)
+
+
+def poll(probe: Callable[[], Any], what: str, deadline_s: float) -> Any:
+    """`probe()` again every POLL_INTERVAL_S until it returns something truthy, which is
+    returned; fails naming `what` after `deadline_s`."""
+    end = time.monotonic() + deadline_s
+    while not (found := probe()):
+        assert time.monotonic() < end, f"not within {deadline_s}s: {what}"
+        time.sleep(POLL_INTERVAL_S)
+    return found
+
+
+def retry_503(call: Callable[[], Any], deadline_s: float) -> Any:
+    """The request again while it is a retryable 503 (an election, a partition being
+    migrated); after `deadline_s` the last reply, for the caller's assertion to show."""
+    end = time.monotonic() + deadline_s
+    while (reply := call()).status == 503 and time.monotonic() < end:
+        time.sleep(POLL_INTERVAL_S)
+    return reply
 
 
 def wait_groups_led(api: Api) -> None:

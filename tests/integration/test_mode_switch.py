@@ -19,6 +19,7 @@ from tests.integration.conftest import (
     api_of,
     create_keyspace,
     key_path,
+    retry_503,
     running,
     single_node_config,
 )
@@ -42,16 +43,6 @@ def _wait_switched(api: Api, name: str) -> dict[str, Any]:
         time.sleep(0.1)
 
 
-def _retrying(call: Any, deadline_s: float = DEADLINE_S) -> Any:
-    """A request again while it is a retryable 503 (a partition being migrated)."""
-    end = time.monotonic() + deadline_s
-    while True:
-        reply = call()
-        if reply.status != 503 or time.monotonic() > end:
-            return reply
-        time.sleep(0.05)
-
-
 def test_eventual_to_linearizable_keeps_every_value_and_serves_through_raft(api: Api) -> None:
     create_keyspace(api, "carts", {"consistency": "eventual", "replication": 1})
     for i in range(40):
@@ -60,12 +51,12 @@ def test_eventual_to_linearizable_keeps_every_value_and_serves_through_raft(api:
     started = api.put("/v1/keyspaces/carts", {"consistency": "linearizable", "replication": 1})
     assert started.status == 202, started
     assert started.json()["switch"]["to"] == "linearizable"
-    after = _retrying(lambda: api.put(key_path("carts", "k1"), {"value": "after"}))
+    after = retry_503(lambda: api.put(key_path("carts", "k1"), {"value": "after"}), DEADLINE_S)
     assert after.status == 200 and after.json()["version"] == 2  # migrated v1, then this
     final = _wait_switched(api, "carts")
     assert final["replication"] == 1
     for i in range(2, 40):
-        got = _retrying(lambda i=i: api.get(key_path("carts", f"k{i}")))
+        got = retry_503(lambda i=i: api.get(key_path("carts", f"k{i}")), DEADLINE_S)
         assert got.status == 200 and got.json()["value"] == {"n": i}, got
         assert got.json()["version"] == 1
     assert api.get(key_path("carts", "k1")).json()["value"] == "after"
@@ -82,7 +73,7 @@ def test_siblings_merge_as_json_lists(api: Api) -> None:
     body = {"consistency": "linearizable", "replication": 1, "siblings": "merge-json-list"}
     assert api.put("/v1/keyspaces/lists", body).status == 202
     _wait_switched(api, "lists")
-    got = _retrying(lambda: api.get(key_path("lists", "k")))
+    got = retry_503(lambda: api.get(key_path("lists", "k")), DEADLINE_S)
     assert got.json()["value"] == [1, 2, 3]
 
 
@@ -101,9 +92,9 @@ def test_lww_keeps_the_sibling_written_last(api: Api) -> None:
     body = {"consistency": "linearizable", "replication": 1, "siblings": "lww"}
     assert api.put("/v1/keyspaces/lw", body).status == 202
     _wait_switched(api, "lw")
-    got = _retrying(lambda: api.get(key_path("lw", "k")))
+    got = retry_503(lambda: api.get(key_path("lw", "k")), DEADLINE_S)
     assert got.status == 200 and got.json()["value"] == "third", got
-    assert _retrying(lambda: api.get(key_path("lw", "gone"))).status == 404
+    assert retry_503(lambda: api.get(key_path("lw", "gone")), DEADLINE_S).status == 404
 
 
 def test_refuse_lists_the_keys_with_siblings_and_changes_nothing(api: Api) -> None:
@@ -159,7 +150,7 @@ def test_the_eventual_copies_are_deleted_after_the_switch(tmp_path: Path) -> Non
         while held():
             assert time.monotonic() < end, f"{held()} partitions still hold eventual copies"
             time.sleep(0.2)
-        assert _retrying(lambda: api.get(key_path("moved", "k7"))).json()["value"] == 7
+        assert retry_503(lambda: api.get(key_path("moved", "k7")), DEADLINE_S).json()["value"] == 7
 
 
 def _wait_mode(api: Api, name: str, mode: str) -> dict[str, Any]:
@@ -178,7 +169,9 @@ def test_linearizable_to_eventual_keeps_every_value_and_every_delete(tmp_path: P
         node, api = nodes["n1"], api_of(nodes["n1"])
         create_keyspace(api, "orders", {"consistency": "linearizable", "replication": 1})
         for i in range(30):
-            put = _retrying(lambda i=i: api.put(key_path("orders", f"k{i}"), {"value": i}))
+            put = retry_503(
+                lambda i=i: api.put(key_path("orders", f"k{i}"), {"value": i}), DEADLINE_S
+            )
             assert put.status == 200, put
         ks = node.node.meta.metadata.keyspace("orders")
         assert ks is not None
@@ -195,10 +188,15 @@ def test_linearizable_to_eventual_keeps_every_value_and_every_delete(tmp_path: P
         started = api.put("/v1/keyspaces/orders", {"consistency": "eventual", "replication": 1})
         assert started.status == 202 and started.json()["switch"]["to"] == "eventual", started
         # during the switch: writes are eventual, deletes stick, reads see both sides
-        assert _retrying(lambda: api.put(key_path("orders", "k1"), {"value": "new"})).status == 200
-        gone = _retrying(lambda: api.delete(key_path("orders", "k2")))
+        assert (
+            retry_503(
+                lambda: api.put(key_path("orders", "k1"), {"value": "new"}), DEADLINE_S
+            ).status
+            == 200
+        )
+        gone = retry_503(lambda: api.delete(key_path("orders", "k2")), DEADLINE_S)
         assert gone.status == 200 and gone.json()["deleted"] is True, gone
-        assert _retrying(lambda: api.get(key_path("orders", "k3"))).json()["value"] == 3
+        assert retry_503(lambda: api.get(key_path("orders", "k3")), DEADLINE_S).json()["value"] == 3
         final = _wait_mode(api, "orders", "eventual")
         assert final["replication"] == 1 and "write_quorum" in final
         for i in range(3, 30):

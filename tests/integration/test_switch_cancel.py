@@ -6,7 +6,6 @@ switch again afterwards. Every wait is a poll with a deadline; every node is sto
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from tests.integration.conftest import (
     create_keyspace,
     founder_configs,
     key_path,
+    poll,
     running,
     single_node_config,
 )
@@ -26,19 +26,9 @@ DEADLINE_S = 90.0
 SLOW = {"partitions": 64, "switch_partitions_per_round": 1}  # a switch takes many seconds
 
 
-def _poll(probe: Any, what: str) -> Any:
-    end = time.monotonic() + DEADLINE_S
-    while True:
-        found = probe()
-        if found:
-            return found
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def _until_ok(call: Any) -> Any:
     """The request again while it is a retryable 503 (a partition not served yet)."""
-    return _poll(lambda: (r := call()).status != 503 and r, "a non-503 answer")
+    return poll(lambda: (r := call()).status != 503 and r, "a non-503 answer", DEADLINE_S)
 
 
 def _ended(api: Api, name: str, mode: str) -> dict[str, Any]:
@@ -46,7 +36,7 @@ def _ended(api: Api, name: str, mode: str) -> dict[str, Any]:
         ks = api.get(f"/v1/keyspaces/{name}").json()
         return ks if ks["consistency"] == mode and "switch" not in ks else None
 
-    found: dict[str, Any] = _poll(probe, f"{name} to end {mode}")
+    found: dict[str, Any] = poll(probe, f"{name} to end {mode}", DEADLINE_S)
     return found
 
 
@@ -73,7 +63,7 @@ def test_cancel_mid_switch_keeps_every_acknowledged_write(tmp_path: Path) -> Non
             ks = api.get("/v1/keyspaces/cx").json()
             return ks.get("switch", {}).get("partitions_done", 0) >= 3
 
-        _poll(migrated, "three partitions migrated")
+        poll(migrated, "three partitions migrated", DEADLINE_S)
         md = node.node.meta.metadata
         record = md.switch("cx")
         assert record is not None

@@ -33,6 +33,8 @@ from tests.integration.conftest import (
     create_keyspace,
     founder_configs,
     key_path,
+    poll,
+    retry_503,
     running,
     single_node_config,
     wait_groups_led,
@@ -42,23 +44,6 @@ DEADLINE_S = 60.0
 POLL_S = 0.1
 # the eventual purge: expired versions become tombstones, purged after this grace
 FAST_PURGE = {"tombstone_grace_s": 0.5, "tombstone_gc_interval_s": 0.2}
-
-
-def eventually(check: Callable[[], bool], what: str, deadline_s: float = DEADLINE_S) -> None:
-    end = time.monotonic() + deadline_s
-    while not check():
-        assert time.monotonic() < end, f"not within {deadline_s}s: {what}"
-        time.sleep(POLL_S)
-
-
-def retrying(call: Callable[[], Any]) -> Any:
-    """A request again while it is a retryable 503 (elections, a partition migrating)."""
-    end = time.monotonic() + DEADLINE_S
-    while True:
-        reply = call()
-        if reply.status != 503 or time.monotonic() > end:
-            return reply
-        time.sleep(POLL_S)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +59,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node
 
 
 def status_everywhere(nodes: dict[str, NodeThread], ks: str, key: str) -> set[int]:
-    return {retrying(lambda n=n: api_of(n).get(key_path(ks, key))).status for n in nodes.values()}
+    def status(node: NodeThread) -> int:
+        return int(retry_503(lambda: api_of(node).get(key_path(ks, key)), DEADLINE_S).status)
+
+    return {status(n) for n in nodes.values()}
 
 
 def located(node: NodeThread, ks_name: str, key: str) -> tuple[Any, routing.Route]:
@@ -113,19 +101,28 @@ def test_a_key_with_ttl_1_is_absent_everywhere_after_expiry_then_gone_from_stora
     api = api_of(cluster["n1"])
     written = time.time()
     assert (
-        retrying(lambda: api.put(key_path(ks, "brief"), {"value": "x", "ttl_s": 1})).status == 200
+        retry_503(
+            lambda: api.put(key_path(ks, "brief"), {"value": "x", "ttl_s": 1}), DEADLINE_S
+        ).status
+        == 200
     )
-    assert retrying(lambda: api.put(key_path(ks, "stays"), {"value": "y"})).status == 200
-    shown = retrying(lambda: api_of(cluster["n2"]).get(key_path(ks, "brief")))
+    assert (
+        retry_503(lambda: api.put(key_path(ks, "stays"), {"value": "y"}), DEADLINE_S).status == 200
+    )
+    shown = retry_503(lambda: api_of(cluster["n2"]).get(key_path(ks, "brief")), DEADLINE_S)
     assert shown.status in (200, 404), shown  # 404: a slow machine saw it expire already
     if shown.status == 200:
         assert shown.json()["expires_at"] >= int(written * 1000) + 1000
-    eventually(lambda: status_everywhere(cluster, ks, "brief") == {404}, f"{ks}/brief absent")
+    poll(lambda: status_everywhere(cluster, ks, "brief") == {404}, f"{ks}/brief absent", DEADLINE_S)
     assert status_everywhere(cluster, ks, "stays") == {200}
-    listed = retrying(lambda: api.get(f"/v1/keyspaces/{ks}/keys")).json()["keys"]
+    listed = retry_503(lambda: api.get(f"/v1/keyspaces/{ks}/keys"), DEADLINE_S).json()["keys"]
     assert "brief" not in listed and "stays" in listed
     for node in cluster.values():
-        eventually(lambda n=node: not stored(n, "brief"), f"{ks}/brief purged on {node}")
+
+        def purged(n: NodeThread = node) -> bool:
+            return not stored(n, "brief")
+
+        poll(purged, f"{ks}/brief purged on {node}", DEADLINE_S)
     assert status_everywhere(cluster, ks, "brief") == {404}  # and it never comes back
 
 
@@ -134,16 +131,24 @@ def test_a_write_without_ttl_makes_the_key_permanent(
     cluster: dict[str, NodeThread], ks: str
 ) -> None:
     api = api_of(cluster["n3"])
-    assert retrying(lambda: api.put(key_path(ks, "p"), {"value": 1, "ttl_s": 1})).status == 200
-    seen = retrying(lambda: api.get(key_path(ks, "p"))).json()
+    assert (
+        retry_503(lambda: api.put(key_path(ks, "p"), {"value": 1, "ttl_s": 1}), DEADLINE_S).status
+        == 200
+    )
+    seen = retry_503(lambda: api.get(key_path(ks, "p")), DEADLINE_S).json()
     body: dict[str, Any] = {"value": 2}
     if ks == "ev" and "context" in seen:
         body["context"] = seen["context"]  # supersedes the TTL version
-    assert retrying(lambda: api.put(key_path(ks, "p"), body)).status == 200
+    assert retry_503(lambda: api.put(key_path(ks, "p"), body), DEADLINE_S).status == 200
     # a later key with the same TTL: once it has expired, so has the first write of "p"
-    assert retrying(lambda: api.put(key_path(ks, "later"), {"value": 0, "ttl_s": 1})).status == 200
-    eventually(lambda: status_everywhere(cluster, ks, "later") == {404}, f"{ks}/later absent")
-    reply = retrying(lambda: api.get(key_path(ks, "p")))
+    assert (
+        retry_503(
+            lambda: api.put(key_path(ks, "later"), {"value": 0, "ttl_s": 1}), DEADLINE_S
+        ).status
+        == 200
+    )
+    poll(lambda: status_everywhere(cluster, ks, "later") == {404}, f"{ks}/later absent", DEADLINE_S)
+    reply = retry_503(lambda: api.get(key_path(ks, "p")), DEADLINE_S)
     assert reply.status == 200 and reply.json()["value"] == 2, reply
     assert "expires_at" not in reply.json()
 
@@ -154,7 +159,7 @@ def _switched(api: Api, name: str, to: str) -> None:
         ks = api.get(f"/v1/keyspaces/{name}").json()
         return bool(ks["consistency"] == to and "switch" not in ks)
 
-    eventually(done, f"{name} switched to {to}")
+    poll(done, f"{name} switched to {to}", DEADLINE_S)
 
 
 def test_a_ttl_is_kept_across_a_switch_each_way(tmp_path: Path) -> None:
@@ -167,10 +172,16 @@ def test_a_ttl_is_kept_across_a_switch_each_way(tmp_path: Path) -> None:
         to_lin = {"consistency": "linearizable", "replication": 1}
         assert api.put("/v1/keyspaces/sw", to_lin).status == 202
         _switched(api, "sw", "linearizable")
-        assert retrying(lambda: api.get(key_path("sw", "long"))).json()["expires_at"] == expires
-        eventually(lambda: api.get(key_path("sw", "short")).status == 404, "short expired")
+        assert (
+            retry_503(lambda: api.get(key_path("sw", "long")), DEADLINE_S).json()["expires_at"]
+            == expires
+        )
+        poll(lambda: api.get(key_path("sw", "short")).status == 404, "short expired", DEADLINE_S)
         to_ev = {"consistency": "eventual", "replication": 1}
         assert api.put("/v1/keyspaces/sw", to_ev).status == 202
         _switched(api, "sw", "eventual")
-        assert retrying(lambda: api.get(key_path("sw", "long"))).json()["expires_at"] == expires
+        assert (
+            retry_503(lambda: api.get(key_path("sw", "long")), DEADLINE_S).json()["expires_at"]
+            == expires
+        )
         assert api.get(key_path("sw", "short")).status == 404
