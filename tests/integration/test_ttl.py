@@ -41,7 +41,6 @@ from tests.integration.conftest import (
 )
 
 DEADLINE_S = 60.0
-POLL_S = 0.1
 # the eventual purge: expired versions become tombstones, purged after this grace
 FAST_PURGE = {"tombstone_grace_s": 0.5, "tombstone_gc_interval_s": 0.2}
 
