@@ -2,7 +2,8 @@
 tick driver for all groups rather than a thread each).
 
 Every SyncObj runs with `autoTick=False`; `RaftDriver.cycle` is the driver's whole
-behaviour, one documented sequence (tick → sync journals → flush → poll → sync → flush).
+behaviour, one documented sequence (tick → leaders' entries out → sync journals → flush →
+poll → leaders' entries out → sync → flush).
 Which groups a cycle ticks (`_tick_due`): idle groups together in one round every
 `idle_tick` (their heartbeats), a group with work (a queued command, a message that left
 work) at once, and never a group without work. Between idle rounds, and in a sync step,
@@ -10,9 +11,9 @@ only the groups that have work are looked at (`_due`, `needs_sync`); the syncs o
 step run at once (`_sync_all`: the driver thread and a few sync threads, joined before
 the flush).
 
-The driver uses only `poll`, `deliver`, `flush`, `discard_group`, `take_failures`,
-`wake`, `close` and `dirty` of
-the mux and the `DrivenGroup` methods of a group, so it runs against fakes in unit tests.
+The driver uses only `poll`, `deliver`, `flush`, `flush_ahead`, `discard_group`,
+`take_failures`, `wake`, `close` and `dirty` of the mux and the `DrivenGroup` methods of
+a group, so it runs against fakes in unit tests.
 No pysyncobj here.
 """
 

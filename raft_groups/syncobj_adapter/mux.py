@@ -5,9 +5,9 @@ thread reads, checks and decodes what arrives; link_codec.py: an authenticated h
 a MAC on every frame, a pickle without globals, TLS when configured). Every message
 travels as (group id, message). `send` only queues: what was queued for a peer since the
 last `flush` leaves as one frame (or a few, when large), so pickling costs per flush, not
-per group, and the driver decides when anything leaves the node (after the journals are
-synced, see `RaftDriver.cycle`). `poll` waits for the link's events and hands them to the
-groups on the driver thread.
+per group, and the driver decides when anything leaves the node (`flush_ahead`: a leader's
+entries, before its journal sync; `flush`: the rest, after it — see `RaftDriver.cycle`).
+`poll` waits for the link's events and hands them to the groups on the driver thread.
 
 `GroupTransport` is one group's view of the mux, handed to its SyncObj as its transport.
 Except `wake`, which any thread may call, the mux is used only with the driver lock held.
