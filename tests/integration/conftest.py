@@ -268,13 +268,10 @@ def auth_node(root: Path) -> Iterator[tuple[Api, str]]:
 def create_keyspace(api: Api, name: str, config: dict[str, Any]) -> None:
     """PUT a keyspace, again while the answer is a retryable 503 (a meta election on a
     loaded machine; the API's contract is that a 503 may be retried), until a deadline."""
-    end = time.monotonic() + START_DEADLINE_S
-    while True:
-        reply = api.put(f"/v1/keyspaces/{name}", config, timeout=10.0)
-        if reply.status in (200, 201):
-            return
-        assert reply.status == 503 and time.monotonic() < end, (name, reply)
-        time.sleep(POLL_INTERVAL_S)
+    reply = retry_503(
+        lambda: api.put(f"/v1/keyspaces/{name}", config, timeout=10.0), START_DEADLINE_S
+    )
+    assert reply.status in (200, 201), (name, reply)
 
 
 def poll(probe: Callable[[], Any], what: str, deadline_s: float) -> Any:

@@ -5,6 +5,7 @@ loop turn its inner future completes in — the cause of a node stop that hung i
 from __future__ import annotations
 
 import asyncio
+import gc
 
 from kv.periodic import Periodic, cancel_and_wait
 
@@ -58,14 +59,23 @@ def test_a_periodic_whose_round_loses_the_cancel_in_wait_for_stops() -> None:
 
 
 def test_finished_and_failed_tasks_are_collected_without_error() -> None:
+    reported: list[dict[str, object]] = []
+
     async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, ctx: reported.append(ctx))
+
         async def fail() -> None:
             raise ValueError("boom")
 
-        done = asyncio.ensure_future(asyncio.sleep(0))
+        done = asyncio.ensure_future(asyncio.sleep(0, result="kept"))
         failed = asyncio.ensure_future(fail())
         await asyncio.sleep(0.01)
         await asyncio.wait_for(cancel_and_wait(done, failed), DEADLINE_S)
         await asyncio.wait_for(cancel_and_wait(), DEADLINE_S)
+        assert done.result() == "kept"  # a finished task is not cancelled after the fact
+        assert failed.done() and not failed.cancelled()
+        del done, failed  # failed's exception is not retrieved here: cancel_and_wait did
+        gc.collect()  # an unretrieved exception is reported when its task is freed
 
     asyncio.run(main())
+    assert reported == []
