@@ -1,7 +1,7 @@
 """Active anti-entropy: periodic Merkle exchanges between replicas (Dynamo §4.7).
 
-Every `interval` (every `Throttle.busy_interval` at most, while the node serves a write
-load: `Throttle`) this node takes the next partition it replicates (round robin), picks
+Every `interval` (while the node serves a write load, at most once per
+`Throttle.busy_interval`) this node takes the next partition it replicates (round robin), picks
 one other replica of it (seeded rng), walks the two trees with `merkle_diff.diff_steps` — each
 query is one internode call, awaited between steps — and then repairs the differing keys
 in both directions by sending whole reconciled version sets (`store`, a CRDT merge, so a
