@@ -96,8 +96,8 @@ class NodeConfig:
     request_timeout_s: float = 2.0  # default per-request deadline (query `timeout_ms` overrides)
     internode_timeout_s: float = 1.5
     log_level: str = "INFO"
-    # msync Raft journals before acknowledging (durable on a majority); false = survive a
-    # process crash only (DESIGN.md §3, docs/raft.md)
+    # fdatasync the node's Raft log before any message vouches for it (an acknowledged
+    # write is durable on a majority); false = survive a process crash only (docs/raft.md)
     raft_sync_journal: bool = True
     # client tokens (kv/auth.py): with auth, every API request but /v1/health needs one;
     # a founder with admin_token_file puts that token in the bootstrap metadata as admin
@@ -323,6 +323,10 @@ class NodeConfig:
     @property
     def raft_dir(self) -> str:
         return os.path.join(self.data_dir, "raft")
+
+    @property
+    def raft_log_dir(self) -> str:
+        return os.path.join(self.data_dir, "raft_log")  # node_log.py: every group's journal
 
     @property
     def db_dir(self) -> str:

@@ -82,7 +82,7 @@ METRICS: tuple[Metric, ...] = (
     _m("kv_raft_applied_index", "gauge", "group", "Last index applied here"),
     _m("kv_raft_leader_changes_total", "counter", "group", "Leaders seen taking over"),
     _m("kv_raft_proposals_pending", "gauge", "group", "Proposed here, not yet answered"),
-    _m("kv_raft_journal_bytes", "gauge", "group", "Written bytes of the Raft journal file"),
+    _m("kv_raft_journal_bytes", "gauge", "group", "Bytes of the group's retained Raft log entries"),
     _m(
         "kv_raft_snapshot_duration_seconds",
         "summary",

@@ -67,7 +67,7 @@ from raft_groups.manager import RaftGroups
 from raft_groups.meta_group import MetaGroup, MetaGroups
 from raft_groups.meta_voters import MetaVoters
 from raft_groups.mover import RaftMoves
-from raft_groups.syncobj_adapter import RaftDriver, RaftMux, RaftNodeSettings
+from raft_groups.syncobj_adapter import NodeLog, RaftDriver, RaftMux, RaftNodeSettings
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +131,10 @@ class Node:
         cfg = self.config
         os.makedirs(cfg.db_dir, exist_ok=True)
         self.engine = LevelDBEngine(cfg.db_dir)
-        self.driver = RaftDriver(RaftMux(self._raft_node_settings()))
+        log = NodeLog(cfg.raft_log_dir, sync=cfg.raft_sync_journal)  # every group's journal
+        self.driver = RaftDriver(RaftMux(self._raft_node_settings()), log)
         loop = asyncio.get_running_loop()
-        groups = MetaGroups(
-            self.driver, loop, cfg.raft_advertise, cfg.meta_dir, cfg.raft_sync_journal
-        )
+        groups = MetaGroups(self.driver, loop, cfg.raft_advertise, cfg.meta_dir)
         self.meta: MetaRole[MetaGroup] = MetaRole(
             self._me,
             groups,
@@ -194,7 +193,6 @@ class Node:
             self._raft_address,
             cfg.raft_dir,
             asyncio.get_running_loop(),
-            sync_journal=cfg.raft_sync_journal,
         )
         keys = LinearizableKeys(self.groups, cfg.node_id, self.transport, self._metadata)
         keys.register(self.ops)

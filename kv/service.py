@@ -15,7 +15,7 @@ answers 503 (retryable) instead.
 
 The first key request after a start waits for that barrier too, whatever it names: a
 restarted member's metadata is what its journal had applied (the commit index is stored
-late, raft_groups/syncobj_adapter/durable.py `MetaThrottle`), possibly from before a
+late, raft_groups/syncobj_adapter/node_log.py `GroupJournal`), possibly from before a
 membership plan or a partition's flip, and a write routed by it would skip a partition's
 incoming or new owners (seen in CI: an acknowledged write missing on the node a plan had
 just added). Until the barrier succeeds once, key requests answer 503 (retryable).

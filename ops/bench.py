@@ -353,8 +353,8 @@ FSYNC_NOTES = {
     "a power loss may)",
     "eventual-fsync": "kv eventual, keyspace durability fsync: each replica's write synced "
     "(group commit) before it acknowledges",
-    "linearizable": "kv linearizable: group commit, every changed Raft journal msync'ed before any "
-    "message leaves the node (node config raft_sync_journal, default true)",
+    "linearizable": "kv linearizable: group commit, the node's Raft log (every group's journal) "
+    "fdatasynced before any message leaves the node (node config raft_sync_journal, default true)",
 }
 
 

@@ -149,9 +149,7 @@ class RaftGroups:
         raft_address: Callable[[str], str | None],
         data_dir: str,
         loop: asyncio.AbstractEventLoop,
-        sync_journal: bool = True,
     ) -> None:
-        self._sync_journal = sync_journal
         self._driver = driver
         self._engine = engine
         self.engine = engine
@@ -182,10 +180,16 @@ class RaftGroups:
             for gid, hosted in self._running.items():
                 hosted.spec = want[gid]
             new = [spec for gid, spec in want.items() if gid not in self._running]
-            started = await asyncio.to_thread(
-                self._driver.call, lambda: [self._start(s) for s in new]
-            )
-            self._running.update((h.spec.gid, h) for h in started)
+            started: list[Hosted] = []
+
+            def start_each() -> None:  # driver thread
+                for spec in new:
+                    started.append(self._start(spec))
+
+            try:
+                await asyncio.to_thread(self._driver.call, start_each)
+            finally:  # those started before a failure run: they are this node's to stop
+                self._running.update((h.spec.gid, h) for h in started)
 
     def _rejoins(self, gid: str, spec: GroupSpec) -> bool:
         """An owner's replica that the metadata now lists as joining (it was removed)."""
@@ -209,7 +213,6 @@ class RaftGroups:
             self_address=self._address(self._node_id),
             peers=tuple(self._address(m) for m in spec.peers(self._node_id)),
             data_dir=os.path.join(self._data_dir, spec.gid),
-            sync_journal=self._sync_journal,
             joining=spec.joining(self._node_id),
         )
         machine = LinearizableMachine(self._engine, spec.number)

@@ -179,13 +179,11 @@ class MetaGroups:
         loop: asyncio.AbstractEventLoop,
         self_address: str,
         data_dir: str,
-        sync_journal: bool = True,
     ) -> None:
         self._driver = driver
         self._loop = loop
         self._self_address = self_address
         self._data_dir = data_dir
-        self._sync_journal = sync_journal
 
     async def open(self, peers: tuple[str, ...], joining: bool) -> MetaGroup:
         settings = GroupSettings(
@@ -193,7 +191,6 @@ class MetaGroups:
             self_address=self._self_address,
             peers=peers,
             data_dir=self._data_dir,
-            sync_journal=self._sync_journal,
             joining=joining,
         )
         make = lambda: MetaGroup(settings, self._driver, self._loop)  # noqa: E731
@@ -203,4 +200,8 @@ class MetaGroups:
         await asyncio.to_thread(self._driver.call, lambda: group.group.close(delete_data))
 
     def wipe(self) -> None:
+        """The meta group's part of the node's log (durably dropped), then its directory."""
+        log = self._driver.log
+        if log is not None:
+            self._driver.call(lambda: log.drop(GID))
         shutil.rmtree(self._data_dir, ignore_errors=True)

@@ -8,8 +8,10 @@ pysyncobj's camelCase API, its FAIL_REASON codes and its threads stop here. Modu
 - `mux`: `RaftMux`, ONE Raft port per node for every group (meta group included);
 - `driver`: `RaftDriver`, ONE thread ticking every group; its `cycle` is the documented
   sequence tick → sync journals → flush (nothing leaves the node before its journal sync);
-- `durable`: the group commit's syncs — the journal by fdatasync, the term and vote in a
-  file of their own (`raft.vote`), restored into pysyncobj's meta file at start;
+- `node_log` (records: `log_records`, pure): `NodeLog`, ONE log per node holding every
+  group's journal, term and vote — a sync step is one write and one fdatasync;
+- `durable`: a new group directory's sync, and the import of a group's files written in
+  the format before the node's log;
 - `snapshot`: snapshots streamed from a background thread through pysyncobj's hooks;
 - `stats`: what a group reports, `RaftStatus` (`/v1/cluster`) and `GroupStats` (`/metrics`);
 - `group`: `RaftGroup`, one replica group: `propose(bytes)`, `status()`, typed errors,
@@ -37,6 +39,7 @@ from raft_groups.syncobj_adapter.membership import (
     Unknown,
 )
 from raft_groups.syncobj_adapter.mux import RaftMux
+from raft_groups.syncobj_adapter.node_log import NodeLog
 from raft_groups.syncobj_adapter.settings import GroupSettings, RaftNodeSettings
 from raft_groups.syncobj_adapter.stats import GroupStats, RaftStatus
 
@@ -46,6 +49,7 @@ __all__ = [
     "GroupSettings",
     "GroupStats",
     "Moved",
+    "NodeLog",
     "NotMoved",
     "RaftDriver",
     "RaftGroup",

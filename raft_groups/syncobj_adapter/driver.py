@@ -7,9 +7,10 @@ poll → leaders' entries out → sync → flush).
 Which groups a cycle ticks (`_tick_due`): idle groups together in one round every
 `idle_tick` (their heartbeats), a group with work (a queued command, a message that left
 work) at once, and never a group without work. Between idle rounds, and in a sync step,
-only the groups that have work are looked at (`_due`, `needs_sync`); the syncs of one
-step run at once (`_sync_all`: the driver thread and a few sync threads, joined before
-the flush).
+only the groups that have work are looked at (`_due`, `needs_sync`). Every group's journal
+is part of the node's log (`log`, node_log.py), so a sync step is one write and one
+fdatasync whatever the number of groups that wrote (the first group's `sync_journal`
+makes it; the others find nothing left).
 
 The driver uses only `poll`, `deliver`, `flush`, `flush_ahead`, `discard_group`,
 `take_failures`, `wake`, `close` and `dirty` of the mux and the `DrivenGroup` methods of
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from raft_groups.syncobj_adapter.mux import RaftMux
+    from raft_groups.syncobj_adapter.node_log import NodeLog
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -62,11 +64,11 @@ class RaftDriver:
     """One thread ticking every Raft group of this node, over one `RaftMux`."""
 
     mux: RaftMux
+    log: NodeLog | None = None  # the node's Raft log, shared by its groups (`RaftGroup`)
     idle_tick: float = 0.1  # heartbeat cadence of idle groups; ≪ election_timeout_min (0.6 s)
     lock: threading.RLock = field(default_factory=threading.RLock)
     journal_syncs: int = 0  # journal syncs so far (ops and tests)
     fenced: dict[str, str] = field(default_factory=dict)  # gid → why (`_fence`)
-    sync_threads: int = 8  # syncs of one sync step run at once (`_sync_all`)
     _groups: dict[str, DrivenGroup] = field(default_factory=dict)
     _unsynced: dict[str, DrivenGroup] = field(default_factory=dict)  # `needs_sync`
     # groups `wake` was called for (any thread: deque appends are atomic), and groups that
@@ -80,7 +82,6 @@ class RaftDriver:
         default_factory=collections.deque
     )
     _next_round: float = 0.0
-    _sync_pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def add(self, group: DrivenGroup) -> None:
         with self.lock:
@@ -246,34 +247,16 @@ class RaftDriver:
     def _sync_all(
         self, groups: list[DrivenGroup]
     ) -> tuple[int, list[tuple[DrivenGroup, Exception]]]:
-        """Sync `groups` at once: the first on this thread, the others on the sync
-        threads — each sync waits for the disk with the GIL released, and the device and
-        filesystem merge concurrent flushes. Returns once every sync has returned: how
-        many journals were synced, and the groups whose sync raised."""
-        if not groups:
-            return 0, []
-        pool = self._syncers() if len(groups) > 1 else None
-        others = [(g, pool.submit(g.sync_journal)) for g in groups[1:]] if pool else []
-        here: concurrent.futures.Future[bool] = concurrent.futures.Future()
-        _run_call(groups[0].sync_journal, here)
-        concurrent.futures.wait([f for _, f in others])
+        """Sync `groups` in turn; how many journal syncs that took, and the groups whose
+        sync raised. With the node's log the first sync writes and fdatasyncs what every
+        group appended, and the others find nothing left (a failed log fails them all)."""
         synced, failed = 0, []
-        for group, future in [(groups[0], here), *others]:
-            exc = future.exception()
-            if exc is None:
-                synced += future.result()
-            elif isinstance(exc, Exception):
+        for group in groups:
+            try:
+                synced += group.sync_journal()
+            except Exception as exc:  # noqa: BLE001 - this group's failure, fenced
                 failed.append((group, exc))
-            else:
-                raise exc
         return synced, failed
-
-    def _syncers(self) -> concurrent.futures.ThreadPoolExecutor:
-        if self._sync_pool is None:
-            self._sync_pool = concurrent.futures.ThreadPoolExecutor(
-                self.sync_threads, thread_name_prefix="raft-sync"
-            )
-        return self._sync_pool
 
     def stop(self) -> None:
         self._stop.set()
@@ -286,8 +269,8 @@ class RaftDriver:
                 group.destroy()
             self._groups.clear()
             self.mux.close()
-        if self._sync_pool is not None:
-            self._sync_pool.shutdown()
+            if self.log is not None:
+                self.log.close()
 
 
 def _run_call(fn: Callable[[], T], done: concurrent.futures.Future[T]) -> None:

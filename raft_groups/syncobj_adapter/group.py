@@ -39,9 +39,10 @@ from kv.errors import KvError, NotReady, UnknownOutcome
 from raft_groups.syncobj_adapter import outcomes, shim
 from raft_groups.syncobj_adapter.changes import SyncObjChanges, members_of
 from raft_groups.syncobj_adapter.driver import Schedule
-from raft_groups.syncobj_adapter.durable import GroupDurability, restore_vote
+from raft_groups.syncobj_adapter.durable import import_legacy, sync_new_dir
 from raft_groups.syncobj_adapter.membership import ChangeOutcome, TransferOutcome
 from raft_groups.syncobj_adapter.mux import GroupTransport
+from raft_groups.syncobj_adapter.node_log import GroupJournal
 from raft_groups.syncobj_adapter.read_index import ReadIndex, View
 from raft_groups.syncobj_adapter.reconfig import ChangePolicy, Reconfigurator
 from raft_groups.syncobj_adapter.settings import GroupSettings
@@ -85,10 +86,19 @@ class RaftGroup:
             self.transport = GroupTransport(
                 driver.mux, settings.gid, settings.peers, lease=settings.election_timeout_min
             )
-            restore_vote(settings.data_dir, _journal_file(settings) + ".meta")
-            drop_marker(os.path.join(settings.data_dir, SNAPSHOT_FILE))
-            self._obj = _SyncObj(settings, machine, self.transport)
-            self._durability = self._watch_writes(settings)
+            if driver.log is None:
+                raise ValueError("a RaftGroup needs a driver with the node's log (RaftDriver.log)")
+            self._log = driver.log
+            import_legacy(self._log, settings.gid, settings.data_dir)
+            self.journal = self._log.journal(self.gid, self._needs_sync)
+            self._new_dir = True  # its entries are synced at the first sync (`sync_journal`)
+            self._needs_sync()
+            try:
+                drop_marker(os.path.join(settings.data_dir, SNAPSHOT_FILE))
+                self._obj = _SyncObj(settings, machine, self.transport, self.journal)
+            except BaseException:
+                self.journal._destroy()  # no SyncObj holds it: the group may be created again
+                raise
             self.transport.owner = self._obj
             self.reads = ReadIndex(
                 self.transport.send_to, time.monotonic, settings.election_timeout_min / 2
@@ -195,11 +205,9 @@ class RaftGroup:
         )
 
     def stats(self) -> GroupStats:
-        obj, snapshots = self._obj, self._obj.snapshots
-        journal = shim.journal_offset(obj)
-        return GroupStats(
-            self._leaders.count, len(self._waiting), journal, snapshots.taken, snapshots.seconds
-        )
+        snapshots = self._obj.snapshots
+        counts = (self._leaders.count, len(self._waiting), self.journal.size)
+        return GroupStats(*counts, snapshots.taken, snapshots.seconds)
 
     # ------------------------------------------------------------------ membership
     def members(self) -> tuple[str, ...]:
@@ -233,7 +241,7 @@ class RaftGroup:
         self._leaders.see(shim.leader_address(self._obj))
         self.reads.on_tick(self._view())
         now = time.monotonic()
-        if now >= self._compact_after and shim.journal_offset(self._obj) > self._max_bytes:
+        if now >= self._compact_after and self.journal.size > self._max_bytes:
             self._obj.forceLogCompaction()  # at most every 10 s: a snapshot takes a while
             self._compact_after = now + 10.0
 
@@ -314,28 +322,18 @@ class RaftGroup:
     def log_size(self) -> int:
         return shim.log_size(self._obj)
 
-    def _watch_writes(self, settings: GroupSettings) -> GroupDurability | None:
-        """With `sync_journal`, watch what the SyncObj writes (durable.py): the driver
-        syncs it before anything of the same cycle leaves the node."""
-        if not settings.sync_journal:
-            return None
-        durability = GroupDurability(self._obj, settings.data_dir, self._needs_sync)
-        self._needs_sync()  # the journal pysyncobj just created
-        return durability
-
     def _needs_sync(self) -> None:
         self._driver.needs_sync(self)
 
     def sync_journal(self) -> bool:
-        """Make what pysyncobj wrote since the last call durable — the journal
-        (fdatasync, the GIL released) and a changed term or vote (the vote file); True if
-        the journal was synced. The driver calls it only after `needs_sync`."""
-        return self._durability.sync() if self._durability is not None else False
-
-    @property
-    def vote_syncs(self) -> int:
-        """Durable writes of the vote file so far (ops and tests)."""
-        return self._durability.vote_syncs if self._durability is not None else 0
+        """Make what this group wrote durable: the node's log (one write and fdatasync for
+        every group that wrote since the last sync step: `NodeLog.sync`; True if this call
+        made it) and, the first time, the group's directory entry. The driver calls it only
+        after `needs_sync`."""
+        if self._new_dir and self._log.sync_enabled:
+            sync_new_dir(self.settings.data_dir)
+        self._new_dir = False
+        return self._log.sync()
 
     def destroy(self) -> None:
         """Destroy the SyncObj at once (its transport, its journal); caller holds the lock.
@@ -349,16 +347,24 @@ class RaftGroup:
         self._driver.remove(self)
         with self._driver.lock:
             self.destroy()
+            if delete_data:
+                self._log.drop(self.gid)  # durable before the snapshot goes
         if delete_data:
             self._obj.snapshots.join()
             shutil.rmtree(self.settings.data_dir, ignore_errors=True)
 
 
 class _SyncObj(shim.MembershipGuard, SyncObj):  # type: ignore[misc]
-    def __init__(self, settings: GroupSettings, machine: StateMachine, transport: Any) -> None:
+    def __init__(
+        self,
+        settings: GroupSettings,
+        machine: StateMachine,
+        transport: Any,
+        journal: GroupJournal,
+    ) -> None:
         self._machine = machine
         self.snapshots = BackgroundSnapshot(machine)
-        conf = _conf(settings, self.snapshots)
+        conf = _conf(settings, self.snapshots, journal)
         super().__init__(settings.self_address, list(settings.peers), conf, transport=transport)
 
     @replicated  # type: ignore[untyped-decorator]
@@ -366,7 +372,7 @@ class _SyncObj(shim.MembershipGuard, SyncObj):  # type: ignore[misc]
         return self._machine.apply(self.raftLastApplied + 1, command)
 
 
-def _conf(settings: GroupSettings, snapshots: BackgroundSnapshot) -> Any:
+def _conf(settings: GroupSettings, snapshots: BackgroundSnapshot, journal: GroupJournal) -> Any:
     return SyncObjConf(
         autoTick=False,
         appendEntriesUseBatch=True,
@@ -377,7 +383,7 @@ def _conf(settings: GroupSettings, snapshots: BackgroundSnapshot) -> Any:
         # Fail fast with MISSING_LEADER instead of queueing silently while there is none:
         # the client gets a retryable 503 rather than a request of unknown fate.
         commandsWaitLeader=False,
-        journalFile=_journal_file(settings),
+        journalFile=journal,  # part of the node's log (node_log.py, shim._create_journal)
         fullDumpFile=os.path.join(settings.data_dir, SNAPSHOT_FILE),
         serializer=snapshots.write,
         serializeChecker=snapshots.check,
@@ -387,7 +393,3 @@ def _conf(settings: GroupSettings, snapshots: BackgroundSnapshot) -> Any:
         dynamicMembershipChange=True,  # followers apply membership entries on append
         pollerType="poll",
     )
-
-
-def _journal_file(settings: GroupSettings) -> str:
-    return os.path.join(settings.data_dir, "raft.journal")  # pysyncobj adds ".meta"

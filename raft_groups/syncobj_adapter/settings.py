@@ -51,7 +51,7 @@ class GroupSettings:
     gid: str  # unique per node; the same on every member of the group
     self_address: str
     peers: tuple[str, ...]  # the other members' Raft addresses (exactly as they advertise)
-    data_dir: str  # journal and snapshot files
+    data_dir: str  # the snapshot file (the journal is in the node's log: node_log.py)
     # Batch mode sends on the first tick after this period (DESIGN.md §3: immediate mode
     # costs ~4x CPU and regresses nextIndex under pipelining, so we stay in batch mode and
     # tick groups with traffic often instead).
@@ -61,15 +61,9 @@ class GroupSettings:
     # pysyncobj's default 5000 dumps the whole state every 5000 writes (DESIGN.md §3).
     log_compaction_min_entries: int = 200_000
     log_compaction_min_time: float = 3600.0
-    # ... or once the journal file holds this many bytes: pysyncobj's record offsets are
-    # 32-bit (journal.py), so a journal that reached 4 GiB could take no more writes.
-    # Compaction rewrites the journal with the entries after the snapshot.
+    # ... or once the retained entries take this many bytes: they are held in memory, and
+    # the node's log keeps a segment while a group needs an entry in it.
     log_compaction_max_bytes: int = 1 << 30
-    # Group commit (DESIGN.md §3: pysyncobj never fsyncs its journal): msync every journal
-    # that changed before any message leaves the node, so a follower's ack and the
-    # leader's own vote for commit both mean "on disk" — an acknowledged write is durable
-    # on a majority. False: acknowledged writes survive a process crash, not a power loss.
-    sync_journal: bool = True
     # A member being added (docs/raft.md "Membership changes"): started with the current
     # members as `peers`, it does not campaign until a leader has contacted it, so its term
     # cannot run ahead of the group's while it waits for the add to be appended.
@@ -98,5 +92,5 @@ class GroupSettings:
         _require(
             1 << 16 <= self.log_compaction_max_bytes <= 3 << 30,
             "log_compaction_max_bytes",
-            "must be between 64 KiB and 3 GiB (journal offsets are 32-bit)",
+            "must be between 64 KiB and 3 GiB",
         )

@@ -25,13 +25,12 @@ import os
 import types
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from pysyncobj import SyncObj
-from pysyncobj import journal as pso_journal
 from pysyncobj import syncobj as pso_syncobj
 from pysyncobj.fast_queue import FastQueue
-from pysyncobj.journal import FileJournal, MetaStorer, ResizableFile
+from pysyncobj.journal import FileJournal
 from pysyncobj.node import Node
 from pysyncobj.transport import Transport
 
@@ -88,18 +87,10 @@ NEEDS = (
     ),
     Needs(pso_syncobj, members=("_COMMAND_TYPE", "monotonicTime")),
     Needs(getattr(pso_syncobj, "_COMMAND_TYPE", object), members=("NO_OP",)),
-    Needs(
-        FileJournal,
-        instance_attributes=(
-            "_FileJournal__currentOffset",
-            "_FileJournal__journalFile",
-            "_FileJournal__metaStorer",
-        ),
-    ),
-    # every write of the journal goes through `write`; `__f` is the file under the mmap
-    Needs(ResizableFile, members=("write",), instance_attributes=("_ResizableFile__f",)),
-    Needs(MetaStorer, members=("storeMeta", "getMeta")),
-    Needs(pso_journal, members=("dumps",)),
+    # `SyncObj.__init__` calls the module's `createJournal` (replaced: `_create_journal`)
+    Needs(pso_syncobj, members=("createJournal",)),
+    # reading a journal of the format before the node's log (`read_file_journal`)
+    Needs(FileJournal, instance_attributes=("_FileJournal__journal", "_FileJournal__meta")),
     Needs(FastQueue, instance_attributes=("_FastQueue__queue",)),
     Needs(Transport, members=("_onMessageReceived", "_onNodeConnected", "_onNodeDisconnected")),
 )
@@ -203,58 +194,28 @@ def queued_commands(obj: Any) -> int:
     return len(obj._SyncObj__commandsQueue._FastQueue__queue)
 
 
-def journal_offset(obj: Any) -> int:
-    """End of the written part of the journal file: it grows with each appended entry."""
-    return int(obj._SyncObj__raftLog._FileJournal__currentOffset)
+def _create_journal(journal_file: Any) -> Any:
+    """pysyncobj's `createJournal` (its only caller is `SyncObj.__init__`), taking a
+    journal object of ours as it is: every group's journal is part of the node's log
+    (node_log.py) rather than a file pysyncobj writes by itself."""
+    if isinstance(journal_file, (str, type(None))):
+        return _pysyncobj_create_journal(journal_file)
+    return journal_file
 
 
-def journal_fd(obj: Any) -> int:
-    """The descriptor of the journal's file, the one pysyncobj's mmap maps (it reopens the
-    file when it grows it by appending, `ResizableFile.__extand`: read it at each use).
-
-    `os.fdatasync` on it is what the journal needs (pysyncobj never syncs, upstream #84):
-    on Linux, msync(MS_SYNC) of a shared file mapping is an fdatasync of the range
-    (mm/msync.c calls vfs_fsync_range), and the pages written through the mapping are the
-    file's page cache. Unlike `mmap.flush()`, `os.fdatasync` releases the GIL."""
-    return int(obj._SyncObj__raftLog._FileJournal__journalFile._ResizableFile__f.fileno())
+_pysyncobj_create_journal = pso_syncobj.createJournal
+pso_syncobj.createJournal = _create_journal
 
 
-def watch_journal(obj: Any, written: Callable[[], None]) -> None:
-    """Call `written()` after each write to the journal file: an appended entry, a
-    truncation, a clear (each goes through `ResizableFile.write`, record and header)."""
-    file = obj._SyncObj__raftLog._FileJournal__journalFile
-    write = file.write
-
-    def watched(offset: int, values: bytes) -> None:
-        write(offset, values)
-        written()
-
-    file.write = watched
-
-
-def watch_meta(obj: Any, stored: Callable[[Meta], None], lets: Callable[[Meta], bool]) -> None:
-    """`stored(meta)` after each meta store of pysyncobj (term/vote changes; commit index
-    once a second); the store (a write and a rename, no fsync) happens only if `lets(meta)`."""
-    storer = obj._SyncObj__raftLog._FileJournal__metaStorer
-    store = storer.storeMeta
-
-    def watched(meta: Meta) -> None:
-        if lets(meta):
-            store(meta)
-        stored(meta)
-
-    storer.storeMeta = watched
-
-
-def read_meta(path: str) -> Meta:
-    """pysyncobj's meta file as its journal reads it at start ({} if missing or torn)."""
-    return cast(Meta, MetaStorer(path).getMeta())
-
-
-def encode_meta(meta: dict[str, Any]) -> bytes:
-    """`meta` in the format of pysyncobj's meta file."""
-    data: bytes = pso_journal.dumps(meta)
-    return data
+def read_file_journal(path: str) -> tuple[list[tuple[bytes, int, int]], Meta]:
+    """The entries and the meta (term, vote, commit index) of a journal file pysyncobj
+    wrote itself (the format before the node's log: imported once, durable.py)."""
+    journal = FileJournal(path)
+    try:
+        entries = [(bytes(c), int(i), int(t)) for c, i, t in journal._FileJournal__journal]
+        return entries, dict(journal._FileJournal__meta)
+    finally:
+        journal._destroy()
 
 
 # ---------------------------------------------------------------------- membership

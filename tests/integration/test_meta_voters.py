@@ -25,6 +25,7 @@ import pytest
 
 from kv.config import NodeConfig
 from kv.meta import Member
+from raft_groups.meta_group import GID
 from tests.integration.conftest import (
     POLL_INTERVAL_S,
     START_DEADLINE_S,
@@ -238,10 +239,9 @@ def test_voters_follow_the_members_and_the_group_keeps_its_majority(
 
     for gone in (n1, n2):  # removed from the voters: reading, their meta journal deleted
         poll(lambda g=gone: meta_group(g)["role"] == "reader", f"{gone.config.node_id} to read")
-        journal = Path(gone.config.meta_dir) / "raft.journal"
         # the role says "reader" before the old group is closed and its journal deleted
         # (kv/meta_role.py `_leave`): a poll, not an immediate look
-        poll(lambda j=journal: not j.exists(), f"{gone.config.node_id}'s meta journal deleted")
+        poll(lambda g=gone: _meta_deleted(g), f"{gone.config.node_id}'s meta journal deleted")
     for key in KEYS:
         assert ok(api_of(n4).get(key_path("ev", key)))["value"] == key
     leader = meta_group(n3)["leader"]
@@ -288,3 +288,10 @@ def test_restarted_nodes_keep_their_roles(nodes: dict[str, NodeThread]) -> None:
         lambda: api_of(nodes["n1"]).get("/v1/keyspaces/after").status == 200,
         "the removed founder to read the change",
     )
+
+
+def _meta_deleted(node: NodeThread) -> bool:
+    """The meta group's part of the node's log is dropped and its directory is gone."""
+    log = node.node.driver.log
+    assert log is not None
+    return GID not in log.states and not Path(node.config.meta_dir).exists()

@@ -1,22 +1,22 @@
 """Group commit with a real 3-member group on loopback, in one process (docs/raft.md
 "Durability"): no message leaves a member before what it vouches for is durable.
 
-Each member has its own RaftMux, RaftDriver thread and journal directory. Recording
-wrappers (installed before the groups start) number every journal write
-(`ResizableFile.write`), every `os.pwrite` and every `os.fdatasync` / `os.fsync` (by the
-path of the descriptor) in one sequence; a wrapper around each member's
-TCPTransport checks, as each frame is handed to the socket:
+Each member has its own RaftMux, RaftDriver thread and node log (node_log.py). Recording
+wrappers (installed before the groups start) number every `os.write` and `os.pwrite`,
+every `os.fdatasync` / `os.fsync` (by the path of the descriptor; a member's log counts
+as one file) and every entry appended to a journal in one sequence; a wrapper around each
+member's link checks, as each frame is handed to the socket:
 
 - except for a leader's `append_entries`, which vouches for nothing on the sender's disk
-  (Raft thesis §10.2.1: a leader sends its entries while writing them), the member's
-  journal was not written after its last fdatasync — so an append ack is on disk — and
-  the group's directory (holding the journal and vote file entries) was fsynced;
-- a vote request or a vote carries a term no newer than the member's vote file, which
-  was not written since its last fdatasync; the vote file names the candidate the vote
-  went to (or the member itself, for its own vote request).
+  (Raft thesis §10.2.1: a leader sends its entries while writing them), the member's log
+  was not written after its last fdatasync — so an append ack is on disk — and the
+  group's directory was fsynced;
+- a vote request or a vote carries a term no newer than the term in the member's log as
+  read from its files, which were not written since their last fdatasync; the log names
+  the candidate the vote went to (or the member itself, for its own vote request).
 
 and, as a leader applies an entry (it was committed, the leader counting itself toward
-the majority), that the leader's journal was synced after the entry was appended to it.
+the majority), that the leader's log was synced after the entry was appended to it.
 
 Elections happen at the start and again after the first leader is stopped.
 """
@@ -35,20 +35,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pysyncobj.journal import FileJournal, ResizableFile
 
 from kv.memory import MemoryEngine
 from raft_groups import commands
 from raft_groups.manager import LinearizableMachine
 from raft_groups.syncobj_adapter import (
     GroupSettings,
+    NodeLog,
     RaftDriver,
     RaftGroup,
     RaftMux,
     RaftNodeSettings,
     link_codec,
 )
-from raft_groups.syncobj_adapter.durable import VOTE_FILE, read_vote
+from raft_groups.syncobj_adapter import log_records as rec
+from raft_groups.syncobj_adapter.log_records import LogState
+from raft_groups.syncobj_adapter.node_log import GroupJournal
 from tests.ports import free_port
 
 SECRET = "d" * 32
@@ -56,7 +58,8 @@ SECRET = "d" * 32
 
 @dataclass
 class Ledger:
-    """Journal and vote-file writes and syncs by path, numbered in one sequence."""
+    """Log writes and syncs by path (a member's log by its directory), numbered in one
+    sequence."""
 
     order: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -71,7 +74,7 @@ class Ledger:
         """`member` applies entry `index`: if it leads, the entry is on its disk."""
         if member.group is None or not member.group.status().is_leader:
             return
-        journal = os.path.realpath(member.raft / "raft.journal")
+        journal = member.log_path
         with self.lock:
             self.leader_applies += 1
             appended = self.appended.get(f"{journal}#{index}", 0)
@@ -79,14 +82,17 @@ class Ledger:
                 self.violations.append(f"{member.name} applied {index} before its sync")
 
     def note(self, table: dict[str, int], path: str) -> None:
+        path = os.path.realpath(path)
+        if path.endswith(".log"):  # a segment of a node log: the log is one file
+            path = os.path.dirname(path)
         with self.lock:
-            table[os.path.realpath(path)] = next(self.order)
+            table[path] = next(self.order)
 
     def check_frame(self, member: Member, to: str, frame: Any) -> None:
         for _gid, message in frame if isinstance(frame, list) else ():
             kind = message.get("type") if isinstance(message, dict) else None
             self.sent[str(kind)] += 1
-            journal = os.path.realpath(member.raft / "raft.journal")
+            journal = member.log_path
             if kind == "append_entries":
                 self.sent["append_entries ahead of the sync"] += self.written.get(
                     journal, 0
@@ -100,18 +106,22 @@ class Ledger:
                 self._check_vote(member, to, message)
 
     def _check_vote(self, member: Member, to: str, message: dict[str, Any]) -> None:
-        path = os.path.realpath(member.raft / VOTE_FILE)
-        vote = read_vote(path)
-        if vote is None:
-            self.violations.append(f"{member.name}: {message} before any vote is durable")
-            return
+        vote = logged_state(member)
         if vote.term < message["term"]:
             self.violations.append(f"{member.name}: {message} before its term is durable")
-        if self.written.get(path, 0) > self.synced.get(path, 0):
-            self.violations.append(f"{member.name}: {message} before its vote file's sync")
         voted = to if message["type"] == "response_vote" else member.address
         if not message.get("notice") and vote.voted_for != voted:
-            self.violations.append(f"{member.name}: {message} but its vote file says {vote}")
+            self.violations.append(f"{member.name}: {message} but its log says {vote}")
+
+
+def logged_state(member: Member) -> LogState:
+    """Group "g"'s state as the member's log files hold it (read-only)."""
+    states: dict[str, LogState] = {}
+    for name in sorted(os.listdir(member.log_path)):
+        records, _end = rec.decode((Path(member.log_path) / name).read_bytes())
+        for record, _size in records:
+            rec.replay(states, record)
+    return states.get("g", LogState())
 
 
 @dataclass
@@ -121,6 +131,11 @@ class Member:
     peers: tuple[str, ...]
     raft: Path
     driver: RaftDriver | None = None
+
+    @property
+    def log_path(self) -> str:
+        return os.path.realpath(self.raft.parent / "log")
+
     group: RaftGroup | None = None
 
     def start(self, ledger: Ledger) -> None:
@@ -134,7 +149,7 @@ class Member:
             send(batches)
 
         mux.link.send = checked_send  # type: ignore[method-assign]
-        self.driver = RaftDriver(mux)
+        self.driver = RaftDriver(mux, NodeLog(self.log_path))
         settings = GroupSettings(
             gid="g", self_address=self.address, peers=self.peers, data_dir=str(self.raft)
         )
@@ -158,17 +173,24 @@ class Member:
 @pytest.fixture
 def ledger(monkeypatch: pytest.MonkeyPatch) -> Ledger:
     ledger = Ledger()
-    write, pwrite, fdatasync, fsync = ResizableFile.write, os.pwrite, os.fdatasync, os.fsync
-    add = FileJournal.add
+    write, pwrite, fdatasync, fsync = os.write, os.pwrite, os.fdatasync, os.fsync
+    add, append = GroupJournal.add, NodeLog.append
 
-    def on_add(self: Any, command: bytes, idx: int, term: int) -> None:
+    def on_append(self: NodeLog, record: bytes) -> None:
+        """A record in the log's buffer: the log holds something unsynced (a commit index
+        alone vouches for nothing and is not counted)."""
+        append(self, record)
+        if record[rec.HEADER.size] != rec.COMMIT:
+            ledger.note(ledger.written, self.directory)
+
+    def on_add(self: GroupJournal, command: bytes, idx: int, term: int) -> None:
         add(self, command, idx, term)
-        path = self._FileJournal__journalFile._ResizableFile__fileName
-        ledger.note(ledger.appended, f"{os.path.realpath(path)}#{idx}")
+        ledger.note(ledger.appended, f"{os.path.realpath(self._log.directory)}#{idx}")
 
-    def on_write(self: Any, offset: int, values: bytes) -> None:
-        write(self, offset, values)
-        ledger.note(ledger.written, self._ResizableFile__fileName)
+    def on_write(fd: int, data: bytes) -> int:
+        written = write(fd, data)
+        ledger.note(ledger.written, os.readlink(f"/proc/self/fd/{fd}"))
+        return written
 
     def on_sync(sync: Any) -> Any:
         def synced(fd: int) -> None:
@@ -182,8 +204,9 @@ def ledger(monkeypatch: pytest.MonkeyPatch) -> Ledger:
         ledger.note(ledger.written, os.readlink(f"/proc/self/fd/{fd}"))
         return written
 
-    monkeypatch.setattr(FileJournal, "add", on_add)
-    monkeypatch.setattr(ResizableFile, "write", on_write)
+    monkeypatch.setattr(GroupJournal, "add", on_add)
+    monkeypatch.setattr(NodeLog, "append", on_append)
+    monkeypatch.setattr(os, "write", on_write)
     monkeypatch.setattr(os, "pwrite", on_pwrite)
     monkeypatch.setattr(os, "fdatasync", on_sync(fdatasync))
     monkeypatch.setattr(os, "fsync", on_sync(fsync))
@@ -194,7 +217,7 @@ def ledger(monkeypatch: pytest.MonkeyPatch) -> Ledger:
 def members(tmp_path: Path, ledger: Ledger) -> Iterator[list[Member]]:
     addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
     out = [
-        Member(name, a, tuple(p for p in addresses if p != a), tmp_path / name)
+        Member(name, a, tuple(p for p in addresses if p != a), tmp_path / name / "raft")
         for name, a in zip("abc", addresses, strict=True)
     ]
     try:
@@ -244,5 +267,4 @@ def test_nothing_leaves_a_member_before_what_it_vouches_for_is_durable(
     assert not ledger.violations, "\n".join(ledger.violations[:20])
     for m in rest:
         assert m.group is not None
-        vote = read_vote(str(m.raft / VOTE_FILE))
-        assert vote is not None and vote.term == m.group.status().term
+        assert logged_state(m).term == m.group.status().term

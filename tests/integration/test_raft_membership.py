@@ -31,6 +31,7 @@ from raft_groups.syncobj_adapter import (
     Done,
     GroupSettings,
     Moved,
+    NodeLog,
     RaftDriver,
     RaftGroup,
     RaftMux,
@@ -68,7 +69,8 @@ class Member:
         self.engine = self.engine or LevelDBEngine(self.data / "db")
         others = tuple(a for a in self.nodes if a != self.address)
         self.driver = RaftDriver(
-            RaftMux(RaftNodeSettings(self.address, self.address, SECRET, others))
+            RaftMux(RaftNodeSettings(self.address, self.address, SECRET, others)),
+            NodeLog(str(self.data / "raft_log")),
         )
         settings = GroupSettings(
             gid=SPEC.gid,

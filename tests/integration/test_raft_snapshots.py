@@ -23,11 +23,11 @@ from raft_groups.manager import LinearizableMachine
 from raft_groups.placement import GroupSpec
 from raft_groups.syncobj_adapter import (
     GroupSettings,
+    NodeLog,
     RaftDriver,
     RaftGroup,
     RaftMux,
     RaftNodeSettings,
-    shim,
 )
 from tests.ports import free_port
 
@@ -52,7 +52,7 @@ class Member:
         if self.engine is None:
             self.engine = LevelDBEngine(self.data / "db")
         mux = RaftMux(RaftNodeSettings(self.address, self.address, SECRET, self.peers))
-        self.driver = RaftDriver(mux)
+        self.driver = RaftDriver(mux, NodeLog(str(self.data / "raft_log")))
         settings = GroupSettings(
             gid=SPEC.gid,
             self_address=self.address,
@@ -197,6 +197,6 @@ def test_a_journal_past_its_byte_limit_is_compacted_whatever_its_entry_count(
     for m in members:
         group = m.group
         assert group is not None
-        _wait(lambda g=group: shim.journal_offset(g._obj) < 1 << 16, 30, f"{m.name} compacted")
+        _wait(lambda g=group: g.journal.size < 1 << 16, 30, f"{m.name} compacted")
         assert os.path.exists(m.data / "raft" / "raft.snapshot")
     assert members[0].read("k119") is not None

@@ -51,6 +51,7 @@ def _node(args: argparse.Namespace) -> None:
     from raft_groups.manager import LinearizableMachine
     from raft_groups.syncobj_adapter import (
         GroupSettings,
+        NodeLog,
         RaftDriver,
         RaftGroup,
         RaftMux,
@@ -63,7 +64,8 @@ def _node(args: argparse.Namespace) -> None:
     data = Path(args.dir) / f"n{args.node}"
     data.mkdir(parents=True)
     engine = LevelDBEngine(str(data / "db"))
-    driver = RaftDriver(RaftMux(RaftNodeSettings(me, me, SECRET, peers)))
+    log = NodeLog(str(data / "raft_log"), sync=not args.no_sync)
+    driver = RaftDriver(RaftMux(RaftNodeSettings(me, me, SECRET, peers)), log)
     groups = []
     for g in range(args.groups):
         settings = GroupSettings(
@@ -71,7 +73,6 @@ def _node(args: argparse.Namespace) -> None:
             self_address=me,
             peers=peers,
             data_dir=str(data / f"g{g}"),
-            sync_journal=not args.no_sync,
         )
         groups.append(RaftGroup(driver, settings, LinearizableMachine(engine, g + 1)))
     driver.start()
@@ -221,7 +222,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--value-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--no-sync", action="store_true", help="GroupSettings(sync_journal=False)")
+    parser.add_argument("--no-sync", action="store_true", help="NodeLog(sync=False)")
     parser.add_argument("--tmp", default=None, help="where the data goes (default: $TMPDIR)")
     parser.add_argument(
         "--frontend-us",

@@ -67,6 +67,7 @@ PURE = (
     "raft_groups/layout.py",
     "raft_groups/moves.py",
     "raft_groups/placement.py",
+    "raft_groups/syncobj_adapter/log_records.py",
     "raft_groups/syncobj_adapter/membership.py",
     "raft_groups/syncobj_adapter/read_index.py",
     "raft_groups/state_machine.py",

@@ -12,7 +12,6 @@ test calls `RaftDriver.cycle(now)` with the time it wants.
 from __future__ import annotations
 
 import concurrent.futures
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -367,26 +366,3 @@ def _fail_once(sync: Callable[[], bool]) -> Callable[[], bool]:
         return sync()
 
     return failing
-
-
-def test_the_syncs_of_one_step_run_at_once_and_all_end_before_the_flush() -> None:
-    """Each waits for the other (a barrier of two): they pass only if they run at once."""
-    driver, mux, groups = _driver(("a", 1), ("b", 1))
-    barrier = threading.Barrier(2, timeout=5)
-    for group in groups.values():
-        group.sync_journal = _after(barrier.wait, group.sync_journal)  # type: ignore[method-assign]
-    try:
-        driver.cycle(1.0)  # an idle round: both tick and append, both sync, then the flush
-    finally:
-        driver.stop()
-    events = mux.events
-    assert sorted(mux.sent) == ["append_entries a#1", "append_entries b#1"]
-    assert max(events.index("sync a"), events.index("sync b")) < events.index("flush")
-
-
-def _after(first: Callable[[], object], then: Callable[[], bool]) -> Callable[[], bool]:
-    def both() -> bool:
-        first()
-        return then()
-
-    return both

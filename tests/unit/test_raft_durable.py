@@ -1,10 +1,8 @@
-"""Durable term and vote, and the journal's sync (raft_groups/syncobj_adapter/durable.py;
-docs/raft.md "Durability").
+"""What makes a group's Raft state durable (raft_groups/syncobj_adapter/durable.py and
+node_log.py; docs/raft.md "Durability").
 
-The order of the syscalls that make a vote durable is checked with recording wrappers
-around `os`; a power loss is simulated by truncating or rolling back pysyncobj's meta
-file (written without fsync) while the vote file survives, as it would, and by tearing
-the vote file's newest slot."""
+The order of the syscalls is checked with recording wrappers around `os`; the vote file
+of the format before the node's log is read back (torn slots included) for its import."""
 
 from __future__ import annotations
 
@@ -17,15 +15,13 @@ from pysyncobj import SERIALIZER_STATE
 from pysyncobj.node import TCPNode
 
 from kv.files import write_durably
-from raft_groups.syncobj_adapter import GroupSettings, RaftDriver, RaftGroup, RaftMux, shim
+from raft_groups.syncobj_adapter import GroupSettings, NodeLog, RaftDriver, RaftGroup, RaftMux
 from raft_groups.syncobj_adapter.durable import (
     SLOT,
     VOTE_FILE,
-    MetaThrottle,
     Vote,
-    VoteFile,
+    encode_slot,
     read_vote,
-    restore_vote,
     vote_in,
 )
 from raft_groups.syncobj_adapter.settings import RaftNodeSettings
@@ -57,41 +53,25 @@ def test_a_durable_write_syncs_the_data_before_the_rename_and_the_directory_afte
     _record(monkeypatch, events)
     path = str(tmp_path / "f")
     write_durably(path, b"new")
-    assert events == [f"fdatasync {path}.tmp", f"replace {path}.tmp {path}", f"fsync {tmp_path}"]
+    assert events == [
+        f"write {path}.tmp",
+        f"fdatasync {path}.tmp",
+        f"replace {path}.tmp {path}",
+        f"fsync {tmp_path}",
+    ]
     assert Path(path).read_bytes() == b"new"
 
 
-def test_a_vote_goes_into_the_other_slot_then_is_fdatasynced(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = str(tmp_path / VOTE_FILE)
-    votes = VoteFile(path)
-    assert os.path.getsize(path) == 2 * SLOT and votes.durable == Vote()
-    events: list[str] = []
-    _record(monkeypatch, events)
-    votes.write(Vote(1, "h:1"))
-    votes.write(Vote(2, None))
-    assert events == [
-        f"pwrite {path} @{SLOT}",
-        f"fdatasync {path}",
-        f"pwrite {path} @0",
-        f"fdatasync {path}",
-    ]
-    assert read_vote(path) == Vote(2, None) == VoteFile(path).durable
-
-
-def test_a_torn_slot_leaves_the_previous_vote(tmp_path: Path) -> None:
+def test_a_torn_slot_of_an_old_vote_file_leaves_the_previous_vote(tmp_path: Path) -> None:
     path = tmp_path / VOTE_FILE
-    votes = VoteFile(str(path))
-    votes.write(Vote(3, "h:1"))  # seq 1, slot 1
-    votes.write(Vote(4, "h:2"))  # seq 2, slot 0
+    slot0, slot1 = encode_slot(2, Vote(4, "h:2")), encode_slot(1, Vote(3, "h:1"))
+    path.write_bytes(slot0 + slot1)
+    assert read_vote(str(path)) == Vote(4, "h:2")
     raw = bytearray(path.read_bytes())
     raw[20] ^= 0xFF  # the power failed while slot 0 was written
     path.write_bytes(bytes(raw))
     assert read_vote(str(path)) == Vote(3, "h:1")
-    again = VoteFile(str(path))
-    again.write(Vote(4, "h:3"))  # into slot 0 again: slot 1 still holds the durable vote
-    assert read_vote(str(path)) == Vote(4, "h:3")
+    assert len(slot0) == SLOT
 
 
 def test_an_unreadable_vote_file_is_no_vote(tmp_path: Path) -> None:
@@ -100,67 +80,51 @@ def test_an_unreadable_vote_file_is_no_vote(tmp_path: Path) -> None:
     assert read_vote(str(tmp_path / VOTE_FILE)) is None
 
 
-@pytest.mark.parametrize("lost", ["torn", "older"])
-def test_a_restart_after_a_power_loss_gets_the_durable_vote_back(tmp_path: Path, lost: str) -> None:
-    meta = str(tmp_path / "raft.journal.meta")
-    VoteFile(str(tmp_path / VOTE_FILE)).write(Vote(7, "h:2"))
-    older = {"currentTerm": 6, "votedForNodeId": None, "raftCommitIndex": 40}
-    Path(meta).write_bytes(b"" if lost == "torn" else shim.encode_meta(older))
-    restore_vote(str(tmp_path), meta)
-    restored = shim.read_meta(meta)
-    assert vote_in(restored) == Vote(7, "h:2")
-    assert restored.get("raftCommitIndex") == (None if lost == "torn" else 40)
-
-
-def test_a_meta_file_newer_than_the_vote_file_is_left_alone(tmp_path: Path) -> None:
-    """After a process crash pysyncobj's file is the newest (it is written first)."""
-    meta = str(tmp_path / "raft.journal.meta")
-    VoteFile(str(tmp_path / VOTE_FILE)).write(Vote(7, None))
-    newer = shim.encode_meta({"currentTerm": 7, "votedForNodeId": "h:3", "raftCommitIndex": 5})
-    Path(meta).write_bytes(newer)
-    restore_vote(str(tmp_path), meta)
-    assert Path(meta).read_bytes() == newer
-
-
-def test_a_group_makes_its_term_and_vote_durable_at_the_next_sync(tmp_path: Path) -> None:
-    """A one-member group elects itself (term 1, its own vote): pysyncobj stores that in
-    its meta file at once, without fsync; the group's next sync writes the vote file. A
-    "power loss" that empties pysyncobj's file then loses neither."""
+def test_a_group_makes_its_term_and_vote_durable_at_the_next_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A one-member group elects itself (term 1, its own vote): the vote is in the node's
+    log, written and fdatasynced by the next sync; a restart reads it back."""
     group, driver = _lone_group(tmp_path)
+    events: list[str] = []
     try:
-        assert group.sync_journal()  # the journal pysyncobj created
-        assert not group.sync_journal() and group.vote_syncs == 0  # nothing written since
+        assert group.sync_journal()  # the entry pysyncobj created
+        assert not group.sync_journal()  # nothing written since
+        _record(monkeypatch, events)
         deadline = time.monotonic() + 10
         while not group.status().is_leader and time.monotonic() < deadline:
             driver.cycle(time.monotonic())  # tick, sync, flush, poll (≤ idle_tick), ...
         assert group.status().is_leader and group.status().term == 1
-        assert group.vote_syncs == 1
-        assert read_vote(str(tmp_path / VOTE_FILE)) == Vote(1, ADDRESS)
+        segment = _segment(tmp_path)
+        assert events[0].startswith(f"pwrite {segment} @") and events[1] == f"fdatasync {segment}"
     finally:
         driver.stop()
-    (tmp_path / "raft.journal.meta").write_bytes(b"")
+    monkeypatch.undo()
+    state = NodeLog(str(tmp_path / "log")).states["g"]
+    assert (state.term, state.voted_for) == (1, ADDRESS)
     group, driver = _lone_group(tmp_path)
     try:
-        assert vote_in(shim.read_meta(str(tmp_path / "raft.journal.meta"))) == Vote(1, ADDRESS)
         assert group.status().term == 1
     finally:
         driver.stop()
 
 
-def test_the_journal_is_synced_with_fdatasync_on_its_file_only_after_a_write(
+def test_the_first_sync_makes_the_group_directory_durable_then_the_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     group, driver = _lone_group(tmp_path)
     events: list[str] = []
     _record(monkeypatch, events)
+    data, segment = tmp_path / "g", _segment(tmp_path)
     try:
-        assert group.sync_journal()  # the first sync: the new directory's entries too
+        assert group.sync_journal()
         assert events == [
+            f"fsync {data}",
             f"fsync {tmp_path}",
-            f"fsync {tmp_path.parent}",
-            f"fdatasync {tmp_path / 'raft.journal'}",
+            f"pwrite {segment} @0",
+            f"fdatasync {segment}",
         ]
-        assert not group.sync_journal() and len(events) == 3
+        assert not group.sync_journal() and len(events) == 4
     finally:
         driver.stop()
 
@@ -186,12 +150,13 @@ def test_a_snapshot_is_durable_before_it_is_loaded_and_before_the_journal_is_tru
 
 
 def _lone_group(data: Path) -> tuple[RaftGroup, RaftDriver]:
-    driver = RaftDriver(RaftMux(RaftNodeSettings(ADDRESS, ADDRESS, "s" * 32)))
+    log = NodeLog(str(data / "log"))
+    driver = RaftDriver(RaftMux(RaftNodeSettings(ADDRESS, ADDRESS, "s" * 32)), log)
     settings = GroupSettings(
         gid="g",
         self_address=ADDRESS,
         peers=(),
-        data_dir=str(data),
+        data_dir=str(data / "g"),
         election_timeout_min=0.01,
         election_timeout_max=0.02,
         append_entries_period=0.001,
@@ -200,11 +165,21 @@ def _lone_group(data: Path) -> tuple[RaftGroup, RaftDriver]:
 
 
 def _record(monkeypatch: pytest.MonkeyPatch, events: list[str]) -> None:
-    """Record pwrite, fdatasync, fsync (by path) and replace calls, then make them."""
-    pwrite, fdatasync, fsync, replace = os.pwrite, os.fdatasync, os.fsync, os.replace
+    """Record write, pwrite, fdatasync, fsync (by path) and replace calls, then make them."""
+    write, pwrite, fdatasync, fsync, replace = (
+        os.write,
+        os.pwrite,
+        os.fdatasync,
+        os.fsync,
+        os.replace,
+    )
 
     def path(fd: int) -> str:
         return os.readlink(f"/proc/self/fd/{fd}")
+
+    def on_write(fd: int, data: bytes) -> int:
+        events.append(f"write {path(fd)}")
+        return write(fd, data)
 
     def on_pwrite(fd: int, data: bytes, offset: int) -> int:
         events.append(f"pwrite {path(fd)} @{offset}")
@@ -222,21 +197,13 @@ def _record(monkeypatch: pytest.MonkeyPatch, events: list[str]) -> None:
         events.append(f"replace {src} {dst}")
         replace(src, dst)
 
+    monkeypatch.setattr(os, "write", on_write)
     monkeypatch.setattr(os, "pwrite", on_pwrite)
     monkeypatch.setattr(os, "fdatasync", on_fdatasync)
     monkeypatch.setattr(os, "fsync", on_fsync)
     monkeypatch.setattr(os, "replace", on_replace)
 
 
-def test_a_commit_index_alone_is_stored_at_most_every_interval_a_term_or_vote_always() -> None:
-    """MetaThrottle: pysyncobj's once-a-second meta store of a moved commit index goes
-    through every `interval` seconds; a term or vote change goes through at once."""
-    throttle = MetaThrottle(interval=10.0)
-    meta = {"currentTerm": 3, "votedForNodeId": "a", "raftCommitIndex": 5}
-    assert throttle.lets(meta, 0.0)  # the first store
-    assert not throttle.lets({**meta, "raftCommitIndex": 6}, 1.0)
-    assert not throttle.lets({**meta, "raftCommitIndex": 9}, 9.9)
-    assert throttle.lets({**meta, "raftCommitIndex": 10}, 10.0)
-    assert throttle.lets({**meta, "currentTerm": 4, "votedForNodeId": None}, 10.5)
-    assert throttle.lets({**meta, "currentTerm": 4, "votedForNodeId": "b"}, 10.6)
-    assert not throttle.lets({**meta, "currentTerm": 4, "votedForNodeId": "b"}, 11.0)
+def _segment(data: Path) -> Path:
+    (name,) = os.listdir(data / "log")
+    return data / "log" / name
