@@ -1,8 +1,8 @@
 """The records of a node's Raft log (node_log.py) and what replaying them builds. Pure.
 
-One log per node holds every group's journal, term and vote (docs/raft.md "The node's
-log"), so a driver cycle makes everything its groups wrote durable with one fdatasync
-(Raft thesis §10.2.1 batching; etcd's WAL does the same for its one group).
+One log per node holds every group's journal, term and vote (docs/raft.md "Durability"),
+so a driver cycle makes everything its groups wrote durable with one fdatasync
+(Raft thesis §10.2.2, batching; etcd's WAL does the same for its one group).
 
 A record is `<I length><I crc32 of payload>payload`; a payload starts with
 `<B kind><B len(gid)>gid` and goes on by kind:

@@ -1,14 +1,14 @@
 """The node's Raft log: every group's journal, term and vote in one append-only log, made
-durable by one write and one fdatasync per driver sync step (docs/raft.md "The node's
-log"). Before it, each group had its own pysyncobj journal file and vote file, and a
-cycle that changed k groups waited for k fdatasyncs (issue 10: 0.6 ms of server CPU per
-linearizable put, a quarter of it).
+durable by one write and one fdatasync per driver sync step (docs/raft.md "Durability").
+Before it, each group had its own pysyncobj journal file and vote file, and a cycle that
+changed k groups waited for k fdatasyncs (issue 10: about 0.7 of the 2.4 ms of server CPU
+per linearizable put, docs/benchmarks.md "Session 10").
 
 - `GroupJournal` is what a group's SyncObj uses as its journal (pysyncobj's `Journal`
-  methods, `shim.own_journal`): entries in memory, each change a record (log_records.py)
-  in the log's buffer; a change that must be durable before a message vouches for it (an
-  entry, a truncation, a term or vote) calls the group's `written`, the driver's
-  `needs_sync`.
+  methods, handed in through `shim._create_journal`): entries in memory, each change a
+  record (log_records.py) in the log's buffer; a change that must be durable before a
+  message vouches for it (an entry, a truncation, a term or vote) calls the group's
+  `written`, the driver's `needs_sync`.
 - `NodeLog.sync` writes the buffer and fdatasyncs it (driver thread, in the sync step,
   before the flush). A failed write or sync leaves the log failed for good: what the
   kernel kept of it is unknown, and a record appended after a torn one would be lost at
