@@ -131,6 +131,9 @@ class NodeConfig:
     # that keeps a handoff from crowding out client requests (Riak's handoff throttle)
     transfer_batch: int = 256
     transfer_keys_per_s: float = 0.0
+    # at most this many linearizable groups this node leads are moved at once during a plan
+    # (raft_groups/mover.py): a throttle like transfer_keys_per_s
+    raft_moves_at_once: int = 8
     # a consistency switch (docs/mode_switch.md): at most this many partitions migrated (or
     # copied, or written back) by this node per round of its switch migrator, every 0.5 s
     # (0: no limit) — a throttle, like transfer_keys_per_s
@@ -210,6 +213,8 @@ class NodeConfig:
                 "switch_partitions_per_round",
                 f"must be 0 (no limit) or more, got {self.switch_partitions_per_round}",
             )
+        if self.raft_moves_at_once < 1:
+            fail("raft_moves_at_once", f"must be at least 1, got {self.raft_moves_at_once}")
         if self.transfer_keys_per_s < 0:
             fail(
                 "transfer_keys_per_s",

@@ -104,7 +104,8 @@ class Node:
         switching = node_switch.conflicts(self), node_switch.migrated_context(self)  # issue 12
         self.service = Service(self.meta, modes, self.cluster_info, sizer, *switching)
         self._background_loops()
-        self.raft_moves = RaftMoves(self.groups, cfg.node_id, self._metadata, self.propose)
+        moving = (self.groups, cfg.node_id, self._metadata, self.propose)
+        self.raft_moves = RaftMoves(*moving, concurrency=cfg.raft_moves_at_once)
         self.meta.subscribe(self._on_metadata)
         limits = cfg.server_limits
         app = make_app(self.service, self.internode, cfg.request_timeout_s, cfg.auth, limits)

@@ -371,7 +371,10 @@ def test_unknown_key_in_initial_cluster_table_is_an_error(tmp_path: Path) -> Non
     fails({}, write_toml(tmp_path, TOML + 'zone = "eu-1"\n'))
 
 
-@pytest.mark.parametrize(("field", "value"), [("transfer_batch", 0), ("transfer_keys_per_s", -1.0)])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("transfer_batch", 0), ("transfer_keys_per_s", -1.0), ("raft_moves_at_once", 0)],
+)
 def test_transfer_throttle_is_checked(field: str, value: float) -> None:
     assert_fails_naming(field, flags(**{field: value}))
 
@@ -380,6 +383,10 @@ def test_transfer_throttle_defaults_to_none() -> None:
     cfg = load(None, flags())
     assert (cfg.transfer_batch, cfg.transfer_keys_per_s) == (256, 0.0)
     assert load(None, flags(transfer_keys_per_s=25)).transfer_keys_per_s == 25
+    assert (cfg.raft_moves_at_once, load(None, flags(raft_moves_at_once=2)).raft_moves_at_once) == (
+        8,
+        2,
+    )
 
 
 # -- addresses that collide (issue 11 item 9) --------------------------------------------
