@@ -142,8 +142,9 @@ class RaftDriver:
         1. run the calls other threads queued (`call`: group creation and destruction);
         2. tick the groups that are due (`_tick_due`): pysyncobj appends entries to their
            journals and queues messages in the mux (`RaftMux.send` only queues);
-        3. send the leaders' entries (`mux.flush_ahead`), sync every journal that changed,
-           then flush the mux — the other messages leave the node;
+        3. send the leaders' entries (`mux.flush_ahead`), sync the node's log (every group's
+           journal, term and vote written since the last sync: node_log.py), then flush the
+           mux — the other messages leave the node;
         4. poll the port until a message arrives, `wake` is called, or the next idle round
            is due — without the lock: the link reads and checks what arrives — then, with
            the lock again, hand it to the groups (`mux.deliver`: a follower appends the
@@ -151,8 +152,8 @@ class RaftDriver:
         5. the same again: leaders' entries, sync, flush.
 
         Invariants (group commit, docs/raft.md "Durability"): no message that vouches for
-        the sender's disk (an ack, a vote, a vote request) leaves before the journals and
-        vote files it covers are synced — it leaves only in `mux.flush`, and
+        the sender's disk (an ack, a vote, a vote request) leaves before the log records
+        it covers (entries, term and vote) are synced — it leaves only in `mux.flush`, and
         `_sync_then_flush` is its only caller, after the sync. A leader's `append_entries`
         vouches for nothing and leaves before its own sync (Raft thesis §10.2.1: the
         leader writes its disk while the followers write theirs); the leader counts

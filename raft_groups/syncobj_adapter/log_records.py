@@ -180,3 +180,24 @@ def replay(states: dict[str, LogState], record: Record) -> None:
         state.term, state.voted_for = record.index, record.data.decode() or None
     elif kind == COMMIT:
         state.commit = record.index
+
+
+# ---------------------------------------------------------------------- segment collection
+def needs_segment(state: LogState | None, written_whole_after: bool, highest: int) -> bool:
+    """Whether replaying the log without a segment could lose one of a group's entries:
+    the group is still known (not dropped), it was not written whole into a later segment
+    (a CLEAR there, then every entry), and its oldest retained entry is at or below
+    `highest`, the highest index the segment holds for it. Segments are deleted oldest
+    first, so a TRUNCATE, COMPACT or CLEAR in a deleted segment only ever concerned
+    entries in it or in older, also deleted, segments."""
+    if state is None or written_whole_after:
+        return False
+    return bool(state.entries) and state.entries[0][1] <= highest
+
+
+def carry_forward_due(segments: int, held: int, live: int, segment_bytes: int) -> bool:
+    """Whether to write again, whole, the groups that pin the oldest segment: once there
+    are at least three segments and they hold (`held` bytes) more than twice the live
+    entries (`live` bytes) plus two segments — so a rewrite's cost is paid by at least as
+    many bytes of dead records, and a quiet group cannot keep old segments for ever."""
+    return segments >= 3 and held > 2 * live + 2 * segment_bytes

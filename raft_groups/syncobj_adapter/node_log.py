@@ -127,7 +127,8 @@ class NodeLog:
 
     # ------------------------------------------------------------------ groups
     def journal(self, gid: str, written: Callable[[], None]) -> GroupJournal:
-        """The journal of group `gid` (one at a time: `GroupJournal.close` ends it)."""
+        """The journal of group `gid` (one at a time: its `_destroy`, which pysyncobj calls
+        when the SyncObj is destroyed, ends it)."""
         if gid in self._open_gids:
             raise ValueError(f"raft group {gid} already has its journal open")
         self._open_gids.add(gid)
@@ -206,7 +207,7 @@ class NodeLog:
         segments hold more than twice the live entries plus two segments."""
         live = sum(state.size for state in self.states.values())
         held = sum(segment.size for segment in self.segments)
-        if len(self.segments) < 3 or held <= 2 * live + 2 * self.segment_bytes:
+        if not rec.carry_forward_due(len(self.segments), held, live, self.segment_bytes):
             return []
         return [gid for gid in self.segments[0].pins if self._pins(self.segments[0], gid)]
 
@@ -215,10 +216,8 @@ class NodeLog:
 
     def _pins(self, segment: Segment, gid: str) -> bool:
         """Whether replaying without `segment` could lose one of `gid`'s entries."""
-        state = self.states.get(gid)
-        if state is None or self._reset.get(gid, 0) > segment.seq:
-            return False  # dropped, or written whole after it
-        return bool(state.entries) and state.entries[0][1] <= segment.pins[gid]
+        whole_after = self._reset.get(gid, 0) > segment.seq
+        return rec.needs_segment(self.states.get(gid), whole_after, segment.pins[gid])
 
     def _whole(self, gid: str, state: LogState) -> list[bytes]:
         raw = rec.encode_gid(gid)
