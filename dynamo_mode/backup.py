@@ -20,7 +20,8 @@ from typing import Any
 
 from dynamo_mode import siblings
 from dynamo_mode.frontend import placement
-from dynamo_mode.messages import STORE, SWITCH_SCAN, ScanRequest, StoreRequest, SwitchScanRequest
+from dynamo_mode.messages import STORE, StoreRequest
+from dynamo_mode.scan_messages import SWITCH_SCAN, ScanRequest, SwitchScanRequest
 from dynamo_mode.siblings import Version
 from kv import routing
 from kv.backup import MAX_EXPIRES_AT

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from dynamo_mode import expiry, siblings
-from dynamo_mode.messages import KEY_LIST, ListScanRequest, ScanBatch, ScanRequest
+from dynamo_mode.scan_messages import KEY_LIST, ListScanRequest, ScanBatch, ScanRequest
 from dynamo_mode.siblings import Version
 from kv.errors import KvError, QuorumUnavailable
 from kv.listing import ListRequest, Slice

@@ -6,16 +6,15 @@ operations, anti-entropy queries) or dynamo_mode/gossip.py (push-pull rounds). E
 
     op            request           reply         what
     fetch         KeyRequest        Versions      the replica's versions of a key
-    store         StoreRequest      Versions      merge versions in (CRDT join), reply merged
-    hint          HintRequest       Versions      keep versions for `owner` (Dynamo §4.6)
+    store         StoreRequest      Stored        merge versions in (CRDT join), acknowledge
+    hint          HintRequest       Stored        keep versions for `owner` (Dynamo §4.6)
     purge         PurgeRequest      Purged        drop a tombstone-only key with exactly `dots`
     coordinate    CoordinateRequest Coordinated   mint a dot here and store (DVV; Dynamo §4.4)
     ae_query      TreeQuery         TreeAnswer    one step of a Merkle walk (Dynamo §4.7)
     gossip        GossipDigest      GossipDigest  push-pull heartbeat versions
-    part_scan     ScanRequest       ScanBatch     a partition transfer's batch of keys
-    part_digest   ScanRequest       DigestBatch   the same keys' version hashes (verification)
-    key_list      ListScanRequest   ScanBatch     a key listing's batch: keys with a prefix,
-                                                  their versions without values (kv/listing.py)
+
+and the scans of whole partitions (part_scan, part_digest, key_list, switch_scan) are in
+dynamo_mode/scan_messages.py.
 
 `store`, `hint` and `coordinate` carry the keyspace's `durability` ("process" or "fsync",
 kv/keyspace.py; on the wire only when "fsync"): with "fsync" the replica answers once the
@@ -53,7 +52,7 @@ def _durability(d: dict[str, Any]) -> str:
     return str(value)
 
 
-def _versions_wire(versions: tuple[Version, ...]) -> list[dict[str, Any]]:
+def versions_wire(versions: tuple[Version, ...]) -> list[dict[str, Any]]:
     return [v.to_wire() for v in versions]
 
 
@@ -74,11 +73,27 @@ class Versions:
     versions: tuple[Version, ...]
 
     def to_wire(self) -> dict[str, Any]:
-        return {"versions": _versions_wire(self.versions)}
+        return {"versions": versions_wire(self.versions)}
 
     @staticmethod
     def from_wire(raw: Any) -> Versions:
         return Versions(decode_versions(obj(raw).get("versions")))
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A replica's acknowledgement of STORE or HINT: the versions are merged into what it
+    stores (and on disk if the request asked for fsync). It carries nothing: no caller reads
+    the merged set back, and encoding it, sending it and validating it again on the way back
+    cost a write a share of its CPU that grows with the key's siblings (docs/benchmarks.md)."""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {}
+
+    @staticmethod
+    def from_wire(raw: Any) -> Stored:
+        obj(raw)
+        return Stored()
 
 
 @dataclass(frozen=True)
@@ -91,7 +106,7 @@ class StoreRequest:
     switch_copy: bool = False
 
     def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"ref": self.ref.to_wire(), "versions": _versions_wire(self.versions)}
+        out: dict[str, Any] = {"ref": self.ref.to_wire(), "versions": versions_wire(self.versions)}
         if self.switch_copy:
             out["switch_copy"] = True
         return _with_durability(out, self.durability)
@@ -117,7 +132,7 @@ class HintRequest:
         out = {
             "owner": self.owner,
             "ref": self.ref.to_wire(),
-            "versions": _versions_wire(self.versions),
+            "versions": versions_wire(self.versions),
         }
         return _with_durability(out, self.durability)
 
@@ -206,7 +221,7 @@ class Coordinated:
     versions: tuple[Version, ...]  # the replica's reconciled set after storing it
 
     def to_wire(self) -> dict[str, Any]:
-        return {"version": self.version.to_wire(), "versions": _versions_wire(self.versions)}
+        return {"version": self.version.to_wire(), "versions": versions_wire(self.versions)}
 
     @staticmethod
     def from_wire(raw: Any) -> Coordinated:
@@ -244,7 +259,7 @@ def _query(d: dict[str, Any]) -> merkle_diff.Query:
     raise ValueError("query must be an object with t = 'h' or 'b'")
 
 
-def _b64(raw: bytes) -> str:
+def b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
 
@@ -255,9 +270,7 @@ class TreeAnswer:
     def to_wire(self) -> dict[str, Any]:
         return {
             "answer": [
-                {_b64(k): _b64(v) for k, v in item.items()}
-                if isinstance(item, dict)
-                else _b64(item)
+                {b64(k): b64(v) for k, v in item.items()} if isinstance(item, dict) else b64(item)
                 for item in self.answer
             ]
         }
@@ -289,110 +302,10 @@ class GossipDigest:
         return GossipDigest(membership.parse_digest(obj(raw).get("digest")))
 
 
-@dataclass(frozen=True)
-class ScanRequest:
-    """One batch of a keyspace's keys in a partition, in key order, after `after`."""
-
-    partition: int
-    uid: int
-    after: str | None
-    limit: int
-
-    def to_wire(self) -> dict[str, Any]:
-        wire = {"partition": self.partition, "uid": self.uid, "after": self.after}
-        return {**wire, "limit": self.limit}
-
-    @staticmethod
-    def from_wire(raw: Any) -> ScanRequest:
-        d = obj(raw)
-        after = d.get("after")
-        return ScanRequest(
-            integer(d.get("partition"), "partition", 0, 1 << 16),
-            integer(d.get("uid"), "uid", 0, 1 << 32),
-            None if after is None else text(after, "after"),
-            integer(d.get("limit"), "limit", 1, 10_001),
-        )
-
-
-@dataclass(frozen=True)
-class SwitchScanRequest:
-    """A batch of one member's versions of a switching keyspace in a partition — its
-    replica data and, in the first batch, the hints it holds — once its metadata has the
-    switch committed at epoch `since` (docs/mode_switch.md: the fence)."""
-
-    scan: ScanRequest
-    since: int
-
-    def to_wire(self) -> dict[str, Any]:
-        return {**self.scan.to_wire(), "since": self.since}
-
-    @staticmethod
-    def from_wire(raw: Any) -> SwitchScanRequest:
-        since = integer(obj(raw).get("since"), "since", 1, 1 << 62)
-        return SwitchScanRequest(ScanRequest.from_wire(raw), since)
-
-
-@dataclass(frozen=True)
-class ListScanRequest:
-    scan: ScanRequest  # the keys after `scan.after`, up to `scan.limit` ...
-    prefix: str  # ... that start with `prefix`
-
-    def to_wire(self) -> dict[str, Any]:
-        return {**self.scan.to_wire(), "prefix": self.prefix}
-
-    @staticmethod
-    def from_wire(raw: Any) -> ListScanRequest:
-        prefix = text(obj(raw).get("prefix"), "prefix")
-        return ListScanRequest(ScanRequest.from_wire(raw), prefix)
-
-
-@dataclass(frozen=True)
-class ScanBatch:
-    items: tuple[tuple[str, tuple[Version, ...]], ...]  # (key, versions)
-    done: bool  # the range is exhausted
-
-    def to_wire(self) -> dict[str, Any]:
-        items = [[key, _versions_wire(versions)] for key, versions in self.items]
-        return {"items": items, "done": self.done}
-
-    @staticmethod
-    def from_wire(raw: Any) -> ScanBatch:
-        d = obj(raw)
-        items = tuple((text(k, "key"), decode_versions(v)) for k, v in _pairs(d.get("items")))
-        return ScanBatch(items, d.get("done") is True)
-
-
-@dataclass(frozen=True)
-class DigestBatch:
-    items: tuple[tuple[str, bytes], ...]  # (key, merkle.version_hash of its versions)
-    done: bool
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"items": [[k, _b64(h)] for k, h in self.items], "done": self.done}
-
-    @staticmethod
-    def from_wire(raw: Any) -> DigestBatch:
-        d = obj(raw)
-        items = tuple(
-            (text(k, "key"), base64.b64decode(text(h, "hash"))) for k, h in _pairs(d.get("items"))
-        )
-        return DigestBatch(items, d.get("done") is True)
-
-
-def _pairs(raw: Any) -> list[tuple[Any, Any]]:
-    if not isinstance(raw, list) or not all(isinstance(i, list) and len(i) == 2 for i in raw):
-        raise ValueError("items must be a list of [key, value] pairs")
-    return [(k, v) for k, v in raw]
-
-
 FETCH = Operation("fetch", KeyRequest.from_wire, Versions.from_wire)
-STORE = Operation("store", StoreRequest.from_wire, Versions.from_wire)
-HINT = Operation("hint", HintRequest.from_wire, Versions.from_wire)
+STORE = Operation("store", StoreRequest.from_wire, Stored.from_wire)
+HINT = Operation("hint", HintRequest.from_wire, Stored.from_wire)
 PURGE = Operation("purge", PurgeRequest.from_wire, Purged.from_wire)
 COORDINATE = Operation("coordinate", CoordinateRequest.from_wire, Coordinated.from_wire)
 AE_QUERY = Operation("ae_query", TreeQuery.from_wire, TreeAnswer.from_wire)
 GOSSIP = Operation("gossip", GossipDigest.from_wire, GossipDigest.from_wire)
-PART_SCAN = Operation("part_scan", ScanRequest.from_wire, ScanBatch.from_wire)
-PART_DIGEST = Operation("part_digest", ScanRequest.from_wire, DigestBatch.from_wire)
-KEY_LIST = Operation("key_list", ListScanRequest.from_wire, ScanBatch.from_wire)
-SWITCH_SCAN = Operation("switch_scan", SwitchScanRequest.from_wire, ScanBatch.from_wire)

@@ -253,7 +253,7 @@ class DynamoReplica:
         batch = WriteBatch()
         key = ref.storage_key()
         batch.put(key, encode_versions(versions) if encoded is None else encoded)
-        self._mark_tombstone(batch, key, versions)
+        self._mark_tombstone(batch, key, before, versions)
         expiry.remark(batch, key, before, versions)
         self._engine.write(batch)
         tree = self._trees.get(ref.partition)
@@ -262,14 +262,15 @@ class DynamoReplica:
 
     # -- tombstones and their purge (DESIGN.md §4: only once every replica has them) ---------
 
-    def _mark_tombstone(self, batch: WriteBatch, key: bytes, versions: tuple[Version, ...]) -> None:
+    def _mark_tombstone(self, batch: WriteBatch, key: bytes, before: Vs, versions: Vs) -> None:
         """Keep `GC_PREFIX | storage key → first time seen tombstone-only` in step with the
-        data, in the same batch, so the purge loop visits tombstones only (cost ∝ tombstones)."""
+        data, in the same batch, so the purge loop visits tombstones only (cost ∝ tombstones).
+        A live set needs no read: only a tombstone-only `before` can have left a marker."""
         marker = GC_PREFIX + key
         if siblings.is_tombstone_only(versions):
             if self._engine.get(marker) is None:
                 batch.put(marker, json.dumps(self._clock()).encode())
-        elif self._engine.get(marker) is not None:
+        elif siblings.is_tombstone_only(before):
             batch.delete(marker)
 
     def tombstones(

@@ -19,29 +19,32 @@ from dynamo_mode.messages import (
     COORDINATE,
     FETCH,
     HINT,
-    KEY_LIST,
-    PART_DIGEST,
-    PART_SCAN,
     PURGE,
     STORE,
-    SWITCH_SCAN,
     Coordinated,
     CoordinateRequest,
-    DigestBatch,
     HintRequest,
     KeyRequest,
-    ListScanRequest,
     Purged,
     PurgeRequest,
-    ScanBatch,
-    ScanRequest,
+    Stored,
     StoreRequest,
-    SwitchScanRequest,
     TreeAnswer,
     TreeQuery,
     Versions,
 )
 from dynamo_mode.replica import DynamoReplica, KeyRef
+from dynamo_mode.scan_messages import (
+    KEY_LIST,
+    PART_DIGEST,
+    PART_SCAN,
+    SWITCH_SCAN,
+    DigestBatch,
+    ListScanRequest,
+    ScanBatch,
+    ScanRequest,
+    SwitchScanRequest,
+)
 from kv.errors import NotReady, SiblingLimit, SiblingSetTooLarge
 from kv.group_commit import GroupCommit
 from kv.internode import OpTable
@@ -98,23 +101,23 @@ class ReplicaServer:
     async def fetch(self, req: KeyRequest) -> Versions:
         return Versions(self.replica.fetch(req.ref))
 
-    async def store(self, req: StoreRequest) -> Versions:
+    async def store(self, req: StoreRequest) -> Stored:
         if not req.switch_copy:
             self._writable(req.ref)
-        merged = self.replica.store(req.ref, req.versions)
+        self.replica.store(req.ref, req.versions)
         await self._durable(req.durability)
-        return Versions(merged)
+        return Stored()
 
-    async def hint(self, req: HintRequest) -> Versions:
+    async def hint(self, req: HintRequest) -> Stored:
         """A fallback's side of a sloppy write: keep the versions for `owner` (Dynamo §4.6).
         A hint addressed to this node itself (the ring moved) is plain replica data."""
         self._writable(req.ref)
         if req.owner == self.replica.node_id:
-            merged = self.replica.store(req.ref, req.versions)
+            self.replica.store(req.ref, req.versions)
         else:
-            merged = self.replica.store_hint(req.owner, req.ref, req.versions)
+            self.replica.store_hint(req.owner, req.ref, req.versions)
         await self._durable(req.durability)
-        return Versions(merged)
+        return Stored()
 
     async def purge(self, req: PurgeRequest) -> Purged:
         return Purged(self.replica.purge(req.ref, set(req.dots)))

@@ -58,6 +58,7 @@ from typing import Any
 
 from dynamo_mode import vclock
 from dynamo_mode.vclock import Dot, VClock
+from kv import json_codec
 
 _WIRE_KEYS = frozenset({"dot", "context", "value", "deleted"})
 _OPTIONAL_WIRE_KEYS = frozenset({"dots", "ts", "expires_at"})
@@ -334,11 +335,28 @@ def _dedupe(versions: Iterable[Version]) -> list[Version]:
 def _canonical_choice(copies: list[Version]) -> Version:
     if len(copies) == 1:
         return copies[0]
-    return min(copies, key=_canonical_json)
+    return min(copies, key=canonical_form)
 
 
-def _canonical_json(v: Version) -> str:
-    return json.dumps(v.to_wire(), sort_keys=True, separators=(",", ":"))
+_STDLIB_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
+def canonical_form(v: Version) -> bytes:
+    """The version's wire form as JSON with sorted keys, exactly the UTF-8 of the stdlib's
+    ``json.dumps(v.to_wire(), sort_keys=True, separators=(",", ":"))``: Merkle leaves hash
+    it (dynamo_mode/merkle.py), so every build must produce the same bytes.
+
+    orjson (``json_codec.canonical``) writes the same bytes ten times faster, except for
+    text outside printable ASCII (the stdlib escapes it) and floats (formatted otherwise).
+    A float can only be the value or inside it (dots, contexts, ts and expires_at are
+    integers), so orjson's form is taken when the value is a string, an integer, a bool or
+    null and the form is ASCII without DEL; anything else takes the stdlib encoder."""
+    value = v.value
+    if value is None or type(value) in (str, int, bool):
+        out = json_codec.canonical(v.to_wire())
+        if out.isascii() and b"\x7f" not in out:
+            return out
+    return _STDLIB_CANONICAL.encode(v.to_wire()).encode()
 
 
 def _check_expiry(expires_at: object, deleted: bool) -> None:

@@ -42,8 +42,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dynamo_mode import merkle
-from dynamo_mode.messages import FETCH, PART_DIGEST, PART_SCAN, KeyRequest, ScanRequest
+from dynamo_mode.messages import FETCH, KeyRequest
 from dynamo_mode.replica import DynamoReplica, KeyRef, encode_versions
+from dynamo_mode.scan_messages import PART_DIGEST, PART_SCAN, ScanRequest
 from dynamo_mode.siblings import Version
 from kv.errors import KvError
 from kv.meta import Metadata, MoveKey

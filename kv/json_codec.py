@@ -35,6 +35,12 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value, option=_OPTIONS)
 
 
+def canonical(value: Any) -> bytes:
+    """`dumps` with every object's keys sorted, recursively: equal JSON values give equal
+    bytes whatever their objects' key order."""
+    return orjson.dumps(value, option=_OPTIONS | orjson.OPT_SORT_KEYS)
+
+
 def dumps_value(value: Any, max_depth: int = MAX_VALUE_DEPTH) -> bytes:
     """`dumps(value)`, refusing (TypeError "Recursion limit reached") a value nested more than
     `max_depth` containers deep. The depth check is orjson's own, so there is no second walk

@@ -10,14 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from dynamo_mode import siblings, switch_policy
 from dynamo_mode.frontend import placement
-from dynamo_mode.messages import (
-    PART_SCAN,
-    STORE,
-    SWITCH_SCAN,
-    ScanRequest,
-    StoreRequest,
-    SwitchScanRequest,
-)
+from dynamo_mode.messages import STORE, StoreRequest
+from dynamo_mode.scan_messages import PART_SCAN, SWITCH_SCAN, ScanRequest, SwitchScanRequest
 from kv import routing
 from kv import switch as switches
 from kv.errors import KvError, Retryable

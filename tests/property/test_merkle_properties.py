@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import replace
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from dynamo_mode.merkle import HASH_SIZE, MerkleTree, rebuild, version_hash
 from dynamo_mode.merkle_diff import Answer, DiffResult, Query, answer, diff
-from dynamo_mode.siblings import Version, make_version
+from dynamo_mode.siblings import Version, canonical_form, make_version
 
 PROPS = settings(max_examples=150, deadline=None, print_blob=True)
 UNBOUNDED = 1 << 30
@@ -232,3 +233,38 @@ def test_version_hash_is_order_independent(pair: tuple[list[Version], list[Versi
 @given(st.lists(versions(), min_size=1, max_size=3), st.lists(versions(), min_size=1, max_size=3))
 def test_version_hash_separates_different_version_sets(a: list[Version], b: list[Version]) -> None:
     assert (version_hash(a) == version_hash(b)) == (canonical(a) == canonical(b))
+
+
+# Any JSON a client may store: text of any code point but lone surrogates (kv.routing refuses
+# them), finite floats, integers in orjson's range, nested containers — with the characters
+# and floats whose stdlib form differs from orjson's drawn often (DEL, non-ASCII, controls,
+# floats the stdlib writes with a negative exponent).
+EDGES = "\x7f\x00\x1fé\u2028😀a"
+any_text = st.text(st.sampled_from(EDGES), max_size=4) | st.text(
+    st.characters(blacklist_categories=("Cs",)), max_size=4
+)
+any_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.sampled_from([1e-7, 9.763169972120654e-05, 1e16, 1e22, 5e-324, -0.0])
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | any_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(any_text, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@PROPS
+@given(versions(), any_json, st.integers(0, 2**41), st.none() | st.integers(1, 2**41))
+@example(make_version(("A", 1), {}, None), "\x7f", 0, None)
+@example(make_version(("A", 1), {}, None), "é", 0, None)
+@example(make_version(("A", 1), {}, None), 1e-7, 0, None)
+@example(make_version(("A", 1), {}, None), {"k": [9.763169972120654e-05]}, 0, None)
+def test_canonical_form_is_the_stdlib_sorted_json_whatever_the_value(
+    v: Version, value: object, ts: int, expires_at: int | None
+) -> None:
+    """Merkle leaves must hash alike on every build: the fast path gives the stdlib's bytes."""
+    v = replace(v, value=value, ts=ts, expires_at=None if v.deleted else expires_at)
+    stdlib = json.dumps(v.to_wire(), sort_keys=True, separators=(",", ":")).encode()
+    assert canonical_form(v) == stdlib

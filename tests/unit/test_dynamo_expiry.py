@@ -17,9 +17,10 @@ from dynamo_mode import expiry, merkle, siblings
 from dynamo_mode.coordinator import ReadResult
 from dynamo_mode.frontend import render_read
 from dynamo_mode.listing import partition_slice
-from dynamo_mode.messages import CoordinateRequest, ScanBatch
+from dynamo_mode.messages import CoordinateRequest
 from dynamo_mode.replica import DynamoReplica, KeyRef, decode_stored, encode_versions
 from dynamo_mode.replica_server import serve
+from dynamo_mode.scan_messages import ScanBatch
 from dynamo_mode.siblings import Version, make_version
 from dynamo_mode.tombstones import TombstoneReaper
 from kv.errors import KeyNotFound

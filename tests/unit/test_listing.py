@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dynamo_mode.listing import partition_slice
-from dynamo_mode.messages import ScanBatch
 from dynamo_mode.replica import DynamoReplica, KeyRef
+from dynamo_mode.scan_messages import ScanBatch
 from dynamo_mode.siblings import make_version
 from kv.errors import InvalidRequest
 from kv.listing import MAX_LIMIT, Page, Slice, check_text, matches, merge, scan_range

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from dynamo_mode.messages import PART_DIGEST, PART_SCAN
 from dynamo_mode.replica import DynamoReplica, KeyRef
 from dynamo_mode.replica_server import serve
+from dynamo_mode.scan_messages import PART_DIGEST, PART_SCAN
 from dynamo_mode.siblings import make_version
 from dynamo_mode.transfer import Transfers, pause
 from kv.internode import Operation
