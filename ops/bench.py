@@ -116,6 +116,18 @@ class Target(Protocol):
 
     async def close(self) -> None: ...
 
+    def carried(self) -> Carried:
+        """What this process's clients learned that the next phase's must know to go on
+        as the same clients (kv eventual: the causal context of each key written)."""
+        ...
+
+    def carry_on(self, carried: Carried) -> None:
+        """Start from what an earlier phase's clients learned (`carried`)."""
+        ...
+
+
+Carried = dict[str, str]
+
 
 class TargetSpec(Protocol):
     """A picklable description of a system under test; `prepare` runs once in the parent."""
@@ -158,9 +170,10 @@ def _exception_code(exc: BaseException) -> str:
 
 class KvEventualTarget:
     """kv's HTTP API over raw aiohttp with keep-alive (see docs/benchmarks.md for why not
-    KvClient). A put sends the context of this process's last write of the key, as a
-    well-behaved eventual client does: blind puts would pile up siblings until
-    `sibling_limit`."""
+    KvClient). A put sends the context of the last write of the key that this process or an
+    earlier phase made (`carried`), as a well-behaved eventual client does: blind puts would
+    pile up siblings until `sibling_limit`. Only a key's first write of the whole run is
+    blind (or none, after a preload)."""
 
     def __init__(self, nodes: Sequence[str], keyspace: str, connections: int) -> None:
         self._bases = [f"http://{n}/v1/keyspaces/{keyspace}/keys/" for n in nodes]
@@ -182,6 +195,12 @@ class KvEventualTarget:
             return _error_code(status, raw)
         self._contexts[key] = json.loads(raw)["context"]
         return None
+
+    def carried(self) -> Carried:
+        return dict(self._contexts)
+
+    def carry_on(self, carried: Carried) -> None:
+        self._contexts.update(carried)
 
     async def get(self, node: int, key: str) -> str | None:
         status, raw = await self._call("GET", self._bases[node] + key, None)
@@ -298,6 +317,12 @@ class KvLinearizableTarget:
 
     async def close(self) -> None:
         await self._session.close()
+
+    def carried(self) -> Carried:
+        return {}  # a linearizable put needs no context
+
+    def carry_on(self, carried: Carried) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -420,15 +445,24 @@ async def _worker(
     rng: random.Random,
     window: Window,
     rec: Recorder,
+    busy: set[str],
 ) -> None:
-    """Back-to-back requests until the window ends; only completions inside it count."""
+    """Back-to-back requests until the window ends; only completions inside it count. A
+    worker never picks a key another worker of its process has a request in flight for
+    (`busy`): two concurrent puts of a key with the same context would leave it a sibling
+    that no later put of this process resolves."""
     clock, pick = time.perf_counter_ns, rng.randrange
     n = len(keys)
     while (start := clock()) < window.end_ns:
+        while (key := keys[pick(n)]) in busy:
+            pass
+        busy.add(key)
         try:
-            code = await op.call(target, node, keys[pick(n)], value)
+            code = await op.call(target, node, key, value)
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError, KeyError) as exc:
             code = _exception_code(exc)
+        finally:
+            busy.discard(key)
         end = clock()
         if window.start_ns <= end < window.end_ns:
             if code is None:
@@ -438,41 +472,65 @@ async def _worker(
 
 
 async def _drive(
-    spec: TargetSpec, wl: Workload, workers: Sequence[int], window: Window
-) -> Recorder:
+    spec: TargetSpec,
+    wl: Workload,
+    workers: Sequence[int],
+    window: Window,
+    keys: list[str],
+    carried: Carried,
+) -> tuple[Recorder, Carried]:
     target = spec.open()
+    # only this process's keys: what it reports back must not overwrite what another
+    # process learned about its own keys
+    target.carry_on({k: carried[k] for k in keys if k in carried})
     rec = Recorder()
-    keys = wl.key_names()
     op = OPS[wl.op]
+    busy: set[str] = set()
     try:
         tasks = []
         for w in workers:
             rng = wl.worker_rng(w)
             node = w % len(spec.nodes)
-            tasks.append(_worker(target, op, node, keys, wl.value(rng), rng, window, rec))
+            value = wl.value(rng)
+            tasks.append(_worker(target, op, node, keys, value, rng, window, rec, busy))
         await asyncio.gather(*tasks)
     finally:
         await target.close()
-    return rec
+    return rec, target.carried()
+
+
+@dataclass(frozen=True)
+class LoadPart:
+    """One load process's share of a phase: its workers and its keys. Processes use
+    disjoint keys, so no two write the same key with different contexts."""
+
+    workers: list[int]
+    keys: list[str]
 
 
 def _load_process(
-    spec: TargetSpec, wl: Workload, workers: list[int], window: Window, conn: Connection
+    spec: TargetSpec,
+    wl: Workload,
+    part: LoadPart,
+    window: Window,
+    carried: Carried,
+    conn: Connection,
 ) -> None:
     """Body of one forked load process: the parent handles Ctrl-C and SIGTERM."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
-        rec = asyncio.run(_drive(spec, wl, workers, window))
-        conn.send(("ok", rec.latencies_ns.tobytes(), dict(rec.errors)))
+        rec, learned = asyncio.run(_drive(spec, wl, part.workers, window, part.keys, carried))
+        conn.send(("ok", rec.latencies_ns.tobytes(), dict(rec.errors), learned))
     except BaseException:
-        conn.send(("error", traceback.format_exc(), {}))
+        conn.send(("error", traceback.format_exc(), {}, {}))
     finally:
         conn.close()
 
 
-async def preload(spec: TargetSpec, wl: Workload, concurrency: int = 32) -> None:
-    """Give every key of the workload one value (read + write with the context)."""
+async def preload(spec: TargetSpec, wl: Workload, concurrency: int = 32) -> Carried:
+    """Give every key of the workload one value (read + write with the context); what the
+    loader learned (the keys' contexts) for the phases after it."""
     target = spec.open()
     keys = wl.key_names()
     value = wl.value(wl.worker_rng(-1))
@@ -490,6 +548,7 @@ async def preload(spec: TargetSpec, wl: Workload, concurrency: int = 32) -> None
         await target.close()
     if errors:
         raise RuntimeError(f"preload failed for some keys: {dict(errors)}")
+    return target.carried()
 
 
 # ---------------------------------------------------------------------- CPU accounting
@@ -652,31 +711,39 @@ def _sleep_until_ns(t: int) -> None:
         time.sleep(left / 1e9)
 
 
-def _collect(conns: list[Connection], deadline_ns: int) -> Recorder:
-    total = Recorder()
+def _collect(conns: list[Connection], deadline_ns: int) -> tuple[Recorder, Carried]:
+    total, carried = Recorder(), {}
     for conn in conns:
         left = max(deadline_ns - time.perf_counter_ns(), 0) / 1e9
         if not conn.poll(left):
             raise RuntimeError("a load process did not report in time")
-        status, payload, errors = conn.recv()
+        status, payload, errors, learned = conn.recv()
         if status != "ok":
             raise RuntimeError(f"a load process failed:\n{payload}")
         part = Recorder(errors=Counter(errors))
         part.latencies_ns.frombytes(payload)
         total.merge(part)
-    return total
+        carried.update(learned)  # disjoint keys (LoadPart)
+    return total, carried
 
 
 def _fork_loaders(
-    spec: TargetSpec, wl: Workload, window: Window, procs: int, children: list[BaseProcess]
+    spec: TargetSpec,
+    wl: Workload,
+    window: Window,
+    procs: int,
+    carried: Carried,
+    children: list[BaseProcess],
 ) -> list[Connection]:
     """Start the load processes (appended to `children` as they start); their pipes."""
     ctx = get_context("fork")  # no event loop is running here; children start their own
     conns = []
+    keys = wl.key_names()
     for p in range(procs):
         parent_end, child_end = ctx.Pipe(duplex=False)
-        workers = list(range(p, wl.clients, procs))
-        proc = ctx.Process(target=_load_process, args=(spec, wl, workers, window, child_end))
+        part = LoadPart(list(range(p, wl.clients, procs)), keys[p::procs])
+        args = (spec, wl, part, window, carried, child_end)
+        proc = ctx.Process(target=_load_process, args=args)
         proc.start()
         children.append(proc)
         child_end.close()
@@ -701,24 +768,27 @@ def run_phase(
     procs: int,
     warmup_s: float,
     duration_s: float,
-) -> PhaseResult:
-    """Fork `procs` load processes, measure [warm-up end, + duration] and summarize."""
+    carried: Carried | None = None,
+) -> tuple[PhaseResult, Carried]:
+    """Fork `procs` load processes, measure [warm-up end, + duration] and summarize; what
+    the clients learned (`Target.carried`), for the next phase to carry on from."""
     start = time.perf_counter_ns() + int((START_ALLOWANCE_S + warmup_s) * 1e9)
     window = Window(start, start + int(duration_s * 1e9))
     children: list[BaseProcess] = []
     interrupted = True
     try:
-        conns = _fork_loaders(spec, wl, window, procs, children)
+        conns = _fork_loaders(spec, wl, window, procs, carried or {}, children)
         pids = [c.pid for c in children if c.pid is not None]
         _sleep_until_ns(window.start_ns)
         before = CpuSample.take(server_pids, pids)
         _sleep_until_ns(window.end_ns)
         after = CpuSample.take(server_pids, pids)
-        rec = _collect(conns, window.end_ns + int((CLIENT_TIMEOUT_S + 10) * 1e9))
+        rec, learned = _collect(conns, window.end_ns + int((CLIENT_TIMEOUT_S + 10) * 1e9))
         interrupted = False
     finally:
         _reap(children, interrupted)
-    return summarize(wl.op, rec, before, after, procs, spec.name, wl.clients)
+    result = summarize(wl.op, rec, before, after, procs, spec.name, wl.clients)
+    return result, {**(carried or {}), **learned}
 
 
 # ---------------------------------------------------------------------- main
@@ -800,6 +870,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--clients: integers expected, got {a.clients!r}")
     if not a.clients or min(a.clients) < 1 or a.procs < 1 or a.keys < 1:
         p.error("--clients, --procs, --keys must be >= 1")
+    if a.keys <= max(a.clients):
+        p.error("--keys must exceed --clients (a worker picks a key no other has in flight)")
     if a.value_size < 0 or a.duration <= 0:
         p.error("--value-size must be >= 0, --duration > 0")
     a.seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1 << 31)
@@ -814,25 +886,28 @@ def run_target(
     spec: TargetSpec, server_pids: Sequence[int], a: argparse.Namespace
 ) -> tuple[float, list[PhaseResult]]:
     """Every (clients, op) phase of `a` against one system: its idle CPU and the results.
-    Keys are preloaded once, before the first op that needs them."""
+    Keys are preloaded once, before the first op that needs them. Each phase's clients
+    carry on from what the earlier phases' learned (`Target.carried`): an eventual put is
+    an overwrite with the key's context in every phase, not a blind write."""
     print(f"target: {spec.name} on {', '.join(spec.nodes)}", flush=True)
     asyncio.run(spec.prepare())
     idle = idle_server_cores(server_pids)
     print(f"idle server CPU: {idle:.3f} cores over {len(server_pids)} server processes")
     results: list[PhaseResult] = []
     preloaded = False
+    carried: Carried = {}
     for clients in a.clients:
         for op in a.ops:
             wl = Workload(op, a.keys, a.value_size, clients, a.seed)
             if OPS[op].needs_preload and not preloaded:
                 print(f"preloading {a.keys} keys ...", flush=True)
                 t = time.monotonic()
-                asyncio.run(preload(spec, wl))
+                carried.update(asyncio.run(preload(spec, wl)))
                 print(f"preloaded {a.keys} keys in {time.monotonic() - t:.1f} s", flush=True)
                 preloaded = True
             print(f"--- {spec.name}: {op}, {clients} client{'s' if clients > 1 else ''}")
             procs = min(a.procs, clients)
-            res = run_phase(spec, wl, server_pids, procs, a.warmup, a.duration)
+            res, carried = run_phase(spec, wl, server_pids, procs, a.warmup, a.duration, carried)
             print(render(res), flush=True)
             results.append(res)
     return idle, results

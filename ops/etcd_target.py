@@ -246,6 +246,12 @@ class EtcdTarget:
     async def close(self) -> None:
         await self._session.close()
 
+    def carried(self) -> dict[str, str]:
+        return {}  # an etcd put needs no context
+
+    def carry_on(self, carried: dict[str, str]) -> None:
+        pass
+
 
 @dataclass(frozen=True)
 class EtcdSpec:
