@@ -40,7 +40,7 @@ import hashlib
 import struct
 from collections.abc import Iterable, Iterator
 
-from dynamo_mode import siblings
+from dynamo_mode import canonical
 from dynamo_mode.siblings import Version
 
 HASH_SIZE = 16  # bytes; a false "equal" needs a 2^-128 collision between two given subtrees
@@ -59,8 +59,8 @@ def _digest(person: bytes, data: bytes) -> bytes:
 def version_hash(versions: Iterable[Version]) -> bytes:
     """Canonical hash of a reconciled version set: independent of order (sorted by dot, then
     canonical form), covering each version's dot, context, deleted flag and value. Frozen
-    (`siblings.canonical_form`): replicas running other builds must hash alike."""
-    forms = sorted((v.dot, siblings.canonical_form(v)) for v in versions)
+    (`canonical.canonical_form`): replicas running other builds must hash alike."""
+    forms = sorted((v.dot, canonical.canonical_form(v)) for v in versions)
     if not forms:
         raise ValueError("an empty version set is an absent key: update(key, None)")
     return _digest(b"kv-versions", b"[" + b",".join(f for _, f in forms) + b"]")

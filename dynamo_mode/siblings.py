@@ -51,14 +51,12 @@ tests/property/test_sibling_bytes_properties.py checks the bound on random histo
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dynamo_mode import vclock
+from dynamo_mode import canonical, vclock
 from dynamo_mode.vclock import Dot, VClock
-from kv import json_codec
 
 _WIRE_KEYS = frozenset({"dot", "context", "value", "deleted"})
 _OPTIONAL_WIRE_KEYS = frozenset({"dots", "ts", "expires_at"})
@@ -169,15 +167,29 @@ class Version:
         dot = d["dot"]
         if not isinstance(dot, list | tuple) or len(dot) != 2:
             raise ValueError(f"version dot must be [node, counter], got {dot!r}")
-        if not isinstance(d["deleted"], bool):
-            raise ValueError(f"version deleted must be a bool, got {d['deleted']!r}")
-        context = vclock.validated(d["context"])
-        dots = vclock.validated_dots(d.get("dots", []))
+        dot = (dot[0], dot[1])
+        _check_dot(dot)
+        deleted = d["deleted"]
+        if not isinstance(deleted, bool):
+            raise ValueError(f"version deleted must be a bool, got {deleted!r}")
+        clock, extra = vclock.compact(
+            vclock.validated(d["context"]), vclock.validated_dots(d.get("dots", []))
+        )
+        if len(clock) > vclock.MAX_CONTEXT_ENTRIES:
+            raise ValueError(f"context has {len(clock)} entries with its dots folded in")
+        if dot in extra or vclock.contains(clock, dot):
+            raise ValueError(
+                f"context {clock!r} {list(extra)!r} contains the version's dot {dot!r}"
+            )
         ts = d.get("ts", 0)
         if type(ts) is not int or ts < 0:
             raise ValueError(f"version ts must be a non-negative integer, got {ts!r}")
         expires = d.get("expires_at")
-        return make_version((dot[0], dot[1]), context, d["value"], d["deleted"], dots, ts, expires)
+        _check_expiry(expires, deleted)
+        # every check of __post_init__ is made above (the clock and dots are compact and
+        # sorted by construction), so the version is built without repeating them
+        context = tuple(sorted(clock.items()))
+        return cls._built(dot, context, d["value"], deleted, extra, ts, expires)
 
     @classmethod
     def from_storage(cls, d: Mapping[str, Any]) -> Version:
@@ -185,15 +197,37 @@ class Version:
         (and LevelDB checksums its blocks), so it is rebuilt without `__post_init__`'s
         checks — decoding and checking every stored version again on each local read was a
         measured share of an eventual GET's CPU (docs/benchmarks.md)."""
-        version = object.__new__(cls)
         dot, dots = d["dot"], d.get("dots")
-        object.__setattr__(version, "dot", (dot[0], dot[1]))
-        object.__setattr__(version, "context", tuple(sorted(d["context"].items())))
-        object.__setattr__(version, "value", d["value"])
-        object.__setattr__(version, "deleted", d["deleted"])
-        object.__setattr__(version, "context_dots", tuple((n, c) for n, c in dots or ()))
-        object.__setattr__(version, "ts", d.get("ts", 0))
-        object.__setattr__(version, "expires_at", d.get("expires_at"))
+        return cls._built(
+            (dot[0], dot[1]),
+            tuple(sorted(d["context"].items())),
+            d["value"],
+            d["deleted"],
+            tuple((n, c) for n, c in dots or ()),
+            d.get("ts", 0),
+            d.get("expires_at"),
+        )
+
+    @classmethod
+    def _built(
+        cls,
+        dot: Dot,
+        context: tuple[tuple[str, int], ...],
+        value: Any,
+        deleted: bool,
+        context_dots: tuple[Dot, ...],
+        ts: int,
+        expires_at: int | None,
+    ) -> Version:
+        """A version whose fields are known to pass `__post_init__`, built without it."""
+        version = object.__new__(cls)
+        object.__setattr__(version, "dot", dot)
+        object.__setattr__(version, "context", context)
+        object.__setattr__(version, "value", value)
+        object.__setattr__(version, "deleted", deleted)
+        object.__setattr__(version, "context_dots", context_dots)
+        object.__setattr__(version, "ts", ts)
+        object.__setattr__(version, "expires_at", expires_at)
         return version
 
 
@@ -335,28 +369,7 @@ def _dedupe(versions: Iterable[Version]) -> list[Version]:
 def _canonical_choice(copies: list[Version]) -> Version:
     if len(copies) == 1:
         return copies[0]
-    return min(copies, key=canonical_form)
-
-
-_STDLIB_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
-
-
-def canonical_form(v: Version) -> bytes:
-    """The version's wire form as JSON with sorted keys, exactly the UTF-8 of the stdlib's
-    ``json.dumps(v.to_wire(), sort_keys=True, separators=(",", ":"))``: Merkle leaves hash
-    it (dynamo_mode/merkle.py), so every build must produce the same bytes.
-
-    orjson (``json_codec.canonical``) writes the same bytes ten times faster, except for
-    text outside printable ASCII (the stdlib escapes it) and floats (formatted otherwise).
-    A float can only be the value or inside it (dots, contexts, ts and expires_at are
-    integers), so orjson's form is taken when the value is a string, an integer, a bool or
-    null and the form is ASCII without DEL; anything else takes the stdlib encoder."""
-    value = v.value
-    if value is None or type(value) in (str, int, bool):
-        out = json_codec.canonical(v.to_wire())
-        if out.isascii() and b"\x7f" not in out:
-            return out
-    return _STDLIB_CANONICAL.encode(v.to_wire()).encode()
+    return min(copies, key=canonical.canonical_form)
 
 
 def _check_expiry(expires_at: object, deleted: bool) -> None:

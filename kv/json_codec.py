@@ -45,6 +45,8 @@ def dumps_value(value: Any, max_depth: int = MAX_VALUE_DEPTH) -> bytes:
     """`dumps(value)`, refusing (TypeError "Recursion limit reached") a value nested more than
     `max_depth` containers deep. The depth check is orjson's own, so there is no second walk
     over the value: it is written inside `ENCODER_DEPTH - max_depth` lists, cut off again."""
+    if not isinstance(value, list | dict | tuple):
+        return dumps(value)  # a scalar has no depth; the padding costs 75x the dump
     pad = ENCODER_DEPTH - max_depth
     wrapped = value
     for _ in range(pad):

@@ -12,7 +12,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from dynamo_mode import vclock
@@ -360,3 +360,70 @@ def test_a_stored_version_reads_back_as_the_checked_decoding_gives_it(
             with_dots.append(v)
     raw = encode_versions(with_dots)
     assert decode_stored(raw) == decode_versions(json.loads(raw)) == tuple(with_dots)
+
+
+# Version.from_wire checks every field itself and builds the version without
+# __post_init__; it must accept and refuse exactly what building it through make_version
+# (which runs __post_init__) does, and build the same version.
+def _through_make_version(d: dict[str, object]) -> Version:
+    dot = d["dot"]
+    if not isinstance(dot, list) or len(dot) != 2 or not isinstance(d["deleted"], bool):
+        raise ValueError("shape")
+    ts = d.get("ts", 0)
+    if type(ts) is not int or ts < 0:
+        raise ValueError("ts")
+    context, dots = vclock.validated(d["context"]), vclock.validated_dots(d.get("dots", []))
+    expires = d.get("expires_at")
+    return make_version((dot[0], dot[1]), context, d["value"], d["deleted"], dots, ts, expires)  # type: ignore[arg-type]
+
+
+wire_nodes = st.sampled_from(["A", "B", "C"])
+# mostly valid fields, so that examples often fail on one check only
+wire_counters = (
+    st.integers(1, 4) | st.integers(1, 4) | st.integers(1, 4) | st.sampled_from([0, True])
+)
+wire_dots = st.lists(st.lists(wire_nodes | st.just(1), min_size=2, max_size=2), max_size=3)
+
+
+@st.composite
+def wire_versions(draw: st.DrawFn) -> dict[str, object]:
+    d: dict[str, object] = {
+        "dot": [draw(wire_nodes | st.just(7)), draw(wire_counters)],
+        "context": draw(st.dictionaries(wire_nodes, wire_counters, max_size=3)),
+        "value": draw(st.none() | st.integers() | st.text(max_size=3)),
+        "deleted": draw(st.booleans() | st.booleans() | st.just(0)),
+    }
+    for name, value in (
+        ("dots", [[n, draw(wire_counters)] for n, _ in draw(wire_dots)]),
+        ("ts", draw(st.integers(0, 5) | st.just(-1))),
+        ("expires_at", draw(st.none() | st.integers(1, 5) | st.sampled_from([0, -1, 1.5]))),
+    ):
+        if draw(st.booleans()):
+            d[name] = value
+    return d
+
+
+_ONE = {"dot": ["A", 1], "context": {}, "value": 1, "deleted": False}
+
+
+@settings(PROPS, max_examples=600)
+@given(wire_versions())
+@example({**_ONE, "deleted": True, "expires_at": 1})
+@example({**_ONE, "expires_at": 0})
+@example({**_ONE, "context": {"A": 1}})
+@example({**_ONE, "dots": [["A", 1]]})
+@example({**_ONE, "dot": ["A", True]})
+def test_from_wire_accepts_what_make_version_accepts_and_builds_the_same(
+    d: dict[str, object],
+) -> None:
+    try:
+        expected: Version | None = _through_make_version(d)
+    except ValueError:
+        expected = None
+    try:
+        got: Version | None = Version.from_wire(d)
+    except ValueError:
+        got = None
+    assert got == expected
+    if got is not None and expected is not None:
+        assert got.__dict__ == expected.__dict__  # equal field by field, types included

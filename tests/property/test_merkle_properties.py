@@ -16,9 +16,10 @@ from dataclasses import replace
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from dynamo_mode.canonical import canonical_form
 from dynamo_mode.merkle import HASH_SIZE, MerkleTree, rebuild, version_hash
 from dynamo_mode.merkle_diff import Answer, DiffResult, Query, answer, diff
-from dynamo_mode.siblings import Version, canonical_form, make_version
+from dynamo_mode.siblings import Version, make_version
 
 PROPS = settings(max_examples=150, deadline=None, print_blob=True)
 UNBOUNDED = 1 << 30
