@@ -136,7 +136,8 @@ class DynamoCoordinator:
                 retry_after=0.5,
             )
         result = acc.result()
-        self._track(asyncio.ensure_future(self._read_repair(where, acc, calls, timeout)))
+        if acc.waiting & calls.keys() or acc.repairs():  # else nothing to repair: no task
+            self._track(asyncio.ensure_future(self._read_repair(where, acc, calls, timeout)))
         read = ReadResult(result, siblings.join_full(result), int(self._clock() * 1000))
         if found := len(read.live):
             self.siblings_seen[found] = self.siblings_seen.get(found, 0) + 1
