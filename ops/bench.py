@@ -870,8 +870,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--clients: integers expected, got {a.clients!r}")
     if not a.clients or min(a.clients) < 1 or a.procs < 1 or a.keys < 1:
         p.error("--clients, --procs, --keys must be >= 1")
-    if a.keys <= max(a.clients):
-        p.error("--keys must exceed --clients (a worker picks a key no other has in flight)")
+    for clients in a.clients:  # a worker picks a key no other worker of its process has in
+        procs = min(a.procs, clients)  # flight: each process needs a key per worker
+        if a.keys // procs < -(-clients // procs):
+            p.error(f"--keys {a.keys} is too few for {clients} clients in {procs} processes")
     if a.value_size < 0 or a.duration <= 0:
         p.error("--value-size must be >= 0, --duration > 0")
     a.seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1 << 31)
