@@ -136,7 +136,7 @@ class DynamoCoordinator:
                 retry_after=0.5,
             )
         result = acc.result()
-        if acc.waiting & calls.keys() or acc.repairs():  # else nothing to repair: no task
+        if acc.repair_due(calls):  # else every asked replica answered alike: no task
             self._track(asyncio.ensure_future(self._read_repair(where, acc, calls, timeout)))
         read = ReadResult(result, siblings.join_full(result), int(self._clock() * 1000))
         if found := len(read.live):

@@ -13,7 +13,7 @@ operations, anti-entropy queries) or dynamo_mode/gossip.py (push-pull rounds). E
     ae_query      TreeQuery         TreeAnswer    one step of a Merkle walk (Dynamo §4.7)
     gossip        GossipDigest      GossipDigest  push-pull heartbeat versions
 
-and the scans of whole partitions (part_scan, part_digest, key_list, switch_scan) are in
+The scans of whole partitions (part_scan, part_digest, key_list, switch_scan) are in
 dynamo_mode/scan_messages.py.
 
 `store`, `hint` and `coordinate` carry the keyspace's `durability` ("process" or "fsync",

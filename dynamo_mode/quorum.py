@@ -23,7 +23,7 @@ answer. Read repair then covers the replicas asked; anti-entropy covers the rest
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 from dynamo_mode.siblings import Version, reconcile, same
@@ -88,6 +88,12 @@ class ReadQuorum:
         so contexts stay causally closed; see dynamo_mode.siblings)."""
         merged = self.result()
         return {node: merged for node, vs in self._replies.items() if not same(vs, merged)}
+
+    def repair_due(self, asked: Iterable[str]) -> bool:
+        """Whether read repair has anything to do once the GET is answered: one of the
+        replicas `asked` has not answered yet (its reply may differ), or a replier needs
+        the result (`repairs`). False: every asked replica answered alike."""
+        return bool(self.waiting.intersection(asked)) or bool(self.repairs())
 
     def _first_answer(self, node: str) -> bool:
         """Record that ``node`` answered; False if the answer must be ignored."""

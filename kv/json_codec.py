@@ -44,9 +44,10 @@ def canonical(value: Any) -> bytes:
 def dumps_value(value: Any, max_depth: int = MAX_VALUE_DEPTH) -> bytes:
     """`dumps(value)`, refusing (TypeError "Recursion limit reached") a value nested more than
     `max_depth` containers deep. The depth check is orjson's own, so there is no second walk
-    over the value: it is written inside `ENCODER_DEPTH - max_depth` lists, cut off again."""
+    over the value: a list or object is written inside `ENCODER_DEPTH - max_depth` lists,
+    cut off again; a scalar, which has no depth, is written as it is."""
     if not isinstance(value, list | dict | tuple):
-        return dumps(value)  # a scalar has no depth; the padding costs 75x the dump
+        return dumps(value)  # the padding would cost 75x the dump of a short string
     pad = ENCODER_DEPTH - max_depth
     wrapped = value
     for _ in range(pad):

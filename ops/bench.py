@@ -102,6 +102,9 @@ def local_cluster(n: int, keep: bool) -> Iterator[Cluster]:
 
 
 # ---------------------------------------------------------------------- targets
+Carried = dict[str, str]  # what a phase's clients learned for the next (`Target.carried`)
+
+
 class Target(Protocol):
     """One load process's connection to the system under test. Each call returns None on
     success or a short error code (the API's error code, or a client-side one)."""
@@ -124,9 +127,6 @@ class Target(Protocol):
     def carry_on(self, carried: Carried) -> None:
         """Start from what an earlier phase's clients learned (`carried`)."""
         ...
-
-
-Carried = dict[str, str]
 
 
 class TargetSpec(Protocol):

@@ -40,6 +40,20 @@ def test_no_repair_when_replicas_agree() -> None:
     assert q.repairs() == {}
 
 
+def test_repair_is_due_only_while_an_asked_replica_is_out_or_a_replier_differs() -> None:
+    q = ReadQuorum(NODES, 2)
+    q.add_reply("a", [NEW])
+    q.add_reply("b", [NEW])
+    assert not q.repair_due(["a", "b"])  # "c" was not asked: nothing to wait for
+    assert q.repair_due(["a", "b", "c"])  # "c" was asked and may answer with less
+    q.add_error("c", "timeout")
+    assert not q.repair_due(["a", "b", "c"])  # an error repairs nothing
+    q = ReadQuorum(NODES, 2)
+    q.add_reply("a", [OLD])
+    q.add_reply("b", [NEW])
+    assert q.repair_due(["a", "b"])  # "a" needs NEW
+
+
 def test_read_fails_once_r_is_unreachable() -> None:
     q = ReadQuorum(NODES, 2)
     q.add_error("a", "timeout")
