@@ -239,7 +239,8 @@ class RaftGroup:
         compaction if the journal has grown past `log_compaction_max_bytes`."""
         self._tick()
         self._leaders.see(shim.leader_address(self._obj))
-        self.reads.on_tick(self._view())
+        if not self.reads.idle:  # most ticks: no read waits, and a view costs a few µs
+            self.reads.on_tick(self._view())
         now = time.monotonic()
         if now >= self._compact_after and self.journal.size > self._max_bytes:
             self._obj.forceLogCompaction()  # at most every 10 s: a snapshot takes a while
@@ -366,6 +367,7 @@ class _SyncObj(shim.MembershipGuard, SyncObj):  # type: ignore[misc]
         self.snapshots = BackgroundSnapshot(machine)
         conf = _conf(settings, self.snapshots, journal)
         super().__init__(settings.self_address, list(settings.peers), conf, transport=transport)
+        shim.drop_poller(self)  # batch mode on the mux: nothing to poll
 
     @replicated  # type: ignore[untyped-decorator]
     def _apply_command(self, command: bytes) -> Any:

@@ -139,9 +139,14 @@ class ReadIndex:
         elif kind == INDEX:
             self._on_index(int(message["seq"]), int(message["index"]), view)
 
+    @property
+    def idle(self) -> bool:
+        """No reader waits: `on_tick` would do nothing (the tick skips building its view)."""
+        return self._round is None and not self._next and not self._asks and not self._applying
+
     def on_tick(self, view: View) -> None:
         """Reads whose index is applied proceed; lost rounds and asks are sent again; a
-        deposed leader's rounds fail."""
+        deposed leader's rounds fail. Does nothing when `idle`."""
         self._release_applied(view.last_applied)
         now = self._clock()
         r = self._round

@@ -83,6 +83,7 @@ NEEDS = (
             "_SyncObj__raftLastApplied",
             "_SyncObj__needLoadDumpFile",
             "_SyncObj__conf",
+            "_poller",  # `drop_poller`
         ),
     ),
     Needs(pso_syncobj, members=("_COMMAND_TYPE", "monotonicTime")),
@@ -192,6 +193,27 @@ def set_next_index(obj: Any, node: Any, index: int) -> None:
 def queued_commands(obj: Any) -> int:
     """Commands proposed here (or forwarded to this leader) that no tick has taken yet."""
     return len(obj._SyncObj__commandsQueue._FastQueue__queue)
+
+
+class _NoPoller:
+    """A poller with no descriptors, that never waits (`drop_poller`)."""
+
+    def subscribe(self, descr: Any, callback: Any, event_mask: int) -> None:
+        raise RuntimeError("no pysyncobj transport may subscribe: the mux owns the Raft port")
+
+    def unsubscribe(self, descr: Any) -> None:
+        pass
+
+    def poll(self, timeout: float) -> None:
+        pass
+
+
+def drop_poller(obj: Any) -> None:
+    """pysyncobj's poller serves its own TCP transport (and the pipe notifier of its
+    non-batch mode); a group runs on the mux (mux.py) in batch mode, so nothing subscribes
+    to it, and the `poll(0)` that ends every tick (`_onTick`) is a system call watching no
+    descriptor. Replaced by one that does nothing (and refuses a subscription loudly)."""
+    obj._poller = _NoPoller()
 
 
 def _create_journal(journal_file: Any) -> Any:
