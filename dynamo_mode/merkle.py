@@ -75,6 +75,9 @@ def _interior_hash(children: Iterable[bytes]) -> bytes:
     return _digest(b"kv-merkle-node", b"".join(children))
 
 
+_EMPTY_LEAF = _leaf_hash({})
+
+
 def _log2_checked(name: str, value: int, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ValueError(f"{name} must be a power of two in [{low}, {high}], got {value!r}")
@@ -138,8 +141,9 @@ class MerkleTree:
     def children(self, level: int, index: int) -> range:
         """Child indexes at ``level + 1``; empty for a leaf (its children are keys)."""
         self._check_node(level, index)
-        if level == self.depth:
-            return range(0)
+        return range(0) if level == self.depth else self._kids(level, index)
+
+    def _kids(self, level: int, index: int) -> range:
         first = index * self._fanout
         return range(first, min(first + self._fanout, self._widths[level + 1]))
 
@@ -216,17 +220,23 @@ class MerkleTree:
         if level == self.depth:
             return self._leaf(index)
         cached = self._interior[level][index]
-        if cached is None:
-            cached = _interior_hash(self._hash(level + 1, c) for c in self.children(level, index))
-            self._interior[level][index] = cached
+        if cached is None:  # clean children are read in place: no call per child
+            kids = self._kids(level, index)
+            if level + 1 == self.depth:
+                hashes = [self._leaf(c) for c in kids]
+            else:
+                row = self._interior[level + 1]
+                hashes = [row[c] or self._hash(level + 1, c) for c in kids]
+            cached = self._interior[level][index] = _interior_hash(hashes)
         return cached
 
     def _leaf(self, bucket: int) -> bytes:
+        entries = self._buckets.get(bucket)
+        if entries is None:  # most buckets of a partition: a dirty parent has ~15 of them
+            return _EMPTY_LEAF
         cached = self._leaf_cache.get(bucket)
         if cached is None:
-            cached = _leaf_hash(self._buckets.get(bucket, {}))
-            if bucket in self._buckets:
-                self._leaf_cache[bucket] = cached
+            cached = self._leaf_cache[bucket] = _leaf_hash(entries)
         return cached
 
     def _check_level(self, level: int) -> None:
@@ -243,7 +253,7 @@ class MerkleTree:
 def _empty_interior(widths: tuple[int, ...], fanout: int) -> list[list[bytes | None]]:
     """Every interior level filled with its empty-subtree hash (clean from the start)."""
     rows: list[list[bytes | None]] = []
-    below = _leaf_hash({})
+    below = _EMPTY_LEAF
     for level in range(len(widths) - 2, -1, -1):
         arity = min(fanout, widths[level + 1])
         below = _interior_hash([below] * arity)
