@@ -232,7 +232,7 @@ class DynamoCoordinator:
         request = CoordinateRequest(
             where.ref, context[0], context[1], value, deleted, max_siblings, durability, ttl_ms
         )
-        minted_by, new, merged = await self._mint(where, request, timeout)
+        minted_by, new, merged = await self._mint(where, request, timeout, down)
         copy = StoreRequest(where.ref, tuple(merged), durability)
         for node in where.incoming:  # a partition moving to `node`: it must not miss this write
             self._spawn(self._transport.call(node, STORE, copy, timeout))
@@ -250,11 +250,11 @@ class DynamoCoordinator:
         return vclock.compact(clock, (*dots, new.dot))
 
     async def _mint(
-        self, where: Placement, request: CoordinateRequest, timeout: float
+        self, where: Placement, request: CoordinateRequest, timeout: float, down: frozenset[str]
     ) -> tuple[str, Version, tuple[Version, ...]]:
         """Ask replicas in turn to mint the dot; only `PeerUnreachable` lets us try the next."""
         tried: list[str] = []
-        for node in self._nearest_first(where.replicas):
+        for node in self._nearest_first(where.replicas, down):
             try:
                 reply = await self._transport.call(node, COORDINATE, request, timeout)
             except PeerUnreachable as exc:
@@ -271,17 +271,17 @@ class DynamoCoordinator:
         sooner or later: a counter made some keys never reach one replica when the same keys
         were read again in the same order), then the rest. Seeded per node: a simulation
         replays the same choices."""
-        ordered = self._nearest_first(replicas)
+        down = self._down(replicas)  # once: each answer is a failure detector's computation
+        ordered = self._nearest_first(replicas, down)
         mine = ordered[:1] if ordered and ordered[0] == self.self_id else []
-        alive = [n for n in ordered[len(mine) :] if self._is_alive(n)]
+        alive = [n for n in ordered[len(mine) :] if n not in down]
         turn = self._rng.randrange(len(alive)) if alive else 0
         return [*mine, *alive[turn:], *alive[:turn], *ordered[len(mine) + len(alive) :]]
 
-    def _nearest_first(self, replicas: Sequence[str]) -> list[str]:
-        """This node first when it is a replica (saves a hop), then alive ones, then the rest:
-        whom a write asks to mint and a read asks first."""
-        ordered = sorted(replicas, key=lambda n: (n != self.self_id, not self._is_alive(n)))
-        return list(ordered)
+    def _nearest_first(self, replicas: Sequence[str], down: frozenset[str]) -> list[str]:
+        """This node first when it is a replica (saves a hop), then alive ones, then those in
+        `down`: whom a write asks to mint and a read asks first."""
+        return sorted(replicas, key=lambda n: (n != self.self_id, n in down))
 
     async def _store(
         self, node: str, ref: KeyRef, versions: Sequence[Version], timeout: float
