@@ -205,3 +205,33 @@ def test_closing_fails_every_waiting_read(h: Harness) -> None:
     h.read("ask", FOLLOWER)
     h.rounds.close()
     assert all(isinstance(e, NotReady) for e in h.outcomes.values()) and len(h.outcomes) == 3
+
+
+def test_idle_exactly_while_no_reader_waits(h: Harness) -> None:
+    """A tick skips `on_tick` (and the view it takes) while `idle`: it must be False
+    whenever a round, a queued read, an ask or a wait for the apply holds a reader."""
+    assert h.rounds.idle
+    h.read("early", LEADER)  # a round in flight
+    h.read("late", LEADER)  # queued for the next round
+    first = h.take(PING)[0][1]["seq"]
+    h.pong("b", first)
+    assert h.outcomes == {"early": None} and not h.rounds.idle  # "late" is in a round now
+    h.pong("b", h.take(PING)[0][1]["seq"])
+    assert h.outcomes == {"early": None, "late": None} and h.rounds.idle
+    behind = replace(FOLLOWER, last_applied=9)
+    h.read("asked", behind)
+    [(_, ask)] = h.take(ASK)
+    assert not h.rounds.idle  # an ask
+    h.rounds.on_message("a", {"type": INDEX, "seq": ask["seq"], "index": 10}, behind)
+    assert "asked" not in h.outcomes and not h.rounds.idle  # waiting for index 10's apply
+    h.rounds.on_tick(FOLLOWER)
+    assert h.outcomes["asked"] is None and h.rounds.idle
+
+
+def test_a_read_queued_before_any_round_is_not_idle(h: Harness) -> None:
+    fresh = replace(LEADER, term=4, last_index=12)  # leads term 4, nothing of it committed
+    h.read("queued", fresh)
+    assert h.take(PING) == [] and not h.rounds.idle  # no round may start yet
+    h.rounds.on_tick(replace(fresh, commit_index=12, last_applied=12))
+    h.pong("b", h.take(PING)[0][1]["seq"], replace(fresh, commit_index=12, last_applied=12))
+    assert h.outcomes == {"queued": None} and h.rounds.idle

@@ -108,6 +108,11 @@ def test_the_accessors_work_on_a_real_unstarted_group(tmp_path: Path) -> None:
         assert shim.queued_commands(obj) == 1 and group.has_queued_commands()
         assert group.journal.size > 0
         assert group.sync_journal() and not group.sync_journal()  # nothing changed since
+        # the tick's closing poll(0) watches nothing: a group's poller does nothing, and
+        # refuses a subscription (none may come: the mux owns the Raft port)
+        with pytest.raises(RuntimeError, match="mux owns the Raft port"):
+            obj._poller.subscribe(0, lambda *_: None, 1)
+        group.tick()
     finally:
         driver.stop()
         loop.close()
