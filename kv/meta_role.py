@@ -21,10 +21,10 @@ A removed voter is never told by Raft (pysyncobj ignores a removal of itself, DE
 §3): once its group has been out of contact with a leader for a while (no leader, or the
 one it names is not connected: the members drop their connections to it, and a member
 connected to nobody never campaigns, so it keeps naming its old leader), it asks the
-members, then its seeds, for the leader's configuration (`meta_get`: only the leader's own
-reply counts, kv/meta_ops.py `leader_excludes`). A joining member is dropped the same way
-once it has been out of contact for `join_grace_s` since it joined (the leader asked, then
-chose otherwise, or removed it again).
+members for the leader's configuration (`meta_get`: only the leader's own reply counts,
+kv/meta_ops.py `leader_excludes`). A joining member is dropped the same way once it has
+been out of contact for `join_grace_s` since it joined (the leader asked, then chose
+otherwise, or removed it again).
 
 The role survives restarts in `state_path` (role, the group's peers, HTTP seeds), written
 before each switch: a voter restarts its group from its journal, a joining node its group
