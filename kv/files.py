@@ -1,8 +1,7 @@
 """Files replaced durably: after a crash a file holds its old or its new content, and the
 new one once the call returns (write a temporary file, fdatasync it, rename it over the
 path, fsync the directory). Every sync releases the GIL. Used for Raft metadata
-(raft_groups/syncobj_adapter/durable.py), a node's identity (kv/startup.py) and its meta
-role (kv/meta_role.py)."""
+(raft_groups/syncobj_adapter/durable.py) and a node's identity (kv/startup.py)."""
 
 from __future__ import annotations
 

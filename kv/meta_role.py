@@ -36,11 +36,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from kv import files, meta_ops
+from kv import meta_ops
 from kv.errors import KvError, NoLeader
 from kv.meta import Member, Metadata
 from kv.meta_machine import SYNC
@@ -123,7 +124,12 @@ class RoleFile:
 
     def save(self, saved: Saved) -> None:
         self.last = saved
-        files.write_durably(self.path, json.dumps(asdict(saved)).encode())
+        tmp = f"{self.path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(asdict(saved), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
 
 
 class MetaRole(Generic[G]):
@@ -150,7 +156,6 @@ class MetaRole(Generic[G]):
         self.group: G | None = None
         self.reader: MetaReader | None = None
         self._md = Metadata()
-        self._start_seeds: tuple[str, ...] = ()  # `start`'s seeds: whom `probe` asks last
         self._listeners: list[Listener] = []
         self._since: float | None = None  # joining since / leaderless since
         self._next_probe = 0.0
@@ -195,8 +200,9 @@ class MetaRole(Generic[G]):
 
     async def sync(self, timeout: float) -> None:
         """Return once `metadata` holds every change committed before the call (a read
-        barrier; NotReady or NoLeader if not in time). A voter out of contact with a leader
-        (an election) waits for one within `timeout`: a request asking if a keyspace exists."""
+        barrier through the meta group; NotReady or NoLeader if it cannot be had in time).
+        A voter out of contact with a leader (an election) waits for one within `timeout`:
+        the caller is a request that only needs to know whether a keyspace exists."""
         group = self.voting_group
         if group is None:
             assert self.reader is not None
@@ -210,7 +216,8 @@ class MetaRole(Generic[G]):
         await group.sync(max(end - self._clock(), poll))
 
     async def _voting_in_contact(self) -> G | None:
-        """The group on a voter (None otherwise); NoLeader on one out of contact with a leader."""
+        """The group on a voter (None on a node that does not vote); NoLeader on a voter
+        out of contact with a leader (e.g. removed, not knowing it yet)."""
         group = self.voting_group
         if group is not None and not await group.in_contact():
             raise NoLeader("this voter is out of contact with a meta leader", retry_after=0.5)
@@ -241,8 +248,7 @@ class MetaRole(Generic[G]):
     # ------------------------------------------------------------------ start / stop
     async def start(self, founders: tuple[str, ...] | None, seeds: Sequence[str]) -> None:
         """`founders`: the other founders' Raft addresses on a founder (its group's first
-        peers), None on a node that joined; `seeds`: HTTP addresses to read (and ask) from."""
-        self._start_seeds = tuple(seeds)
+        peers), None on a node that joined; `seeds`: HTTP addresses to read from."""
         saved = self._file.load()
         if saved is None:
             saved = Saved("voter", founders) if founders is not None else Saved("reader")
@@ -302,7 +308,8 @@ class MetaRole(Generic[G]):
             await reader.stop()
 
     async def _leave(self, why: str, voters: Sequence[str] = ()) -> None:
-        """Back to reading from this node's metadata; the group closed, its journal deleted."""
+        """Back to reading: the reader starts from this node's metadata, then the group
+        is closed and its journal deleted (a removed member's data is its own to drop)."""
         log.info("leaving the meta group: %s", why)
         self._file.save(Saved("reader", (), self._seeds()))
         group, self.group = self.group, None
@@ -361,12 +368,12 @@ class MetaRole(Generic[G]):
             self._file.save(Saved("voter", members))
 
     async def probe(self) -> MetaReply | None:
-        """The leader's reply if it says its configuration lacks this node, else None. Asks
-        voters, members, then seeds until one leads or names who does; the replies' metadata
-        tells a voter restarted after its removal (no leader: nothing applied) who is who."""
+        """The leader's reply if it says its configuration lacks this node, else None.
+        Asks the members (voters first) until one is the leader or names one."""
         md = self._md
         rafts = {m.http: m.raft for m in md.members}
-        targets = meta_ops.poll_targets(md, self.voters, self._start_seeds, self._me.http, 0)
+        ordered = [*meta_ops.voter_addresses(md, self.voters), *(m.http for m in md.members)]
+        targets = [a for a in dict.fromkeys(ordered) if a != self._me.http]
         tried: set[str] = set()
         while targets:
             address = targets.pop(0)
@@ -375,9 +382,6 @@ class MetaRole(Generic[G]):
                 reply = await self._ask(address)
             except KvError:
                 continue
-            if reply.metadata is not None:  # committed, newer than ours (as a reader takes it)
-                self._offer(reply.metadata)
-                md, rafts = self._md, {m.http: m.raft for m in self._md.members}
             if reply.leader is not None and reply.leader != rafts.get(address):
                 hinted = [m.http for m in md.members if m.raft == reply.leader]
                 first = [h for h in hinted if h not in tried and h != self._me.http]

@@ -249,34 +249,6 @@ def test_a_leaderless_voter_leaves_only_on_the_leaders_word(tmp_path: Path) -> N
     run(scenario())
 
 
-def test_a_voter_restarted_after_its_removal_learns_who_leads_from_its_seeds(
-    tmp_path: Path,
-) -> None:
-    """Killed after the leader removed it and before it heard: on restart its group hears
-    no leader, so it never applies and holds no metadata (no members to ask). It asks its
-    seeds, takes the metadata their replies carry, and leaves on the leader's word."""
-    node = voter(tmp_path)
-    without_me = (RAFT[0], RAFT[1], RAFT[2])
-
-    async def scenario() -> None:
-        await node.role.start(None, [MEMBERS[0].http])  # the founders' HTTP addresses
-        node.group.leader = None
-        assert not node.role.metadata.bootstrapped
-        follower = leader_reply(without_me)  # n1 names n3 and carries the metadata
-        node.net.replies[MEMBERS[0].http] = replace(follower, metadata=md_at(9))
-        node.net.replies[MEMBERS[2].http] = leader_reply(without_me)
-        await node.role.check()
-        node.clock.now += 4.0  # past leaderless_s
-        await node.role.check()
-        assert node.net.calls == [MEMBERS[0].http, MEMBERS[2].http]
-        assert node.role.role == "reader" and node.role.metadata.epoch == 9
-        assert RoleFile(node.path).load() == Saved("reader", (), node.role._seeds())
-        assert node.role._seeds()  # it reads from the members now
-        await node.role.stop()
-
-    run(scenario())
-
-
 def test_a_join_nobody_followed_up_is_dropped_after_its_grace(tmp_path: Path) -> None:
     node = Node(tmp_path)
     node.net.replies[MEMBERS[0].http] = leader_reply((RAFT[0], RAFT[1]), leader=RAFT[0])
