@@ -508,6 +508,20 @@ class LoadPart:
     keys: list[str]
 
 
+def load_processes(procs: int, clients: int) -> int:
+    """How many load processes a phase of `clients` forks: --procs, at most one per client."""
+    return min(procs, clients)
+
+
+def split_load(clients: int, keys: Sequence[str], procs: int) -> list[LoadPart]:
+    """A phase's load processes (`load_processes`) and each one's share:
+    workers and keys dealt round-robin. A worker picks a key no other worker of its process
+    has in flight, so a share with fewer keys than workers could not run (`parse_args`
+    refuses such a --keys)."""
+    n = load_processes(procs, clients)
+    return [LoadPart(list(range(p, clients, n)), list(keys[p::n])) for p in range(n)]
+
+
 def _load_process(
     spec: TargetSpec,
     wl: Workload,
@@ -738,10 +752,8 @@ def _fork_loaders(
     """Start the load processes (appended to `children` as they start); their pipes."""
     ctx = get_context("fork")  # no event loop is running here; children start their own
     conns = []
-    keys = wl.key_names()
-    for p in range(procs):
+    for part in split_load(wl.clients, wl.key_names(), procs):
         parent_end, child_end = ctx.Pipe(duplex=False)
-        part = LoadPart(list(range(p, wl.clients, procs)), keys[p::procs])
         args = (spec, wl, part, window, carried, child_end)
         proc = ctx.Process(target=_load_process, args=args)
         proc.start()
@@ -870,10 +882,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--clients: integers expected, got {a.clients!r}")
     if not a.clients or min(a.clients) < 1 or a.procs < 1 or a.keys < 1:
         p.error("--clients, --procs, --keys must be >= 1")
-    for clients in a.clients:  # a worker picks a key no other worker of its process has in
-        procs = min(a.procs, clients)  # flight: each process needs a key per worker
-        if a.keys // procs < -(-clients // procs):
-            p.error(f"--keys {a.keys} is too few for {clients} clients in {procs} processes")
+    for clients in a.clients:
+        parts = split_load(clients, [""] * a.keys, a.procs)
+        if any(len(part.keys) < len(part.workers) for part in parts):
+            p.error(f"--keys {a.keys} is too few for {clients} clients in {len(parts)} processes")
     if a.value_size < 0 or a.duration <= 0:
         p.error("--value-size must be >= 0, --duration > 0")
     a.seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1 << 31)
@@ -908,7 +920,7 @@ def run_target(
                 print(f"preloaded {a.keys} keys in {time.monotonic() - t:.1f} s", flush=True)
                 preloaded = True
             print(f"--- {spec.name}: {op}, {clients} client{'s' if clients > 1 else ''}")
-            procs = min(a.procs, clients)
+            procs = load_processes(a.procs, clients)
             res, carried = run_phase(spec, wl, server_pids, procs, a.warmup, a.duration, carried)
             print(render(res), flush=True)
             results.append(res)

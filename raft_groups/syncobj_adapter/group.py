@@ -235,8 +235,8 @@ class RaftGroup:
         return await self.reconfig.transfer_leadership(timeout, target)
 
     def tick(self) -> None:
-        """One pysyncobj tick (`_tick`), then the read rounds' (read_index.py); then a
-        compaction if the journal has grown past `log_compaction_max_bytes`."""
+        """One pysyncobj tick (`_tick`), then the read rounds' (read_index.py) when a read
+        waits; then a compaction if the journal has grown past `log_compaction_max_bytes`."""
         self._tick()
         self._leaders.see(shim.leader_address(self._obj))
         if not self.reads.idle:  # most ticks: no read waits, and a view costs a few µs
